@@ -1,0 +1,1 @@
+"""The pure domain: tickets, routing rules, policies. Standard library only, no I/O."""

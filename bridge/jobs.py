@@ -1,0 +1,77 @@
+"""The web process's only edge to RQ: job names, queues and payloads.
+
+`bridge` never imports `workers`: jobs are enqueued by dotted name with JSON payloads, and
+tests/test_contract.py checks that every name here imports to a callable.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+# Queues in the order a worker serves them: agent replies before surveys and housekeeping.
+QUEUE_OUTBOUND = "bridge-outbound"
+QUEUE_EVENTS = "bridge-events"
+QUEUE_SURVEYS = "bridge-surveys"
+QUEUE_HOUSEKEEPING = "bridge-housekeeping"
+QUEUES_BY_PRIORITY = (QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SURVEYS, QUEUE_HOUSEKEEPING)
+
+# payload: {"ticket_id": str, "event_id": str}
+SEND_OUTBOUND = "workers.tasks.send_outbound"
+# payload: {"ticket_id": str, "trigger": str, "version": int, "event_id": str}
+ON_TICKET_EVENT = "workers.tasks.on_ticket_event"
+# payload: {"ticket_id": str, "automation": str, "version": int}
+RUN_TIMER = "workers.tasks.run_timer"
+
+JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER)
+
+# Transient send failures are retried by the job itself (it knows which errors are
+# transient); this RQ retry only covers a worker that died mid-job.
+SEND_RETRY = Retry(max=3, interval=[5, 30, 120])
+
+_JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def job_id(*parts: str) -> str:
+    """RQ job ids allow only [A-Za-z0-9_-]; stream ids carry '-' already, ':' is replaced."""
+    return _JOB_ID_UNSAFE.sub("_", "-".join(parts))
+
+
+class JobQueues:
+    """Synchronous (RQ is); the web process calls these through asyncio.to_thread."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self.queues = {
+            name: Queue(name, connection=connection, serializer=JSONSerializer)
+            for name in QUEUES_BY_PRIORITY
+        }
+
+    def enqueue(
+        self, queue: str, func: str, payload: dict[str, Any], *, job_id: str | None = None,
+        retry: Retry | None = None, at: datetime | None = None,
+    ) -> str:
+        q = self.queues[queue]
+        kwargs: dict[str, Any] = {"job_id": job_id, "retry": retry, "failure_ttl": 30 * 24 * 3600}
+        if at is not None:
+            job = q.enqueue_at(at.astimezone(UTC), func, payload, **kwargs)
+        else:
+            job = q.enqueue(func, payload, **kwargs)
+        return str(job.id)
+
+    def send_outbound(self, ticket_id: str, event_id: str) -> str:
+        return self.enqueue(
+            QUEUE_OUTBOUND, SEND_OUTBOUND, {"ticket_id": ticket_id, "event_id": event_id},
+            job_id=job_id("send", ticket_id, event_id), retry=SEND_RETRY,
+        )
+
+    def ticket_event(self, ticket_id: str, trigger: str, version: int, event_id: str = "") -> str:
+        return self.enqueue(
+            QUEUE_EVENTS, ON_TICKET_EVENT,
+            {"ticket_id": ticket_id, "trigger": trigger, "version": version, "event_id": event_id},
+        )

@@ -1,0 +1,1 @@
+"""The Redis adapter: the routing transaction, tickets, threads and indexes."""

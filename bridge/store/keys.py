@@ -1,0 +1,46 @@
+"""Redis key names. Every key of one contact shares the hash tag {c:<contact-id>} so the
+routing transaction stays in one Redis Cluster slot; global indexes live outside it."""
+
+from __future__ import annotations
+
+PREFIX = "bridge"
+
+
+def contact_prefix(contact_id: str) -> str:
+    return f"{{c:{contact_id}}}"
+
+
+def contact(contact_id: str) -> str:
+    return f"{contact_prefix(contact_id)}:contact"
+
+
+def seen(contact_id: str) -> str:
+    return f"{contact_prefix(contact_id)}:seen"
+
+
+def ticket(contact_id: str, ticket_id: str) -> str:
+    return f"{contact_prefix(contact_id)}:t:{ticket_id}"
+
+
+def events(contact_id: str, ticket_id: str) -> str:
+    return f"{ticket(contact_id, ticket_id)}:events"
+
+
+def deliveries(contact_id: str, ticket_id: str) -> str:
+    """Hash: outbound event id -> JSON delivery state (mutable, unlike the stream)."""
+    return f"{ticket(contact_id, ticket_id)}:delivery"
+
+
+# Global keys (not in a contact's slot).
+TICKET_SEQ = f"{PREFIX}:seq:ticket"
+TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id
+
+
+def provider_message(provider_id: str) -> str:
+    """Outbound provider id (Twilio SM…) -> "contact ticket event" for status callbacks."""
+    return f"{PREFIX}:out:{provider_id}"
+
+
+def index(kind: str, value: str = "") -> str:
+    """Ticket list indexes: zsets of ticket ids scored by the numeric id (creation order)."""
+    return f"{PREFIX}:idx:{kind}:{value}" if value else f"{PREFIX}:idx:{kind}"

@@ -1,0 +1,143 @@
+-- The routing rules of DESIGN §2 applied atomically for one inbound message.
+-- bridge/core/routing.py is the specification; tests/test_routing_agreement.py checks that
+-- this script makes the same decisions on random histories.
+--
+-- KEYS[1] contact hash   {c:<cid>}:contact
+-- KEYS[2] seen zset      {c:<cid>}:seen      (provider ids, scored by arrival ms)
+-- Ticket keys are built from ARGV[1], the contact's hash-tagged prefix, so every key this
+-- script touches hashes to the contact's slot (Redis Cluster safe). The ticket id is not
+-- known before the contact hash is read; declaring it would cost a round trip per message.
+--
+-- ARGV: 1 prefix, 2 provider_id, 3 now_ms, 4 new_ticket_id ('' until allocated),
+--   5 channel, 6 address, 7 profile_name, 8 wa_id, 9 external_user_id,
+--   10 event body, 11 event data (JSON), 12 rating ('' or 1..5), 13 payload ticket id,
+--   14 replied-to id, 15 solved_reply, 16 max_thread_messages, 17 max_thread_age_s,
+--   18 csat_window_s, 19 dedupe_ttl_s, 20 service_window_s, 21 contact id
+--
+-- Returns {action, ticket_id, status, previous_ticket_id, close_reason, event_id, rating}
+-- or {'need_id'} when a ticket must be opened and ARGV[4] is empty (nothing written).
+
+local contact_key, seen_key = KEYS[1], KEYS[2]
+local prefix, pid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local new_tid = ARGV[4]
+local solved_reply = ARGV[15]
+local max_msgs, max_age_ms = tonumber(ARGV[16]), tonumber(ARGV[17]) * 1000
+local csat_window_ms, dedupe_ms = tonumber(ARGV[18]) * 1000, tonumber(ARGV[19]) * 1000
+
+if redis.call('ZSCORE', seen_key, pid) then
+  return {'duplicate', '', '', '', '', '', ''}
+end
+
+local c = redis.call('HMGET', contact_key, 'cur', 'survey_ticket', 'survey_msg', 'survey_at_ms')
+local cur_id, survey_tid, survey_msg, survey_at = c[1], c[2], c[3], c[4]
+
+local function tkey(id) return prefix .. ':t:' .. id end
+local function ekey(id) return prefix .. ':t:' .. id .. ':events' end
+
+local function mark_seen_and_touch_contact()
+  redis.call('ZADD', seen_key, now, pid)
+  redis.call('ZREMRANGEBYSCORE', seen_key, '-inf', now - dedupe_ms)
+  local fields = {'id', ARGV[21], 'channel', ARGV[5], 'address', ARGV[6],
+                  'window_until_ms', now + tonumber(ARGV[20]) * 1000}
+  if ARGV[7] ~= '' then table.insert(fields, 'name'); table.insert(fields, ARGV[7]) end
+  if ARGV[8] ~= '' then table.insert(fields, 'wa_id'); table.insert(fields, ARGV[8]) end
+  if ARGV[9] ~= '' then table.insert(fields, 'external_user_id'); table.insert(fields, ARGV[9]) end
+  redis.call('HSET', contact_key, unpack(fields))
+end
+
+local function add_event(id, etype, author, body, data)
+  return redis.call('XADD', ekey(id), '*', 'type', etype, 'at_ms', now,
+                    'author', author, 'body', body, 'data', data)
+end
+
+-- Row 2: an answer to the outstanding survey.
+local rating = ARGV[12]
+if survey_tid and rating ~= '' then
+  local answers = false
+  if ARGV[13] ~= '' then
+    answers = (ARGV[13] == survey_tid)
+  elseif ARGV[14] ~= '' and survey_msg and survey_msg ~= '' then
+    answers = (ARGV[14] == survey_msg)
+  else
+    answers = (now - tonumber(survey_at) <= csat_window_ms)
+  end
+  if answers then
+    mark_seen_and_touch_contact()
+    redis.call('HDEL', contact_key, 'survey_ticket', 'survey_msg', 'survey_at_ms')
+    redis.call('HSET', tkey(survey_tid), 'csat_rating', rating, 'csat_answered_at_ms', now)
+    redis.call('HINCRBY', tkey(survey_tid), 'version', 1)
+    local eid = add_event(survey_tid, 'csat_answered', 'customer', ARGV[10],
+                          cjson.encode({rating = tonumber(rating), provider_id = pid}))
+    return {'csat_answer', survey_tid, '', '', '', eid, rating}
+  end
+end
+
+local cur = nil
+if cur_id then
+  local t = redis.call('HMGET', tkey(cur_id), 'status', 'session', 'message_count', 'created_at_ms')
+  cur = {id = cur_id, status = t[1], session = t[2], count = tonumber(t[3]),
+         created = tonumber(t[4])}
+end
+
+local action, prev, close_reason = nil, '', ''
+if cur == nil or cur.session == 'ended' then
+  action = 'new_ticket'
+elseif cur.status == 'closed' then
+  action, prev = 'follow_up', cur.id
+elseif cur.status == 'solved' then
+  if solved_reply == 'follow_up' then
+    action, prev = 'follow_up', cur.id
+  else
+    action = 'reopen'
+  end
+elseif cur.count >= max_msgs or (max_age_ms > 0 and now - cur.created >= max_age_ms) then
+  action, prev, close_reason = 'follow_up', cur.id, 'thread_limit'
+else
+  action = 'append'
+end
+
+local message_data = ARGV[11]
+
+if action == 'new_ticket' or action == 'follow_up' then
+  if new_tid == '' then return {'need_id'} end
+  mark_seen_and_touch_contact()
+  if prev ~= '' then
+    local pkey = tkey(prev)
+    local follow_ups = cjson.decode(redis.call('HGET', pkey, 'follow_ups') or '[]')
+    table.insert(follow_ups, new_tid)
+    redis.call('HSET', pkey, 'follow_ups', cjson.encode(follow_ups), 'updated_at_ms', now)
+    if close_reason ~= '' then
+      redis.call('HSET', pkey, 'status', 'closed', 'closed_at_ms', now,
+                 'closed_reason', close_reason, 'session', 'ended',
+                 'session_ended_reason', close_reason)
+      add_event(prev, 'status_changed', 'system', '',
+                cjson.encode({from = cur.status, to = 'closed', reason = close_reason}))
+    elseif cur.session ~= 'ended' then
+      redis.call('HSET', pkey, 'session', 'ended', 'session_ended_reason', 'follow_up')
+    end
+    add_event(prev, 'follow_up_created', 'system', '', cjson.encode({ticket_id = new_tid}))
+    redis.call('HINCRBY', pkey, 'version', 1)
+  end
+  redis.call('HSET', tkey(new_tid), 'id', new_tid, 'contact_id', ARGV[21], 'channel', ARGV[5],
+             'status', 'new', 'session', 'active', 'created_at_ms', now, 'updated_at_ms', now,
+             'message_count', 1, 'follow_up_of', prev, 'version', 1)
+  redis.call('HSET', contact_key, 'cur', new_tid)
+  local eid = add_event(new_tid, 'customer_message', 'customer', ARGV[10], message_data)
+  return {action, new_tid, 'new', prev, close_reason, eid, ''}
+end
+
+-- reopen or append to the current ticket
+mark_seen_and_touch_contact()
+local key = tkey(cur.id)
+local status = cur.status
+if action == 'reopen' or status == 'pending' then
+  status = 'open'
+  redis.call('HSET', key, 'status', 'open')
+  add_event(cur.id, 'status_changed', 'system', '',
+            cjson.encode({from = cur.status, to = 'open', reason = 'customer_reply'}))
+end
+redis.call('HSET', key, 'updated_at_ms', now)
+redis.call('HINCRBY', key, 'message_count', 1)
+redis.call('HINCRBY', key, 'version', 1)
+local eid = add_event(cur.id, 'customer_message', 'customer', ARGV[10], message_data)
+return {action, cur.id, status, '', '', eid, ''}

@@ -1,0 +1,533 @@
+"""The ticket store on Redis: routing, agent actions, threads and ticket lists."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from bridge.core.messages import InboundMessage
+from bridge.core.policy import ChannelPolicy
+from bridge.core.routing import Action, RatingSignal
+from bridge.core.tickets import (
+    OUTBOUND_EVENTS,
+    Contact,
+    Delivery,
+    Event,
+    EventType,
+    SessionState,
+    Status,
+    Ticket,
+    TransitionError,
+    check_transition,
+    delivery_advances,
+    normalize_tags,
+)
+from bridge.store import keys
+
+# WhatsApp's customer-service window.
+SERVICE_WINDOW_S = 24 * 3600
+MAX_PAGE = 200
+_ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(Exception):
+    """The request is valid but the ticket's state refuses it (HTTP 409)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    action: Action
+    ticket_id: str | None
+    status: Status | None
+    previous_ticket_id: str | None
+    close_reason: str | None
+    event_id: str | None
+    rating: int | None
+    contact_id: str
+
+    @property
+    def opened_ticket(self) -> bool:
+        return self.action in (Action.NEW_TICKET, Action.FOLLOW_UP)
+
+
+def _s(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode_map(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def message_data(msg: InboundMessage) -> dict[str, Any]:
+    """The event's extra fields for a customer message (what the thread view shows)."""
+    data: dict[str, Any] = {"provider_id": msg.provider_id}
+    if msg.media:
+        data["media"] = [{"url": m.url, "content_type": m.content_type} for m in msg.media]
+    if msg.location:
+        data["location"] = {
+            "latitude": msg.location.latitude,
+            "longitude": msg.location.longitude,
+            "address": msg.location.address,
+            "label": msg.location.label,
+        }
+    for name in ("button_payload", "button_text", "replied_to_id", "message_type"):
+        value = getattr(msg, name)
+        if value:
+            data[name] = value
+    return data
+
+
+class TicketStore:
+    """All ticket state lives here; web and worker processes share it through Redis."""
+
+    def __init__(self, redis: Redis, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
+        self.redis = redis
+        self.dedupe_ttl_s = dedupe_ttl_s
+        # redis-py reloads the script on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
+        self._route = redis.register_script(_ROUTE_SCRIPT)
+
+    # ---------------------------------------------------------------- inbound routing
+
+    async def route_inbound(
+        self,
+        msg: InboundMessage,
+        signal: RatingSignal,
+        policy: ChannelPolicy,
+        *,
+        now_ms: int,
+    ) -> RouteResult:
+        """Apply the routing rules to one message in one atomic script call.
+
+        A new ticket needs a global id, which cannot be allocated inside the contact's slot:
+        the script answers `need_id` without writing, we INCR the global sequence and run it
+        again. A concurrent message may have opened the ticket meanwhile; that id is then
+        left unused (ticket ids may have gaps).
+        """
+        cid = msg.contact_id
+        new_tid = ""
+        while True:
+            raw = await self._route(
+                keys=[keys.contact(cid), keys.seen(cid)],
+                args=[
+                    keys.contact_prefix(cid),
+                    msg.provider_id,
+                    now_ms,
+                    new_tid,
+                    msg.channel.value,
+                    msg.contact_address,
+                    msg.profile_name,
+                    msg.wa_id,
+                    msg.external_user_id,
+                    msg.summary(),
+                    json.dumps(message_data(msg), ensure_ascii=False),
+                    "" if signal.rating is None else signal.rating,
+                    signal.payload_ticket_id,
+                    signal.replied_to_id,
+                    policy.solved_reply.value,
+                    policy.max_thread_messages,
+                    policy.max_thread_age_s,
+                    policy.csat_window_s,
+                    self.dedupe_ttl_s,
+                    SERVICE_WINDOW_S,
+                    cid,
+                ],
+            )
+            values = [_s(v) for v in raw]
+            if values[0] != "need_id":
+                break
+            new_tid = str(await self.redis.incr(keys.TICKET_SEQ))
+        result = RouteResult(
+            action=Action(values[0]),
+            ticket_id=values[1] or None,
+            status=Status(values[2]) if values[2] else None,
+            previous_ticket_id=values[3] or None,
+            close_reason=values[4] or None,
+            event_id=values[5] or None,
+            rating=int(values[6]) if values[6] else None,
+            contact_id=cid,
+        )
+        if result.opened_ticket and result.ticket_id:
+            await self._reindex(cid, [result.ticket_id, *filter(None, [result.previous_ticket_id])])
+        elif result.action in (Action.APPEND, Action.REOPEN) and result.ticket_id:
+            await self._reindex(cid, [result.ticket_id])
+        return result
+
+    # ---------------------------------------------------------------- reads
+
+    async def contact_of(self, ticket_id: str) -> str:
+        cid = _s(await self.redis.hget(keys.TICKET_CONTACT, ticket_id))
+        if not cid:
+            raise NotFound(f"ticket {ticket_id} not found")
+        return cid
+
+    async def get_ticket(self, ticket_id: str) -> Ticket:
+        cid = await self.contact_of(ticket_id)
+        raw = await self.redis.hgetall(keys.ticket(cid, ticket_id))
+        if not raw:
+            raise NotFound(f"ticket {ticket_id} not found")
+        return Ticket.from_fields(_decode_map(raw))
+
+    async def get_contact(self, contact_id: str) -> Contact:
+        f = _decode_map(await self.redis.hgetall(keys.contact(contact_id)))
+        if not f:
+            raise NotFound(f"contact {contact_id} not found")
+        return Contact(
+            id=contact_id,
+            channel=f.get("channel", ""),
+            address=f.get("address", ""),
+            name=f.get("name", ""),
+            wa_id=f.get("wa_id", ""),
+            external_user_id=f.get("external_user_id", ""),
+            locale=f.get("locale", ""),
+            window_until_ms=int(f.get("window_until_ms") or 0),
+            opted_out=f.get("opted_out") == "1",
+        )
+
+    async def get_tickets(self, ticket_ids: list[str]) -> list[Ticket]:
+        if not ticket_ids:
+            return []
+        cids = await self.redis.hmget(keys.TICKET_CONTACT, ticket_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            found = [(tid, _s(c)) for tid, c in zip(ticket_ids, cids, strict=True) if c]
+            for tid, cid in found:
+                pipe.hgetall(keys.ticket(cid, tid))
+            rows = await pipe.execute()
+        return [Ticket.from_fields(_decode_map(r)) for r in rows if r]
+
+    async def list_tickets(
+        self,
+        *,
+        status: Status | None = None,
+        channel: str = "",
+        assignee: str = "",
+        contact_id: str = "",
+        cursor: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Ticket], int | None]:
+        """Newest tickets first, in pages. The cursor is the last ticket id of the previous
+        page. One filter costs O(page); several are read from the most selective index and
+        the rest are checked on the loaded tickets."""
+        filters: list[str] = []
+        if status:
+            filters.append(keys.index("status", status.value))
+        if channel:
+            filters.append(keys.index("channel", channel))
+        if assignee:
+            filters.append(keys.index("assignee", assignee))
+        if contact_id:
+            filters.append(keys.index("contact", contact_id))
+        if not filters:
+            filters.append(keys.index("all"))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for f in filters:
+                pipe.zcard(f)
+            sizes = await pipe.execute()
+        source = filters[sizes.index(min(sizes))]
+        page: list[Ticket] = []
+        upper: str = f"({cursor}" if cursor is not None else "+inf"
+        batch = max(limit, 20)
+        while len(page) < limit:
+            ids = [_s(i) for i in await self.redis.zrevrangebyscore(
+                source, upper, "-inf", start=0, num=batch)]
+            if not ids:
+                break
+            for t in await self.get_tickets(ids):
+                if (
+                    (status is None or t.status is status)
+                    and (not channel or t.channel == channel)
+                    and (not assignee or t.assignee == assignee)
+                    and (not contact_id or t.contact_id == contact_id)
+                ):
+                    page.append(t)
+                    if len(page) == limit:
+                        break
+            if len(ids) < batch:
+                break
+            upper = f"({ids[-1]}"
+        has_more = len(page) == limit and await self.redis.zcount(
+            source, "-inf", f"({page[-1].id}") > 0
+        return page, (int(page[-1].id) if has_more else None)
+
+    async def events(
+        self, ticket_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Event], str | None]:
+        """A page of the thread, newest first; the cursor is the last event id returned."""
+        cid = await self.contact_of(ticket_id)
+        upper = f"({cursor}" if cursor else "+"
+        raw = await self.redis.xrevrange(keys.events(cid, ticket_id), upper, "-", count=limit + 1)
+        more = len(raw) > limit
+        raw = raw[:limit]
+        out_ids = [_s(eid) for eid, f in raw if _s(f.get(b"type")) in OUTBOUND_EVENTS]
+        states: dict[str, dict[str, str]] = {}
+        if out_ids:
+            vals = await self.redis.hmget(keys.deliveries(cid, ticket_id), out_ids)
+            states = {eid: json.loads(_s(v)) for eid, v in zip(out_ids, vals, strict=True) if v}
+        events = [self._event(ticket_id, _s(eid), _decode_map(f), states) for eid, f in raw]
+        return events, (events[-1].id if more and events else None)
+
+    @staticmethod
+    def _event(ticket_id: str, eid: str, f: dict[str, str],
+               states: dict[str, dict[str, str]]) -> Event:
+        state = states.get(eid)
+        etype = EventType(f["type"])
+        if state is None and etype in OUTBOUND_EVENTS:
+            # No worker has touched it yet.
+            state = {"state": Delivery.QUEUED.value}
+        return Event(
+            id=eid,
+            ticket_id=ticket_id,
+            type=etype,
+            at_ms=int(f["at_ms"]),
+            author=f.get("author", ""),
+            body=f.get("body", ""),
+            data=json.loads(f.get("data") or "{}"),
+            delivery=Delivery(state["state"]) if state else None,
+            error_code=state.get("error_code", "") if state else "",
+            error_message=state.get("error_message", "") if state else "",
+        )
+
+    async def get_event(self, ticket_id: str, event_id: str) -> Event:
+        cid = await self.contact_of(ticket_id)
+        raw = await self.redis.xrange(keys.events(cid, ticket_id), event_id, event_id)
+        if not raw:
+            raise NotFound(f"event {event_id} not found")
+        state = _s(await self.redis.hget(keys.deliveries(cid, ticket_id), event_id))
+        states = {event_id: json.loads(state)} if state else {}
+        return self._event(ticket_id, event_id, _decode_map(raw[0][1]), states)
+
+    # ---------------------------------------------------------------- agent actions
+
+    async def update_ticket(
+        self,
+        ticket_id: str,
+        *,
+        author: str,
+        now_ms: int,
+        status: Status | None = None,
+        assignee: str | None = None,
+        tags: list[str] | None = None,
+        end_session_reason: str | None = None,
+        event: tuple[EventType, str, dict[str, Any]] | None = None,
+    ) -> tuple[Ticket, str | None]:
+        """Change a ticket as an agent, macro or automation: one optimistic transaction.
+
+        The pure rules in bridge.core.tickets decide what is allowed; WATCH makes the
+        check and the write atomic against concurrent routing. Returns the new ticket and
+        the id of the event recorded for the change (None when nothing changed).
+        """
+        cid = await self.contact_of(ticket_id)
+        tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
+        norm_tags = normalize_tags(tags) if tags is not None else None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(tkey)
+                    raw = await pipe.hgetall(tkey)
+                    if not raw:
+                        raise NotFound(f"ticket {ticket_id} not found")
+                    current = Ticket.from_fields(_decode_map(raw))
+                    changes, change_data = self._changes(
+                        current, status, assignee, norm_tags, end_session_reason, now_ms
+                    )
+                    if not changes and event is None:
+                        await pipe.reset()
+                        return current, None
+                    pipe.multi()
+                    changes["updated_at_ms"] = str(now_ms)
+                    pipe.hset(tkey, mapping=changes)
+                    pipe.hincrby(tkey, "version", 1)
+                    eid_index = None
+                    if change_data:
+                        etype = (EventType.SESSION_ENDED if end_session_reason
+                                 else EventType.STATUS_CHANGED if "status" in change_data
+                                 else EventType.TICKET_UPDATED)
+                        pipe.xadd(ekey, self._fields(etype, author, "", change_data, now_ms))
+                        eid_index = 2
+                    if event is not None:
+                        etype, body, data = event
+                        pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms))
+                        eid_index = 3 if change_data else 2
+                    results = await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        event_id = _s(results[eid_index]) if eid_index is not None else None
+        ticket = await self.get_ticket(ticket_id)
+        stale = {ticket_id: current.assignee} if current.assignee != ticket.assignee else {}
+        await self._reindex(cid, [ticket_id], stale_assignees=stale)
+        return ticket, event_id
+
+    @staticmethod
+    def _changes(
+        current: Ticket,
+        status: Status | None,
+        assignee: str | None,
+        tags: tuple[str, ...] | None,
+        end_session_reason: str | None,
+        now_ms: int,
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        changes: dict[str, str] = {}
+        data: dict[str, Any] = {}
+        if current.status is Status.CLOSED and (status, assignee, tags) != (None, None, None):
+            raise Conflict("ticket_closed", "a closed ticket cannot change")
+        if status is not None and status is not current.status:
+            try:
+                check_transition(current.status, status)
+            except TransitionError as exc:
+                raise Conflict(exc.code, exc.message) from exc
+            changes["status"] = status.value
+            data.update({"from": current.status.value, "to": status.value})
+            if status is Status.SOLVED:
+                changes["solved_at_ms"] = str(now_ms)
+            if status is Status.CLOSED:
+                changes["closed_at_ms"] = str(now_ms)
+        if assignee is not None and assignee != current.assignee:
+            changes["assignee"] = assignee
+            data["assignee"] = assignee
+        if tags is not None and tags != current.tags:
+            changes["tags"] = json.dumps(list(tags))
+            data["tags"] = list(tags)
+        if end_session_reason is not None:
+            if current.session is SessionState.ENDED:
+                raise Conflict("session_ended", "the messaging session has already ended")
+            changes["session"] = SessionState.ENDED.value
+            changes["session_ended_reason"] = end_session_reason
+            data["reason"] = end_session_reason
+        return changes, data
+
+    @staticmethod
+    def _fields(etype: EventType, author: str, body: str, data: dict[str, Any],
+                now_ms: int) -> dict[str, str]:
+        return {
+            "type": etype.value,
+            "at_ms": str(now_ms),
+            "author": author,
+            "body": body,
+            "data": json.dumps(data, ensure_ascii=False),
+        }
+
+    async def add_event(
+        self, ticket_id: str, etype: EventType, *, author: str, body: str = "",
+        data: dict[str, Any] | None = None, now_ms: int,
+    ) -> Event:
+        """Append an event that changes nothing else (a note, an automation firing)."""
+        _, eid = await self.update_ticket(
+            ticket_id, author=author, now_ms=now_ms, event=(etype, body, data or {})
+        )
+        assert eid is not None
+        return await self.get_event(ticket_id, eid)
+
+    # ---------------------------------------------------------------- outbound delivery
+
+    async def _set_delivery(self, cid: str, tid: str, eid: str, state: dict[str, str]) -> None:
+        await self.redis.hset(keys.deliveries(cid, tid), eid, json.dumps(state))
+
+    async def delivery_state(self, ticket_id: str, event_id: str) -> dict[str, str]:
+        cid = await self.contact_of(ticket_id)
+        raw = _s(await self.redis.hget(keys.deliveries(cid, ticket_id), event_id))
+        return json.loads(raw) if raw else {}
+
+    async def set_delivery(self, ticket_id: str, event_id: str, state: dict[str, str]) -> None:
+        """Worker-side: record a send attempt, its provider id, or its failure."""
+        cid = await self.contact_of(ticket_id)
+        await self._set_delivery(cid, ticket_id, event_id, state)
+        sid = state.get("provider_id")
+        if sid:
+            await self.redis.set(
+                keys.provider_message(sid), f"{cid} {ticket_id} {event_id}", ex=30 * 24 * 3600
+            )
+
+    async def record_status_callback(
+        self, provider_id: str, delivery: Delivery, *, error_code: str = "",
+        error_message: str = "",
+    ) -> bool:
+        """Apply a provider's delivery status: only forward moves are stored. Returns True
+        when the state changed; a repeated or out-of-order callback changes nothing."""
+        ref = _s(await self.redis.get(keys.provider_message(provider_id)))
+        if not ref:
+            return False
+        cid, tid, eid = ref.split(" ")
+        dkey = keys.deliveries(cid, tid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(dkey)
+                    raw = _s(await pipe.hget(dkey, eid))
+                    state: dict[str, str] = json.loads(raw) if raw else {}
+                    current = Delivery(state["state"]) if "state" in state else None
+                    if not delivery_advances(current, delivery):
+                        await pipe.reset()
+                        return False
+                    state.update({"state": delivery.value, "provider_id": provider_id})
+                    if error_code:
+                        state["error_code"] = error_code
+                        state["error_message"] = error_message
+                    pipe.multi()
+                    pipe.hset(dkey, eid, json.dumps(state))
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    # ---------------------------------------------------------------- indexes
+
+    async def _reindex(
+        self, cid: str, ticket_ids: list[str], *, stale_assignees: dict[str, str] | None = None
+    ) -> None:
+        """Bring the global list indexes in line with the tickets' current fields.
+
+        Idempotent; runs after each change (outside the contact's slot, so not in the
+        routing script). A crash between the two leaves a ticket unlisted until its next
+        change; `bridge reindex` repairs everything.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid in ticket_ids:
+                pipe.hmget(keys.ticket(cid, tid), "status", "channel", "assignee")
+            rows = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid, old_assignee in (stale_assignees or {}).items():
+                if old_assignee:
+                    pipe.zrem(keys.index("assignee", old_assignee), tid)
+            for tid, (status, channel, assignee) in zip(ticket_ids, rows, strict=True):
+                score = {tid: int(tid)}
+                pipe.hset(keys.TICKET_CONTACT, tid, cid)
+                pipe.zadd(keys.index("all"), score)
+                pipe.zadd(keys.index("contact", cid), score)
+                pipe.zadd(keys.index("channel", _s(channel)), score)
+                for s in Status:
+                    if s.value == _s(status):
+                        pipe.zadd(keys.index("status", s.value), score)
+                    else:
+                        pipe.zrem(keys.index("status", s.value), tid)
+                if _s(assignee):
+                    pipe.zadd(keys.index("assignee", _s(assignee)), score)
+            await pipe.execute()
+
+    async def reindex_all(self) -> int:
+        """Rebuild every index from the tickets themselves (`bridge reindex`)."""
+        count = 0
+        async for key in self.redis.scan_iter(match="{c:*}:t:*", count=1000):
+            name = _s(key)
+            parts = name.split(":")
+            if len(parts) != 4:
+                continue
+            cid, tid = parts[1].rstrip("}"), parts[3]
+            await self._reindex(cid, [tid])
+            count += 1
+        return count

