@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -324,12 +325,15 @@ class TicketStore:
         tags: list[str] | None = None,
         end_session_reason: str | None = None,
         event: tuple[EventType, str, dict[str, Any]] | None = None,
+        guard: Callable[[Ticket], None] | None = None,
     ) -> tuple[Ticket, str | None]:
         """Change a ticket as an agent, macro or automation: one optimistic transaction.
 
         The pure rules in bridge.core.tickets decide what is allowed; WATCH makes the
         check and the write atomic against concurrent routing. Returns the new ticket and
         the id of the event recorded for the change (None when nothing changed).
+        `guard` runs on the current ticket inside the transaction and may raise Conflict
+        (for example: no public reply once the session has ended).
         """
         cid = await self.contact_of(ticket_id)
         tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
@@ -342,6 +346,8 @@ class TicketStore:
                     if not raw:
                         raise NotFound(f"ticket {ticket_id} not found")
                     current = Ticket.from_fields(_decode_map(raw))
+                    if guard is not None:
+                        guard(current)
                     changes, change_data = self._changes(
                         current, status, assignee, norm_tags, end_session_reason, now_ms
                     )
