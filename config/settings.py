@@ -116,8 +116,9 @@ class Settings:
     def validate(self) -> None:
         if self.twilio_account_sid and not self.twilio_account_sid.startswith("AC"):
             raise SettingsError("TWILIO_ACCOUNT_SID must start with AC")
-        if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
-            raise SettingsError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together")
+        # A token alone is enough to verify webhooks (local development, outbox only).
+        if self.twilio_account_sid and not self.twilio_auth_token:
+            raise SettingsError("TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN")
         if self.twilio_enabled and not (
             self.twilio_whatsapp_from or self.twilio_messaging_service_sid
         ):
@@ -224,3 +225,8 @@ def _agent_tokens(raw: str) -> dict[str, Secret]:
             )
         tokens[name] = Secret(token)
     return tokens
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of the environment for child processes (`bridge run` starts web and worker)."""
+    return dict(os.environ)

@@ -1,0 +1,54 @@
+"""Composition root of the web process: create_app(settings) -> web.Application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import redis.asyncio
+from aiohttp import web
+
+from bridge.jobs import JobQueues
+from bridge.store.connection import async_redis, sync_redis
+from bridge.store.tickets import TicketStore
+from bridge.web import api, health, openapi, webhooks
+from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
+from bridge.web.middlewares import auth_middleware, error_middleware, metrics_middleware
+from config.settings import Settings
+
+
+def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None = None
+               ) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+    )
+    app[settings_key] = settings
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = redis_client or async_redis(settings)
+        sync_client = sync_redis(settings)
+        app[redis_key] = client
+        app[sync_redis_key] = sync_client
+        app[store_key] = TicketStore(client, dedupe_ttl_s=settings.dedupe_ttl_s)
+        app[queues_key] = JobQueues(sync_client)
+        yield
+        if redis_client is None:
+            await client.aclose()
+        sync_client.close()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.add_routes(health.routes)
+    app.add_routes(webhooks.routes)
+    app.add_routes(api.routes)
+    app.add_routes(openapi.routes)
+    _add_optional_routes(app)
+    return app
+
+
+def _add_optional_routes(app: web.Application) -> None:
+    try:
+        from bridge.web import macros, reports
+    except ImportError:  # TODO(integration): import at top once macros land
+        return
+    app.add_routes(macros.routes)
+    app.add_routes(reports.routes)

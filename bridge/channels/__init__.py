@@ -1,0 +1,1 @@
+"""Channel adapters: parse, verify and format for one provider."""

@@ -1,0 +1,132 @@
+"""Twilio WhatsApp webhooks: decode the form once, verify the signature, build values.
+
+Verification is twilio-python's RequestValidator (the exact algorithm, including the
+with-and-without-default-port check); everything else here is pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from multidict import MultiDict, MultiDictProxy
+from twilio.request_validator import RequestValidator
+
+from bridge.core.messages import Channel, InboundMessage, Location, Media
+from bridge.core.tickets import TWILIO_DELIVERY, Delivery
+
+MAX_MEDIA = 10  # Twilio's limit per message
+MAX_BODY_CHARS = 4096
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
+_ADDRESS = re.compile(r"^whatsapp:\S{1,200}$")
+
+FormData = MultiDictProxy[str]
+
+
+class InvalidPayload(ValueError):
+    """The request is not a well-formed Twilio webhook (answered 400, nothing written)."""
+
+
+def decode_form(body: bytes, content_type: str) -> FormData:
+    """application/x-www-form-urlencoded bytes -> a MultiDict; strict about encoding."""
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidPayload("expected application/x-www-form-urlencoded")
+    try:
+        text = body.decode("utf-8", errors="strict")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
+                          errors="strict", max_num_fields=200)
+    except UnicodeDecodeError:
+        raise InvalidPayload("body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise InvalidPayload(f"malformed form body: {exc}") from None
+    if any("\x00" in k or "\x00" in v for k, v in pairs):
+        raise InvalidPayload("NUL bytes are not allowed")
+    return MultiDictProxy(MultiDict(pairs))
+
+
+def signature_valid(*, url: str, form: FormData, signature: str, auth_token: str) -> bool:
+    """Twilio signs the public URL it called plus the sorted POST parameters."""
+    if not signature or not auth_token:
+        return False
+    return bool(RequestValidator(auth_token).validate(url, form, signature))
+
+
+def _required(form: Mapping[str, str], name: str) -> str:
+    value = form.get(name, "")
+    if not value:
+        raise InvalidPayload(f"missing required field {name}")
+    return value
+
+
+def parse_inbound(form: FormData, *, received_at_ms: int) -> InboundMessage:
+    """Every WhatsApp field that matters. `From` is kept whole: it may be a phone number
+    (whatsapp:+33…) or a business-scoped user id (whatsapp:US.1349…)."""
+    sid = _required(form, "MessageSid")
+    if not _SID.match(sid):
+        raise InvalidPayload("MessageSid is not a Twilio message sid")
+    address = _required(form, "From")
+    if not _ADDRESS.match(address):
+        raise InvalidPayload("From must be a whatsapp: address (only WhatsApp is bridged)")
+    body = form.get("Body", "")
+    if len(body) > MAX_BODY_CHARS:
+        raise InvalidPayload(f"Body longer than {MAX_BODY_CHARS} characters")
+    raw_count = form.get("NumMedia", "0") or "0"
+    if not raw_count.isdigit() or int(raw_count) > MAX_MEDIA:
+        raise InvalidPayload(f"NumMedia must be a number from 0 to {MAX_MEDIA}")
+    media = []
+    for i in range(int(raw_count)):
+        url = form.get(f"MediaUrl{i}", "")
+        if not url.startswith(("https://", "http://")):
+            raise InvalidPayload(f"MediaUrl{i} missing or not a URL")
+        media.append(Media(url=url, content_type=form.get(f"MediaContentType{i}", "")))
+    location = None
+    if form.get("Latitude") or form.get("Longitude"):
+        lat, lon = form.get("Latitude", ""), form.get("Longitude", "")
+        try:
+            if not (-90 <= float(lat) <= 90 and -180 <= float(lon) <= 180):
+                raise ValueError
+        except ValueError:
+            raise InvalidPayload("Latitude/Longitude must be coordinates") from None
+        location = Location(lat, lon, form.get("Address", ""), form.get("Label", ""))
+    if not body and not media and location is None and not form.get("ButtonPayload"):
+        raise InvalidPayload("message has no Body, media, location or button")
+    return InboundMessage(
+        channel=Channel.WHATSAPP,
+        provider_id=sid,
+        contact_address=address,
+        received_at_ms=received_at_ms,
+        body=body,
+        to=form.get("To", ""),
+        media=tuple(media),
+        location=location,
+        button_payload=form.get("ButtonPayload", ""),
+        button_text=form.get("ButtonText", ""),
+        replied_to_id=form.get("OriginalRepliedMessageSid", ""),
+        profile_name=form.get("ProfileName", "")[:200],
+        wa_id=form.get("WaId", ""),
+        external_user_id=form.get("ExternalUserId", ""),
+        message_type=form.get("MessageType", ""),
+    )
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    provider_id: str
+    delivery: Delivery | None  # None: a status word this bridge does not track
+    error_code: str
+    error_message: str
+
+
+def parse_status(form: FormData) -> StatusCallback:
+    sid = _required(form, "MessageSid")
+    if not _SID.match(sid):
+        raise InvalidPayload("MessageSid is not a Twilio message sid")
+    status = _required(form, "MessageStatus").lower()
+    return StatusCallback(
+        provider_id=sid,
+        delivery=TWILIO_DELIVERY.get(status),
+        error_code=form.get("ErrorCode", ""),
+        error_message=form.get("ErrorMessage", "")[:500],
+    )

@@ -1,0 +1,178 @@
+"""The `bridge` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import click
+import httpx
+from twilio.request_validator import RequestValidator
+
+from bridge.core.tickets import Status
+from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
+from bridge.store.connection import async_redis
+from bridge.store.tickets import TicketStore
+from config.settings import Settings, SettingsError, process_environment
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """Help-desk messaging bridge: WhatsApp (Twilio) and web chat into tickets."""
+
+
+@main.command()
+def run() -> None:
+    """Everything on this machine: embedded Redis (unless REDIS_URL), web, worker."""
+    run_all(load_settings(), process_environment())
+
+
+@main.command()
+def serve() -> None:
+    """The web process only (the Procfile's web dyno)."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not settings.redis_url:
+        raise click.ClickException("REDIS_URL is not set (use `bridge run` for a local Redis)")
+    if not settings.twilio_auth_token:
+        logging.getLogger("bridge").warning(
+            "TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                shutdown_timeout=20, access_log=None, print=None)
+
+
+@main.command()
+@click.option("--from", "from_", default="whatsapp:+33612345678", show_default=True,
+              help="The customer's WhatsApp address, kept whole.")
+@click.option("--name", default="Camille", show_default=True, help="ProfileName")
+@click.option("--payload", default="", help="ButtonPayload (e.g. csat:<ticket>:5)")
+@click.option("--url", default="", help="Bridge base URL (default: the running bridge)")
+@click.option("--sid", default="", help="MessageSid (default: a new one)")
+@click.argument("body")
+def simulate(from_: str, name: str, payload: str, url: str, sid: str, body: str) -> None:
+    """Post a correctly signed fake WhatsApp message to a running bridge."""
+    settings = load_settings()
+    token = str(settings.twilio_auth_token) or dev_tokens(settings.data_dir)["TWILIO_AUTH_TOKEN"]
+    port = runtime_info(settings.data_dir).get("port", settings.port)
+    base = (url or f"http://127.0.0.1:{port}").rstrip("/")
+    sid = sid or "SM" + uuid.uuid4().hex
+    form = {
+        "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32,
+        "From": from_, "To": "whatsapp:+14155238886", "Body": body, "NumMedia": "0",
+        "ProfileName": name, "WaId": from_.removeprefix("whatsapp:").lstrip("+"),
+        "MessageType": "button" if payload else "text", "ApiVersion": "2010-04-01",
+    }
+    if payload:
+        form["ButtonPayload"] = payload
+        form["ButtonText"] = body
+    # The bridge checks the signature against PUBLIC_BASE_URL, as Twilio would sign it.
+    signature = RequestValidator(token).compute_signature(
+        settings.public_base_url + "/webhooks/twilio", form)
+    try:
+        response = httpx.post(f"{base}/webhooks/twilio", data=form,
+                              headers={"X-Twilio-Signature": signature}, timeout=10)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"could not reach the bridge at {base}: {exc}") from None
+    click.echo(f"{response.status_code} {sid}")
+    if response.status_code != 200:
+        raise click.ClickException(response.text)
+
+
+@main.command()
+@click.option("--status", type=click.Choice([s.value for s in Status]), default=None)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+def tickets(status: str | None, limit: int) -> None:
+    """A readable table of the newest tickets."""
+    settings = load_settings()
+    url = resolve_redis_url(settings)
+
+    async def fetch() -> list[tuple[str, ...]]:
+        client = async_redis(settings, url)
+        try:
+            store = TicketStore(client)
+            page, _ = await store.list_tickets(
+                status=Status(status) if status else None, limit=limit)
+            rows = []
+            now = time.time()
+            for t in page:
+                contact = await store.get_contact(t.contact_id)
+                rows.append((t.id, t.status.value, t.channel, contact.name or "-",
+                             contact.address, str(t.message_count), t.session.value,
+                             t.assignee or "-", f"{int(now - t.created_at_ms / 1000)}s"))
+            return rows
+        finally:
+            await client.aclose()
+
+    rows = asyncio.run(fetch())
+    header = ("ID", "STATUS", "CHANNEL", "NAME", "ADDRESS", "MSGS", "SESSION", "ASSIGNEE",
+              "AGE")
+    if not rows:
+        click.echo("no tickets yet: try `bridge simulate \"Bonjour\"`")
+        return
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+@main.command()
+def reindex() -> None:
+    """Rebuild the ticket list indexes from the tickets themselves."""
+    settings = load_settings()
+    url = resolve_redis_url(settings)
+
+    async def go() -> int:
+        client = async_redis(settings, url)
+        try:
+            return await TicketStore(client).reindex_all()
+        finally:
+            await client.aclose()
+
+    click.echo(f"reindexed {asyncio.run(go())} tickets")
+
+
+@main.command("openapi")
+@click.option("--output", type=click.Path(path_type=Path), default=None)
+def openapi_cmd(output: Path | None) -> None:
+    """Print (or write) the OpenAPI document."""
+    from bridge.web.openapi import DOCUMENT
+
+    text = json.dumps(DOCUMENT, indent=2)
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text)
+
+
+def _register_optional() -> None:
+    try:
+        from bridge.commands.outbound import failed, outbox, retry
+
+        main.add_command(outbox)
+        main.add_command(failed)
+        main.add_command(retry)
+    except ImportError:  # TODO(integration)
+        pass
+    try:
+        from bridge.commands.check import check
+
+        main.add_command(check)
+    except ImportError:  # TODO(integration)
+        pass
+
+
+_register_optional()

@@ -1,0 +1,115 @@
+"""`bridge run`: the whole bridge on a laptop (embedded Redis, web, worker with scheduler).
+
+Development tokens are generated once and kept in <data_dir>/dev-tokens.json so they stay
+the same across runs; <data_dir>/run.json tells the other CLI commands where Redis is.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.store.embedded import EmbeddedRedis
+from config.settings import Settings
+
+
+def dev_tokens(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "dev-tokens.json"
+    if path.exists():
+        tokens: dict[str, str] = json.loads(path.read_text())
+        return tokens
+    tokens = {
+        "BRIDGE_ADMIN_TOKEN": "adm_" + secrets.token_urlsafe(18),
+        "BRIDGE_AGENT_TOKENS": "alice:agt_" + secrets.token_urlsafe(18),
+        "BRIDGE_SECRET": secrets.token_urlsafe(32),
+        # Only signs and verifies simulated webhooks; with no TWILIO_ACCOUNT_SID nothing is
+        # sent to Twilio (outbound goes to the local outbox).
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tokens, indent=2))
+    path.chmod(0o600)
+    return tokens
+
+
+def runtime_info(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """REDIS_URL, else the embedded Redis of a running `bridge run`."""
+    url = settings.redis_url or str(runtime_info(settings.data_dir).get("redis_url", ""))
+    if not url:
+        raise click.ClickException(
+            "no Redis: set REDIS_URL, or start the bridge with `make run` / `bridge run` first"
+        )
+    return url
+
+
+def run_all(settings: Settings, env: dict[str, str]) -> None:
+    data_dir = settings.data_dir
+    redis_server: EmbeddedRedis | None = None
+    child_env = dict(env)
+    # Values the user did not set are generated for development.
+    for name, value in dev_tokens(data_dir).items():
+        child_env.setdefault(name, value)
+    if not settings.redis_url:
+        redis_server = EmbeddedRedis(data_dir / "redis").start()
+        child_env["REDIS_URL"] = redis_server.url
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        (data_dir / "run.json").write_text(json.dumps({"redis_url": child_env["REDIS_URL"],
+                                                       "port": settings.port}))
+        children.append(subprocess.Popen([sys.executable, "-m", "bridge", "serve"],
+                                         env=child_env))
+        children.append(subprocess.Popen([sys.executable, "-m", "workers"], env=child_env))
+        _banner(settings, child_env)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        click.echo("a bridge process exited; stopping the others", err=True)
+    except KeyboardInterrupt:
+        click.echo("\nstopping…")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis_server is not None:
+            redis_server.stop()
+        (data_dir / "run.json").unlink(missing_ok=True)
+        click.echo("stopped")
+
+
+def _banner(settings: Settings, env: dict[str, str]) -> None:
+    base = f"http://127.0.0.1:{settings.port}"
+    agent = env["BRIDGE_AGENT_TOKENS"].split(",")[0].split(":", 1)[1]
+    outbound = "Twilio" if env.get("TWILIO_ACCOUNT_SID") else "the local outbox (bridge outbox)"
+    click.echo(f"""
+  Bridge running at {base}   (Redis: {env['REDIS_URL']})
+  Outbound messages go to {outbound}.
+
+  Admin token:  {env['BRIDGE_ADMIN_TOKEN']}
+  Agent token:  {agent}   (agent "alice")
+
+  Simulate a WhatsApp message (another terminal):
+    .venv/bin/bridge simulate --from whatsapp:+33612345678 "Bonjour"
+  See tickets:
+    .venv/bin/bridge tickets
+    curl -H 'Authorization: Bearer {agent}' {base}/api/v1/tickets
+
+  Ctrl-C stops everything.
+""", err=False)
+    sys.stdout.flush()

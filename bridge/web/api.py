@@ -1,0 +1,271 @@
+"""The agent API under /api/v1: tickets, threads, notes, replies, status, sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from bridge.core.tickets import (
+    EventType,
+    SessionState,
+    Status,
+    Ticket,
+    TransitionError,
+)
+from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, TicketStore
+from bridge.web.auth import principal
+from bridge.web.errors import ApiError, bad_request, not_found, unprocessable
+from bridge.web.keys import queues_key, settings_key, store_key
+from bridge.web.serialize import event_json, ticket_json
+
+log = logging.getLogger("bridge.api")
+routes = web.RouteTableDef()
+
+# Twilio's limit for one WhatsApp body.
+MAX_REPLY_CHARS = 1600
+MAX_NOTE_CHARS = 10_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """The request body as a JSON object with only the allowed keys."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("body is not valid JSON", "malformed") from None
+    if not isinstance(data, dict):
+        raise bad_request("body must be a JSON object", "malformed")
+    unknown = set(data) - allowed
+    if unknown:
+        raise unprocessable(f"unknown field(s): {', '.join(sorted(unknown))}")
+    return data
+
+
+def _text(data: dict[str, Any], name: str, max_chars: int) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise unprocessable(f"{name} must be a non-empty string")
+    if len(value) > max_chars:
+        raise unprocessable(f"{name} is longer than {max_chars} characters", "too_long")
+    return value
+
+
+def _limit(request: web.Request, default: int = 50) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise unprocessable(f"limit must be a number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+async def _ticket(store: TicketStore, ticket_id: str) -> Ticket:
+    try:
+        return await store.get_ticket(ticket_id)
+    except NotFound:
+        raise not_found(f"ticket {ticket_id} not found") from None
+
+
+async def ticket_response(request: web.Request, ticket: Ticket, status: int = 200) -> web.Response:
+    return web.json_response(await ticket_body(request, ticket), status=status)
+
+
+async def ticket_body(request: web.Request, ticket: Ticket) -> dict[str, Any]:
+    store = request.app[store_key]
+    try:
+        contact = await store.get_contact(ticket.contact_id)
+    except NotFound:
+        contact = None
+    return ticket_json(ticket, contact, settings=request.app[settings_key], now_ms=now_ms())
+
+
+async def emit(request: web.Request, ticket: Ticket, trigger: str, event_id: str = "") -> None:
+    """Enqueue trigger evaluation; the change is stored already, so failure is logged."""
+    try:
+        await asyncio.to_thread(
+            request.app[queues_key].ticket_event, ticket.id, trigger, ticket.version, event_id
+        )
+    except Exception:
+        log.exception("could not enqueue %s for ticket %s", trigger, ticket.id)
+
+
+@routes.get("/api/v1/tickets")
+async def list_tickets(request: web.Request) -> web.Response:
+    q = request.query
+    status = None
+    if q.get("status"):
+        try:
+            status = Status(q["status"])
+        except ValueError:
+            raise unprocessable(f"status must be one of {', '.join(Status)}") from None
+    cursor = None
+    if q.get("cursor"):
+        if not q["cursor"].isdigit():
+            raise unprocessable("cursor must be the next_cursor of a previous page")
+        cursor = int(q["cursor"])
+    tickets, next_cursor = await request.app[store_key].list_tickets(
+        status=status,
+        channel=q.get("channel", ""),
+        assignee=q.get("assignee", ""),
+        contact_id=q.get("contact", ""),
+        cursor=cursor,
+        limit=_limit(request),
+    )
+    bodies = [await ticket_body(request, t) for t in tickets]
+    return web.json_response(
+        {"tickets": bodies, "next_cursor": str(next_cursor) if next_cursor else None}
+    )
+
+
+@routes.get("/api/v1/tickets/{id}")
+async def get_ticket(request: web.Request) -> web.Response:
+    ticket = await _ticket(request.app[store_key], request.match_info["id"])
+    return await ticket_response(request, ticket)
+
+
+@routes.get("/api/v1/tickets/{id}/events")
+async def list_events(request: web.Request) -> web.Response:
+    store = request.app[store_key]
+    ticket_id = request.match_info["id"]
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and not all(part.isdigit() for part in cursor.split("-", 1)):
+        raise unprocessable("cursor must be the next_cursor of a previous page")
+    try:
+        events, next_cursor = await store.events(ticket_id, cursor=cursor, limit=_limit(request))
+    except NotFound:
+        raise not_found(f"ticket {ticket_id} not found") from None
+    return web.json_response(
+        {"events": [event_json(e) for e in events], "next_cursor": next_cursor}
+    )
+
+
+@routes.patch("/api/v1/tickets/{id}")
+async def patch_ticket(request: web.Request) -> web.Response:
+    store = request.app[store_key]
+    ticket_id = request.match_info["id"]
+    data = await json_object(request, frozenset({"status", "assignee", "tags"}))
+    status = None
+    if "status" in data:
+        try:
+            status = Status(data["status"])
+        except ValueError:
+            raise unprocessable(f"status must be one of {', '.join(Status)}") from None
+    assignee = data.get("assignee")
+    if assignee is not None and (not isinstance(assignee, str) or len(assignee) > 100):
+        raise unprocessable("assignee must be a string of at most 100 characters (or null)")
+    if "assignee" in data and assignee is None:
+        assignee = ""
+    tags = data.get("tags")
+    if tags is not None and (
+        not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+    ):
+        raise unprocessable("tags must be a list of strings")
+    before = await _ticket(store, ticket_id)
+    try:
+        ticket, event_id = await store.update_ticket(
+            ticket_id, author=principal(request).name, now_ms=now_ms(),
+            status=status, assignee=assignee, tags=tags,
+        )
+    except TransitionError as exc:
+        raise unprocessable(exc.message, exc.code) from None
+    except Conflict as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+    if ticket.status is not before.status:
+        await emit(request, ticket, "ticket.status_changed", event_id or "")
+    return await ticket_response(request, ticket)
+
+
+@routes.post("/api/v1/tickets/{id}/notes")
+async def add_note(request: web.Request) -> web.Response:
+    """Internal notes are allowed whatever the session state, even on closed tickets."""
+    store = request.app[store_key]
+    ticket_id = request.match_info["id"]
+    data = await json_object(request, frozenset({"body"}))
+    body = _text(data, "body", MAX_NOTE_CHARS)
+    await _ticket(store, ticket_id)
+    event = await store.add_event(
+        ticket_id, EventType.NOTE, author=principal(request).name, body=body, now_ms=now_ms()
+    )
+    return web.json_response(event_json(event), status=201)
+
+
+def public_reply_allowed(ticket: Ticket) -> None:
+    """Raises Conflict when no public message may go out on this ticket."""
+    if ticket.status is Status.CLOSED:
+        raise Conflict("ticket_closed", "the ticket is closed: no public reply")
+    if ticket.session is SessionState.ENDED:
+        raise Conflict(
+            "session_ended",
+            "the messaging session was ended: add an internal note instead; "
+            "the customer's next message opens a new ticket",
+        )
+
+
+@routes.post("/api/v1/tickets/{id}/replies")
+async def reply(request: web.Request) -> web.Response:
+    store = request.app[store_key]
+    ticket_id = request.match_info["id"]
+    data = await json_object(request, frozenset({"body", "macro"}))
+    if "macro" in data:
+        if "body" in data:
+            raise unprocessable("send either body or macro, not both")
+        if not isinstance(data["macro"], str) or not data["macro"]:
+            raise unprocessable("macro must be a macro name")
+        from bridge.web.macros import apply_macro
+
+        return await apply_macro(request, ticket_id, data["macro"])
+    body = _text(data, "body", MAX_REPLY_CHARS)
+    ticket = await _ticket(store, ticket_id)
+    try:
+        public_reply_allowed(ticket)
+        contact = await store.get_contact(ticket.contact_id)
+    except Conflict as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+    if contact.opted_out:
+        raise ApiError(409, "opted_out", "the customer opted out of messages (Twilio 21610)")
+    if ticket.channel == "whatsapp" and not contact.window_open(now_ms()):
+        raise ApiError(
+            409,
+            "outside_window",
+            "the customer's last message is more than 24 hours old: WhatsApp only allows an "
+            "approved template now; apply a macro that names one",
+        )
+    try:
+        _, event_id = await store.update_ticket(
+            ticket_id, author=principal(request).name, now_ms=now_ms(),
+            event=(EventType.AGENT_REPLY, body, {"kind": "reply"}),
+            guard=public_reply_allowed,
+        )
+    except Conflict as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+    assert event_id is not None
+    await asyncio.to_thread(request.app[queues_key].send_outbound, ticket_id, event_id)
+    event = await store.get_event(ticket_id, event_id)
+    return web.json_response(event_json(event), status=202)
+
+
+@routes.post("/api/v1/tickets/{id}/session/end")
+async def end_session(request: web.Request) -> web.Response:
+    store = request.app[store_key]
+    ticket_id = request.match_info["id"]
+    if request.can_read_body:
+        await json_object(request, frozenset({"reason"}))
+    await _ticket(store, ticket_id)
+    try:
+        ticket, event_id = await store.update_ticket(
+            ticket_id, author=principal(request).name, now_ms=now_ms(),
+            end_session_reason="agent",
+        )
+    except Conflict as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+    await emit(request, ticket, "ticket.session_ended", event_id or "")
+    return await ticket_response(request, ticket)
