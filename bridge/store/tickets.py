@@ -361,7 +361,7 @@ class TicketStore:
                     eid_index = None
                     if change_data:
                         etype = (EventType.SESSION_ENDED if end_session_reason
-                                 else EventType.STATUS_CHANGED if "status" in change_data
+                                 else EventType.STATUS_CHANGED if "status" in changes
                                  else EventType.TICKET_UPDATED)
                         pipe.xadd(ekey, self._fields(etype, author, "", change_data, now_ms))
                         eid_index = 2

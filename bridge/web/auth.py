@@ -23,7 +23,10 @@ class Principal:
     role: Role
 
 
-PRINCIPAL = "principal"  # request[PRINCIPAL] is set by the API middleware
+
+
+# request[PRINCIPAL] is set by the API middleware.
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def authenticate(settings: Settings, header: str) -> Principal:
@@ -42,7 +45,7 @@ def authenticate(settings: Settings, header: str) -> Principal:
 
 def principal(request: web.Request) -> Principal:
     found = request.get(PRINCIPAL)
-    if not isinstance(found, Principal):
+    if found is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     return found
 
