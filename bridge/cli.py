@@ -107,7 +107,7 @@ def tickets(status: str | None, limit: int) -> None:
             store = TicketStore(client)
             page, _ = await store.list_tickets(
                 status=Status(status) if status else None, limit=limit)
-            rows = []
+            rows: list[tuple[str, ...]] = []
             now = time.time()
             for t in page:
                 contact = await store.get_contact(t.contact_id)

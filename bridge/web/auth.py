@@ -44,7 +44,7 @@ def authenticate(settings: Settings, header: str) -> Principal:
 
 
 def principal(request: web.Request) -> Principal:
-    found = request.get(PRINCIPAL)
+    found: Principal | None = request.get(PRINCIPAL)
     if found is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     return found
