@@ -69,6 +69,8 @@ class Settings:
     config_dir: Path = DEFAULT_CONFIG_DIR
     data_dir: Path = Path("var")
     max_body_bytes: int = 64 * 1024
+    # A client that has not sent its whole body by then is answered 408 and cut off.
+    body_read_timeout_s: float = 10.0
     policies: Mapping[Channel, ChannelPolicy] = field(default_factory=dict)
     # Seconds a "seen" provider id is remembered for deduplication.
     dedupe_ttl_s: int = 7 * 24 * 3600

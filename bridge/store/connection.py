@@ -6,6 +6,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from config.settings import Settings
 
@@ -24,7 +26,10 @@ def async_redis(settings: Settings, url: str | None = None) -> redis.asyncio.Red
         url or settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout_s,
-        socket_connect_timeout=2,
+        # Fail fast: a webhook that cannot reach Redis answers 503 and the provider retries;
+        # redis-py 8's default (10 retries, up to 1 s apart) would hold requests ~10 s.
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
+        socket_connect_timeout=1,
         socket_timeout=5,
         health_check_interval=30,
         **_ssl_kwargs(settings),

@@ -19,6 +19,7 @@ from bridge.core.tickets import (
 )
 from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, TicketStore
 from bridge.web.auth import principal
+from bridge.web.bodies import read_body
 from bridge.web.errors import ApiError, bad_request, not_found, unprocessable
 from bridge.web.keys import queues_key, settings_key, store_key
 from bridge.web.serialize import event_json, ticket_json
@@ -39,7 +40,7 @@ async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str
     """The request body as a JSON object with only the allowed keys."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

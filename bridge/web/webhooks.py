@@ -17,6 +17,7 @@ from bridge.core.csat import rating_signal
 from bridge.core.routing import Action
 from bridge.store.tickets import RouteResult
 from bridge.web import metrics
+from bridge.web.bodies import read_body
 from bridge.web.errors import ApiError
 from bridge.web.keys import queues_key, settings_key, store_key
 
@@ -29,7 +30,7 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 async def _verified_form(request: web.Request) -> twilio.FormData:
     settings = request.app[settings_key]
-    body = await request.read()  # 413 past client_max_size
+    body = await read_body(request)
     try:
         form = twilio.decode_form(body, request.content_type)
     except twilio.InvalidPayload as exc:
