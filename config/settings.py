@@ -110,6 +110,7 @@ class Settings:
             config_dir=config_dir,
             data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
             max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            body_read_timeout_s=_int(env, "BRIDGE_BODY_READ_TIMEOUT_S", 10, minimum=1),
             policies=load_policies(config_dir / "bridge.toml"),
         )
         settings.validate()
