@@ -390,7 +390,9 @@ class TicketStore:
     ) -> tuple[dict[str, str], dict[str, Any]]:
         changes: dict[str, str] = {}
         data: dict[str, Any] = {}
-        if current.status is Status.CLOSED and (status, assignee, tags) != (None, None, None):
+        if current.status is Status.CLOSED and (
+            status, assignee, tags, end_session_reason
+        ) != (None, None, None, None):
             raise Conflict("ticket_closed", "a closed ticket cannot change")
         if status is not None and status is not current.status:
             try:
