@@ -1,0 +1,446 @@
+"""Send one outbound event (agent reply, macro, CSAT survey, automation notice) to the customer.
+
+The job `workers.tasks.send_outbound` calls `run_send_outbound(payload)`; the decisions live in
+`OutboundService.send`, which is async (the ticket store is) and knows nothing about RQ.
+
+What is sent (an event's `data` may name Content API templates):
+- inside WhatsApp's 24-hour window: `content_sid` + `content_variables` if given, else the
+  body (+ `media_urls`);
+- outside it: `fallback_content_sid` + `fallback_content_variables`, or nothing: the send fails
+  with `outside_window` before Twilio is called;
+- Twilio answers 63016 (outside the window, e.g. clock skew) -> the fallback template at once,
+  if there is one. The same happens when a status callback reported 63016 and the job runs
+  again for that event.
+
+Delivery state (TicketStore.set_delivery; the event's `delivery` in the API):
+- `sending` + attempts is written *before* each API call;
+- success -> `queued` with the provider id (Twilio's create answers queued/accepted; status
+  callbacks then move it to sent, delivered, read). The local outbox answers `delivered`;
+- transient failure (429/20429, 63018, 5xx, timeouts, network) -> back to `queued` with the
+  error and the attempt count, and the job runs again after a backoff, at most
+  `RetryPolicy.max_attempts` API calls in all, then `failed`;
+- permanent failure (other 4xx, 63016 without a template, 21610 opt-out, outside the window)
+  -> `failed` with `error_code` and `error_message` at once.
+
+Idempotency: a run that finds the message already accepted (a provider id, or any state past
+`sending`) does nothing. A run that finds `sending` and no attempt in flight knows a previous
+attempt died during the API call (worker killed, job timeout): Twilio may or may not have
+the message, so it does not send again blindly: it fails with `send_unconfirmed`, the ticket
+shows it, and `bridge retry` re-sends it if a human decides so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+
+from bridge.core.messages import Channel
+from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event
+from bridge.store import keys
+from bridge.store.tickets import NotFound, TicketStore
+from workers.senders import OPTED_OUT, OUTSIDE_WINDOW, OutboundMessage, Sender, SendError
+
+log = logging.getLogger(__name__)
+
+# How a message went out (the state's "via"): the body, a Content API message, or the
+# approved template used outside the window.
+VIA_BODY = "body"
+VIA_CONTENT = "content"
+VIA_FALLBACK = "fallback"
+
+# Outcome actions.
+SENT = "sent"
+RETRY = "retry"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+# States after which a run has nothing to do: the provider has (or had) the message.
+_PAST_SENDING = frozenset({Delivery.SENT, Delivery.DELIVERED, Delivery.READ})
+_UNSENT = frozenset({Delivery.FAILED, Delivery.UNDELIVERED})
+
+# An attempt holds this lock while its API call may be in flight. It must outlive the
+# longest call (10 s read timeout, 3 s connect, a slow answer), and it expires by itself if
+# the worker dies. A second run for the same event while it is held backs off.
+SEND_LOCK_TTL_MS = 60_000
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def mask_address(address: str) -> str:
+    """Phone numbers stay out of logs: keep the channel and the last two digits."""
+    channel, sep, rest = address.rpartition(":")
+    if len(rest) <= 4:
+        return address
+    return f"{channel}{sep}{rest[:3]}…{rest[-2:]}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most `max_attempts` API calls per message; between them an exponential backoff with
+    jitter (so a burst of 429s does not come back all at once), or Twilio's Retry-After if
+    longer. The delays need RQ's scheduler (`python -m workers` runs it)."""
+
+    max_attempts: int = 5
+    backoff_s: tuple[int, ...] = (2, 10, 30, 90)
+    max_delay_s: int = 300
+    jitter: float = 0.2
+
+    def delay_s(self, attempts_done: int, retry_after_s: float | None = None,
+                rand: Callable[[], float] = random.random) -> int:
+        base = self.backoff_s[min(attempts_done, len(self.backoff_s)) - 1] if self.backoff_s else 0
+        if retry_after_s:
+            base = max(base, math.ceil(retry_after_s))
+        base = min(base, self.max_delay_s)
+        return int(base + base * self.jitter * rand())
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    ticket_id: str
+    event_id: str
+    action: str
+    state: str = ""
+    provider_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    attempts: int = 0
+    via: str = ""
+    retry_in_s: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
+
+
+class InvalidEvent(ValueError):
+    """The event's data cannot be turned into a message (a bug in whoever recorded it)."""
+
+
+def _str_map(value: Any, name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(f"{name} must be an object")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if isinstance(v, Mapping | list | tuple):
+            raise InvalidEvent(f"{name}.{k} must be a text or a number")
+        out[str(k)] = "" if v is None else str(v)
+    return out
+
+
+def compose(event: Event, contact: Contact, *, at_ms: int, fallback_only: bool = False
+            ) -> tuple[OutboundMessage, str]:
+    """The message for an event and how it goes out (VIA_*). Raises InvalidEvent, or
+    SendError(outside_window) when only a template may go out and there is none."""
+    data = event.data
+    fallback = fallback_message(event, contact)
+    if fallback_only or (contact.channel == Channel.WHATSAPP and not contact.window_open(at_ms)):
+        if fallback is None:
+            raise SendError(
+                "outside_window",
+                "the customer's last message is more than 24 hours old: WhatsApp only allows "
+                "an approved template now, and this message names none",
+                transient=False,
+            )
+        return fallback, VIA_FALLBACK
+    content_sid = data.get("content_sid")
+    if content_sid:
+        if not isinstance(content_sid, str):
+            raise InvalidEvent("content_sid must be a text")
+        variables = _str_map(data.get("content_variables"), "content_variables")
+        return OutboundMessage(ticket_id=event.ticket_id, event_id=event.id, to=contact.address,
+                               content_sid=content_sid, content_variables=variables), VIA_CONTENT
+    media = data.get("media_urls") or []
+    if not isinstance(media, list) or not all(isinstance(m, str) for m in media):
+        raise InvalidEvent("media_urls must be a list of URLs")
+    if not event.body and not media:
+        raise InvalidEvent("nothing to send: no body, no media, no content_sid")
+    return OutboundMessage(ticket_id=event.ticket_id, event_id=event.id, to=contact.address,
+                           body=event.body, media_urls=tuple(media)), VIA_BODY
+
+
+def fallback_message(event: Event, contact: Contact) -> OutboundMessage | None:
+    sid = event.data.get("fallback_content_sid")
+    if not sid:
+        return None
+    if not isinstance(sid, str):
+        raise InvalidEvent("fallback_content_sid must be a text")
+    return OutboundMessage(
+        ticket_id=event.ticket_id, event_id=event.id, to=contact.address, content_sid=sid,
+        content_variables=_str_map(event.data.get("fallback_content_variables"),
+                                   "fallback_content_variables"),
+    )
+
+
+class OutboundService:
+    def __init__(
+        self,
+        store: TicketStore,
+        sender: Sender,
+        *,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], int] = now_ms,
+        lock_ttl_ms: int = SEND_LOCK_TTL_MS,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.lock_ttl_ms = lock_ttl_ms
+        self._unlock = store.redis.register_script(_UNLOCK)
+
+    async def send(self, ticket_id: str, event_id: str) -> SendOutcome:
+        try:
+            event = await self.store.get_event(ticket_id, event_id)
+            ticket = await self.store.get_ticket(ticket_id)
+            contact = await self.store.get_contact(ticket.contact_id)
+        except NotFound as exc:
+            # Nothing to record the failure on; the job fails so `bridge failed` shows it.
+            return SendOutcome(ticket_id, event_id, FAILED, error_code="not_found",
+                               error_message=str(exc))
+        if event.type not in OUTBOUND_EVENTS:
+            return SendOutcome(ticket_id, event_id, FAILED, error_code="not_outbound",
+                               error_message=f"{event.type.value} events are not sent")
+        lock_key = self._lock_key(contact, ticket_id, event_id)
+        token = uuid.uuid4().hex
+        # Everything below reads and writes the delivery state under this lock, so two runs
+        # for one event (a duplicate job, `bridge retry` during a send) never interleave.
+        if not await self.store.redis.set(lock_key, token, nx=True, px=self.lock_ttl_ms):
+            busy_ms = await self.store.redis.pttl(lock_key)
+            return self._retry_later(ticket_id, event_id, busy_ms)
+        try:
+            return await self._send_locked(event, contact)
+        finally:
+            await self._unlock(keys=[lock_key], args=[token])
+
+    async def _send_locked(self, event: Event, contact: Contact) -> SendOutcome:
+        ticket_id, event_id = event.ticket_id, event.id
+        state = await self.store.delivery_state(ticket_id, event_id)
+        current = Delivery(state["state"]) if state.get("state") else Delivery.QUEUED
+        fallback_only = False
+        if current in _UNSENT:
+            if (state.get("error_code") == OUTSIDE_WINDOW and state.get("via") != VIA_FALLBACK
+                    and event.data.get("fallback_content_sid")):
+                # A status callback said 63016 for the free-form message: send the template.
+                fallback_only = True
+            else:
+                return self._skipped(ticket_id, event_id, state)
+        elif current in _PAST_SENDING or state.get("provider_id"):
+            return self._skipped(ticket_id, event_id, state)
+        elif current is Delivery.SENDING:
+            # We hold the lock, so no attempt is in flight: the last one died mid-call.
+            return await self._fail(
+                contact, ticket_id, event_id, state, "send_unconfirmed",
+                "the previous attempt stopped during the call to the provider (worker stopped "
+                "or timed out): the message may or may not have reached the customer, so it "
+                "was not sent again; check with the customer or re-send with `bridge retry`",
+            )
+
+        if contact.opted_out:
+            return await self._fail(contact, ticket_id, event_id, state, "opted_out",
+                                    "the customer opted out of messages (Twilio 21610)")
+        if contact.channel != Channel.WHATSAPP:
+            # Web chat: the thread is the delivery (the widget reads it and is pushed it).
+            record = {"state": Delivery.SENT.value, "via": VIA_BODY,
+                      "attempts": str(int(state.get("attempts") or 0) + 1)}
+            await self.store.set_delivery(ticket_id, event_id, record)
+            return SendOutcome(ticket_id, event_id, SENT, state=Delivery.SENT.value,
+                               attempts=int(record["attempts"]), via=VIA_BODY)
+        try:
+            message, via = compose(event, contact, at_ms=self.clock(),
+                                   fallback_only=fallback_only)
+        except InvalidEvent as exc:
+            return await self._fail(contact, ticket_id, event_id, state, "invalid_event",
+                                    str(exc))
+        except SendError as exc:
+            return await self._fail(contact, ticket_id, event_id, state, exc.code, exc.message)
+        if not contact.address:
+            return await self._fail(contact, ticket_id, event_id, state, "no_address",
+                                    "the contact has no channel address")
+        return await self._attempt(event, contact, message, via, state)
+
+    # ---------------------------------------------------------------- one send, with fallback
+
+    async def _attempt(self, event: Event, contact: Contact, message: OutboundMessage,
+                       via: str, state: dict[str, str]) -> SendOutcome:
+        tid, eid = event.ticket_id, event.id
+        attempts = int(state.get("attempts") or 0)
+        ambiguous = int(state.get("ambiguous_attempts") or 0)
+        while True:
+            attempts += 1
+            record = {"state": Delivery.SENDING.value, "attempts": str(attempts), "via": via,
+                      "attempt_at_ms": str(self.clock())}
+            if ambiguous:
+                record["ambiguous_attempts"] = str(ambiguous)
+            # Recorded before the call: a later run that finds "sending" knows this attempt
+            # died mid-call and does not send blindly again.
+            await self.store.set_delivery(tid, eid, record)
+            try:
+                result = await self.sender.send(message)
+            except SendError as err:
+                if err.code == OUTSIDE_WINDOW and via != VIA_FALLBACK:
+                    fallback = fallback_message(event, contact)
+                    if fallback is not None:
+                        log.info("ticket %s event %s: 63016, sending the template instead",
+                                 tid, eid)
+                        message, via = fallback, VIA_FALLBACK
+                        continue
+                    err = SendError(err.code, f"{err.message} (outside the 24-hour window and "
+                                    "no approved template to fall back on)",
+                                    transient=False, http_status=err.http_status)
+                if err.code == OPTED_OUT:
+                    # Remembered on the contact: the API refuses replies from now on.
+                    await self.store.redis.hset(keys.contact(contact.id), "opted_out", "1")
+                if err.ambiguous:
+                    # A 5xx or a timeout after the request left: Twilio may have created the
+                    # message. We retry anyway: Twilio's 5xx almost always means nothing was
+                    # created, and a lost reply hurts a help desk more than a rare duplicate.
+                    # The count is kept on the delivery so the ticket can tell "may have been
+                    # sent twice", and max_attempts bounds it.
+                    ambiguous += 1
+                if err.transient and attempts < self.policy.max_attempts:
+                    return await self._schedule_retry(contact, tid, eid, err, attempts,
+                                                      ambiguous, via)
+                reason = err.message
+                if err.transient:
+                    reason = f"{reason} (gave up after {attempts} attempts)"
+                carried = {"attempts": str(attempts), "via": via}
+                if ambiguous:
+                    carried["ambiguous_attempts"] = str(ambiguous)
+                return await self._fail(contact, tid, eid, carried, err.code, reason)
+            record = {"state": result.delivery.value, "provider_id": result.provider_id,
+                      "attempts": str(attempts), "via": via, "sent_at_ms": str(self.clock())}
+            if ambiguous:
+                record["ambiguous_attempts"] = str(ambiguous)
+            await self.store.set_delivery(tid, eid, record)
+            log.info("ticket %s event %s: %s to %s as %s (%s, attempt %d)", tid, eid,
+                     result.provider_id, mask_address(contact.address), via,
+                     result.provider_status, attempts)
+            return SendOutcome(tid, eid, SENT, state=result.delivery.value,
+                               provider_id=result.provider_id, attempts=attempts, via=via)
+
+    async def _schedule_retry(self, contact: Contact, tid: str, eid: str, err: SendError,
+                              attempts: int, ambiguous: int, via: str) -> SendOutcome:
+        delay = self.policy.delay_s(attempts, err.retry_after_s)
+        message = (f"{err.message} (attempt {attempts} of {self.policy.max_attempts}, "
+                   f"retrying in {delay}s)")
+        record = {"state": Delivery.QUEUED.value, "attempts": str(attempts), "via": via,
+                  "error_code": err.code, "error_message": message,
+                  "retry_at_ms": str(self.clock() + delay * 1000)}
+        if ambiguous:
+            record["ambiguous_attempts"] = str(ambiguous)
+        await self.store.set_delivery(tid, eid, record)
+        log.warning("ticket %s event %s to %s: %s", tid, eid, mask_address(contact.address),
+                    f"{err.code}: {message}")
+        return SendOutcome(tid, eid, RETRY, state=Delivery.QUEUED.value, error_code=err.code,
+                           error_message=message, attempts=attempts, via=via, retry_in_s=delay)
+
+    async def _fail(self, contact: Contact, tid: str, eid: str, state: Mapping[str, str],
+                    code: str, message: str) -> SendOutcome:
+        record = {"state": Delivery.FAILED.value, "error_code": code, "error_message": message,
+                  "attempts": state.get("attempts") or "0", "failed_at_ms": str(self.clock())}
+        for carried in ("via", "ambiguous_attempts"):
+            if state.get(carried):
+                record[carried] = state[carried]
+        await self.store.set_delivery(tid, eid, record)
+        log.warning("ticket %s event %s to %s failed: %s: %s", tid, eid,
+                    mask_address(contact.address), code, message)
+        return SendOutcome(tid, eid, FAILED, state=Delivery.FAILED.value, error_code=code,
+                           error_message=message, attempts=int(record["attempts"]),
+                           via=record.get("via", ""))
+
+    @staticmethod
+    def _skipped(tid: str, eid: str, state: Mapping[str, str]) -> SendOutcome:
+        log.info("ticket %s event %s: already %s, nothing to do", tid, eid, state.get("state"))
+        return SendOutcome(tid, eid, SKIPPED, state=state.get("state", ""),
+                           provider_id=state.get("provider_id", ""),
+                           error_code=state.get("error_code", ""),
+                           attempts=int(state.get("attempts") or 0))
+
+    @staticmethod
+    def _retry_later(tid: str, eid: str, busy_ms: int) -> SendOutcome:
+        # Another run holds the event (a duplicate job, or `bridge retry` during a send):
+        # look again once its lock has gone. Not counted as an attempt.
+        log.info("ticket %s event %s: another attempt is in flight", tid, eid)
+        return SendOutcome(tid, eid, RETRY, error_code="in_flight",
+                           error_message="another attempt for this message is in flight",
+                           retry_in_s=max(1, math.ceil(busy_ms / 1000)))
+
+    @staticmethod
+    def _lock_key(contact: Contact, tid: str, eid: str) -> str:
+        # In the contact's hash slot, like every key of that contact.
+        return f"{keys.ticket(contact.id, tid)}:sending:{eid}"
+
+
+# ------------------------------------------------------------------------------ the RQ job
+
+
+class SendRetry(Exception):
+    """Raised so that RQ runs the job again after the delay the job chose."""
+
+
+class SendFailed(Exception):
+    """Raised so that the job lands in RQ's FailedJobRegistry with its reason
+    (`bridge failed` lists it, `bridge retry` re-sends it)."""
+
+
+def _payload_ids(payload: Mapping[str, Any]) -> tuple[str, str]:
+    ticket_id, event_id = payload.get("ticket_id"), payload.get("event_id")
+    if not isinstance(ticket_id, str | int) or not isinstance(event_id, str) or not event_id:
+        raise ValueError(f"send_outbound needs ticket_id and event_id, got {dict(payload)!r}")
+    return str(ticket_id), event_id
+
+
+def finish_job(outcome: SendOutcome, job: Job | None) -> dict[str, Any]:
+    """Turn an outcome into what RQ understands: a result, a retry or a failure.
+
+    RQ's retry settings come from the enqueuer (bridge.jobs.SEND_RETRY) and are meant for a
+    worker that died mid-job. For errors the job understands it steers the retry itself on
+    the running job: one more run after its own delay (the attempt cap is the `attempts`
+    count kept in Redis), or none at all for a permanent failure.
+    """
+    if outcome.action == RETRY:
+        if job is not None:
+            # RQ takes one retry off after this; adding one keeps the crash budget intact.
+            job.retries_left = (job.retries_left or 0) + 1
+            job.retry_intervals = [outcome.retry_in_s or 0]
+        raise SendRetry(f"ticket {outcome.ticket_id} event {outcome.event_id}: "
+                        f"{outcome.error_code}: {outcome.error_message or 'busy'}; "
+                        f"again in {outcome.retry_in_s}s")
+    if outcome.action == FAILED:
+        if job is not None:
+            job.retries_left = 0  # running it again cannot help
+        raise SendFailed(f"ticket {outcome.ticket_id} event {outcome.event_id}: "
+                         f"{outcome.error_code}: {outcome.error_message}")
+    return outcome.as_dict()
+
+
+def run_send_outbound(payload: dict[str, Any]) -> dict[str, Any]:
+    """The body of `workers.tasks.send_outbound`: payload {"ticket_id", "event_id"}."""
+    from workers import runtime
+
+    try:
+        ticket_id, event_id = _payload_ids(payload)
+    except ValueError as exc:
+        return finish_job(SendOutcome(str(payload.get("ticket_id", "")),
+                               str(payload.get("event_id", "")), FAILED,
+                               error_code="bad_payload", error_message=str(exc)),
+                   get_current_job())
+    rt = runtime.current()
+    outcome = rt.run(rt.outbound.send(ticket_id, event_id))
+    return finish_job(outcome, get_current_job())
