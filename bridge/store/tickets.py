@@ -242,8 +242,11 @@ class TicketStore:
         source = filters[sizes.index(min(sizes))]
         page: list[Ticket] = []
         upper: str = f"({cursor}" if cursor is not None else "+inf"
-        batch = max(limit, 20)
-        while len(page) < limit:
+        # One match beyond the page says whether there is a next one: counting the source
+        # index instead would hand out a cursor to an empty page when the entries left
+        # there fail the other filters.
+        batch = max(limit + 1, 20)
+        while len(page) <= limit:
             ids = [_s(i) for i in await self.redis.zrevrangebyscore(
                 source, upper, "-inf", start=0, num=batch)]
             if not ids:
@@ -256,13 +259,13 @@ class TicketStore:
                     and (not contact_id or t.contact_id == contact_id)
                 ):
                     page.append(t)
-                    if len(page) == limit:
+                    if len(page) > limit:
                         break
             if len(ids) < batch:
                 break
             upper = f"({ids[-1]}"
-        has_more = len(page) == limit and await self.redis.zcount(
-            source, "-inf", f"({page[-1].id}") > 0
+        has_more = len(page) > limit > 0
+        page = page[:limit]
         return page, (int(page[-1].id) if has_more else None)
 
     async def events(
