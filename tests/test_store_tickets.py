@@ -1,0 +1,379 @@
+"""The Redis ticket store: agent updates, sessions, lists, thread paging, delivery states."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio
+
+from bridge.core.messages import Channel, InboundMessage
+from bridge.core.policy import ChannelPolicy
+from bridge.core.routing import Action, RatingSignal
+from bridge.core.tickets import Delivery, EventType, SessionState, Status, TransitionError
+from bridge.store import keys
+from bridge.store.tickets import SERVICE_WINDOW_S, Conflict, NotFound, TicketStore
+
+NOW = 1_700_000_000_123
+POLICY = ChannelPolicy()
+
+
+def msg(pid: str, address: str = "whatsapp:+33612345678", *, body: str = "",
+        channel: Channel = Channel.WHATSAPP) -> InboundMessage:
+    return InboundMessage(channel=channel, provider_id=pid, contact_address=address,
+                          received_at_ms=NOW, body=body or f"body {pid}")
+
+
+async def open_ticket(store: TicketStore, pid: str = "SM1",
+                      address: str = "whatsapp:+33612345678", *,
+                      channel: Channel = Channel.WHATSAPP, now_ms: int = NOW) -> str:
+    result = await store.route_inbound(msg(pid, address, channel=channel), RatingSignal(),
+                                       POLICY, now_ms=now_ms)
+    assert result.ticket_id is not None
+    return result.ticket_id
+
+
+# ---------------------------------------------------------------- routing basics
+
+
+async def test_new_ticket_fields_and_exact_times(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    t = await store.get_ticket(tid)
+    assert t.status is Status.NEW and t.session is SessionState.ACTIVE
+    assert t.created_at_ms == NOW and t.updated_at_ms == NOW
+    assert t.message_count == 1 and t.channel == "whatsapp"
+    assert t.contact_id == msg("x").contact_id
+    contact = await store.get_contact(t.contact_id)
+    assert contact.address == "whatsapp:+33612345678"
+    # Every appended customer message refreshes the 24-hour window.
+    assert contact.window_until_ms == NOW + SERVICE_WINDOW_S * 1000
+    later = NOW + 3_600_001
+    await store.route_inbound(msg("SM2"), RatingSignal(), POLICY, now_ms=later)
+    contact = await store.get_contact(t.contact_id)
+    assert contact.window_until_ms == later + SERVICE_WINDOW_S * 1000
+    assert (await store.get_ticket(tid)).updated_at_ms == later
+
+
+async def test_unknown_ticket_is_not_found(store: TicketStore) -> None:
+    with pytest.raises(NotFound):
+        await store.get_ticket("404")
+    with pytest.raises(NotFound):
+        await store.update_ticket("404", author="alice", now_ms=NOW, status=Status.OPEN)
+    with pytest.raises(NotFound):
+        await store.events("404")
+
+
+async def test_csat_answer_by_button_payload(store: TicketStore,
+                                             aredis: redis.asyncio.Redis) -> None:
+    tid = await open_ticket(store)
+    await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.SOLVED)
+    cid = msg("x").contact_id
+    await aredis.hset(keys.contact(cid), mapping={
+        "survey_ticket": tid, "survey_msg": "SMsurvey", "survey_at_ms": str(NOW)})
+    result = await store.route_inbound(msg("SM2", body="Great"), RatingSignal(5, tid), POLICY,
+                                       now_ms=NOW + 10)
+    assert (result.action, result.ticket_id, result.rating) == (Action.CSAT_ANSWER, tid, 5)
+    t = await store.get_ticket(tid)
+    assert t.csat_rating == 5 and t.status is Status.SOLVED and t.message_count == 1
+    assert not await aredis.hexists(keys.contact(cid), "survey_ticket")
+    # The survey is answered: the next bare rating is an ordinary message (reopens).
+    again = await store.route_inbound(msg("SM3", body="5"), RatingSignal(5), POLICY,
+                                      now_ms=NOW + 20)
+    assert (again.action, again.ticket_id, again.status) == (Action.REOPEN, tid, Status.OPEN)
+
+
+# ---------------------------------------------------------------- agent updates
+
+
+@pytest.mark.parametrize("target", [Status.OPEN, Status.PENDING, Status.HOLD, Status.SOLVED,
+                                    Status.CLOSED])
+async def test_new_ticket_may_move_to_any_status(store: TicketStore, target: Status) -> None:
+    tid = await open_ticket(store)
+    t, eid = await store.update_ticket(tid, author="alice", now_ms=NOW + 5, status=target)
+    assert t.status is target and eid is not None
+    assert t.version == 2 and t.updated_at_ms == NOW + 5
+    event = await store.get_event(tid, eid)
+    assert event.type is EventType.STATUS_CHANGED and event.author == "alice"
+    assert event.data == {"from": "new", "to": target.value}
+    assert t.solved_at_ms == (NOW + 5 if target is Status.SOLVED else 0)
+    assert t.closed_at_ms == (NOW + 5 if target is Status.CLOSED else 0)
+    listed, _ = await store.list_tickets(status=target)
+    assert [x.id for x in listed] == [tid]
+    assert (await store.list_tickets(status=Status.NEW))[0] == []
+
+
+@pytest.mark.parametrize("start", [Status.OPEN, Status.PENDING, Status.HOLD, Status.SOLVED])
+async def test_never_back_to_new(store: TicketStore, start: Status) -> None:
+    tid = await open_ticket(store)
+    await store.update_ticket(tid, author="alice", now_ms=NOW, status=start)
+    with pytest.raises(Conflict) as info:
+        await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.NEW)
+    assert info.value.code == "invalid_transition"
+    assert (await store.get_ticket(tid)).status is start
+
+
+async def test_setting_the_same_status_changes_nothing(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    t, eid = await store.update_ticket(tid, author="alice", now_ms=NOW + 9, status=Status.NEW)
+    assert eid is None and t.version == 1 and t.updated_at_ms == NOW
+    events, _ = await store.events(tid)
+    assert [e.type for e in events] == [EventType.CUSTOMER_MESSAGE]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": Status.OPEN},
+        {"status": Status.CLOSED},
+        {"status": Status.NEW},
+        {"assignee": "bob"},
+        {"tags": ["vip"]},
+        {"end_session_reason": "agent"},
+    ],
+    ids=["open", "closed-again", "new", "assignee", "tags", "end-session"],
+)
+async def test_closed_is_final(store: TicketStore, change: dict[str, object]) -> None:
+    tid = await open_ticket(store)
+    closed, _ = await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.CLOSED)
+    with pytest.raises(Conflict) as info:
+        await store.update_ticket(tid, author="alice", now_ms=NOW + 1, **change)  # type: ignore[arg-type]
+    assert info.value.code == "ticket_closed"
+    assert await store.get_ticket(tid) == closed
+
+
+async def test_invalid_tags_are_refused_before_writing(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    t, _ = await store.update_ticket(tid, author="alice", now_ms=NOW, tags=[" VIP ", "vip",
+                                                                            "billing:late"])
+    assert t.tags == ("vip", "billing:late")
+    with pytest.raises(TransitionError) as info:
+        await store.update_ticket(tid, author="alice", now_ms=NOW, tags=["two words"])
+    assert info.value.code == "invalid_tag"
+    assert (await store.get_ticket(tid)).tags == ("vip", "billing:late")
+
+
+async def test_end_session_then_next_message_opens_a_new_ticket(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.PENDING)
+    t, eid = await store.update_ticket(tid, author="alice", now_ms=NOW + 1,
+                                       end_session_reason="agent_ended")
+    assert t.session is SessionState.ENDED and t.session_ended_reason == "agent_ended"
+    assert t.status is Status.PENDING  # ending the session does not change the status
+    assert eid is not None
+    assert (await store.get_event(tid, eid)).type is EventType.SESSION_ENDED
+    with pytest.raises(Conflict) as info:
+        await store.update_ticket(tid, author="alice", now_ms=NOW + 2, end_session_reason="x")
+    assert info.value.code == "session_ended"
+    # Agents can still add internal notes.
+    note = await store.add_event(tid, EventType.NOTE, author="alice", body="called them",
+                                 now_ms=NOW + 3)
+    assert note.body == "called them" and note.delivery is None
+
+    result = await store.route_inbound(msg("SM2"), RatingSignal(), POLICY, now_ms=NOW + 4)
+    assert result.action is Action.NEW_TICKET and result.status is Status.NEW
+    assert result.ticket_id not in (None, tid) and result.previous_ticket_id is None
+    new = await store.get_ticket(result.ticket_id or "")
+    assert new.session is SessionState.ACTIVE and new.follow_up_of == ""
+    old = await store.get_ticket(tid)
+    assert old.status is Status.PENDING and old.message_count == 1
+    # And the one after that continues the new ticket.
+    third = await store.route_inbound(msg("SM3"), RatingSignal(), POLICY, now_ms=NOW + 5)
+    assert (third.action, third.ticket_id) == (Action.APPEND, new.id)
+
+
+async def test_closed_ticket_gets_a_linked_follow_up(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.CLOSED)
+    result = await store.route_inbound(msg("SM2"), RatingSignal(), POLICY, now_ms=NOW + 1)
+    assert result.action is Action.FOLLOW_UP and result.previous_ticket_id == tid
+    old = await store.get_ticket(tid)
+    assert old.status is Status.CLOSED and old.follow_ups == (result.ticket_id,)
+    assert (await store.get_ticket(result.ticket_id or "")).follow_up_of == tid
+
+
+# ---------------------------------------------------------------- ticket lists
+
+
+async def test_list_filters(store: TicketStore) -> None:
+    wa1 = await open_ticket(store, "SM1", "whatsapp:+33600000001")
+    wa2 = await open_ticket(store, "SM2", "whatsapp:US.13491208655302741918")
+    web = await open_ticket(store, "W1", "visitor-abc", channel=Channel.WIDGET)
+    await store.update_ticket(wa1, author="alice", now_ms=NOW, status=Status.OPEN,
+                              assignee="alice")
+    await store.update_ticket(web, author="alice", now_ms=NOW, status=Status.OPEN,
+                              assignee="bob")
+
+    async def ids(**filters: object) -> list[str]:
+        page, cursor = await store.list_tickets(**filters)  # type: ignore[arg-type]
+        assert cursor is None
+        return [t.id for t in page]
+
+    assert await ids() == [web, wa2, wa1]
+    assert await ids(status=Status.OPEN) == [web, wa1]
+    assert await ids(status=Status.NEW) == [wa2]
+    assert await ids(status=Status.SOLVED) == []
+    assert await ids(channel="whatsapp") == [wa2, wa1]
+    assert await ids(channel="widget") == [web]
+    assert await ids(assignee="alice") == [wa1]
+    assert await ids(assignee="carol") == []
+    assert await ids(contact_id=msg("x", "whatsapp:US.13491208655302741918").contact_id) == [wa2]
+    assert await ids(status=Status.OPEN, channel="whatsapp") == [wa1]
+    assert await ids(status=Status.OPEN, assignee="bob", channel="widget") == [web]
+    assert await ids(status=Status.NEW, assignee="bob") == []
+
+    # Reassigning moves the ticket between assignee lists.
+    await store.update_ticket(wa1, author="alice", now_ms=NOW, assignee="bob")
+    assert await ids(assignee="alice") == []
+    assert await ids(assignee="bob") == [web, wa1]
+    # Routing keeps the status index current (pending -> open by a customer message).
+    await store.update_ticket(wa1, author="alice", now_ms=NOW, status=Status.PENDING)
+    assert await ids(status=Status.PENDING) == [wa1]
+    await store.route_inbound(msg("SM3", "whatsapp:+33600000001"), RatingSignal(), POLICY,
+                              now_ms=NOW + 1)
+    assert await ids(status=Status.PENDING) == []
+    assert await ids(status=Status.OPEN) == [web, wa1]
+
+
+async def test_cursor_paging_over_120_tickets(store: TicketStore) -> None:
+    created = {await open_ticket(store, f"SM{i}", f"whatsapp:+3360000{i:04d}")
+               for i in range(120)}
+    assert len(created) == 120
+    seen: list[int] = []
+    sizes = []
+    cursor: int | None = None
+    for _ in range(10):
+        page, cursor = await store.list_tickets(cursor=cursor, limit=50)
+        sizes.append(len(page))
+        seen += [int(t.id) for t in page]
+        if cursor is None:
+            break
+        assert cursor == seen[-1]
+    assert cursor is None
+    assert sizes == [50, 50, 20]
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 120
+    assert {str(i) for i in seen} == created
+
+
+async def test_cursor_paging_with_sparse_filters(store: TicketStore) -> None:
+    """A filter that matches one ticket in three, combined with another: pages stay full and
+    nothing is skipped or repeated."""
+    pending: list[str] = []
+    for i in range(60):
+        tid = await open_ticket(store, f"SM{i}", f"whatsapp:+3360000{i:04d}")
+        if i % 3 == 0:
+            await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.PENDING,
+                                      assignee="alice" if i % 2 else "bob")
+            pending.append(tid)
+        else:
+            await store.update_ticket(tid, author="alice", now_ms=NOW, assignee="alice")
+    want = list(reversed(pending))
+    got: list[str] = []
+    cursor: int | None = None
+    while True:
+        page, cursor = await store.list_tickets(status=Status.PENDING, cursor=cursor, limit=7)
+        assert page, "an empty page with a cursor before it"
+        got += [t.id for t in page]
+        if cursor is None:
+            break
+        assert len(page) == 7
+    assert got == want
+    # status + assignee: the alice ones among the pending (odd i), read from the status
+    # index and checked one by one. A full last page says there is no more.
+    alice_pending = [t for t in want if (int(t) - 1) % 2]
+    assert len(alice_pending) == 10
+    for limit in (50, 10, 3):
+        got, cursor = [], None
+        while True:
+            page, cursor = await store.list_tickets(status=Status.PENDING, assignee="alice",
+                                                    cursor=cursor, limit=limit)
+            assert page, f"an empty page with a cursor before it (limit {limit})"
+            got += [t.id for t in page]
+            if cursor is None:
+                break
+        assert got == alice_pending, limit
+
+
+# ---------------------------------------------------------------- thread paging
+
+
+async def test_events_newest_first_with_cursor(store: TicketStore) -> None:
+    tid = await open_ticket(store, "SM0")
+    for i in range(1, 130):
+        r = await store.route_inbound(msg(f"SM{i}"), RatingSignal(), POLICY, now_ms=NOW + i)
+        assert r.ticket_id == tid
+    bodies: list[str] = []
+    ids: list[str] = []
+    sizes = []
+    cursor: str | None = None
+    while True:
+        events, cursor = await store.events(tid, cursor=cursor, limit=50)
+        sizes.append(len(events))
+        bodies += [e.body for e in events]
+        ids += [e.id for e in events]
+        if cursor is None:
+            break
+        assert cursor == events[-1].id
+    assert sizes == [50, 50, 30]
+    assert bodies == [f"body SM{i}" for i in reversed(range(130))]
+    assert len(set(ids)) == 130
+    events, cursor = await store.events(tid, limit=130)
+    assert len(events) == 130 and cursor is None
+    assert events[0].at_ms == NOW + 129 and events[-1].at_ms == NOW
+    assert events[0].data["provider_id"] == "SM129"
+
+
+# ---------------------------------------------------------------- delivery states
+
+
+async def outbound(store: TicketStore, tid: str, sid: str) -> str:
+    _, eid = await store.update_ticket(tid, author="alice", now_ms=NOW,
+                                       event=(EventType.AGENT_REPLY, "hello", {}))
+    assert eid is not None
+    assert (await store.get_event(tid, eid)).delivery is Delivery.QUEUED
+    await store.set_delivery(tid, eid, {"state": "sent", "provider_id": sid})
+    return eid
+
+
+async def test_status_callbacks_only_move_forward(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    eid = await outbound(store, tid, "SMout1")
+    steps = [
+        (Delivery.QUEUED, False),  # backwards
+        (Delivery.SENDING, False),
+        (Delivery.SENT, False),  # duplicate
+        (Delivery.DELIVERED, True),
+        (Delivery.DELIVERED, False),
+        (Delivery.SENT, False),
+        (Delivery.READ, True),
+        (Delivery.DELIVERED, False),
+        (Delivery.READ, False),
+    ]
+    for delivery, changed in steps:
+        assert await store.record_status_callback("SMout1", delivery) is changed, delivery
+    event = await store.get_event(tid, eid)
+    assert event.delivery is Delivery.READ and event.body == "hello"
+    events, _ = await store.events(tid)
+    assert events[0].id == eid and events[0].delivery is Delivery.READ
+    assert await store.record_status_callback("SMunknown", Delivery.READ) is False
+
+
+async def test_failed_is_terminal(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    eid = await outbound(store, tid, "SMout2")
+    assert await store.record_status_callback("SMout2", Delivery.FAILED, error_code="63016",
+                                              error_message="outside the window") is True
+    for later in (Delivery.FAILED, Delivery.DELIVERED, Delivery.READ, Delivery.UNDELIVERED):
+        assert await store.record_status_callback("SMout2", later) is False, later
+    event = await store.get_event(tid, eid)
+    assert event.delivery is Delivery.FAILED
+    assert (event.error_code, event.error_message) == ("63016", "outside the window")
+    state = await store.delivery_state(tid, eid)
+    assert state["provider_id"] == "SMout2"
+
+
+async def test_undelivered_after_delivered_is_recorded_then_final(store: TicketStore) -> None:
+    tid = await open_ticket(store)
+    eid = await outbound(store, tid, "SMout3")
+    assert await store.record_status_callback("SMout3", Delivery.DELIVERED) is True
+    assert await store.record_status_callback("SMout3", Delivery.UNDELIVERED,
+                                              error_code="30008") is True
+    assert await store.record_status_callback("SMout3", Delivery.READ) is False
+    assert (await store.get_event(tid, eid)).delivery is Delivery.UNDELIVERED
