@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from bridge.core.routing import RatingSignal
 
@@ -23,7 +24,21 @@ _EMOJI: dict[str, int] = {
     "😡": 1, "😠": 1, "😞": 2, "🙁": 2, "☹️": 2, "😐": 3, "🙂": 4, "😊": 4, "👍": 4,
     "😀": 5, "😃": 5, "😍": 5, "🤩": 5, "❤️": 5, "⭐⭐⭐⭐⭐": 5,
 }
-_DIGITS = re.compile(r"^(?P<score>[1-5])(\s*(/\s*5|⭐|stars?|étoiles?))?$")
+_DIGITS = re.compile(r"^(?P<score>[1-5])(\s*(/\s*5|⭐|stars?|etoiles?))?$")
+# Emoji variation selector and skin-tone modifiers: "❤" and "❤️", "👍" and "👍🏽" are one.
+_EMOJI_NOISE = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff]")
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents ("Très" -> "tres", as people type on phones), emoji
+    without variation selectors or skin tones."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return _EMOJI_NOISE.sub("", plain)
+
+
+_FOLDED_WORDS = {_fold(word): score for word, score in _WORDS.items()}
+_FOLDED_EMOJI = {_fold(emoji): score for emoji, score in _EMOJI.items()}
 
 
 def survey_payload(ticket_id: str, score: int) -> str:
@@ -32,15 +47,14 @@ def survey_payload(ticket_id: str, score: int) -> str:
 
 def parse_rating_text(text: str) -> int | None:
     """A rating when the whole message is one: "5", "4/5", "bien", "👍". Otherwise None."""
-    cleaned = text.strip().lower().rstrip("!.")
+    # French typography puts a space before "!": "parfait !".
+    cleaned = _fold(text.strip()).rstrip("!. ")
     if not cleaned or len(cleaned) > 20:
         return None
     match = _DIGITS.match(cleaned)
     if match:
         return int(match["score"])
-    if cleaned in _WORDS:
-        return _WORDS[cleaned]
-    return _EMOJI.get(cleaned.replace("\ufe0f", "")) or _EMOJI.get(cleaned)
+    return _FOLDED_WORDS.get(cleaned) or _FOLDED_EMOJI.get(cleaned)
 
 
 def rating_signal(*, body: str, button_payload: str, replied_to_id: str) -> RatingSignal:
