@@ -56,6 +56,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bridge.core.macros import Macro
 from bridge.core.tickets import Contact, Status, Ticket
 
 # A sequence built with `*` may have at most this many items / characters.
@@ -423,16 +424,37 @@ def macro_context(
     }
 
 
+FIXTURE_TICKET = Ticket(
+    id="12345", contact_id="c0ffee", channel="whatsapp", status=Status.OPEN,
+    created_at_ms=1_700_000_000_000, updated_at_ms=1_700_000_000_000,
+    tags=("vip", "billing"), assignee="alice", message_count=3,
+)
+
+
+def fixture_contact(locale: str = "en") -> Contact:
+    return Contact(id="c0ffee", channel="whatsapp", address="whatsapp:+33612345678",
+                   name="Ana Lima", locale=locale)
+
+
 def fixture_context(
     *, locale: str = "en", company_name: str = "Example Support"
 ) -> dict[str, Any]:
     """What templates are validated against at save time: every documented variable."""
-    ticket = Ticket(
-        id="12345", contact_id="c0ffee", channel="whatsapp", status=Status.OPEN,
-        created_at_ms=1_700_000_000_000, updated_at_ms=1_700_000_000_000,
-        tags=("vip", "billing"), assignee="alice", message_count=3,
-    )
-    contact = Contact(id="c0ffee", channel="whatsapp", address="whatsapp:+33612345678",
-                      name="Ana Lima", locale=locale)
-    return macro_context(ticket=ticket, contact=contact, locale=locale, agent_name="Alice",
-                         company_name=company_name)
+    return macro_context(ticket=FIXTURE_TICKET, contact=fixture_contact(locale), locale=locale,
+                         agent_name="Alice", company_name=company_name)
+
+
+def validate_macro(
+    macro: Macro, *, company_name: str = "Example Support", limits: Limits = DEFAULT_LIMITS
+) -> list[TemplateProblem]:
+    """Render every template of a macro (each locale's text, each Content variable)
+    against the fixture context; the problems name the template, the line and the reason.
+    An empty list means the macro may be saved. Blocking (one child process)."""
+    sources = macro.templates()
+    texts, problems = render_all(sources, fixture_context(company_name=company_name), limits)
+    for key, text in texts.items():
+        if key.startswith("locale:") and not text:
+            problems.append(TemplateProblem(key, "empty",
+                                            "renders to an empty message for the sample ticket"))
+    order = list(sources)
+    return sorted(problems, key=lambda p: order.index(p.key) if p.key in order else -1)

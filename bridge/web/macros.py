@@ -1,0 +1,352 @@
+"""Macro API: read, edit (admin), preview, validate, version history, rollback, apply.
+
+    GET  /api/v1/macros                       {"macros": [macro]}
+    GET  /api/v1/macros/{name}                macro
+    PUT  /api/v1/macros/{name}                admin; {"title", "locales", "actions"} -> macro
+                                              (the new version)
+    POST /api/v1/macros/{name}/preview        {"ticket_id"?, "locale"?, draft?} -> rendered
+    POST /api/v1/macros/{name}/validate       {draft?} -> {"valid": true} or 422
+    POST /api/v1/macros/{name}/rollback       admin; {"version": n} -> macro
+    GET  /api/v1/macros/{name}/versions       {"name", "current", "versions": [...]}
+    POST /api/v1/tickets/{id}/macros/{name}   apply -> 202, the recorded event
+
+A draft is the PUT body (title / locales / actions): preview and validate check an edit
+before it is saved. A template that fails answers 422 with code "invalid_template", a
+message naming the template, line and reason, and the list in "problems".
+
+The app may put a MacroStore under `macros_key` and the rules under `automations_key`;
+otherwise they are built from the Redis client and `config_dir/automations.toml`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bridge.core.macros import Macro, MacroError, check_name, parse_macro
+from bridge.core.rules import AutomationConfig, load_config
+from bridge.sending import apply_macro as apply_macro_to_ticket
+from bridge.sending import render_macro
+from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
+from bridge.store.tickets import Conflict, NotFound
+from bridge.templating import (
+    DEFAULT_LIMITS,
+    FIXTURE_TICKET,
+    TemplateErrors,
+    TemplateProblem,
+    fixture_contact,
+    validate_macro,
+)
+from bridge.web.auth import principal, require_admin
+from bridge.web.bodies import read_body
+from bridge.web.errors import ApiError, bad_request, not_found, unprocessable
+from bridge.web.keys import queues_key, redis_key, settings_key, store_key
+from bridge.web.serialize import event_json, iso
+
+log = logging.getLogger("bridge.macros")
+
+macros_key = web.AppKey("macros", MacroStore)
+automations_key = web.AppKey("automations", AutomationConfig)
+
+_DRAFT_FIELDS = frozenset({"title", "locales", "actions"})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@functools.cache
+def shipped_macros() -> dict[str, Macro]:
+    """templates/macros/*.toml, read once per process (`bridge check` validates them)."""
+    return load_shipped()
+
+
+@functools.lru_cache(maxsize=8)
+def _config(path: Path) -> AutomationConfig:
+    return load_config(path)
+
+
+def automation_config(app: web.Application) -> AutomationConfig:
+    found = app.get(automations_key)
+    if found is not None:
+        return found
+    return _config(app[settings_key].config_dir / "automations.toml")
+
+
+def macro_store(app: web.Application) -> MacroStore:
+    found = app.get(macros_key)
+    if found is not None:
+        return found
+    return MacroStore(app[redis_key], shipped_macros())
+
+
+# ------------------------------------------------------------------ shapes
+
+
+def macro_json(macro: Macro) -> dict[str, Any]:
+    return {
+        "name": macro.name,
+        "title": macro.title,
+        "version": macro.version,
+        "locales": dict(macro.locales),
+        "actions": macro.actions.to_dict(),
+        "sends": macro.sends,
+        "updated_at": iso(macro.updated_at_ms),
+        "updated_by": macro.updated_by or None,
+        "note": macro.note or None,
+    }
+
+
+def invalid_template(problems: list[TemplateProblem]) -> web.Response:
+    message = "; ".join(p.describe() for p in problems)
+    return web.json_response(
+        {"error": {"code": "invalid_template", "message": message,
+                   "problems": [p.to_dict() for p in problems]}},
+        status=422,
+    )
+
+
+def _invalid_macro(exc: MacroError) -> ApiError:
+    return unprocessable(f"{exc.field}: {exc.message}", "invalid_macro")
+
+
+async def _json(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """The JSON object body; an empty body is an empty object."""
+    if not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    raw = await read_body(request)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("body is not valid JSON", "malformed") from None
+    if not isinstance(data, dict):
+        raise bad_request("body must be a JSON object", "malformed")
+    unknown = set(data) - allowed
+    if unknown:
+        raise unprocessable(f"unknown field(s): {', '.join(sorted(unknown))}")
+    return data
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    try:
+        return check_name(name)
+    except MacroError:
+        raise not_found(f"macro {name!r} not found") from None
+
+
+async def _current(request: web.Request, name: str) -> Macro:
+    try:
+        return await macro_store(request.app).get(name)
+    except MacroNotFound as exc:
+        raise not_found(str(exc)) from None
+
+
+def _draft(name: str, data: dict[str, Any]) -> Macro | None:
+    draft = {k: v for k, v in data.items() if k in _DRAFT_FIELDS}
+    if not draft:
+        return None
+    try:
+        return parse_macro(name, draft, source_limit=DEFAULT_LIMITS.source_max)
+    except MacroError as exc:
+        raise _invalid_macro(exc) from None
+
+
+async def _validate(request: web.Request, macro: Macro) -> list[TemplateProblem]:
+    company = automation_config(request.app).general.company_name
+    return await asyncio.to_thread(validate_macro, macro, company_name=company)
+
+
+# ------------------------------------------------------------------ handlers
+
+
+async def list_macros(request: web.Request) -> web.Response:
+    principal(request)
+    macros = await macro_store(request.app).all()
+    return web.json_response({"macros": [macro_json(m) for m in macros]})
+
+
+async def get_macro(request: web.Request) -> web.Response:
+    principal(request)
+    return web.json_response(macro_json(await _current(request, _name(request))))
+
+
+async def put_macro(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    name = request.match_info["name"]
+    data = await _json(request, _DRAFT_FIELDS)
+    if "locales" not in data and "actions" not in data:
+        raise unprocessable("send locales and/or actions", "invalid_macro")
+    try:
+        macro = parse_macro(name, data, source_limit=DEFAULT_LIMITS.source_max)
+    except MacroError as exc:
+        raise _invalid_macro(exc) from None
+    problems = await _validate(request, macro)
+    if problems:
+        return invalid_template(problems)
+    saved = await macro_store(request.app).save(macro, author=who.name, now_ms=now_ms())
+    log.info("macro %s saved as version %d by %s", name, saved.version, who.name)
+    return web.json_response(macro_json(saved))
+
+
+async def preview_macro(request: web.Request) -> web.Response:
+    who = principal(request)
+    name = _name(request)
+    data = await _json(request, _DRAFT_FIELDS | {"ticket_id", "locale"})
+    macro = _draft(name, data) or await _current(request, name)
+    config = automation_config(request.app)
+    locale = data.get("locale")
+    if locale is not None and not isinstance(locale, str):
+        raise unprocessable("locale must be a string such as en or fr")
+    ticket_id = data.get("ticket_id")
+    if ticket_id is None:
+        ticket = FIXTURE_TICKET
+        contact = fixture_contact(locale or config.general.default_locale)
+    else:
+        if not isinstance(ticket_id, str | int) or isinstance(ticket_id, bool):
+            raise unprocessable("ticket_id must be a ticket id")
+        store = request.app[store_key]
+        try:
+            ticket = await store.get_ticket(str(ticket_id))
+        except NotFound:
+            raise not_found(f"ticket {ticket_id} not found") from None
+        try:
+            contact = await store.get_contact(ticket.contact_id)
+        except NotFound:
+            contact = None
+    try:
+        rendered = await render_macro(macro, ticket=ticket, contact=contact,
+                                      general=config.general, agent_name=who.name,
+                                      locale=locale)
+    except TemplateErrors as exc:
+        return invalid_template(exc.problems)
+    return web.json_response({
+        "macro": macro.name,
+        "version": macro.version,
+        "locale": rendered.locale,
+        "body": rendered.body,
+        "content_variables": rendered.data.get("content_variables"),
+        "fallback_content_variables": rendered.data.get("fallback_content_variables"),
+        "actions": macro.actions.to_dict(),
+        "sends": macro.sends,
+    })
+
+
+async def validate_macro_handler(request: web.Request) -> web.Response:
+    principal(request)
+    name = _name(request)
+    data = await _json(request, _DRAFT_FIELDS)
+    macro = _draft(name, data) or await _current(request, name)
+    problems = await _validate(request, macro)
+    if problems:
+        return invalid_template(problems)
+    return web.json_response({"valid": True, "macro": name, "problems": []})
+
+
+async def rollback_macro(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    name = _name(request)
+    data = await _json(request, frozenset({"version"}))
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise unprocessable("version must be a version number (0 is the shipped default)")
+    store = macro_store(request.app)
+    try:
+        old = await store.get_version(name, version)
+    except MacroNotFound as exc:
+        raise not_found(str(exc)) from None
+    problems = await _validate(request, old)
+    if problems:
+        return invalid_template(problems)
+    saved = await store.rollback(name, version, author=who.name, now_ms=now_ms())
+    log.info("macro %s rolled back to version %d by %s (now version %d)", name, version,
+             who.name, saved.version)
+    return web.json_response(macro_json(saved))
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    principal(request)
+    name = _name(request)
+    try:
+        versions = await macro_store(request.app).versions(name)
+    except MacroNotFound as exc:
+        raise not_found(str(exc)) from None
+    return web.json_response({
+        "name": name,
+        "current": versions[0].version,
+        "versions": [
+            {"version": v.version, "updated_at": iso(v.updated_at_ms),
+             "updated_by": v.updated_by or None, "note": v.note or None}
+            for v in versions
+        ],
+    })
+
+
+async def apply_macro(request: web.Request, ticket_id: str, name: str) -> web.Response:
+    """Apply a macro to a ticket as the requesting agent: 202 with the recorded event.
+
+    Also used by `POST /api/v1/tickets/{id}/replies {"macro": name}`."""
+    who = principal(request)
+    try:
+        check_name(name)
+    except MacroError:
+        raise not_found(f"macro {name!r} not found") from None
+    app = request.app
+    queues = app[queues_key]
+    store = app[store_key]
+    try:
+        outcome = await apply_macro_to_ticket(
+            store=store, macros=macro_store(app), queues=queues,
+            general=automation_config(app).general, ticket_id=ticket_id, name=name,
+            author=who.name, agent_name=who.name, now_ms=now_ms(),
+        )
+    except NotFound:
+        raise not_found(f"ticket {ticket_id} not found") from None
+    except MacroNotFound as exc:
+        raise not_found(str(exc)) from None
+    except Conflict as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+    except TemplateErrors as exc:
+        return invalid_template(exc.problems)
+    ticket, event_id = outcome.ticket, outcome.event_id or ""
+    triggers = []
+    if outcome.status_changed:
+        triggers.append("ticket.status_changed")
+    if outcome.session_ended:
+        triggers.append("ticket.session_ended")
+    for trigger in triggers:
+        try:
+            await asyncio.to_thread(queues.ticket_event, ticket.id, trigger, ticket.version,
+                                    event_id)
+        except Exception:  # the change is stored; the worker's timers catch up later
+            log.exception("could not enqueue %s for ticket %s", trigger, ticket.id)
+    assert outcome.event_id is not None  # apply always records an event
+    event = await store.get_event(ticket_id, outcome.event_id)
+    return web.json_response(event_json(event), status=202)
+
+
+async def apply_macro_handler(request: web.Request) -> web.Response:
+    return await apply_macro(request, request.match_info["id"], request.match_info["name"])
+
+
+routes: list[web.RouteDef] = [
+    web.get("/api/v1/macros", list_macros),
+    web.get("/api/v1/macros/{name}", get_macro),
+    web.put("/api/v1/macros/{name}", put_macro),
+    web.post("/api/v1/macros/{name}/preview", preview_macro),
+    web.post("/api/v1/macros/{name}/validate", validate_macro_handler),
+    web.post("/api/v1/macros/{name}/rollback", rollback_macro),
+    web.get("/api/v1/macros/{name}/versions", list_versions),
+    web.post("/api/v1/tickets/{id}/macros/{name}", apply_macro_handler),
+]

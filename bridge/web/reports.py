@@ -1,0 +1,120 @@
+"""CSAT report: `GET /api/v1/reports/csat?by=channel|agent&since=&until=`.
+
+The period selects surveys by the time they were SENT (bridge.sending keeps the index
+`bridge:idx:csat_sent`); for each group the answer counts the surveys sent, the ratings
+received for them, their average, the response rate and the distribution 1..5.
+`since` / `until` are ISO 8601 dates or times (UTC when no offset is given); the default
+period is the last 30 days. `by=agent` groups by the ticket's assignee ("unassigned" when
+none).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from bridge.core.csat import RATING_SCALE
+from bridge.core.tickets import Ticket
+from bridge.sending import CSAT_SENT_INDEX
+from bridge.web.auth import principal
+from bridge.web.errors import unprocessable
+from bridge.web.keys import store_key
+from bridge.web.serialize import iso
+
+DEFAULT_PERIOD = timedelta(days=30)
+MAX_PERIOD = timedelta(days=366)
+_BATCH = 500
+
+
+@dataclass
+class Group:
+    key: str
+    sent: int = 0
+    distribution: dict[int, int] = field(default_factory=lambda: dict.fromkeys(RATING_SCALE, 0))
+
+    @property
+    def count(self) -> int:
+        return sum(self.distribution.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        count = self.count
+        total = sum(score * n for score, n in self.distribution.items())
+        return {
+            "key": self.key,
+            "surveys_sent": self.sent,
+            "count": count,
+            "average": round(total / count, 2) if count else None,
+            "response_rate": round(count / self.sent, 3) if self.sent else None,
+            "distribution": {str(s): n for s, n in self.distribution.items()},
+        }
+
+
+def group_key(ticket: Ticket, by: str) -> str:
+    if by == "agent":
+        return ticket.assignee or "unassigned"
+    return ticket.channel
+
+
+def aggregate(tickets: Iterable[Ticket], by: str) -> tuple[Group, list[Group]]:
+    """Pure: the overall figures and one group per channel / assignee, sorted by key."""
+    total = Group("all")
+    groups: dict[str, Group] = {}
+    for t in tickets:
+        group = groups.setdefault(group_key(t, by), Group(group_key(t, by)))
+        for g in (total, group):
+            g.sent += 1
+            if t.csat_rating in g.distribution:
+                g.distribution[t.csat_rating] += 1
+    return total, [groups[k] for k in sorted(groups)]
+
+
+def parse_time(raw: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise unprocessable(f"{name} must be an ISO 8601 date or time, e.g. 2024-05-01 or "
+                            "2024-05-01T12:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def period(query: Any, now: datetime) -> tuple[datetime, datetime]:
+    until = parse_time(query["until"], "until") if query.get("until") else now
+    since = parse_time(query["since"], "since") if query.get("since") else until - DEFAULT_PERIOD
+    if since >= until:
+        raise unprocessable("since must be before until")
+    if until - since > MAX_PERIOD:
+        raise unprocessable("the period may be at most 366 days")
+    return since, until
+
+
+async def csat_report(request: web.Request) -> web.Response:
+    principal(request)
+    by = request.query.get("by", "channel")
+    if by not in ("channel", "agent"):
+        raise unprocessable("by must be channel or agent")
+    since, until = period(request.query, datetime.now(UTC))
+    store = request.app[store_key]
+    since_ms, until_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+    raw = await store.redis.zrangebyscore(CSAT_SENT_INDEX, since_ms, f"({until_ms}")
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+    tickets: list[Ticket] = []
+    for start in range(0, len(ids), _BATCH):
+        tickets += await store.get_tickets(ids[start:start + _BATCH])
+    total, groups = aggregate(tickets, by)
+    return web.json_response({
+        "by": by,
+        "since": iso(since_ms),
+        "until": iso(until_ms),
+        "period_of": "survey_sent",
+        "total": total.to_dict(),
+        "groups": [g.to_dict() for g in groups],
+        "generated_at": iso(int(time.time() * 1000)),
+    })
+
+
+routes: list[web.RouteDef] = [web.get("/api/v1/reports/csat", csat_report)]
