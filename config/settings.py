@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,8 +118,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.twilio_account_sid and not self.twilio_account_sid.startswith("AC"):
-            raise SettingsError("TWILIO_ACCOUNT_SID must start with AC")
+        if self.twilio_account_sid and not _TWILIO_SID["AC"].fullmatch(self.twilio_account_sid):
+            raise SettingsError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
         # A token alone is enough to verify webhooks (local development, outbox only).
         if self.twilio_account_sid and not self.twilio_auth_token:
             raise SettingsError("TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN")
@@ -128,15 +129,19 @@ class Settings:
             raise SettingsError(
                 "set TWILIO_WHATSAPP_FROM or TWILIO_MESSAGING_SERVICE_SID to send with Twilio"
             )
-        if self.twilio_messaging_service_sid and not self.twilio_messaging_service_sid.startswith(
-            "MG"
+        if self.twilio_messaging_service_sid and not _TWILIO_SID["MG"].fullmatch(
+            self.twilio_messaging_service_sid
         ):
-            raise SettingsError("TWILIO_MESSAGING_SERVICE_SID must start with MG")
+            raise SettingsError("TWILIO_MESSAGING_SERVICE_SID must be MG followed by 32 hex digits")
         if self.twilio_whatsapp_from and not self.twilio_whatsapp_from.startswith("whatsapp:"):
             raise SettingsError("TWILIO_WHATSAPP_FROM must look like whatsapp:+14155238886")
         for name, token in self.agent_tokens.items():
             if token == self.admin_token and self.admin_token:
                 raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent {name!r} reuses the admin token")
+
+
+# Twilio resource sids: a two-letter type prefix and 32 hex digits (34 characters).
+_TWILIO_SID = {prefix: re.compile(prefix + "[0-9a-fA-F]{32}") for prefix in ("AC", "MG")}
 
 
 def load_policies(path: Path) -> dict[Channel, ChannelPolicy]:
@@ -145,13 +150,20 @@ def load_policies(path: Path) -> dict[Channel, ChannelPolicy]:
         raise SettingsError(f"BRIDGE_CONFIG_DIR: {path} does not exist")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: {exc}") from exc
     defaults = data.get("defaults", {})
     channels = data.get("channels", {})
+    if not isinstance(defaults, dict):
+        raise SettingsError(f"{path}: defaults must be a table ([defaults])")
+    if not isinstance(channels, dict):
+        raise SettingsError(f"{path}: channels must be tables ([channels.<name>])")
     unknown = set(channels) - {c.value for c in Channel}
     if unknown:
         raise SettingsError(f"{path}: unknown channel(s) {sorted(unknown)}")
+    for name, table in channels.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"{path}: channels.{name} must be a table ([channels.{name}])")
     return {
         channel: _policy(path, channel.value, {**defaults, **channels.get(channel.value, {})})
         for channel in Channel
@@ -175,9 +187,13 @@ def _policy(path: Path, where: str, table: dict[str, Any]) -> ChannelPolicy:
             raise SettingsError(f"{path} [{where}]: unknown setting {key!r}")
         if not isinstance(value, expected) or isinstance(value, bool):
             raise SettingsError(f"{path} [{where}]: {key} must be a {expected.__name__}")
+    if "solved_reply" in table:
+        choices = [r.value for r in SolvedReply]
+        if table["solved_reply"] not in choices:
+            raise SettingsError(f"{path} [{where}]: solved_reply must be one of {choices}, "
+                                f"got {table['solved_reply']!r}")
+        table = {**table, "solved_reply": SolvedReply(table["solved_reply"])}
     try:
-        if "solved_reply" in table:
-            table = {**table, "solved_reply": SolvedReply(table["solved_reply"])}
         return ChannelPolicy(**table)
     except ValueError as exc:
         raise SettingsError(f"{path} [{where}]: {exc}") from exc
@@ -220,12 +236,14 @@ def _base_url(raw: str, *, name: str = "PUBLIC_BASE_URL") -> str:
 def _agent_tokens(raw: str) -> dict[str, Secret]:
     tokens: dict[str, Secret] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, token = item.partition(":")
+        name, sep, token = (part.strip() for part in item.partition(":"))
         if not sep or not name or len(token) < 8:
             raise SettingsError(
                 "BRIDGE_AGENT_TOKENS must be name:token pairs separated by commas, "
                 "tokens of at least 8 characters"
             )
+        if name in tokens:
+            raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent {name!r} is listed twice")
         tokens[name] = Secret(token)
     return tokens
 

@@ -30,6 +30,8 @@ class ChannelPolicy:
         if self.max_thread_age_s < 0:
             raise ValueError("max_thread_age_s must be 0 (off) or positive")
         if not 0 < self.aging_yellow_after_s <= self.aging_red_after_s:
-            raise ValueError("aging thresholds must satisfy 0 < yellow <= red")
+            raise ValueError(
+                "aging_yellow_after_s and aging_red_after_s must satisfy 0 < yellow <= red"
+            )
         if self.csat_window_s < 0:
             raise ValueError("csat_window_s must not be negative")
