@@ -31,7 +31,7 @@ The render context (documented for admins in docs/macros.md):
 
     ticket.id, ticket.status, ticket.tags (list), ticket.assignee, ticket.channel,
     ticket.message_count, ticket.created_at (ISO 8601 UTC)
-    contact.name, contact.first_name, contact.address (masked: whatsapp:+33••••••78),
+    contact.name, contact.first_name, contact.address (masked: whatsapp:+33•••••••78),
     contact.locale
     agent.name            the agent applying the macro (automations: the assignee or
                           the company name)
@@ -378,7 +378,7 @@ async def arender_all(
 
 
 def mask_address(address: str) -> str:
-    """`whatsapp:+33612345678` -> `whatsapp:+33••••••78`: enough to recognise, not to
+    """`whatsapp:+33612345678` -> `whatsapp:+33•••••••78`: enough to recognise, not to
     copy. The channel prefix is kept; short values are masked whole."""
     prefix, sep, rest = address.rpartition(":")
     head = prefix + sep

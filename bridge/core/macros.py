@@ -279,18 +279,20 @@ def parse_macro(name: str, data: Any, *, source_limit: int = 4096, version: int 
 
 def pick_locale(available: Iterable[str], wanted: str, default: str) -> str | None:
     """The variant to use for a contact: the exact locale, then its language (`fr-CA` ->
-    `fr`), then the default locale, then English, then the first in sorted order."""
+    `fr`), then a regional variant of that language, then the default locale, then
+    English, then the first in sorted order."""
     have = sorted(available)
     if not have:
         return None
     wanted = wanted.strip()
-    candidates = [wanted, wanted.split("-")[0].lower(), default, default.split("-")[0], "en"]
-    for cand in candidates:
+    lang = wanted.split("-")[0].lower()
+    for cand in (wanted, lang):
         if cand and cand in have:
             return cand
-    # A regional variant of the wanted language (`fr-CA` available, `fr` asked).
-    lang = wanted.split("-")[0].lower()
     for loc in have:
         if lang and loc.split("-")[0] == lang:
             return loc
+    for cand in (default, default.split("-")[0], "en"):
+        if cand and cand in have:
+            return cand
     return have[0]
