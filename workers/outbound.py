@@ -419,14 +419,13 @@ def finish_job(outcome: SendOutcome, job: Job | None) -> dict[str, Any]:
             # RQ takes one retry off after this; adding one keeps the crash budget intact.
             job.retries_left = (job.retries_left or 0) + 1
             job.retry_intervals = [outcome.retry_in_s or 0]
-        raise SendRetry(f"ticket {outcome.ticket_id} event {outcome.event_id}: "
-                        f"{outcome.error_code}: {outcome.error_message or 'busy'}; "
-                        f"again in {outcome.retry_in_s}s")
+        raise SendRetry(f"{outcome.error_code}: {outcome.error_message} "
+                        f"(ticket {outcome.ticket_id} event {outcome.event_id})")
     if outcome.action == FAILED:
         if job is not None:
             job.retries_left = 0  # running it again cannot help
-        raise SendFailed(f"ticket {outcome.ticket_id} event {outcome.event_id}: "
-                         f"{outcome.error_code}: {outcome.error_message}")
+        raise SendFailed(f"{outcome.error_code}: {outcome.error_message} "
+                         f"(ticket {outcome.ticket_id} event {outcome.event_id})")
     return outcome.as_dict()
 
 

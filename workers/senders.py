@@ -180,8 +180,10 @@ class TwilioSender:
         try:
             created = self.client.messages.create(**self.create_kwargs(message))
         except TwilioRestException as exc:
+            # twilio-python prefixes Twilio's own message with its operation's name.
+            text = str(exc.msg).removeprefix("Unable to create record: ")
             raise classify_twilio_error(
-                int(exc.status), exc.code, str(exc.msg), retry_after_s=_retry_after(self.http)
+                int(exc.status), exc.code, text, retry_after_s=_retry_after(self.http)
             ) from exc
         except TwilioException as exc:
             # RFC 9457 answers (TwilioServiceException) carry status and code attributes.

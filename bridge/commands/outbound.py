@@ -128,7 +128,9 @@ def _error_line(job: Job) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return "failed (no error recorded: retries exhausted or worker lost)"
-    return lines[-1].strip()
+    # "workers.outbound.SendFailed: ..." -> "SendFailed: ..."
+    kind, sep, message = lines[-1].strip().partition(": ")
+    return f"{kind.rsplit('.', 1)[-1]}{sep}{message}"
 
 
 def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
@@ -164,7 +166,7 @@ def failed(limit: int, redis_url: str | None) -> None:
         click.echo("no failed jobs")
         return
     rows = [(j.id, j.func.rsplit(".", 1)[-1], j.target, _when(j.failed_at),
-             _one_line(j.error, 100)) for j in jobs[:limit]]
+             _one_line(j.error, 120)) for j in jobs[:limit]]
     _table(("JOB ID", "JOB", "FOR", "FAILED AT", "ERROR"), rows)
     if len(jobs) > limit:
         click.echo(f"({limit} of {len(jobs)}; --limit for more)")

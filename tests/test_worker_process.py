@@ -1,0 +1,162 @@
+"""`python -m workers` as the Procfile runs it: a real process (forking HerokuWorker with the
+scheduler) against a real Redis and the Twilio stub, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+import redis.asyncio
+
+from bridge.jobs import JobQueues
+from bridge.store.outbox import Outbox
+from bridge.store.tickets import TicketStore
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.stubs.twilio_stub import run_in_thread
+from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields, routed_reply
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+pytestmark = pytest.mark.slow
+
+
+def in_store(redis_url: str, work: Callable[[TicketStore], Coroutine[Any, Any, T]]) -> T:
+    async def go() -> T:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await work(TicketStore(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def worker_env(redis_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TWILIO_", "REDIS_", "BRIDGE_", "PUBLIC_BASE_URL"))}
+    env.update(BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
+               PUBLIC_BASE_URL="https://bridge.example.com", **extra)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        # Its own session: signals reach it only from this test.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers"], cwd=REPO, env=env, stdout=self._out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:  # only when the test failed
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._out.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, worker: WorkerProcess,
+             timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if worker.process.poll() is not None:
+            pytest.fail(f"the worker exited while waiting for {what}:\n{worker.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{worker.output()}")
+        time.sleep(0.05)
+
+
+def test_worker_sends_through_twilio_and_finishes_its_job_on_sigterm(
+    redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
+    spawn: Callable[[dict[str, str]], WorkerProcess],
+) -> None:
+    # Twilio answers slowly, so SIGTERM arrives while the job is inside the API call.
+    with run_in_thread(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, latency_s=1.0) as stub:
+        worker = spawn(worker_env(
+            redis_url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            TWILIO_WHATSAPP_FROM="whatsapp:+14155238886", TWILIO_API_URL=stub.url))
+        tid, eid = in_store(redis_url, routed_reply)
+        JobQueues(sync_redis).send_outbound(tid, eid)
+
+        def state() -> dict[str, str]:
+            return in_store(redis_url, lambda s: s.delivery_state(tid, eid))
+
+        wait_for(lambda: state().get("state") == "sending", "the send attempt", worker)
+        code = worker.stop()
+
+        assert code == 0, worker.output()
+        # Warm shutdown: the job in flight was finished and recorded before the exit.
+        final = state()
+        assert final["state"] == "queued", worker.output()
+        [request] = stub.messages
+        assert final["provider_id"] == request.sid
+        assert fields(request) == {"To": [CUSTOMER], "From": ["whatsapp:+14155238886"],
+                                   "Body": [BODY], "StatusCallback": [STATUS_URL]}
+        assert stub.invalid == []
+    log = worker.output()
+    assert "outbound messages go to Twilio at http://127.0.0.1:" in log
+    assert "worker stopped" in log
+    assert "+33612345678" not in log  # addresses are masked
+
+
+def test_worker_without_twilio_credentials_fills_the_outbox(
+    redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
+    spawn: Callable[[dict[str, str]], WorkerProcess],
+) -> None:
+    worker = spawn(worker_env(redis_url, tmp_path))
+    tid, eid = in_store(redis_url, routed_reply)
+    JobQueues(sync_redis).send_outbound(tid, eid)
+
+    wait_for(lambda: in_store(redis_url, lambda s: s.delivery_state(tid, eid)).get("state")
+             == "delivered", "the outbox delivery", worker)
+    assert worker.stop() == 0, worker.output()
+
+    entries = in_store(redis_url, lambda s: Outbox(s.redis).latest())
+    assert [(e.provider_id, e.to, e.body, e.ticket_id) for e in entries] == [
+        ("OUTBOX-1", CUSTOMER, BODY, tid)]
+    assert "the local outbox" in worker.output()
+
+
+def test_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "workers"], cwd=REPO,
+                          env=worker_env(None, tmp_path), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "REDIS_URL is not set" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,93 @@
+"""`python -m workers`: the Procfile's worker process.
+
+One RQ worker on the bridge's queues in priority order (agent replies before surveys and
+housekeeping), with RQ's scheduler (retries with backoff and timers need it), JSON payloads,
+and the settings read once. Scale out by running more of these processes.
+
+SIGTERM (a deploy, `bridge run` stopping, a platform restart) is a warm shutdown: the worker
+takes no new job and exits once the current one is done. HerokuWorker also protects the job
+from the SIGTERM that platforms send to every process of the container, then interrupts it
+after `imminent_shutdown_delay` seconds if it is still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from urllib.parse import urlsplit
+
+import click
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+from rq.worker import HerokuWorker
+
+from bridge.jobs import QUEUES_BY_PRIORITY
+from bridge.store.connection import sync_redis
+from config.settings import Settings, SettingsError
+from workers import runtime
+
+log = logging.getLogger("workers")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class BridgeWorker(HerokuWorker):
+    # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
+    # and SIGKILL. Give a running job 20 s before it is interrupted.
+    imminent_shutdown_delay = 20
+
+
+def redacted(url: str) -> str:
+    """The Redis URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def build_worker(settings: Settings, connection: redis.Redis) -> BridgeWorker:
+    queues = [Queue(name, connection=connection, serializer=JSONSerializer)
+              for name in QUEUES_BY_PRIORITY]
+    return BridgeWorker(queues, connection=connection, serializer=JSONSerializer)
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty (tests, batch runs).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def main(burst: bool, log_level: str) -> None:
+    """Run one bridge worker: outbound messages, ticket events and timers."""
+    logging.basicConfig(level=log_level, format=LOG_FORMAT, stream=sys.stderr)
+    # httpx logs every request at INFO; the send job logs one line per message already.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
+    if not settings.redis_url:
+        raise click.ClickException(
+            "REDIS_URL is not set: the worker needs the Redis the web process uses "
+            "(`bridge run` starts an embedded Redis and passes its URL to the worker)"
+        )
+    connection = sync_redis(settings)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"cannot reach Redis at {redacted(settings.redis_url)}: {exc}") from None
+    # Jobs run in forked children; they inherit these settings instead of re-reading them.
+    runtime.configure(settings)
+    outbound = "Twilio at " + settings.twilio_api_url if settings.twilio_enabled \
+        else "the local outbox"
+    log.info("worker on %s (Redis %s); outbound messages go to %s",
+             ", ".join(QUEUES_BY_PRIORITY), redacted(settings.redis_url), outbound)
+    worker = build_worker(settings, connection)
+    worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
+                log_format=LOG_FORMAT)
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m workers")
