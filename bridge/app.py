@@ -10,7 +10,7 @@ from aiohttp import web
 from bridge.jobs import JobQueues
 from bridge.store.connection import async_redis, sync_redis
 from bridge.store.tickets import TicketStore
-from bridge.web import api, health, openapi, webhooks
+from bridge.web import api, health, macros, openapi, reports, webhooks
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import auth_middleware, error_middleware, metrics_middleware
 from config.settings import Settings
@@ -41,14 +41,6 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(webhooks.routes)
     app.add_routes(api.routes)
     app.add_routes(openapi.routes)
-    _add_optional_routes(app)
-    return app
-
-
-def _add_optional_routes(app: web.Application) -> None:
-    try:
-        from bridge.web import macros, reports
-    except ImportError:  # TODO(integration): import at top once macros land
-        return
     app.add_routes(macros.routes)
     app.add_routes(reports.routes)
+    return app

@@ -13,6 +13,8 @@ import click
 import httpx
 from twilio.request_validator import RequestValidator
 
+from bridge.commands.check import check
+from bridge.commands.outbound import failed, outbox, retry
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
 from bridge.store.connection import async_redis
@@ -158,21 +160,7 @@ def openapi_cmd(output: Path | None) -> None:
         click.echo(text)
 
 
-def _register_optional() -> None:
-    try:
-        from bridge.commands.outbound import failed, outbox, retry
-
-        main.add_command(outbox)
-        main.add_command(failed)
-        main.add_command(retry)
-    except ImportError:  # TODO(integration)
-        pass
-    try:
-        from bridge.commands.check import check
-
-        main.add_command(check)
-    except ImportError:  # TODO(integration)
-        pass
-
-
-_register_optional()
+main.add_command(outbox)
+main.add_command(failed)
+main.add_command(retry)
+main.add_command(check)

@@ -7,23 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.automations import run_due_timer, run_ticket_event
+from workers.outbound import run_send_outbound
+
 
 def send_outbound(payload: dict[str, Any]) -> dict[str, Any]:
     """Send one recorded outbound event (reply, macro, survey, notice) to its channel."""
-    from workers.outbound import run_send_outbound
-
     return run_send_outbound(payload)
 
 
 def on_ticket_event(payload: dict[str, Any]) -> dict[str, Any]:
     """Evaluate triggers for a ticket event and schedule the automations' timers."""
-    from workers.automations import run_ticket_event
-
     return run_ticket_event(payload)
 
 
 def run_timer(payload: dict[str, Any]) -> dict[str, Any]:
     """A timed automation came due; it does nothing if the ticket changed since it was set."""
-    from workers.automations import run_due_timer
-
     return run_due_timer(payload)

@@ -22,6 +22,7 @@ from bridge.web.auth import principal
 from bridge.web.bodies import read_body
 from bridge.web.errors import ApiError, bad_request, not_found, unprocessable
 from bridge.web.keys import queues_key, settings_key, store_key
+from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
 
 log = logging.getLogger("bridge.api")
@@ -221,8 +222,6 @@ async def reply(request: web.Request) -> web.Response:
             raise unprocessable("send either body or macro, not both")
         if not isinstance(data["macro"], str) or not data["macro"]:
             raise unprocessable("macro must be a macro name")
-        from bridge.web.macros import apply_macro
-
         return await apply_macro(request, ticket_id, data["macro"])
     body = _text(data, "body", MAX_REPLY_CHARS)
     ticket = await _ticket(store, ticket_id)
