@@ -69,8 +69,8 @@ def deps(store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redi
 
 
 def scheduled(sync_redis: redis.Redis) -> list[dict[str, Any]]:
-    registry = ScheduledJobRegistry(QUEUE_HOUSEKEEPING, connection=sync_redis,
-                                    serializer=JSONSerializer)
+    registry = ScheduledJobRegistry(  # type: ignore[no-untyped-call]
+        QUEUE_HOUSEKEEPING, connection=sync_redis, serializer=JSONSerializer)
     jobs = [Job.fetch(jid, connection=sync_redis, serializer=JSONSerializer)
             for jid in registry.get_job_ids()]
     return [job.args[0] for job in jobs]

@@ -178,7 +178,8 @@ async def test_outside_the_window_only_a_template_can_carry_the_survey(
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, aredis: redis.asyncio.Redis,
                  sync_redis: redis.Redis) -> TestClient[Any, Any]:
-    return await aiohttp_client(build_app(settings, aredis, sync_redis))
+    client: TestClient[Any, Any] = await aiohttp_client(build_app(settings, aredis, sync_redis))
+    return client
 
 
 async def test_csat_report_by_channel_and_agent(

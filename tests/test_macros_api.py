@@ -27,12 +27,13 @@ Client = TestClient[Any, Any]
 async def client(aiohttp_client: Any, settings: Settings, aredis: redis.asyncio.Redis,
                  sync_redis: redis.Redis) -> Client:
     app = build_app(settings, aredis, sync_redis, extra_routes=api.routes)
-    return await aiohttp_client(app)
+    client: Client = await aiohttp_client(app)
+    return client
 
 
 def queued(sync_redis: redis.Redis, queue: str) -> list[tuple[str, dict[str, Any]]]:
     q = Queue(queue, connection=sync_redis, serializer=JSONSerializer)
-    return [(job.func_name, job.args[0]) for job in q.jobs]
+    return [(str(job.func_name), job.args[0]) for job in q.jobs]
 
 
 async def test_agents_read_macros(client: Client) -> None:
@@ -59,12 +60,12 @@ async def test_only_admins_change_macros(client: Client) -> None:
 
 
 async def test_save_history_and_rollback(client: Client) -> None:
-    body = {"title": "Hello", "locales": {"en": "Hi {{ contact.first_name }} v1",
-                                          "fr": "Salut {{ contact.first_name }} v1"},
-            "actions": {"status": "open", "add_tags": ["greeted"]}}
+    locales = {"en": "Hi {{ contact.first_name }} v1", "fr": "Salut {{ contact.first_name }} v1"}
+    body: dict[str, Any] = {"title": "Hello", "locales": locales,
+                            "actions": {"status": "open", "add_tags": ["greeted"]}}
     saved = await (await client.put("/api/v1/macros/greeting", json=body, headers=ADMIN)).json()
     assert saved["version"] == 1 and saved["updated_by"] == "admin"
-    body["locales"]["en"] = "Hi {{ contact.first_name }} v2"
+    locales["en"] = "Hi {{ contact.first_name }} v2"
     saved = await (await client.put("/api/v1/macros/greeting", json=body, headers=ADMIN)).json()
     assert saved["version"] == 2
     current = await (await client.get("/api/v1/macros/greeting", headers=AGENT)).json()
