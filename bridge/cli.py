@@ -70,8 +70,10 @@ def simulate(from_: str, name: str, payload: str, url: str, sid: str, body: str)
     """Post a correctly signed fake WhatsApp message to a running bridge."""
     settings = load_settings()
     token = str(settings.twilio_auth_token) or dev_tokens(settings.data_dir)["TWILIO_AUTH_TOKEN"]
-    port = runtime_info(settings.data_dir).get("port", settings.port)
-    base = (url or f"http://127.0.0.1:{port}").rstrip("/")
+    running = runtime_info(settings.data_dir)
+    base = (url or f"http://127.0.0.1:{running.get('port', settings.port)}").rstrip("/")
+    # Sign as Twilio would: against the public URL the bridge checks signatures with.
+    public_base_url = str(running.get("public_base_url", settings.public_base_url))
     sid = sid or "SM" + uuid.uuid4().hex
     form = {
         "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32,
@@ -82,9 +84,8 @@ def simulate(from_: str, name: str, payload: str, url: str, sid: str, body: str)
     if payload:
         form["ButtonPayload"] = payload
         form["ButtonText"] = body
-    # The bridge checks the signature against PUBLIC_BASE_URL, as Twilio would sign it.
     signature = RequestValidator(token).compute_signature(
-        settings.public_base_url + "/webhooks/twilio", form)
+        public_base_url + "/webhooks/twilio", form)
     try:
         response = httpx.post(f"{base}/webhooks/twilio", data=form,
                               headers={"X-Twilio-Signature": signature}, timeout=10)

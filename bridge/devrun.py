@@ -67,8 +67,11 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
         child_env["REDIS_URL"] = redis_server.url
     children: list[subprocess.Popen[bytes]] = []
     try:
-        (data_dir / "run.json").write_text(json.dumps({"redis_url": child_env["REDIS_URL"],
-                                                       "port": settings.port}))
+        (data_dir / "run.json").write_text(json.dumps({
+            "redis_url": child_env["REDIS_URL"],
+            "port": settings.port,
+            "public_base_url": settings.public_base_url,
+        }))
         children.append(subprocess.Popen([sys.executable, "-m", "bridge", "serve"],
                                          env=child_env))
         children.append(subprocess.Popen([sys.executable, "-m", "workers"], env=child_env))
