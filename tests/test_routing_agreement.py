@@ -96,11 +96,14 @@ class Agreement:
         tid = self.ids[mid]
         if isinstance(op, SendSurvey):
             self.model.send_survey(mid, op.message_id, self.now)
-            cid = inbound(Msg(op.contact, "", "text"), self.now).contact_id
-            await self.aredis.hset(keys.contact(cid), mapping={
-                "survey_ticket": tid, "survey_msg": op.message_id,
-                "survey_at_ms": str(self.now),
-            })
+            # As bridge/sending.py writes them: survey_msg only once the provider id is known.
+            key = keys.contact(inbound(Msg(op.contact, "", "text"), self.now).contact_id)
+            await self.aredis.hset(key, mapping={"survey_ticket": tid,
+                                                 "survey_at_ms": str(self.now)})
+            if op.message_id:
+                await self.aredis.hset(key, "survey_msg", op.message_id)
+            else:
+                await self.aredis.hdel(key, "survey_msg")
             return
         try:
             if isinstance(op, SetStatus):

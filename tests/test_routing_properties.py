@@ -290,7 +290,20 @@ def run_model(policy: ChannelPolicy, history: list[Op]) -> Model:
         if isinstance(op, Advance):
             now += op.seconds * 1000
         elif isinstance(op, Msg):
-            model.inbound(op, now)
+            before = model.tickets.get(model.contact(op.contact).current or "")
+            was_live = before is not None and (
+                before.session is SessionState.ACTIVE and before.status is not Status.CLOSED)
+            d = model.inbound(op, now)
+            if d.action not in (Action.DUPLICATE, Action.CSAT_ANSWER):
+                # A customer message always lands in a live ticket (an agent can answer it
+                # on the channel), the contact's current one, as its last message.
+                receiver = model.tickets[model.contact(op.contact).current or ""]
+                assert receiver.session is SessionState.ACTIVE
+                assert receiver.status is not Status.CLOSED
+                assert receiver.messages[-1] == op.pid
+                # An unlinked new ticket only when there was no live ticket to continue.
+                if d.action is Action.NEW_TICKET:
+                    assert not was_live
         else:
             tid = model.resolve(op.contact, op.ticket_ref)
             if tid is None:
