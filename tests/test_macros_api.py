@@ -147,7 +147,12 @@ async def test_validate_checks_a_draft_without_saving(client: Client) -> None:
                             json={"locales": {"en": "{{ ticket.idd }}"}}, headers=AGENT)
     assert bad.status == 422
     assert (await bad.json())["error"]["problems"][0]["kind"] == "undefined"
-    assert (await client.post("/api/v1/macros/unknown/validate", headers=AGENT)).status == 404
+    unknown = await client.post("/api/v1/macros/unknown/validate", headers=AGENT)
+    assert unknown.status == 422
+    assert (await unknown.json())["error"]["code"] == "invalid_macro"
+    new = await client.post("/api/v1/macros/unknown/validate",
+                            json={"locales": {"en": "Hi {{ contact.name }}"}}, headers=AGENT)
+    assert (await new.json())["valid"] is True
 
 
 async def test_preview_renders_ticket_variables_as_plain_text(

@@ -245,9 +245,20 @@ async def preview_macro(request: web.Request) -> web.Response:
 
 async def validate_macro_handler(request: web.Request) -> web.Response:
     principal(request)
-    name = _name(request)
+    name = request.match_info["name"]
+    try:
+        check_name(name)
+    except MacroError as exc:
+        raise _invalid_macro(exc) from None
     data = await _json(request, _DRAFT_FIELDS)
-    macro = _draft(name, data) or await _current(request, name)
+    macro = _draft(name, data)
+    if macro is None:
+        try:
+            macro = await macro_store(request.app).get(name)
+        except MacroNotFound:
+            # Validation is about a text: with no draft and no stored macro there is none.
+            raise unprocessable(f"macro {name!r} does not exist: send a draft (locales, "
+                                "actions) to validate a new one", "invalid_macro") from None
     problems = await _validate(request, macro)
     if problems:
         return invalid_template(problems)
