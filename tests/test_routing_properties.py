@@ -309,10 +309,10 @@ def run_model(policy: ChannelPolicy, history: list[Op]) -> Model:
             if tid is None:
                 continue
             if isinstance(op, SetStatus):
-                before = model.tickets[tid].status
+                old_status = model.tickets[tid].status
                 ok = model.set_status(tid, op.status)
-                assert ok == (before is not Status.CLOSED
-                              and not (op.status is Status.NEW and before is not Status.NEW))
+                assert ok == (old_status is not Status.CLOSED
+                              and not (op.status is Status.NEW and old_status is not Status.NEW))
             elif isinstance(op, EndSession):
                 model.end_session(tid)
             else:
