@@ -1,0 +1,134 @@
+"""Child processes for the benchmarks: start, wait until healthy, pin to CPUs, stop."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_layout() -> tuple[list[int], list[int]] | None:
+    """(CPUs for the server under test, CPUs for everything else), or None when the
+    machine has a single usable CPU (then nothing is pinned)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return cpus[:1], cpus[1:]
+
+
+def pin(pid: int, cpus: Sequence[int]) -> None:
+    """Pin every thread of a process (Linux: affinity is per thread)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        with suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+@contextmanager
+def own_affinity(cpus: Sequence[int] | None) -> Iterator[None]:
+    """Run this process (and the children it starts meanwhile) on `cpus`."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+class Server:
+    """A server child process with its output in a log file."""
+
+    def __init__(self, name: str, args: Sequence[str], *, port: int, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.args = list(args)
+        self.port = port
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, *, timeout_s: float = 30.0, cpus: Sequence[int] | None = None) -> Server:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        if cpus:
+            pin(self.process.pid, cpus)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n"
+                                   + self.log_tail())
+            if self._healthy():
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not answer /healthz in {timeout_s}s")
+            time.sleep(0.1)
+        if cpus:  # again: threads started during start-up
+            pin(self.process.pid, cpus)
+        return self
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
