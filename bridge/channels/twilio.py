@@ -19,8 +19,11 @@ from bridge.core.tickets import TWILIO_DELIVERY, Delivery
 
 MAX_MEDIA = 10  # Twilio's limit per message
 MAX_BODY_CHARS = 4096
-_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
-_ADDRESS = re.compile(r"^whatsapp:\S{1,200}$")
+# fullmatch, not `$`: `$` also matches before a trailing newline.
+_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
+_ADDRESS = re.compile(r"whatsapp:\S{1,200}")
+_COUNT = re.compile(r"[0-9]{1,2}")  # ASCII digits only: str.isdigit() accepts '²'
+
 
 FormData = MultiDictProxy[str]
 
@@ -64,16 +67,16 @@ def parse_inbound(form: FormData, *, received_at_ms: int) -> InboundMessage:
     """Every WhatsApp field that matters. `From` is kept whole: it may be a phone number
     (whatsapp:+33…) or a business-scoped user id (whatsapp:US.1349…)."""
     sid = _required(form, "MessageSid")
-    if not _SID.match(sid):
+    if not _SID.fullmatch(sid):
         raise InvalidPayload("MessageSid is not a Twilio message sid")
     address = _required(form, "From")
-    if not _ADDRESS.match(address):
+    if not _ADDRESS.fullmatch(address):
         raise InvalidPayload("From must be a whatsapp: address (only WhatsApp is bridged)")
     body = form.get("Body", "")
     if len(body) > MAX_BODY_CHARS:
         raise InvalidPayload(f"Body longer than {MAX_BODY_CHARS} characters")
     raw_count = form.get("NumMedia", "0") or "0"
-    if not raw_count.isdigit() or int(raw_count) > MAX_MEDIA:
+    if not _COUNT.fullmatch(raw_count) or int(raw_count) > MAX_MEDIA:
         raise InvalidPayload(f"NumMedia must be a number from 0 to {MAX_MEDIA}")
     media = []
     for i in range(int(raw_count)):
@@ -121,7 +124,7 @@ class StatusCallback:
 
 def parse_status(form: FormData) -> StatusCallback:
     sid = _required(form, "MessageSid")
-    if not _SID.match(sid):
+    if not _SID.fullmatch(sid):
         raise InvalidPayload("MessageSid is not a Twilio message sid")
     status = _required(form, "MessageStatus").lower()
     return StatusCallback(

@@ -43,9 +43,11 @@ async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
     raw = await read_body(request)
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("body is not valid JSON", "malformed") from None
+        data = json.loads(raw.decode("utf-8"))
+        # A \ud800 escape decodes to a lone surrogate that no store can encode.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise bad_request("body is not valid UTF-8 JSON", "malformed") from None
     if not isinstance(data, dict):
         raise bad_request("body must be a JSON object", "malformed")
     unknown = set(data) - allowed
