@@ -296,3 +296,16 @@ async def test_serializers_follow_the_design_shapes(
     shaped = event_json(events[0])
     assert shaped["type"] == "customer_message" and shaped["delivery"] is None
     assert shaped["at"] == iso(1_700_000_000_000)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"locales": {"en": "\\ud800"}}',
+    '{"locales": {"en": "\ud800"}}'.encode("utf-8", "surrogatepass"),
+    b'{"locales": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b"\xff\xfe",
+])
+async def test_hostile_json_is_400_not_500(client: Client, raw: bytes) -> None:
+    response = await client.put("/api/v1/macros/greeting", data=raw,
+                                headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status in (400, 413)
+    assert (await response.json())["error"]["code"] in ("malformed", "payload_too_large")

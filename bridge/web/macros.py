@@ -127,9 +127,12 @@ async def _json(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("body is not valid JSON", "malformed") from None
+        data = json.loads(raw.decode("utf-8"))
+        # A lone surrogate (an escaped \ud800) cannot be stored or sent: refuse it here.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise bad_request("body is not valid JSON (UTF-8, no lone surrogates, not too "
+                          "deeply nested)", "malformed") from None
     if not isinstance(data, dict):
         raise bad_request("body must be a JSON object", "malformed")
     unknown = set(data) - allowed
