@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio
 
 from bridge.core.macros import Macro, MacroError, parse_macro
@@ -101,3 +102,62 @@ async def test_concurrent_saves_get_distinct_versions(aredis: redis.asyncio.Redi
     assert sorted(m.version for m in saved) == list(range(1, 21))
     texts = {(await store.get_version("greeting", m.version)).locales["en"] for m in saved}
     assert len(texts) == 20
+
+
+def test_bridge_check_passes_on_the_shipped_files() -> None:
+    from click.testing import CliRunner
+
+    from bridge.commands.check import check
+
+    result = CliRunner().invoke(check, ["--no-stored"], env={"REDIS_URL": ""})
+    assert result.exit_code == 0, result.output
+    assert "all checks passed" in result.output
+    assert "macro 'thread_limit' (shipped, en, fr)" in result.output
+
+
+def test_bridge_check_names_the_broken_rule_field_and_template_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bridge.commands.check import check
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "automations.toml").write_text(
+        '[[automations]]\nname = "close_late"\nsince = "solved"\nafter_s = "soon"\n'
+        'then = { set_status = "closed" }\n', encoding="utf-8")
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    (macros / "csat_survey.toml").write_text(
+        "[locales]\nen = '''\nRate us\n{{ ticket.nope }}\n'''\n", encoding="utf-8")
+    result = CliRunner().invoke(check, ["--no-stored", "--config-dir", str(config),
+                                        "--macros-dir", str(macros)], env={"REDIS_URL": ""})
+    assert result.exit_code == 1
+    assert "automation 'close_late': field 'after_s'" in result.output
+    assert "macro 'csat_survey' (shipped): locale:en, line 2: undefined" in result.output
+    # The rules still name macros that must exist (here: the default survey macro does).
+    (config / "automations.toml").write_text(
+        '[[triggers]]\nname = "hello"\non = ["ticket.created"]\n'
+        'then = { apply_macro = "ghost" }\n', encoding="utf-8")
+    result = CliRunner().invoke(check, ["--no-stored", "--config-dir", str(config)],
+                                env={"REDIS_URL": ""})
+    assert result.exit_code == 1
+    assert "trigger 'hello': then.apply_macro: macro 'ghost' does not exist" in result.output
+
+
+def test_bridge_check_also_renders_macros_edited_in_redis(
+    redis_url: str, sync_redis: redis.Redis,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from bridge.commands.check import check
+    from bridge.store.macros import NAMES_KEY, versions_key
+
+    # Saved before a stricter check existed, say: the API would refuse it today.
+    sync_redis.sadd(NAMES_KEY, "greeting")
+    sync_redis.hset(versions_key("greeting"), "1", json.dumps(
+        {"title": "", "locales": {"en": "Hi\n{{ ''.__class__ }}"}, "actions": {}}))
+    result = CliRunner().invoke(check, [], env={"REDIS_URL": redis_url})
+    assert result.exit_code == 1
+    assert "macro 'greeting' (stored v1): locale:en, line 2: security" in result.output
