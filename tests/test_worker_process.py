@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import redis
@@ -52,12 +52,12 @@ def worker_env(redis_url: str | None, data_dir: Path, **extra: str) -> dict[str,
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
         self.log = log
         self._out = log.open("wb")
         # Its own session: signals reach it only from this test.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers"], cwd=REPO, env=env, stdout=self._out,
+            [sys.executable, "-m", "workers", *args], cwd=REPO, env=env, stdout=self._out,
             stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
@@ -77,12 +77,16 @@ class WorkerProcess:
         self._out.close()
 
 
+class Spawn(Protocol):
+    def __call__(self, env: dict[str, str], *args: str) -> WorkerProcess: ...
+
+
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str]) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
+    def start(env: dict[str, str], *args: str) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", args)
         started.append(worker)
         return worker
 
@@ -104,7 +108,7 @@ def wait_for(check: Callable[[], bool], what: str, worker: WorkerProcess,
 
 def test_worker_sends_through_twilio_and_finishes_its_job_on_sigterm(
     redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
-    spawn: Callable[[dict[str, str]], WorkerProcess],
+    spawn: Spawn,
 ) -> None:
     # Twilio answers slowly, so SIGTERM arrives while the job is inside the API call.
     with run_in_thread(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, latency_s=1.0) as stub:
@@ -135,11 +139,11 @@ def test_worker_sends_through_twilio_and_finishes_its_job_on_sigterm(
     assert "+33612345678" not in log  # addresses are masked
 
 
-def test_worker_without_twilio_credentials_fills_the_outbox(
+def test_in_process_worker_without_twilio_credentials_fills_the_outbox(
     redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
-    spawn: Callable[[dict[str, str]], WorkerProcess],
+    spawn: Spawn,
 ) -> None:
-    worker = spawn(worker_env(redis_url, tmp_path))
+    worker = spawn(worker_env(redis_url, tmp_path), "--no-fork")
     tid, eid = in_store(redis_url, routed_reply)
     JobQueues(sync_redis).send_outbound(tid, eid)
 
