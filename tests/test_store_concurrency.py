@@ -155,3 +155,20 @@ async def test_concurrent_burst_over_the_thread_limit(store: TicketStore) -> Non
     assert [t.follow_up_of for t in tickets] == ["", ticket_ids[0], ticket_ids[1]]
     bodies = [b for t in ticket_ids for b in await all_events(store, t)]
     assert sorted(bodies) == sorted(m.body for m in messages)
+
+
+async def test_concurrent_status_changes_leave_the_status_index_consistent(
+    store: TicketStore,
+) -> None:
+    msg = InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "c" * 32,
+                         contact_address="whatsapp:+33699999999", received_at_ms=0, body="x")
+    routed = await store.route_inbound(msg, RatingSignal(), ChannelPolicy(), now_ms=1)
+    tid = routed.ticket_id or ""
+    cycle = [Status.OPEN, Status.PENDING, Status.HOLD, Status.SOLVED] * 25
+    await asyncio.gather(*(store.update_ticket(tid, author="a", now_ms=2, status=s)
+                           for s in cycle))
+    final = (await store.get_ticket(tid)).status
+    member_of = [s for s in Status
+                 if await store.redis.zscore(keys.index("status", s.value), tid)
+                 is not None]
+    assert member_of == [final]

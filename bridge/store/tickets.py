@@ -505,30 +505,43 @@ class TicketStore:
 
         Idempotent; runs after each change (outside the contact's slot, so not in the
         routing script). A crash between the two leaves a ticket unlisted until its next
-        change; `bridge reindex` repairs everything.
+        change; `bridge reindex` repairs everything. Two concurrent changes could write
+        their index entries in the opposite order: each pass re-reads the ticket's version
+        afterwards and redoes the tickets that changed meanwhile, so the last pass wins.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tid in ticket_ids:
-                pipe.hmget(keys.ticket(cid, tid), "status", "channel", "assignee")
-            rows = await pipe.execute()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tid, old_assignee in (stale_assignees or {}).items():
-                if old_assignee:
-                    pipe.zrem(keys.index("assignee", old_assignee), tid)
-            for tid, (status, channel, assignee) in zip(ticket_ids, rows, strict=True):
-                score = {tid: int(tid)}
-                pipe.hset(keys.TICKET_CONTACT, tid, cid)
-                pipe.zadd(keys.index("all"), score)
-                pipe.zadd(keys.index("contact", cid), score)
-                pipe.zadd(keys.index("channel", _s(channel)), score)
-                for s in Status:
-                    if s.value == _s(status):
-                        pipe.zadd(keys.index("status", s.value), score)
-                    else:
-                        pipe.zrem(keys.index("status", s.value), tid)
-                if _s(assignee):
-                    pipe.zadd(keys.index("assignee", _s(assignee)), score)
-            await pipe.execute()
+        pending = list(ticket_ids)
+        stale = dict(stale_assignees or {})
+        for _ in range(10):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid in pending:
+                    pipe.hmget(keys.ticket(cid, tid), "status", "channel", "assignee", "version")
+                rows = await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid, old_assignee in stale.items():
+                    if old_assignee:
+                        pipe.zrem(keys.index("assignee", old_assignee), tid)
+                for tid, (status, channel, assignee, _version) in zip(pending, rows, strict=True):
+                    score = {tid: int(tid)}
+                    pipe.hset(keys.TICKET_CONTACT, tid, cid)
+                    pipe.zadd(keys.index("all"), score)
+                    pipe.zadd(keys.index("contact", cid), score)
+                    pipe.zadd(keys.index("channel", _s(channel)), score)
+                    for s in Status:
+                        if s.value == _s(status):
+                            pipe.zadd(keys.index("status", s.value), score)
+                        else:
+                            pipe.zrem(keys.index("status", s.value), tid)
+                    if _s(assignee):
+                        pipe.zadd(keys.index("assignee", _s(assignee)), score)
+                for tid in pending:
+                    pipe.hget(keys.ticket(cid, tid), "version")
+                results = await pipe.execute()
+            versions_after = results[-len(pending):]
+            pending = [tid for tid, row, after in zip(pending, rows, versions_after, strict=True)
+                       if _s(row[3]) != _s(after)]
+            stale = {}
+            if not pending:
+                return
 
     async def reindex_all(self) -> int:
         """Rebuild every index from the tickets themselves (`bridge reindex`)."""
