@@ -12,20 +12,25 @@ treated as untrusted code:
   before it allocates anything);
 * output is produced with `Template.generate()` and refused once it passes
   `Limits.output_max` (1600 characters: Twilio's message body limit);
-* every render runs in a short-lived child process with a wall-clock limit
-  (`Limits.time_limit_s`), an address-space limit (`Limits.memory_mb` above the child's
-  start) and a CPU-seconds backstop.
+* every render runs in a separate render-helper process with a wall-clock limit
+  (`Limits.time_limit_s`, SIGALRM in the helper's main thread, and the parent kills and
+  replaces a helper that does not answer within the limit plus a grace second) and an
+  address-space limit (`Limits.memory_mb` above the helper's size at start).
 
-Why a child process: rendering is synchronous Python, so `asyncio.wait_for` cannot stop it,
-and `signal.alarm` only works in the main thread (the web process renders from a thread
+Why a separate process: rendering is synchronous Python, so `asyncio.wait_for` cannot stop
+it, and `signal.alarm` only works in the main thread (the web process renders from a thread
 pool; RQ already owns SIGALRM for its job timeout in the worker). A tracing hook could stop
-loops but not one huge C-level allocation (`{% set s = s ~ s %}` doubling). A child can be
-killed whatever it is doing, and its memory limit turns a blow-up into a clean error. The
-children come from a `forkserver` (a fork of a small, single-threaded process that has
-already imported Jinja2), so a render costs about 10 ms once the server is up (~100 ms,
-once per process); forking the threaded web process itself is unsafe. Validation, preview,
-apply and automations all go through `render_all`; web handlers call it through
-`asyncio.to_thread` (see `arender_all`).
+loops but not one huge C-level allocation (`{% set s = s ~ s %}` doubling), and a memory
+blow-up in the web process itself would take every request down with it. A helper can be
+killed whatever it is doing. Helpers are fresh interpreters (`python -I -c ...`) that import
+only this module, kept alive (at most `HELPERS_PER_PROCESS` per process, one request at a
+time each): a render costs a pipe round trip (well under a millisecond) plus the rendering,
+and ~100 ms once when a helper starts. `multiprocessing` was not used: its spawn and
+forkserver children re-import the parent's `__main__` script (`bridge serve` would import
+the whole app per render), and forking the threaded web process is unsafe. A forked process
+(an RQ work horse) starts its own helpers, never its parent's. Validation, preview, apply and
+automations all go through `render_all`; async code calls it through `arender_all`
+(a thread).
 
 The render context (documented for admins in docs/macros.md):
 
@@ -41,14 +46,19 @@ The render context (documented for admins in docs/macros.md):
 from __future__ import annotations
 
 import asyncio
-import math
-import multiprocessing
-import multiprocessing.connection
+import atexit
+import json
+import os
 import resource
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,7 +75,7 @@ MAX_REPEAT = 10_000
 MAX_NUMBER = 10**15
 MAX_POWER_BASE = 10**6
 MAX_EXPONENT = 100
-# How long a child may take to start (forkserver boot, imports) before rendering starts.
+# How long a new render helper may take to start (interpreter, imports).
 STARTUP_S = 15.0
 
 
@@ -228,110 +238,222 @@ def _render_here(
     return texts, problems
 
 
-# ------------------------------------------------------------------ child process
+# ------------------------------------------------------------------ render helpers
+#
+# A helper is a fresh interpreter (`python -I -c "... serve()"`) that imports only this
+# module. It reads one JSON request per line on stdin and answers one JSON line on stdout.
+# It renders in its own main thread, so SIGALRM (setitimer) stops a template at the time
+# limit; its address space is capped (RLIMIT_AS) so a blow-up is a MemoryError, not an
+# OOM kill of the web process. The parent keeps a few helpers per process and kills and
+# replaces one that does not answer within the limit plus a grace second (a template
+# stuck in one long C call, a crash). A forked process (an RQ work horse) never uses its
+# parent's helpers: the pool is per process id.
 
 
-def _limit_child(limits: Limits, count: int) -> None:
-    """Cap the child's address space and CPU seconds (backstops; the parent kills it at
-    the wall-clock limit)."""
+class _Timeout(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so no `except Exception` eats it."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _Timeout
+
+
+def _address_space() -> int | None:
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
-            pages = int(f.read().split()[0])
-        current = pages * resource.getpagesize()
-        cap = current + limits.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    except (OSError, ValueError):  # no /proc (macOS) or not permitted: time limit only
-        pass
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError):  # no /proc (macOS): the time limit still applies
+        return None
+
+
+def _set_memory_cap(baseline: int | None, memory_mb: int) -> None:
+    if baseline is None:
+        return
     try:
-        cpu = math.ceil(limits.time_limit_s * count) + 2
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = baseline + memory_mb * 1024 * 1024
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     except (OSError, ValueError):
         pass
 
 
-def _child_main(
-    conn: multiprocessing.connection.Connection,
-    sources: dict[str, str],
-    context: dict[str, Any],
-    limits: Limits,
-) -> None:
-    _limit_child(limits, len(sources))
-    conn.send(("started",))
-    for key, source in sources.items():
+def _serve_one(request: dict[str, Any]) -> list[list[Any]]:
+    limits = Limits(**request["limits"])
+    context = request["context"]
+    out: list[list[Any]] = []
+    for key, source in request["sources"].items():
         try:
-            conn.send(("ok", key, _render_one(key, source, context, limits)))
+            try:
+                signal.setitimer(signal.ITIMER_REAL, limits.time_limit_s)
+                text = _render_one(key, source, context, limits)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            out.append(["ok", key, text])
         except TemplateProblem as p:
-            conn.send(("problem", key, p.kind, p.message, p.line))
-    conn.send(("done",))
-    conn.close()
+            out.append(["problem", key, p.kind, p.message, p.line])
+        except _Timeout:
+            out.append(["problem", key, "timeout",
+                        f"rendering took longer than {limits.time_limit_s:g} s", None])
+    return out
 
 
-_CTX_LOCK = threading.Lock()
-_CTX: Any = None
+def serve() -> None:
+    """The helper's main loop (run by `_Helper`, not by hand)."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    baseline = _address_space()
+    stdout = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        _set_memory_cap(baseline, int(request["limits"]["memory_mb"]))
+        stdout.write(json.dumps(_serve_one(request)).encode() + b"\n")
+        stdout.flush()
 
 
-def _context() -> Any:
-    global _CTX
-    with _CTX_LOCK:
-        if _CTX is None:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods
-                                              else "spawn")
-            if "forkserver" in methods:
-                # "__main__" first: the server imports the main module once, so each
-                # child does not re-import it (multiprocessing's spawn preparation).
-                ctx.set_forkserver_preload(["__main__", "bridge.templating"])
-            _CTX = ctx
-        return _CTX
+class _Helper:
+    def __init__(self) -> None:
+        paths = [p for p in sys.path if p]
+        code = (f"import sys; sys.path[:0] = {paths!r}; "
+                "from bridge.templating import serve; serve()")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True,
+        )
+        self.fresh = True
+        self._buf = b""
+
+    def ask(self, request: dict[str, Any], timeout_s: float) -> list[list[Any]] | None:
+        """The answer, or None when the helper died or did not answer in time."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return None
+        deadline = time.monotonic() + timeout_s + (STARTUP_S if self.fresh else 0)
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return None
+                self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        self.fresh = False
+        answer: list[list[Any]] = json.loads(line)
+        return answer
+
+    def close(self, *, kill: bool = False) -> None:
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _Pool:
+    """At most `size` helpers per process, each serving one request at a time."""
+
+    def __init__(self, size: int) -> None:
+        self.pid = os.getpid()
+        self.size = size
+        self.idle: list[_Helper] = []
+        self.count = 0
+        self.cond = threading.Condition()
+
+    def acquire(self) -> _Helper:
+        with self.cond:
+            while True:
+                while self.idle:
+                    helper = self.idle.pop()
+                    if helper.proc.poll() is None:
+                        return helper
+                    # Died while idle (killed, OOM): replace it, do not fail a render.
+                    self.count -= 1
+                    helper.close()
+                if self.count < self.size:
+                    break
+                self.cond.wait()
+            self.count += 1
+        try:
+            return _Helper()
+        except BaseException:
+            with self.cond:
+                self.count -= 1
+                self.cond.notify()
+            raise
+
+    def release(self, helper: _Helper, *, healthy: bool) -> None:
+        if not healthy:
+            helper.close(kill=True)
+        with self.cond:
+            if healthy:
+                self.idle.append(helper)
+            else:
+                self.count -= 1
+            self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            helpers, self.idle = self.idle, []
+            self.count -= len(helpers)
+        for helper in helpers:
+            helper.close()
+
+
+HELPERS_PER_PROCESS = 4
+GRACE_S = 1.0
+_POOL_LOCK = threading.Lock()
+_POOL: _Pool | None = None
+
+
+def _pool() -> _Pool:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.pid != os.getpid():
+            # After a fork the parent's helpers belong to the parent: leave them alone.
+            _POOL = _Pool(HELPERS_PER_PROCESS)
+        return _POOL
+
+
+@atexit.register
+def _close_pool() -> None:
+    if _POOL is not None and _POOL.pid == os.getpid():
+        _POOL.close()
 
 
 def _render_isolated(
     sources: Mapping[str, str], context: Mapping[str, Any], limits: Limits
 ) -> tuple[dict[str, str], list[TemplateProblem]]:
-    ctx = _context()
-    reader, writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child_main, args=(writer, dict(sources), dict(context), limits),
-        name="bridge-render", daemon=True,
-    )
+    request = {"sources": dict(sources), "context": dict(context), "limits": asdict(limits)}
+    pool = _pool()
+    helper = pool.acquire()
+    answer = None
+    try:
+        answer = helper.ask(request, limits.time_limit_s * len(sources) + GRACE_S)
+    finally:
+        pool.release(helper, healthy=answer is not None)
+    if answer is None:
+        return {}, [TemplateProblem(key, "timeout", "the renderer did not answer in time "
+                                    "(stopped: time, memory or CPU limit)")
+                    for key in sources]
     texts: dict[str, str] = {}
     problems: list[TemplateProblem] = []
-    pending = list(sources)
-    try:
-        proc.start()
-    except BaseException:
-        writer.close()
-        reader.close()
-        raise
-    try:
-        writer.close()
-        if not reader.poll(STARTUP_S):
-            raise TemplateProblem(pending[0] if pending else "template", "timeout",
-                                  "the renderer did not start")
-        reader.recv()  # ("started",)
-        while pending:
-            if not reader.poll(limits.time_limit_s):
-                problems.append(TemplateProblem(
-                    pending[0], "timeout",
-                    f"rendering took longer than {limits.time_limit_s:g} s"))
-                problems += [TemplateProblem(k, "skipped", "not checked: an earlier "
-                                             "template timed out") for k in pending[1:]]
-                break
-            msg = reader.recv()
-            if msg[0] == "ok":
-                texts[msg[1]] = msg[2]
-            else:
-                problems.append(TemplateProblem(msg[1], msg[2], msg[3], msg[4]))
-            pending.remove(msg[1])
-    except EOFError:
-        # The child died: the memory or CPU limit, most likely.
-        problems.append(TemplateProblem(pending[0] if pending else "template", "memory",
-                                        "the renderer was stopped (memory or CPU limit)"))
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(timeout=5)
-        reader.close()
+    for item in answer:
+        if item[0] == "ok":
+            texts[item[1]] = item[2]
+        else:
+            problems.append(TemplateProblem(item[1], item[2], item[3], item[4]))
     return texts, problems
 
 

@@ -166,3 +166,48 @@ def test_validate_macro_names_locale_line_and_reason() -> None:
         ("locale:fr", "undefined", 2),
         ("fallback_content_variables.2", "undefined", 1),
     ]
+
+
+def test_a_dead_render_helper_is_replaced() -> None:
+    from bridge import templating
+
+    assert render("{{ 1 + 1 }}", CTX, FAST) == "2"
+    pool = templating._pool()
+    assert pool.idle
+    for helper in pool.idle:
+        helper.proc.kill()
+        helper.proc.wait()
+    assert render("{{ 2 + 2 }}", CTX, FAST) == "4"
+
+
+def test_a_timed_out_helper_is_killed_and_the_next_render_works() -> None:
+    from bridge import templating
+
+    p = problem("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+                "{% endfor %}", Limits(time_limit_s=0.2))
+    assert p.kind == "timeout"
+    assert render("{{ ticket.id }}", CTX, FAST) == "12345"
+    assert all(h.proc.poll() is None for h in templating._pool().idle)
+
+
+def test_a_helper_that_stops_answering_is_killed_by_the_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import signal
+
+    from bridge import templating
+
+    assert render("ok", CTX, FAST) == "ok"
+    monkeypatch.setattr(templating, "GRACE_S", 0.2)
+    stuck = list(templating._pool().idle)
+    for helper in stuck:
+        os.kill(helper.proc.pid, signal.SIGSTOP)  # as if stuck in one long C call
+    try:
+        p = problem("{{ ticket.id }}", Limits(time_limit_s=0.1))
+        assert p.kind == "timeout" and "did not answer" in p.message
+    finally:
+        for helper in stuck:
+            if helper.proc.poll() is None:
+                os.kill(helper.proc.pid, signal.SIGCONT)
+    assert render("{{ ticket.id }}", CTX, FAST) == "12345"
