@@ -221,16 +221,17 @@ PATHS: dict[str, Any] = {
     "/api/v1/macros/{name}/preview": {"post": {
         "summary": "Render against a ticket", "parameters": [_NAME],
         "requestBody": _body({"type": "object"}),
-        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 422, 503)}}},
+        "responses": {"200": _json({"type": "object"}),
+                      **_errors(400, 401, 404, 415, 422, 503)}}},
     "/api/v1/macros/{name}/validate": {"post": {
         "summary": "Validate a template without saving", "parameters": [_NAME],
         "requestBody": _body({"type": "object"}),
-        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 422, 503)}}},
+        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 415, 422, 503)}}},
     "/api/v1/macros/{name}/rollback": {"post": {
         "summary": "Roll back to an earlier version (admin)", "parameters": [_NAME],
         "requestBody": _body({"type": "object"}),
         "responses": {"200": _json({"type": "object"}),
-                      **_errors(400, 401, 403, 404, 422, 503)}}},
+                      **_errors(400, 401, 403, 404, 415, 422, 503)}}},
     "/api/v1/macros/{name}/versions": {"get": {
         "summary": "Version history", "parameters": [_NAME],
         "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 503)}}},

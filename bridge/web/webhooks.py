@@ -84,6 +84,8 @@ async def _emit_triggers(app: web.Application, result: RouteResult) -> None:
             triggers.append((result.previous_ticket_id, "ticket.closed_thread_limit"))
     elif result.action is Action.REOPEN and result.ticket_id:
         triggers.append((result.ticket_id, "ticket.reopened"))
+    elif result.action is Action.CSAT_ANSWER and result.ticket_id:
+        triggers.append((result.ticket_id, "ticket.csat_answered"))
     if not triggers:
         return
     queues = app[queues_key]
