@@ -26,7 +26,14 @@ Idempotency: a run that finds the message already accepted (a provider id, or an
 `sending`) does nothing. A run that finds `sending` and no attempt in flight knows a previous
 attempt died during the API call (worker killed, job timeout): Twilio may or may not have
 the message, so it does not send again blindly: it fails with `send_unconfirmed`, the ticket
-shows it, and `bridge retry` re-sends it if a human decides so.
+shows it, and `bridge retry` re-sends it if a human decides so. Two runs for one event never
+overlap: each holds a short Redis lock while it reads and writes the delivery state.
+
+In RQ terms (`finish_job`): a sent or skipped message finishes the job; a transient failure
+raises SendRetry after telling RQ to run the job again after our backoff; a final failure
+raises SendFailed with no RQ retry left, so the job sits in the FailedJobRegistry with its
+reason (`bridge failed`, `bridge retry`). Web-chat tickets need no provider: their replies
+are marked `sent` (the widget reads the thread).
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
                 id=job.id, queue=queue.name, func=job.func_name or "?", payload=payload,
                 failed_at=job.ended_at, error=_error_line(job),
             ))
-    found.sort(key=lambda j: j.failed_at or datetime.min, reverse=True)
+    found.sort(key=lambda j: j.failed_at.timestamp() if j.failed_at else 0.0, reverse=True)
     return found
 
 
