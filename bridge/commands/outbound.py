@@ -155,7 +155,9 @@ def failed_jobs(connection: redis.Redis) -> list[FailedJob]:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @redis_url_option
 def failed(limit: int, redis_url: str | None) -> None:
-    """Jobs that failed for good (sends, timers, triggers), with their error."""
+    """Failed jobs (sends, timers, triggers) and their errors.
+
+    Lists RQ's failed-job registry of every bridge queue, newest failure first."""
     settings, url = _settings_and_url(redis_url)
     connection = sync_redis(settings, url)
     try:
@@ -236,7 +238,7 @@ def requeue_failed(connection: redis.Redis, store_url: str, settings: Settings,
 @click.option("--all", "retry_all", is_flag=True, help="Re-run every failed job.")
 @redis_url_option
 def retry(job_ids: tuple[str, ...], retry_all: bool, redis_url: str | None) -> None:
-    """Re-run failed jobs (see `bridge failed`): `bridge retry JOB_ID...` or `--all`.
+    """Re-run failed jobs: JOB_ID... (see `bridge failed`) or --all.
 
     A failed send is reopened and sent again, even one whose outcome was unknown: you are
     deciding that re-sending is right.
