@@ -41,6 +41,11 @@ def provider_message(provider_id: str) -> str:
     return f"{PREFIX}:out:{provider_id}"
 
 
+def early_status(provider_id: str) -> str:
+    """List: status callbacks that arrived before a worker recorded this provider id."""
+    return f"{PREFIX}:out-early:{provider_id}"
+
+
 def index(kind: str, value: str = "") -> str:
     """Ticket list indexes: zsets of ticket ids scored by the numeric id (creation order)."""
     return f"{PREFIX}:idx:{kind}:{value}" if value else f"{PREFIX}:idx:{kind}"

@@ -463,6 +463,27 @@ class TicketStore:
             await self.redis.set(
                 keys.provider_message(sid), f"{cid} {ticket_id} {event_id}", ex=30 * 24 * 3600
             )
+            await self._apply_early_statuses(sid)
+
+    async def _apply_early_statuses(self, provider_id: str) -> None:
+        """Apply the callbacks parked for a provider id before it was recorded."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(keys.early_status(provider_id), 0, -1)
+            pipe.delete(keys.early_status(provider_id))
+            parked, _ = await pipe.execute()
+        for raw in parked:
+            item = json.loads(_s(raw))
+            await self.record_status_callback(
+                provider_id, Delivery(item["state"]), error_code=item.get("error_code", ""),
+                error_message=item.get("error_message", ""))
+
+    async def delivery_ref(self, provider_id: str) -> tuple[str, str] | None:
+        """(ticket id, event id) of the outbound message a provider id belongs to."""
+        ref = _s(await self.redis.get(keys.provider_message(provider_id)))
+        if not ref:
+            return None
+        _, tid, eid = ref.split(" ")
+        return tid, eid
 
     async def record_status_callback(
         self, provider_id: str, delivery: Delivery, *, error_code: str = "",
@@ -472,6 +493,17 @@ class TicketStore:
         when the state changed; a repeated or out-of-order callback changes nothing."""
         ref = _s(await self.redis.get(keys.provider_message(provider_id)))
         if not ref:
+            # Twilio can call back before the worker has written the sid down: park it for
+            # a while; the worker's set_delivery applies it. Unknown sids simply expire.
+            early = keys.early_status(provider_id)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(early, json.dumps({"state": delivery.value, "error_code": error_code,
+                                              "error_message": error_message}))
+                pipe.expire(early, 600)
+                await pipe.execute()
+            # The sid may have been recorded between our GET and RPUSH: apply it now.
+            if await self.redis.exists(keys.provider_message(provider_id)):
+                await self._apply_early_statuses(provider_id)
             return False
         cid, tid, eid = ref.split(" ")
         dkey = keys.deliveries(cid, tid)
@@ -482,7 +514,10 @@ class TicketStore:
                     raw = _s(await pipe.hget(dkey, eid))
                     state: dict[str, str] = json.loads(raw) if raw else {}
                     current = Delivery(state["state"]) if "state" in state else None
-                    if not delivery_advances(current, delivery):
+                    # A callback about an earlier attempt (the free-form message that a
+                    # template replaced after 63016) must not move the current one.
+                    stale = state.get("provider_id", provider_id) != provider_id
+                    if stale or not delivery_advances(current, delivery):
                         await pipe.reset()
                         return False
                     state.update({"state": delivery.value, "provider_id": provider_id})

@@ -15,6 +15,7 @@ from aiohttp import web
 from bridge.channels import twilio
 from bridge.core.csat import rating_signal
 from bridge.core.routing import Action
+from bridge.jobs import QUEUE_OUTBOUND, SEND_OUTBOUND, job_id
 from bridge.store.tickets import RouteResult
 from bridge.web import metrics
 from bridge.web.bodies import read_body
@@ -97,6 +98,27 @@ async def _emit_triggers(app: web.Application, result: RouteResult) -> None:
         log.exception("could not enqueue triggers %s", triggers)
 
 
+# Twilio's "free-form message outside the 24-hour window": the send job, run again for the
+# same event, sends the approved template the event names (or records why it cannot).
+FREEFORM_OUTSIDE_WINDOW = "63016"
+
+
+async def _send_template_instead(app: web.Application, provider_id: str) -> None:
+    ref = await app[store_key].delivery_ref(provider_id)
+    if ref is None:
+        return
+    ticket_id, event_id = ref
+    queues = app[queues_key]
+    try:
+        await asyncio.to_thread(
+            queues.enqueue, QUEUE_OUTBOUND, SEND_OUTBOUND,
+            {"ticket_id": ticket_id, "event_id": event_id},
+            job_id=job_id("send", ticket_id, event_id, "fallback"),
+        )
+    except Exception:
+        log.exception("could not enqueue the template fallback for %s", provider_id)
+
+
 @routes.post("/webhooks/twilio/status")
 async def twilio_status(request: web.Request) -> web.Response:
     form = await _verified_form(request)
@@ -112,6 +134,8 @@ async def twilio_status(request: web.Request) -> web.Response:
             error_code=callback.error_code,
             error_message=callback.error_message,
         )
+    if applied and callback.error_code == FREEFORM_OUTSIDE_WINDOW:
+        await _send_template_instead(request.app, callback.provider_id)
     metrics.STATUS_CALLBACKS.labels(
         callback.delivery.value if callback.delivery else "other", str(applied).lower()
     ).inc()
