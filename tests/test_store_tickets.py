@@ -377,3 +377,22 @@ async def test_undelivered_after_delivered_is_recorded_then_final(store: TicketS
                                               error_code="30008") is True
     assert await store.record_status_callback("SMout3", Delivery.READ) is False
     assert (await store.get_event(tid, eid)).delivery is Delivery.UNDELIVERED
+
+
+async def test_reply_to_the_linked_survey_message_is_the_answer(
+    store: TicketStore, aredis: redis.asyncio.Redis
+) -> None:
+    tid = await open_ticket(store)
+    ticket = await store.get_ticket(tid)
+    await aredis.hset(keys.contact(ticket.contact_id),
+                      mapping={"survey_ticket": tid, "survey_at_ms": "0"})
+    survey_sid = "SM" + "5" * 32
+    await store.link_survey_message(ticket.contact_id, tid, survey_sid)
+    await store.link_survey_message(ticket.contact_id, "other", "SM" + "6" * 32)  # ignored
+    # Long after the bare-rating window: only the reply link makes "4" an answer.
+    late = 10 * 24 * 3600 * 1000
+    answer = msg("SM9", body="4")
+    result = await store.route_inbound(
+        answer, RatingSignal(rating=4, replied_to_id=survey_sid), ChannelPolicy(), now_ms=late)
+    assert result.action is Action.CSAT_ANSWER and result.rating == 4
+    assert (await store.get_ticket(tid)).status is ticket.status

@@ -51,7 +51,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from bridge.core.messages import Channel
-from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event
+from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event, EventType
 from bridge.store import keys
 from bridge.store.tickets import NotFound, TicketStore
 from workers.senders import OPTED_OUT, OUTSIDE_WINDOW, OutboundMessage, Sender, SendError
@@ -335,6 +335,8 @@ class OutboundService:
             if ambiguous:
                 record["ambiguous_attempts"] = str(ambiguous)
             await self.store.set_delivery(tid, eid, record)
+            if event.type is EventType.CSAT_SENT and result.provider_id:
+                await self.store.link_survey_message(contact.id, tid, result.provider_id)
             log.info("ticket %s event %s: %s to %s as %s (%s, attempt %d)", tid, eid,
                      result.provider_id, mask_address(contact.address), via,
                      result.provider_status, attempts)

@@ -477,6 +477,14 @@ class TicketStore:
                 provider_id, Delivery(item["state"]), error_code=item.get("error_code", ""),
                 error_message=item.get("error_message", ""))
 
+    async def link_survey_message(self, contact_id: str, ticket_id: str, provider_id: str
+                                  ) -> None:
+        """Remember the survey's provider id, so a reply to that message counts as the
+        answer (only while this ticket's survey is still the outstanding one)."""
+        ckey = keys.contact(contact_id)
+        if _s(await self.redis.hget(ckey, "survey_ticket")) == ticket_id:
+            await self.redis.hset(ckey, "survey_msg", provider_id)
+
     async def delivery_ref(self, provider_id: str) -> tuple[str, str] | None:
         """(ticket id, event id) of the outbound message a provider id belongs to."""
         ref = _s(await self.redis.get(keys.provider_message(provider_id)))
