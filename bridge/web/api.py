@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -62,12 +63,29 @@ def _text(data: dict[str, Any], name: str, max_chars: int) -> str:
         raise unprocessable(f"{name} must be a non-empty string")
     if len(value) > max_chars:
         raise unprocessable(f"{name} is longer than {max_chars} characters", "too_long")
+    if "\x00" in value:
+        raise unprocessable(f"{name} must not contain NUL characters")
     return value
+
+
+# ASCII digits only: str.isdigit() is also true for '²', which int() refuses.
+_NUMBER = re.compile(r"[0-9]{1,18}")
+# A stream id as the store hands it out (ms-seq), each part below 2**64.
+_REASON = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
+def _event_cursor(raw: str) -> str:
+    """A next_cursor from a previous page: an id Redis can step back from."""
+    match = _STREAM_ID.fullmatch(raw)
+    if not match or not all(int(part) < 2**64 for part in match.groups()) or raw == "0-0":
+        raise unprocessable("cursor must be the next_cursor of a previous page")
+    return raw
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not _NUMBER.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise unprocessable(f"limit must be a number from 1 to {MAX_PAGE}")
     return int(raw)
 
@@ -113,7 +131,7 @@ async def list_tickets(request: web.Request) -> web.Response:
             raise unprocessable(f"status must be one of {', '.join(Status)}") from None
     cursor = None
     if q.get("cursor"):
-        if not q["cursor"].isdigit():
+        if not _NUMBER.fullmatch(q["cursor"]):
             raise unprocessable("cursor must be the next_cursor of a previous page")
         cursor = int(q["cursor"])
     tickets, next_cursor = await request.app[store_key].list_tickets(
@@ -140,9 +158,8 @@ async def get_ticket(request: web.Request) -> web.Response:
 async def list_events(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
-    cursor = request.query.get("cursor") or None
-    if cursor is not None and not all(part.isdigit() for part in cursor.split("-", 1)):
-        raise unprocessable("cursor must be the next_cursor of a previous page")
+    raw_cursor = request.query.get("cursor")
+    cursor = _event_cursor(raw_cursor) if raw_cursor else None
     try:
         events, next_cursor = await store.events(ticket_id, cursor=cursor, limit=_limit(request))
     except NotFound:
@@ -259,13 +276,18 @@ async def reply(request: web.Request) -> web.Response:
 async def end_session(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
+    reason = "agent"
     if request.can_read_body:
-        await json_object(request, frozenset({"reason"}))
+        data = await json_object(request, frozenset({"reason"}))
+        if "reason" in data:
+            reason = data["reason"]
+            if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+                raise unprocessable("reason must be 1-64 letters, digits, _ or -")
     await _ticket(store, ticket_id)
     try:
         ticket, event_id = await store.update_ticket(
             ticket_id, author=principal(request).name, now_ms=now_ms(),
-            end_session_reason="agent",
+            end_session_reason=reason,
         )
     except Conflict as exc:
         raise ApiError(409, exc.code, exc.message) from None

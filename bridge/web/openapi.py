@@ -18,6 +18,9 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
+    """Error responses; a route that reads a body (415/413) can also answer 408 and 413."""
+    if 415 in codes or 413 in codes:
+        codes = tuple(sorted({*codes, 408, 413}))
     return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
 
 
@@ -109,7 +112,8 @@ SCHEMAS: dict[str, Any] = {
     "Reply": {
         "type": "object", "additionalProperties": False,
         "properties": {"body": {"type": "string", "minLength": 1, "maxLength": 1600},
-                       "macro": {"type": "string"}},
+                       "macro": {"type": "string", "minLength": 1}},
+        "oneOf": [{"required": ["body"]}, {"required": ["macro"]}],
     },
     "Note": {
         "type": "object", "additionalProperties": False, "required": ["body"],
@@ -133,6 +137,7 @@ _RESPONSES = {
     f"E{code}": _json(_ref("Error"), text)
     for code, text in {
         400: "Malformed request", 401: "Missing or unknown token", 403: "Forbidden",
+        408: "Body not received in time",
         404: "Not found", 409: "Conflict with the ticket's state", 413: "Body too large",
         415: "Unsupported media type", 422: "Invalid field", 503: "Storage unavailable",
     }.items()
@@ -200,7 +205,11 @@ PATHS: dict[str, Any] = {
     }},
     "/api/v1/tickets/{id}/session/end": {"post": {
         "summary": "End the messaging session (status unchanged)", "parameters": [_ID],
-        "responses": {"200": _json(_ref("Ticket")), **_errors(401, 404, 409, 503)},
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 64}}}}}},
+        "responses": {"200": _json(_ref("Ticket")),
+                      **_errors(400, 401, 404, 409, 415, 422, 503)},
     }},
     "/api/v1/tickets/{id}/macros/{name}": {"post": {
         "summary": "Apply a macro: render, send, run its actions", "parameters": [_ID, _NAME],

@@ -73,13 +73,23 @@ def aggregate(tickets: Iterable[Ticket], by: str) -> tuple[Group, list[Group]]:
     return total, [groups[k] for k in sorted(groups)]
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_time(raw: str, name: str) -> datetime:
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise unprocessable(f"{name} must be an ISO 8601 date or time, e.g. 2024-05-01 or "
-                            "2024-05-01T12:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        # In range once in UTC, so `until - 30 days` and iso() of either end cannot overflow
+        # (and years print with four digits).
+        in_range = EARLIEST <= value.astimezone(UTC) <= LATEST
+    except (ValueError, OverflowError):
+        in_range = False
+    if not in_range:
+        raise unprocessable(f"{name} must be an ISO 8601 date or time between 1970 and 9000, "
+                            "e.g. 2024-05-01 or 2024-05-01T12:00:00Z")
+    return value
 
 
 def period(query: Any, now: datetime) -> tuple[datetime, datetime]:

@@ -19,7 +19,6 @@ import importlib.util
 import re
 import zlib
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -31,8 +30,6 @@ import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import FailureGroup, ServerError
-from schemathesis.openapi.checks import UndefinedStatusCode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -150,62 +147,10 @@ def test_every_api_operation_is_covered() -> None:
     assert ("GET", "/api/v1/tickets/{id}/events") in tested
 
 
-# Failures already reported, with fixed regressions below (xfail, strict): the generated
-# run tolerates exactly these so it stays green until they are fixed, and catches anything
-# else. Once fixed they cannot occur, so nothing here needs removing.
-def _undocumented_but_reported(method: str, path: str, status: int) -> bool:
-    if path.endswith("/session/end"):
-        return status in (400, 413, 415, 422)  # DOC_SESSION
-    takes_json = "requestBody" in DOCUMENT["paths"][path][method.lower()]
-    return status == 413 and takes_json  # DOC_413
-
-
-def _digits_but_not_a_number(value: Any) -> bool:
-    """What str.isdigit() accepts and int()/Redis then refuse (QUERY_BUG, STREAM_ID_BUG)."""
-    parts = str(value).split("-", 1)
-    if not all(part.isdigit() for part in parts):
-        return False  # refused with a 422 today
-    if not all(part.isascii() and len(part) <= 19 for part in parts):
-        return True
-    return len(parts) == 2 and int(parts[0]) == int(parts[1]) == 0
-
-
-def _extreme_date(value: Any) -> bool:
-    """REPORT_DATE_BUG: a date within 30 days of year 1, or past year 9998."""
-    try:
-        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return stamp.year <= 1 or stamp.year >= 9999
-
-
-def _reported_server_error(case: schemathesis.Case) -> bool:
-    path, query = case.operation.path, case.query or {}
-    if path in ("/api/v1/tickets", "/api/v1/tickets/{id}/events"):
-        return any(_digits_but_not_a_number(query[k]) for k in ("limit", "cursor")
-                   if k in query)
-    if path == "/api/v1/reports/csat":
-        return any(_extreme_date(query[k]) for k in ("since", "until") if k in query)
-    return False
-
-
-def known_failure(case: schemathesis.Case, failure: Exception) -> bool:
-    method, path = case.operation.method, case.operation.path
-    if isinstance(failure, UndefinedStatusCode):
-        return _undocumented_but_reported(method, path, failure.status_code)
-    if isinstance(failure, ServerError):
-        return failure.status_code == 500 and _reported_server_error(case)
-    return False
-
-
 def call_and_validate(case: schemathesis.Case, base_url: str, headers: dict[str, str]) -> None:
     aim(case)
     response = case.call(base_url=base_url, headers=headers)
-    try:
-        case.validate_response(response, checks=CHECKS, headers=headers)
-    except FailureGroup as group:
-        if not all(known_failure(case, failure) for failure in group.exceptions):
-            raise
+    case.validate_response(response, checks=CHECKS, headers=headers)
 
 
 @schema.parametrize()
@@ -221,67 +166,24 @@ def test_macro_routes_conform_with_the_admin_token(case: schemathesis.Case, live
     call_and_validate(case, live, ADMIN)
 
 
-def test_known_failure_filter_is_narrow() -> None:
-    """The tolerance above lets through only the reported failures."""
-    op = schema["/api/v1/tickets"]["GET"]
-    assert known_failure(op.Case(query={"limit": "²"}), ServerError(operation="x",
-                                                                    status_code=500))
-    assert known_failure(op.Case(query={"cursor": "9" * 30}), ServerError(operation="x",
-                                                                         status_code=500))
-    assert not known_failure(op.Case(query={"limit": "5"}), ServerError(operation="x",
-                                                                       status_code=500))
-    assert not known_failure(op.Case(query={"limit": "²"}), ServerError(operation="x",
-                                                                       status_code=502))
-    events = schema["/api/v1/tickets/{id}/events"]["GET"]
-    assert known_failure(events.Case(path_parameters={"id": "1"}, query={"cursor": "0-0"}),
-                         ServerError(operation="x", status_code=500))
-    assert not known_failure(events.Case(path_parameters={"id": "1"}, query={"cursor": "5-1"}),
-                             ServerError(operation="x", status_code=500))
-    notes = schema["/api/v1/tickets/{id}/notes"]["POST"]
-    gap = UndefinedStatusCode(operation="x", status_code=413, defined_status_codes=[],
-                              allowed_status_codes=[], message="")
-    assert known_failure(notes.Case(path_parameters={"id": "1"}, body={}), gap)
-    other = UndefinedStatusCode(operation="x", status_code=418, defined_status_codes=[],
-                                allowed_status_codes=[], message="")
-    assert not known_failure(notes.Case(path_parameters={"id": "1"}, body={}), other)
-    listing = schema["/api/v1/tickets"]["GET"]
-    assert not known_failure(listing.Case(), gap)  # no body, no 413 excuse
-
-
 # --------------------------------------------------------------------------- explicit cases
 # Inputs the generated run is unlikely to produce (it draws from the whole of Unicode), kept
 # as fixed regressions.
 
-QUERY_BUG = ("bug: api._limit and list_tickets/list_events check digits with str.isdigit() "
-             "(true for '²') and int() refuses '²' and > 4300 digits: a plain ValueError, 500")
-STREAM_ID_BUG = ("bug: list_events passes a cursor outside Redis' stream-id range (or 0-0, "
-                 "which has no predecessor) to XREVRANGE: ResponseError, 500")
-REPORT_DATE_BUG = ("bug: reports.period computes until - 30 days and iso() of times past "
-                   "year 9999 in UTC without bounds: OverflowError/ValueError, 500")
-
-
-def _xfail(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(("path", "allowed"), [
-    pytest.param("/api/v1/tickets?limit=%C2%B2", {422}, marks=_xfail(QUERY_BUG)),
-    pytest.param("/api/v1/tickets?limit=" + "9" * 5000, {422}, marks=_xfail(QUERY_BUG)),
-    pytest.param("/api/v1/tickets?cursor=%C2%B2", {422}, marks=_xfail(QUERY_BUG)),
-    pytest.param("/api/v1/tickets?cursor=" + "9" * 5000, {422}, marks=_xfail(QUERY_BUG)),
-    pytest.param("/api/v1/tickets/1/events?limit=%C2%B2", {422}, marks=_xfail(QUERY_BUG)),
-    pytest.param("/api/v1/tickets/1/events?cursor=%C2%B2", {422}, marks=_xfail(QUERY_BUG)),
-    pytest.param("/api/v1/tickets/1/events?cursor=99999999999999999999999", {200, 422},
-                 marks=_xfail(STREAM_ID_BUG)),
-    pytest.param("/api/v1/tickets/1/events?cursor=18446744073709551616-0", {200, 422},
-                 marks=_xfail(STREAM_ID_BUG)),
-    pytest.param("/api/v1/tickets/1/events?cursor=0-0", {200, 422},
-                 marks=_xfail(STREAM_ID_BUG)),
-    pytest.param("/api/v1/reports/csat?until=0001-01-01", {200, 422},
-                 marks=_xfail(REPORT_DATE_BUG)),
+    pytest.param("/api/v1/tickets?limit=%C2%B2", {422}),
+    pytest.param("/api/v1/tickets?limit=" + "9" * 5000, {422}),
+    pytest.param("/api/v1/tickets?cursor=%C2%B2", {422}),
+    pytest.param("/api/v1/tickets?cursor=" + "9" * 5000, {422}),
+    pytest.param("/api/v1/tickets/1/events?limit=%C2%B2", {422}),
+    pytest.param("/api/v1/tickets/1/events?cursor=%C2%B2", {422}),
+    pytest.param("/api/v1/tickets/1/events?cursor=99999999999999999999999", {200, 422}),
+    pytest.param("/api/v1/tickets/1/events?cursor=18446744073709551616-0", {200, 422}),
+    pytest.param("/api/v1/tickets/1/events?cursor=0-0", {200, 422}),
+    pytest.param("/api/v1/reports/csat?until=0001-01-01", {200, 422}),
     pytest.param("/api/v1/reports/csat?since=9999-12-31&until=9999-12-31T23:59:59-14:00",
-                 {200, 422}, marks=_xfail(REPORT_DATE_BUG)),
-    # Tolerated today, and must stay below 500:
+                 {200, 422}),
+    # Must stay below 500:
     ("/api/v1/tickets?limit=%D9%A3", {200, 422}),  # Arabic-Indic 3
     ("/api/v1/tickets?cursor=99999999999999999999", {200, 422}),
     ("/api/v1/tickets?limit=0", {422}),
@@ -303,8 +205,6 @@ def test_query_parameters_are_4xx_not_5xx(live: str, path: str, allowed: set[int
         jsonschema.validate(response.json(), ERROR)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: reports answer years before 1000 as '1-01-01T…' "
-                   "(strftime %Y does not pad): not ISO 8601; refuse dates before 1970 or pad")
 def test_report_period_is_iso_8601(live: str) -> None:
     response = httpx.get(f"{live}/api/v1/reports/csat?since=0001-01-01&until=0001-01-02",
                          headers=AGENT, timeout=10)
@@ -320,15 +220,11 @@ ERROR = {"$ref": "#/components/schemas/Error", "components": DOCUMENT["component
 TOO_BIG = b'{"body": "' + b"x" * (make_settings().max_body_bytes + 1) + b'"}'
 JSON_TYPE = {"Content-Type": "application/json"}
 TEXT_TYPE = {"Content-Type": "text/plain"}
-DOC_413 = "bug (document): a JSON-body operation answers 413 past max_body_bytes, not listed"
-DOC_SESSION = ("bug (document): session/end reads an optional JSON body {reason} and answers "
-               "400/413/415/422 for bad ones; the document lists no requestBody and none of them")
 
 
 def _probe(method: str, path: str, auth: dict[str, str], body: bytes | None,
-           headers: dict[str, str], expected: int, reason: str = "",
-           needs_macros: bool = False) -> Any:
-    marks = [_xfail(reason)] if reason else []
+           headers: dict[str, str], expected: int, needs_macros: bool = False) -> Any:
+    marks = []
     if needs_macros and not MACROS_SERVED:
         marks = [pytest.mark.skip(reason="macro routes are not served in this tree")]
     label = f"{method} {path} -> {expected}"
@@ -359,23 +255,21 @@ STATUS_PROBES = [
            needs_macros=True),
     _probe("POST", "/api/v1/macros/greeting/rollback", ADMIN, b"{}", TEXT_TYPE, 415,
            needs_macros=True),
-    # Answered, but not in the document.
-    _probe("PATCH", "/api/v1/tickets/1", AGENT, TOO_BIG, JSON_TYPE, 413, DOC_413),
-    _probe("POST", "/api/v1/tickets/1/notes", AGENT, TOO_BIG, JSON_TYPE, 413, DOC_413),
-    _probe("POST", "/api/v1/tickets/1/replies", AGENT, TOO_BIG, JSON_TYPE, 413, DOC_413),
-    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, TOO_BIG, JSON_TYPE, 413,
-           DOC_SESSION),
-    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, b"{}", TEXT_TYPE, 415, DOC_SESSION),
-    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, b"{", JSON_TYPE, 400, DOC_SESSION),
-    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, b'{"x": 1}', JSON_TYPE, 422,
-           DOC_SESSION),
-    _probe("PUT", "/api/v1/macros/greeting", ADMIN, TOO_BIG, JSON_TYPE, 413, DOC_413, True),
-    _probe("POST", "/api/v1/macros/greeting/preview", AGENT, TOO_BIG, JSON_TYPE, 413, DOC_413,
-           True),
+    # Bodies over the limit and session/end's optional body.
+    _probe("PATCH", "/api/v1/tickets/1", AGENT, TOO_BIG, JSON_TYPE, 413),
+    _probe("POST", "/api/v1/tickets/1/notes", AGENT, TOO_BIG, JSON_TYPE, 413),
+    _probe("POST", "/api/v1/tickets/1/replies", AGENT, TOO_BIG, JSON_TYPE, 413),
+    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, TOO_BIG, JSON_TYPE, 413),
+    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, b"{}", TEXT_TYPE, 415),
+    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, b"{", JSON_TYPE, 400),
+    _probe("POST", "/api/v1/tickets/1/session/end", AGENT, b'{"x": 1}', JSON_TYPE, 422),
+    _probe("PUT", "/api/v1/macros/greeting", ADMIN, TOO_BIG, JSON_TYPE, 413, needs_macros=True),
+    _probe("POST", "/api/v1/macros/greeting/preview", AGENT, TOO_BIG, JSON_TYPE, 413,
+           needs_macros=True),
     _probe("POST", "/api/v1/macros/greeting/validate", AGENT, TOO_BIG, JSON_TYPE, 413,
-           DOC_413, True),
+           needs_macros=True),
     _probe("POST", "/api/v1/macros/greeting/rollback", ADMIN, TOO_BIG, JSON_TYPE, 413,
-           DOC_413, True),
+           needs_macros=True),
 ]
 
 
