@@ -43,9 +43,13 @@ def test_ingest_smoke(tmp_path: Path) -> None:
     assert outcome.stored == outcome.acknowledged == outcome.distinct_sids
     rows = ingest.rows(outcome)
     check_rows(rows, "ingest")
-    throughput, p50, p99 = rows[0], rows[1], rows[2]
+    by_name = {r.name.split(" (")[0]: r for r in rows}
+    throughput = rows[0]
+    p50, p99 = by_name["p50 latency at half max"], by_name["p99 latency at half max"]
     assert throughput.value > 0 and throughput.baseline and throughput.ratio
     assert p50.value > 0 and p99.value >= p50.value
+    cpu = by_name["server CPU time per webhook"]
+    assert cpu.value > 0 and cpu.baseline
     correctness = rows[-1]
     assert correctness.passed is True
 
