@@ -293,8 +293,8 @@ def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
                     fmt(r.latency_ms["max"]), str(r.errors)] for r in points]
     noise = others_percent([*o.base_rounds, *o.bridge_rounds, o.latency, o.base_latency])
     warning = (f"**Noisy run:** other processes used {noise:.0f}% of a core on average "
-               "during the measured windows; absolute figures are low and latency "
-               "percentiles are inflated by it (ratios suffer less).\n\n"
+               "during the measured windows: absolute rates may be lower and latency "
+               "percentiles higher than on a quiet machine (ratios suffer less).\n\n"
                if noise > 25 else "")
     text = [
         warning + f"One `bridge serve` web process against `bench/baseline_server.py`, {o.layout}. "

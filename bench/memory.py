@@ -43,6 +43,7 @@ _FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("contact hashes", re.compile(r"^\{c:[^}]+\}:contact$")),
     ("list indexes", re.compile(r"^bridge:idx:")),
     ("ticket -> contact hash", re.compile(r"^bridge:ticket:contact$")),
+    ("ticket id sequence", re.compile(r"^bridge:seq:")),
 )
 
 
