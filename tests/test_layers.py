@@ -30,8 +30,8 @@ def python_files(folder: str) -> list[Path]:
 @pytest.mark.parametrize("path", python_files("bridge/core"), ids=lambda p: p.name)
 def test_core_imports_only_stdlib_and_itself(path: Path) -> None:
     bad = {m for m in imported_modules(path)
-           if m.split(".")[0] in FRAMEWORKS or m.startswith(("bridge.", "workers", "config"))
-           and not m.startswith("bridge.core")}
+           if m.split(".")[0] in FRAMEWORKS
+           or (m.startswith(("bridge.", "workers", "config")) and not m.startswith("bridge.core"))}
     assert not bad, f"{path} imports {bad}"
 
 
