@@ -47,8 +47,11 @@ def survey_payload(ticket_id: str, score: int) -> str:
 
 def parse_rating_text(text: str) -> int | None:
     """A rating when the whole message is one: "5", "4/5", "bien", "👍". Otherwise None."""
+    text = text.strip()
+    if len(text) > 64:  # far longer than any rating, even before folding (most messages)
+        return None
     # French typography puts a space before "!": "parfait !".
-    cleaned = _fold(text.strip()).rstrip("!. ")
+    cleaned = _fold(text).rstrip("!. ")
     if not cleaned or len(cleaned) > 20:
         return None
     match = _DIGITS.match(cleaned)

@@ -130,8 +130,10 @@ end
 mark_seen_and_touch_contact()
 local key = tkey(cur.id)
 local status = cur.status
+local status_changed = ''
 if action == 'reopen' or status == 'pending' then
   status = 'open'
+  status_changed = '1'
   redis.call('HSET', key, 'status', 'open')
   add_event(cur.id, 'status_changed', 'system', '',
             cjson.encode({from = cur.status, to = 'open', reason = 'customer_reply'}))
@@ -140,4 +142,4 @@ redis.call('HSET', key, 'updated_at_ms', now)
 redis.call('HINCRBY', key, 'message_count', 1)
 redis.call('HINCRBY', key, 'version', 1)
 local eid = add_event(cur.id, 'customer_message', 'customer', ARGV[10], message_data)
-return {action, cur.id, status, '', '', eid, ''}
+return {action, cur.id, status, '', '', eid, '', status_changed}

@@ -33,6 +33,8 @@ from bridge.store import keys
 # WhatsApp's customer-service window.
 SERVICE_WINDOW_S = 24 * 3600
 MAX_PAGE = 200
+# The ticket fields the list indexes are built from.
+_INDEXED = ("status", "channel", "assignee")
 _ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
 
 
@@ -165,7 +167,12 @@ class TicketStore:
         )
         if result.opened_ticket and result.ticket_id:
             await self._reindex(cid, [result.ticket_id, *filter(None, [result.previous_ticket_id])])
-        elif result.action in (Action.APPEND, Action.REOPEN) and result.ticket_id:
+        elif result.ticket_id and (
+            result.action is Action.REOPEN
+            or (result.action is Action.APPEND and len(values) > 7 and values[7])
+        ):
+            # A plain append changes no indexed field (status, channel, assignee): only
+            # pending -> open does, which the script reports.
             await self._reindex(cid, [result.ticket_id])
         return result
 
@@ -549,21 +556,22 @@ class TicketStore:
         Idempotent; runs after each change (outside the contact's slot, so not in the
         routing script). A crash between the two leaves a ticket unlisted until its next
         change; `bridge reindex` repairs everything. Two concurrent changes could write
-        their index entries in the opposite order: each pass re-reads the ticket's version
-        afterwards and redoes the tickets that changed meanwhile, so the last pass wins.
+        their index entries in the opposite order: each pass re-reads the ticket's fields
+        afterwards and redoes the tickets whose indexed fields changed meanwhile, so the
+        last pass wins.
         """
         pending = list(ticket_ids)
         stale = dict(stale_assignees or {})
         for _ in range(10):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for tid in pending:
-                    pipe.hmget(keys.ticket(cid, tid), "status", "channel", "assignee", "version")
+                    pipe.hmget(keys.ticket(cid, tid), *_INDEXED)
                 rows = await pipe.execute()
             async with self.redis.pipeline(transaction=False) as pipe:
                 for tid, old_assignee in stale.items():
                     if old_assignee:
                         pipe.zrem(keys.index("assignee", old_assignee), tid)
-                for tid, (status, channel, assignee, _version) in zip(pending, rows, strict=True):
+                for tid, (status, channel, assignee) in zip(pending, rows, strict=True):
                     score = {tid: int(tid)}
                     pipe.hset(keys.TICKET_CONTACT, tid, cid)
                     pipe.zadd(keys.index("all"), score)
@@ -577,11 +585,11 @@ class TicketStore:
                     if _s(assignee):
                         pipe.zadd(keys.index("assignee", _s(assignee)), score)
                 for tid in pending:
-                    pipe.hget(keys.ticket(cid, tid), "version")
+                    pipe.hmget(keys.ticket(cid, tid), *_INDEXED)
                 results = await pipe.execute()
-            versions_after = results[-len(pending):]
-            pending = [tid for tid, row, after in zip(pending, rows, versions_after, strict=True)
-                       if _s(row[3]) != _s(after)]
+            fields_after = results[-len(pending):]
+            pending = [tid for tid, row, after in zip(pending, rows, fields_after, strict=True)
+                       if list(map(_s, row)) != list(map(_s, after))]
             stale = {}
             if not pending:
                 return

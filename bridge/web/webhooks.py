@@ -68,8 +68,10 @@ async def twilio_inbound(request: web.Request) -> web.Response:
         msg, signal, settings.policy(msg.channel), now_ms=now_ms
     )
     metrics.INBOUND.labels(msg.channel.value, result.action.value).inc()
-    log.info("inbound %s contact=%s action=%s ticket=%s", msg.provider_id,
-             result.contact_id, result.action.value, result.ticket_id)
+    # Appends are the bulk of traffic (and counted in metrics): logged at debug only.
+    level = logging.DEBUG if result.action in (Action.APPEND, Action.DUPLICATE) else logging.INFO
+    log.log(level, "inbound %s contact=%s action=%s ticket=%s", msg.provider_id,
+            result.contact_id, result.action.value, result.ticket_id)
     await _emit_triggers(request.app, result)
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
