@@ -1,0 +1,238 @@
+"""Support for the worker fault scenarios (tests/faults/test_worker_faults.py).
+
+Run as `python -m tests.faults.workers_support [--fork/--no-fork ...]`, this module is
+`python -m workers` with RQ's timing knobs set from the environment, because
+workers/__main__.py does not expose them and RQ's defaults make recovery take minutes:
+
+- BRIDGE_WORKER_TTL_S (RQ `worker_ttl`, default 420): the idle worker loops (and so may run
+  its maintenance) every `worker_ttl - 15` seconds;
+- BRIDGE_WORKER_MAINTENANCE_INTERVAL_S (RQ `maintenance_interval`, default 600): how often a
+  worker cleans the registries (abandoned jobs are failed or retried there) and, when it
+  runs no scheduler, tries to take the scheduler lock of a dead one;
+- BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S (RQ `job_monitoring_interval`, default 30): a
+  started job is declared abandoned `min(job_timeout, this) + 60` seconds after the last
+  heartbeat of its worker.
+
+Everything else (queues, HerokuWorker, scheduler, JSON serializer, settings, preload) is
+the real `workers.__main__.main`.
+
+The rest: a worker subprocess that can be SIGKILLed with its work horse (the horse leads
+its own process group, so killing the worker's group alone leaves it running), bounded
+waits, and store access from synchronous test code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio
+
+from bridge.store.tickets import TicketStore
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+WORKER_TTL_ENV = "BRIDGE_WORKER_TTL_S"
+MAINTENANCE_INTERVAL_ENV = "BRIDGE_WORKER_MAINTENANCE_INTERVAL_S"
+JOB_MONITORING_INTERVAL_ENV = "BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S"
+
+# Recovery within about a minute: a dead worker's job is abandoned 65 s after its last
+# heartbeat (the +60 is RQ's, fixed), a dead scheduler's lock expires after 61 s (RQ's
+# interval + 60, fixed); the survivors look every 5 s.
+FAST_RECOVERY = {WORKER_TTL_ENV: "20", MAINTENANCE_INTERVAL_ENV: "5",
+                 JOB_MONITORING_INTERVAL_ENV: "5"}
+
+
+# ------------------------------------------------------------------ the launcher
+
+
+def rq_timing(environ: Mapping[str, str]) -> dict[str, int]:
+    """The RQ Worker attributes to override, from the environment."""
+    names = {WORKER_TTL_ENV: "worker_ttl", MAINTENANCE_INTERVAL_ENV: "maintenance_interval",
+             JOB_MONITORING_INTERVAL_ENV: "job_monitoring_interval"}
+    out: dict[str, int] = {}
+    for env_name, attribute in names.items():
+        raw = environ.get(env_name, "")
+        if raw:
+            value = int(raw)
+            if value < 1:
+                raise ValueError(f"{env_name} must be at least 1, got {value}")
+            out[attribute] = value
+    return out
+
+
+def main() -> None:
+    from workers import __main__ as worker_main
+
+    timing = rq_timing(os.environ)
+    build = worker_main.build_worker
+
+    def build_worker(connection: Any, **options: Any) -> Any:
+        worker = build(connection, **options)
+        for attribute, value in timing.items():
+            setattr(worker, attribute, value)
+        return worker
+
+    worker_main.build_worker = build_worker  # type: ignore[assignment]
+    worker_main.main(prog_name="python -m tests.faults.workers_support")
+
+
+# ------------------------------------------------------------------ processes
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out[ppid].append(int(entry))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    tree = children_by_parent()
+    found: list[int] = []
+    todo = list(tree.get(pid, []))
+    while todo and len(found) < 1000:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(tree.get(child, []))
+    return found
+
+
+def worker_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The test process's environment without its bridge/Twilio/Redis settings, plus these."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TWILIO_", "REDIS_", "BRIDGE_", "PUBLIC_BASE_URL"))}
+    env.update(REDIS_URL=redis_url, BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
+               PUBLIC_BASE_URL="https://bridge.example.com", **extra)
+    return env
+
+
+class WorkerProcess:
+    """`python -m tests.faults.workers_support` in its own session (process group)."""
+
+    def __init__(self, env: dict[str, str], log: Path, args: Iterable[str] = ()) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.workers_support", *args], cwd=ROOT, env=env,
+            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        """The scheduler process and the work horse, when there are."""
+        return descendants(self.pid) if self.alive() else []
+
+    def kill_tree(self) -> dict[int, int]:
+        """SIGKILL the worker, its scheduler and its work horse, as a node dying would.
+
+        The group is stopped first so that the worker cannot fork a new horse between the
+        listing and the kill. Returns the killed children: pid -> process group (a work
+        horse leads its own group; the scheduler is in the worker's)."""
+        if not self.alive():
+            return {}
+        own_group = os.getpgrp()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGSTOP)
+        tree: dict[int, int] = {}
+        for child in descendants(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                tree[child] = os.getpgid(child)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        for child, group in tree.items():
+            with contextlib.suppress(ProcessLookupError):
+                if group != own_group:
+                    os.killpg(group, signal.SIGKILL)
+                os.kill(child, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        return tree
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        """Warm shutdown (SIGTERM); SIGKILL of the tree if it does not end in time."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill_tree()
+        return self.process.returncode
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill_tree()
+        self._out.close()
+
+
+# ------------------------------------------------------------------ waiting and the store
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_until(check: Callable[[], bool], what: str, *, timeout_s: float,
+               interval_s: float = 0.1,
+               workers: Iterable[WorkerProcess] = ()) -> float:
+    """Poll `check` until it holds; the seconds it took. Bounded in time and in rounds;
+    fails at once if one of `workers` exits."""
+    watched = list(workers)
+    started = time.monotonic()
+    for _ in range(int(timeout_s / interval_s) + 1):
+        if check():
+            return time.monotonic() - started
+        for worker in watched:
+            if not worker.alive():
+                raise WaitTimeout(f"worker {worker.pid} exited while waiting for {what}:\n"
+                                  f"{worker.output()[-4000:]}")
+        if time.monotonic() - started > timeout_s:
+            break
+        time.sleep(interval_s)
+    logs = "\n".join(f"--- worker {w.pid}\n{w.output()[-4000:]}" for w in watched)
+    raise WaitTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
+
+
+def in_store(redis_url: str, work: Callable[[TicketStore], Coroutine[Any, Any, T]]) -> T:
+    """Run store code from synchronous test code, on a connection of its own."""
+    async def go() -> T:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await work(TicketStore(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+if __name__ == "__main__":
+    main()
