@@ -75,6 +75,14 @@ class Settings:
     policies: Mapping[Channel, ChannelPolicy] = field(default_factory=dict)
     # Seconds a "seen" provider id is remembered for deduplication.
     dedupe_ttl_s: int = 7 * 24 * 3600
+    # RQ worker timing (`python -m workers`). A worker loops at least every ttl - 15 s and
+    # then, at most every maintenance interval, fails or retries the jobs of dead workers
+    # (abandoned min(job timeout, monitoring interval) + 60 s after their last heartbeat)
+    # and takes over the scheduler lock of a dead scheduler (61 s TTL). RQ's defaults
+    # (420 / 600 / 30) leave sends "sending" and timers unfired for 10-15 minutes.
+    worker_ttl_s: int = 45
+    worker_maintenance_interval_s: int = 30
+    worker_job_monitoring_interval_s: int = 30
 
     @property
     def twilio_enabled(self) -> bool:
@@ -112,6 +120,11 @@ class Settings:
             data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
             max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             body_read_timeout_s=_int(env, "BRIDGE_BODY_READ_TIMEOUT_S", 10, minimum=1),
+            worker_ttl_s=_int(env, "BRIDGE_WORKER_TTL_S", 45, minimum=16),
+            worker_maintenance_interval_s=_int(
+                env, "BRIDGE_WORKER_MAINTENANCE_INTERVAL_S", 30, minimum=1),
+            worker_job_monitoring_interval_s=_int(
+                env, "BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S", 30, minimum=1),
             policies=load_policies(config_dir / "bridge.toml"),
         )
         settings.validate()

@@ -55,11 +55,18 @@ def redacted(url: str) -> str:
     return url
 
 
-def build_worker(connection: redis.Redis, *, fork: bool = True) -> BridgeWorker | InProcessWorker:
+def build_worker(connection: redis.Redis, *, fork: bool = True,
+                 settings: Settings | None = None) -> BridgeWorker | InProcessWorker:
+    """RQ's timing comes from the settings (BRIDGE_WORKER_*): how soon the jobs of a dead
+    worker are failed or retried and a dead worker's scheduler is replaced."""
+    settings = settings or Settings()
     queues = [Queue(name, connection=connection, serializer=JSONSerializer)
               for name in QUEUES_BY_PRIORITY]
     worker_class = BridgeWorker if fork else InProcessWorker
-    return worker_class(queues, connection=connection, serializer=JSONSerializer)
+    return worker_class(queues, connection=connection, serializer=JSONSerializer,
+                        worker_ttl=settings.worker_ttl_s,
+                        maintenance_interval=settings.worker_maintenance_interval_s,
+                        job_monitoring_interval=settings.worker_job_monitoring_interval_s)
 
 
 @click.command()
@@ -95,7 +102,7 @@ def main(burst: bool, fork: bool, log_level: str) -> None:
         else "the local outbox"
     log.info("worker on %s (Redis %s); outbound messages go to %s",
              ", ".join(QUEUES_BY_PRIORITY), redacted(settings.redis_url), outbound)
-    worker = build_worker(connection, fork=fork)
+    worker = build_worker(connection, fork=fork, settings=settings)
     worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
                 log_format=LOG_FORMAT)
     log.info("worker stopped")
