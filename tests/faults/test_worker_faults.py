@@ -1,6 +1,6 @@
 """Worker faults: real `python -m workers` processes (forking HerokuWorker + RQ's scheduler,
-through tests.faults.workers_support, which only sets RQ's timing knobs), a private Redis
-and the Twilio stub, all on loopback.
+RQ's timing shortened through the BRIDGE_WORKER_* settings), a private Redis and the
+Twilio stub, all on loopback.
 
 1. A worker and its work horse SIGKILLed while a send is in flight (a node dying): every
    message ends up accepted by Twilio or visibly failed on its ticket (`send_unconfirmed`
@@ -9,8 +9,8 @@ and the Twilio stub, all on loopback.
 2. The worker holding RQ's scheduler lock SIGKILLed just before timers come due: the
    other worker takes the lock over and runs every timer exactly once.
 
-RQ's defaults make both recoveries take up to ~15 minutes (see workers_support); the
-workers here run with FAST_RECOVERY, which bounds them to about a minute.
+RQ's own defaults would make both recoveries take up to ~15 minutes; the bridge's defaults
+(config/settings.py) bound them to about two, and FAST_RECOVERY here to about one.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """Support for the worker fault scenarios (tests/faults/test_worker_faults.py).
 
-Run as `python -m tests.faults.workers_support [--fork/--no-fork ...]`, this module is
-`python -m workers` with RQ's timing knobs set from the environment, because
-workers/__main__.py does not expose them and RQ's defaults make recovery take minutes:
-
-- BRIDGE_WORKER_TTL_S (RQ `worker_ttl`, default 420): the idle worker loops (and so may run
-  its maintenance) every `worker_ttl - 15` seconds;
-- BRIDGE_WORKER_MAINTENANCE_INTERVAL_S (RQ `maintenance_interval`, default 600): how often a
-  worker cleans the registries (abandoned jobs are failed or retried there) and, when it
-  runs no scheduler, tries to take the scheduler lock of a dead one;
-- BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S (RQ `job_monitoring_interval`, default 30): a
-  started job is declared abandoned `min(job_timeout, this) + 60` seconds after the last
-  heartbeat of its worker.
-
-Everything else (queues, HerokuWorker, scheduler, JSON serializer, settings, preload) is
-the real `workers.__main__.main`.
+Workers run as the real `python -m workers`, with RQ's timing shortened through the
+settings it reads (BRIDGE_WORKER_TTL_S, BRIDGE_WORKER_MAINTENANCE_INTERVAL_S,
+BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S; see config/settings.py) so recoveries take about a
+minute in tests.
 
 The rest: a worker subprocess that can be SIGKILLed with its work horse (the horse leads
 its own process group, so killing the worker's group alone leaves it running), bounded
@@ -31,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,40 +40,6 @@ JOB_MONITORING_INTERVAL_ENV = "BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S"
 # interval + 60, fixed); the survivors look every 5 s.
 FAST_RECOVERY = {WORKER_TTL_ENV: "20", MAINTENANCE_INTERVAL_ENV: "5",
                  JOB_MONITORING_INTERVAL_ENV: "5"}
-
-
-# ------------------------------------------------------------------ the launcher
-
-
-def rq_timing(environ: Mapping[str, str]) -> dict[str, int]:
-    """The RQ Worker attributes to override, from the environment."""
-    names = {WORKER_TTL_ENV: "worker_ttl", MAINTENANCE_INTERVAL_ENV: "maintenance_interval",
-             JOB_MONITORING_INTERVAL_ENV: "job_monitoring_interval"}
-    out: dict[str, int] = {}
-    for env_name, attribute in names.items():
-        raw = environ.get(env_name, "")
-        if raw:
-            value = int(raw)
-            if value < 1:
-                raise ValueError(f"{env_name} must be at least 1, got {value}")
-            out[attribute] = value
-    return out
-
-
-def main() -> None:
-    from workers import __main__ as worker_main
-
-    timing = rq_timing(os.environ)
-    build = worker_main.build_worker
-
-    def build_worker(connection: Any, **options: Any) -> Any:
-        worker = build(connection, **options)
-        for attribute, value in timing.items():
-            setattr(worker, attribute, value)
-        return worker
-
-    worker_main.build_worker = build_worker  # type: ignore[assignment]
-    worker_main.main(prog_name="python -m tests.faults.workers_support")
 
 
 # ------------------------------------------------------------------ processes
@@ -126,13 +81,13 @@ def worker_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """`python -m tests.faults.workers_support` in its own session (process group)."""
+    """`python -m workers` in its own session (process group)."""
 
     def __init__(self, env: dict[str, str], log: Path, args: Iterable[str] = ()) -> None:
         self.log = log
         self._out = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.workers_support", *args], cwd=ROOT, env=env,
+            [sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
             stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -234,5 +189,3 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-if __name__ == "__main__":
-    main()
