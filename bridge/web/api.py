@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -20,8 +19,8 @@ from bridge.core.tickets import (
 )
 from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, TicketStore
 from bridge.web.auth import principal
-from bridge.web.bodies import read_body
-from bridge.web.errors import ApiError, bad_request, not_found, unprocessable
+from bridge.web.bodies import json_object
+from bridge.web.errors import ApiError, not_found, unprocessable
 from bridge.web.keys import queues_key, settings_key, store_key
 from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
@@ -36,25 +35,6 @@ MAX_NOTE_CHARS = 10_000
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-    """The request body as a JSON object with only the allowed keys."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    raw = await read_body(request)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-        # A \ud800 escape decodes to a lone surrogate that no store can encode.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeError, RecursionError):
-        raise bad_request("body is not valid UTF-8 JSON", "malformed") from None
-    if not isinstance(data, dict):
-        raise bad_request("body must be a JSON object", "malformed")
-    unknown = set(data) - allowed
-    if unknown:
-        raise unprocessable(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return data
 
 
 def _text(data: dict[str, Any], name: str, max_chars: int) -> str:

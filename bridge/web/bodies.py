@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 from aiohttp import web
 
-from bridge.web.errors import ApiError
+from bridge.web.errors import ApiError, bad_request, unprocessable
 from bridge.web.keys import settings_key
 
 
@@ -19,3 +21,29 @@ async def read_body(request: web.Request) -> bytes:
     except TimeoutError:
         raise ApiError(408, "request_timeout",
                        f"the body did not arrive within {timeout_s:g} s") from None
+
+
+async def json_object(request: web.Request, allowed: frozenset[str], *,
+                      optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object with only the allowed keys. With `optional`, an absent or
+    blank body is an empty object."""
+    if optional and not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    raw = await read_body(request)
+    if optional and not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        # A \ud800 escape decodes to a lone surrogate that can be neither stored nor sent.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise bad_request("body is not valid JSON (UTF-8, no lone surrogates, not too "
+                          "deeply nested)", "malformed") from None
+    if not isinstance(data, dict):
+        raise bad_request("body must be a JSON object", "malformed")
+    unknown = set(data) - allowed
+    if unknown:
+        raise unprocessable(f"unknown field(s): {', '.join(sorted(unknown))}")
+    return data

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -45,8 +44,8 @@ from bridge.templating import (
     validate_macro,
 )
 from bridge.web.auth import principal, require_admin
-from bridge.web.bodies import read_body
-from bridge.web.errors import ApiError, bad_request, not_found, unprocessable
+from bridge.web.bodies import json_object
+from bridge.web.errors import ApiError, not_found, unprocessable
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key
 from bridge.web.serialize import event_json, iso
 
@@ -119,26 +118,7 @@ def _invalid_macro(exc: MacroError) -> ApiError:
 
 async def _json(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
     """The JSON object body; an empty body is an empty object."""
-    if not request.can_read_body:
-        return {}
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    raw = await read_body(request)
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw.decode("utf-8"))
-        # A lone surrogate (an escaped \ud800) cannot be stored or sent: refuse it here.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeError, RecursionError):
-        raise bad_request("body is not valid JSON (UTF-8, no lone surrogates, not too "
-                          "deeply nested)", "malformed") from None
-    if not isinstance(data, dict):
-        raise bad_request("body must be a JSON object", "malformed")
-    unknown = set(data) - allowed
-    if unknown:
-        raise unprocessable(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return data
+    return await json_object(request, allowed, optional=True)
 
 
 def _name(request: web.Request) -> str:
