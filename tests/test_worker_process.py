@@ -3,15 +3,14 @@ scheduler) against a real Redis and the Twilio stub, stopped with SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 import redis
@@ -19,8 +18,8 @@ import redis.asyncio
 
 from bridge.jobs import JobQueues
 from bridge.store.outbox import Outbox
-from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.faults.workers_support import in_store
 from tests.stubs.twilio_stub import run_in_thread
 from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields, routed_reply
 
@@ -28,17 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
-
-
-def in_store(redis_url: str, work: Callable[[TicketStore], Coroutine[Any, Any, T]]) -> T:
-    async def go() -> T:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        try:
-            return await work(TicketStore(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
 
 
 def worker_env(redis_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
