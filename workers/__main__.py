@@ -8,6 +8,18 @@ SIGTERM (a deploy, `bridge run` stopping, a platform restart) is a warm shutdown
 takes no new job and exits once the current one is done. HerokuWorker also protects the job
 from the SIGTERM that platforms send to every process of the container, then interrupts it
 after `imminent_shutdown_delay` seconds if it is still running.
+
+Volume: `--processes K` runs K workers under one supervisor (workers.pool): a message waits
+for Twilio (~150 ms) in its worker, so K workers keep K messages in flight; at 150 ms per
+call one worker sends at most ~6 messages/s, and WhatsApp's 80 messages/s per sender take
+16. With more than one process the workers run jobs in-process by default (`--no-fork`: no
+fork per job; the event loop, Redis pools and the HTTP keep-alive connection to Twilio stay
+warm), `--fork` keeps a forked child per job. The supervisor warms everything up once and
+forks the K workers, which share that memory copy-on-write (docs/performance.md: memory per
+process). SIGTERM to the supervisor is the same warm shutdown for every worker; a worker
+that dies is started again. `--processes 1` (the default) is the single worker above, as
+`bridge run` and the Procfile's `worker: python -m workers` run it; for a worker dyno
+sending volume: `worker: python -m workers --processes 16`.
 """
 
 from __future__ import annotations
@@ -26,10 +38,13 @@ from bridge.jobs import QUEUES_BY_PRIORITY
 from bridge.store.connection import sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
+from workers.pool import Supervisor
 
 log = logging.getLogger("workers")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# With --processes, which worker process wrote the line.
+POOL_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s %(message)s"
 
 
 class BridgeWorker(HerokuWorker):
@@ -69,15 +84,36 @@ def build_worker(connection: redis.Redis, *, fork: bool = True,
                         job_monitoring_interval=settings.worker_job_monitoring_interval_s)
 
 
+def run_worker(connection: redis.Redis, settings: Settings, *, fork: bool, burst: bool,
+               log_level: str) -> int:
+    worker = build_worker(connection, fork=fork, settings=settings)
+    worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
+                log_format=LOG_FORMAT)
+    return 0
+
+
+def pool_child(settings: Settings, *, fork: bool, burst: bool, log_level: str) -> int:
+    """One worker of `--processes K`, in a child of the supervisor: its own connection."""
+    connection = sync_redis(settings)
+    try:
+        return run_worker(connection, settings, fork=fork, burst=burst, log_level=log_level)
+    finally:
+        connection.close()
+
+
 @click.command()
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty (tests, batch runs).")
-@click.option("--fork/--no-fork", default=True, show_default=True,
-              help="Run each job in a forked child (isolation) or in this process (speed).")
+@click.option("--fork/--no-fork", default=None,
+              help="Run each job in a forked child (isolation) or in the worker process "
+                   "(speed). Default: --fork with one process, --no-fork with more.")
+@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes under one supervisor: messages sent at the same time.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def main(burst: bool, fork: bool, log_level: str) -> None:
-    """Run one bridge worker: outbound messages, ticket events and timers."""
-    logging.basicConfig(level=log_level, format=LOG_FORMAT, stream=sys.stderr)
+def main(burst: bool, fork: bool | None, processes: int, log_level: str) -> None:
+    """Run the bridge's worker(s): outbound messages, ticket events and timers."""
+    log_format = LOG_FORMAT if processes == 1 else POOL_LOG_FORMAT
+    logging.basicConfig(level=log_level, format=log_format, stream=sys.stderr)
     # httpx logs every request at INFO; the send job logs one line per message already.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
     try:
@@ -98,14 +134,28 @@ def main(burst: bool, fork: bool, log_level: str) -> None:
     # Jobs run in forked children; they inherit these settings instead of re-reading them.
     runtime.configure(settings)
     runtime.preload(settings)
+    in_process = not fork if fork is not None else processes > 1
     outbound = "Twilio at " + settings.twilio_api_url if settings.twilio_enabled \
         else "the local outbox"
     log.info("worker on %s (Redis %s); outbound messages go to %s",
              ", ".join(QUEUES_BY_PRIORITY), redacted(settings.redis_url), outbound)
-    worker = build_worker(connection, fork=fork, settings=settings)
-    worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
-                log_format=LOG_FORMAT)
-    log.info("worker stopped")
+    if processes == 1:
+        run_worker(connection, settings, fork=not in_process, burst=burst, log_level=log_level)
+        log.info("worker stopped")
+        return
+    # The children open their own connections; none is shared across the fork.
+    connection.close()
+    log.info("%d worker processes (%s)", processes,
+             "jobs in-process" if in_process else "a forked child per job")
+    supervisor = Supervisor(
+        processes,
+        lambda: pool_child(settings, fork=not in_process, burst=burst, log_level=log_level),
+        grace_s=BridgeWorker.imminent_shutdown_delay + 5,
+    )
+    code = supervisor.run()
+    log.info("workers stopped")
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
