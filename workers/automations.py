@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,7 +173,10 @@ async def schedule_timer(deps: Deps, automation: Automation, ticket: Ticket) -> 
     payload = {"ticket_id": ticket.id, "automation": automation.name,
                "version": ticket.version, "anchor_ms": anchor, "due_ms": due}
     job_id = jobs.job_id("timer", ticket.id, automation.name, str(anchor))
-    at = datetime.fromtimestamp(due / 1000, tz=UTC)
+    # RQ keeps a scheduled time in whole seconds, truncated, and its scheduler moves what is
+    # due by the current whole second: rounded down, a timer would fire up to a second
+    # before its due time. Rounded up, it never fires early.
+    at = datetime.fromtimestamp(math.ceil(due / 1000), tz=UTC)
     await asyncio.to_thread(deps.queues.enqueue, jobs.QUEUE_HOUSEKEEPING, jobs.RUN_TIMER,
                             payload, job_id=job_id, at=at)
     return job_id
