@@ -13,7 +13,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from bench import ingest, memory, threads
+from bench import ingest, memory, outbound, threads
 from bench.__main__ import BENCHMARKS, load
 from bench.report import Context, Row, Target, environment, render_markdown
 from bench.svg import Series, line_chart
@@ -70,6 +70,25 @@ def test_memory_smoke(ctx: Context) -> None:
     assert rows[0].value > 0 and rows[0].baseline
 
 
+def test_outbound_smoke(ctx: Context) -> None:
+    """`python -m workers --processes 2` drains no-op jobs and sends through the stub (in
+    its own process), keeps up with an open loop, stops warm with sends in flight, and every
+    reply reaches the stub exactly once."""
+    rows = outbound.run(ctx, outbound.SMOKE)
+    check_rows(rows, "outbound")
+    by_name = {r.name.split(",")[0].split(" (")[0]: r for r in rows}
+    rate = rows[0]
+    assert rate.value > 0 and rate.baseline and rate.baseline > 0
+    assert by_name["worker CPU time per send"].value > 0
+    memory_row = next(r for r in rows if r.name.startswith("memory per worker process"))
+    assert memory_row.value > 0 and memory_row.baseline and memory_row.baseline > 0
+    exactly_once = by_name["replies accepted by the stub exactly once"]
+    assert exactly_once.passed is True, exactly_once
+    shutdown = rows[-1]
+    assert shutdown.passed is True and "exit [0]" in shutdown.note, shutdown
+    assert ctx.sections
+
+
 async def test_bulk_tickets_match_the_store_write_path(
         aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
     """threads.bulk_tickets writes what route_inbound + update_ticket + the index upkeep
@@ -109,6 +128,7 @@ def test_every_listed_module_has_run_or_is_planned() -> None:
         fn = load(name)
         assert fn is None or callable(fn)
     assert load("ingest") is ingest.run
+    assert load("outbound") is outbound.run
 
 
 def test_report_and_svg(tmp_path: Path) -> None:
