@@ -13,7 +13,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from bench import ingest, memory, outbound, threads
+from bench import ingest, memory, outbound, threads, timers
 from bench.__main__ import BENCHMARKS, load
 from bench.report import Context, Row, Target, environment, render_markdown
 from bench.svg import Series, line_chart
@@ -89,6 +89,22 @@ def test_outbound_smoke(ctx: Context) -> None:
     assert ctx.sections
 
 
+def test_timers_smoke(ctx: Context) -> None:
+    """Close timers set by workers.automations.schedule_timer fire through a real worker's
+    scheduler with and without pending timers, each ticket closed once, none early."""
+    outcome = timers.measure(timers.SMOKE, ctx.workdir / "timers", log=lambda m: None)
+    for r in (outcome.baseline, outcome.loaded):
+        assert r.unfired == 0 and len(r.fired) == timers.SMOKE.timers
+        assert all(f.closings == 1 for f in r.fired)
+        assert r.early == 0  # RQ truncates to the second: schedule_timer rounds up
+    assert outcome.loaded.pending == outcome.pending_after == timers.SMOKE.pending
+    assert outcome.failed_jobs == 0
+    rows = timers.rows(outcome)
+    check_rows(rows, "timers")
+    closed_once = next(r for r in rows if r.name.startswith("tickets closed exactly once"))
+    assert closed_once.passed is True, closed_once
+
+
 async def test_bulk_tickets_match_the_store_write_path(
         aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
     """threads.bulk_tickets writes what route_inbound + update_ticket + the index upkeep
@@ -128,7 +144,7 @@ def test_every_listed_module_has_run_or_is_planned() -> None:
         fn = load(name)
         assert fn is None or callable(fn)
     assert load("ingest") is ingest.run
-    assert load("outbound") is outbound.run
+    assert load("outbound") is outbound.run and load("timers") is timers.run
 
 
 def test_report_and_svg(tmp_path: Path) -> None:
