@@ -152,3 +152,26 @@ def test_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "REDIS_URL is not set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _worker_pids(connection: redis.Redis) -> set[int]:
+    from rq import Worker
+
+    return {w.pid for w in Worker.all(connection=connection) if w.pid}
+
+
+def test_supervisor_runs_k_workers_respawns_a_dead_one_and_stops_them_all(
+    redis_url: str, sync_redis: redis.Redis, tmp_path: Path, spawn: Spawn,
+) -> None:
+    pool = spawn(worker_env(redis_url, tmp_path), "--processes", "3")
+    wait_for(lambda: len(_worker_pids(sync_redis)) == 3, "3 registered workers", pool)
+    first = _worker_pids(sync_redis)
+    assert pool.process.pid not in first  # the supervisor itself takes no job
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(_worker_pids(sync_redis) - first) == 1, "a replacement worker", pool)
+    survivors = _worker_pids(sync_redis) - {victim}
+    assert pool.stop() == 0
+    for pid in survivors:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
