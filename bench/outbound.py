@@ -58,7 +58,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.corpus import ACCOUNT_SID, BUSINESS_NUMBER, contact_address
-from bench.procs import ROOT, Server, python_module
+from bench.procs import ROOT, Server, children_by_parent, python_module
 from bench.report import Context, Row, Target, fmt, table
 from bench.stats import summary_ms
 from bridge.core.messages import Channel, InboundMessage
@@ -107,24 +107,9 @@ def noop(payload: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ processes: CPU, memory
 
 
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
 def process_tree(pids: Iterable[int]) -> list[int]:
     """These processes and their live descendants (bounded)."""
-    tree = _children()
+    tree = children_by_parent()
     found: list[int] = []
     todo = list(pids)
     while todo and len(found) < 2000:
@@ -316,7 +301,7 @@ class Workers:
         """The processes that run jobs (not the supervisor; RQ's scheduler process is a
         child of one worker)."""
         if self.mode == "processes":
-            tree = _children()
+            tree = children_by_parent()
             return [c for p in self.pids for c in tree.get(p, [])]
         return self.pids
 

@@ -19,13 +19,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio
 
+from bench.procs import children_by_parent
 from bridge.store.tickets import TicketStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,21 +43,6 @@ FAST_RECOVERY = {WORKER_TTL_ENV: "20", MAINTENANCE_INTERVAL_ENV: "5",
 
 
 # ------------------------------------------------------------------ processes
-
-
-def children_by_parent() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out[ppid].append(int(entry))
-    return out
 
 
 def descendants(pid: int) -> list[int]:
