@@ -29,12 +29,15 @@ from bridge.core.tickets import (
     normalize_tags,
 )
 from bridge.store import keys
+from bridge.store.pipelining import PipelinedScript
 
 # WhatsApp's customer-service window.
 SERVICE_WINDOW_S = 24 * 3600
 MAX_PAGE = 200
 # The ticket fields the list indexes are built from.
 _INDEXED = ("status", "channel", "assignee")
+# json.dumps(..., ensure_ascii=False) builds an encoder per call; this one is built once.
+_JSON_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
 _ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
 
 
@@ -102,8 +105,9 @@ class TicketStore:
     def __init__(self, redis: Redis, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = redis
         self.dedupe_ttl_s = dedupe_ttl_s
-        # redis-py reloads the script on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
-        self._route = redis.register_script(_ROUTE_SCRIPT)
+        # One call per webhook: concurrent calls share round trips (see pipelining.py),
+        # and the script is reloaded on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
+        self._route = PipelinedScript(redis, _ROUTE_SCRIPT)
 
     # ---------------------------------------------------------------- inbound routing
 
@@ -138,7 +142,7 @@ class TicketStore:
                     msg.wa_id,
                     msg.external_user_id,
                     msg.summary(),
-                    json.dumps(message_data(msg), ensure_ascii=False),
+                    _JSON_UNESCAPED.encode(message_data(msg)),
                     "" if signal.rating is None else signal.rating,
                     signal.payload_ticket_id,
                     signal.replied_to_id,

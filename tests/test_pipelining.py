@@ -1,0 +1,116 @@
+"""PipelinedScript against a real Redis: coalescing, ordering, errors, reloads, retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge.store.pipelining import PipelinedScript
+
+# Echoes its argument and counts its runs; "boom" is an error reply.
+ECHO = """
+redis.call('INCR', KEYS[1])
+if ARGV[1] == 'boom' then return redis.error_reply('BOOM asked for it') end
+return {ARGV[1], ARGV[2]}
+"""
+
+
+async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_reply(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    script = PipelinedScript(aredis, ECHO)
+    replies = await asyncio.gather(*(script(["runs"], [f"v{i}", i]) for i in range(300)))
+    assert replies == [[f"v{i}".encode(), str(i).encode()] for i in range(300)]
+    assert script.calls == 300
+    assert script.batches < 300  # issued in one loop iteration: coalesced
+    assert sync_redis.get("runs") == b"300"
+
+
+async def test_one_error_reply_fails_only_its_caller(aredis: redis.asyncio.Redis) -> None:
+    script = PipelinedScript(aredis, ECHO)
+    results = await asyncio.gather(script(["runs"], ["a", 1]), script(["runs"], ["boom", 2]),
+                                   script(["runs"], ["c", 3]), return_exceptions=True)
+    assert results[0] == [b"a", b"1"]
+    assert isinstance(results[1], ResponseError) and "BOOM" in str(results[1])
+    assert results[2] == [b"c", b"3"]
+
+
+async def test_script_reloaded_after_flush(aredis: redis.asyncio.Redis,
+                                          sync_redis: redis.Redis) -> None:
+    script = PipelinedScript(aredis, ECHO)
+    assert await script(["runs"], ["x", 1]) == [b"x", b"1"]
+    sync_redis.script_flush()
+    assert sync_redis.script_exists(script.sha) == [False]
+    replies = await asyncio.gather(*(script(["runs"], ["y", i]) for i in range(20)))
+    assert replies == [[b"y", str(i).encode()] for i in range(20)]
+    # NOSCRIPT means "did not run": every call ran exactly once.
+    assert sync_redis.get("runs") == b"21"
+
+
+async def test_argument_redis_cannot_take_fails_in_the_caller(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    script = PipelinedScript(aredis, ECHO)
+    with pytest.raises(TypeError):
+        script(["runs"], [None, 1])  # type: ignore[list-item]
+    assert script.calls == 0
+    assert await script(["runs"], ["ok", 1]) == [b"ok", b"1"]
+    assert sync_redis.get("runs") == b"1"
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_batch(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    script = PipelinedScript(aredis, ECHO)
+    first = script(["runs"], ["a", 1])
+    second = script(["runs"], ["b", 2])
+    first.cancel()
+    assert await second == [b"b", b"2"]
+    assert sync_redis.get("runs") == b"2"  # the cancelled one still ran (as a sent request)
+
+
+async def test_connection_killed_between_calls_is_retried_once(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, client_name="pipelined")
+    try:
+        script = PipelinedScript(client, ECHO)
+        assert await script(["runs"], ["a", 1]) == [b"a", b"1"]
+        killed = sync_redis.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        # The pooled connection is dead: the batch fails on it and is sent again.
+        assert await script(["runs"], ["b", 2]) == [b"b", b"2"]
+        assert sync_redis.get("runs") == b"2"
+    finally:
+        await client.aclose()
+
+
+async def test_no_reply_in_time_is_a_redis_timeout_then_recovers(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=0.3)
+    try:
+        script = PipelinedScript(client, ECHO)
+        assert await script(["runs"], ["a", 1]) == [b"a", b"1"]
+        sync_redis.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        try:
+            results = await asyncio.gather(script(["runs"], ["b", 2]),
+                                           script(["runs"], ["c", 3]),
+                                           return_exceptions=True)
+        finally:
+            sync_redis.execute_command("CLIENT", "UNPAUSE")
+        assert all(isinstance(r, RedisTimeoutError) for r in results), results
+        assert await script(["runs"], ["d", 4]) == [b"d", b"4"]
+    finally:
+        await client.aclose()
+
+
+async def test_redis_down_is_a_connection_error(sync_redis: redis.Redis) -> None:
+    client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    try:
+        script = PipelinedScript(client, ECHO)
+        with pytest.raises(RedisConnectionError):
+            await script(["runs"], ["a", 1])
+    finally:
+        await client.aclose()
