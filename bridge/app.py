@@ -12,7 +12,7 @@ from bridge.store.connection import async_redis, sync_redis
 from bridge.store.tickets import TicketStore
 from bridge.web import api, health, macros, openapi, reports, webhooks
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
-from bridge.web.middlewares import auth_middleware, error_middleware, metrics_middleware
+from bridge.web.middlewares import edge_middleware
 from config.settings import Settings
 
 
@@ -20,7 +20,7 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
                ) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[edge_middleware],
     )
     app[settings_key] = settings
 

@@ -20,7 +20,7 @@ from bridge.jobs import JobQueues
 from bridge.store.tickets import RouteResult, TicketStore
 from bridge.web import macros, reports
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
-from bridge.web.middlewares import auth_middleware, error_middleware
+from bridge.web.middlewares import edge_middleware
 from config.settings import Settings
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
 
@@ -36,7 +36,7 @@ def build_app(
     config: AutomationConfig | None = None,
     extra_routes: Iterable[web.AbstractRouteDef] = (),
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app[settings_key] = settings
     app[redis_key] = aredis
     app[sync_redis_key] = sync

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
@@ -23,3 +26,23 @@ REDIS_UNAVAILABLE = Counter(
 STATUS_CALLBACKS = Counter(
     "bridge_status_callbacks_total", "Delivery status callbacks", ["status", "applied"]
 )
+
+# Label values come from the client: anything outside these would let a client create
+# series without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# (method, route, status) -> (request counter, latency histogram): labels() takes a lock
+# and validates on every call; the set of keys is bounded by routes x methods x statuses.
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(request: web.Request, status: int, elapsed_s: float) -> None:
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    method = request.method if request.method in _METHODS else "other"
+    key = (method, route, status)
+    pair = _children.get(key)
+    if pair is None:
+        pair = _children[key] = (REQUESTS.labels(method, route, str(status)),
+                                 LATENCY.labels(route))
+    pair[0].inc()
+    pair[1].observe(elapsed_s)
