@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -51,7 +52,7 @@ class InboundMessage:
     external_user_id: str = ""
     message_type: str = ""
 
-    @property
+    @cached_property
     def contact_id(self) -> str:
         return contact_id_for(self.channel, self.contact_address)
 

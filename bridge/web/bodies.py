@@ -14,6 +14,10 @@ from bridge.web.keys import settings_key
 
 async def read_body(request: web.Request) -> bytes:
     """The whole body (413 past client_max_size, 408 when it does not arrive in time)."""
+    if request.content.is_eof():
+        # The whole body arrived with the headers (the usual webhook): nothing to wait for,
+        # so no timer to arm and cancel.
+        return await request.read()
     timeout_s = request.app[settings_key].body_read_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
