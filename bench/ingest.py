@@ -170,14 +170,15 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
             base_runs: list[LoadResult] = []
 
             log(f"  ingest: warm-up {cfg.warmup_s:g}s each ({layout})")
-            # Request pools for the rounds: 3x the warm-up's rate (a pool that runs out
-            # ends its phase early, and is reported).
+            # Request pools for the rounds: 6x the warm-up's rate (a pool that runs out
+            # ends its phase early, and is reported). The bridge's warm-up opens every
+            # contact's first ticket, so it runs well below the rounds' rate of appends.
             base_cap = bridge_cap = cfg.max_rate
             if cfg.warmup_s > 0:
                 base_runs.append(runner.closed(base_port, bw, cfg.warmup_s, 0))
                 bridge_runs.append(runner.closed(bridge_port, rw, cfg.warmup_s, 0))
-                base_cap = max(2000.0, 3 * base_runs[-1].rate)
-                bridge_cap = max(2000.0, 3 * bridge_runs[-1].rate)
+                base_cap = max(2000.0, 6 * base_runs[-1].rate)
+                bridge_cap = max(2000.0, 6 * bridge_runs[-1].rate)
             base_rounds: list[LoadResult] = []
             bridge_rounds: list[LoadResult] = []
             for i in range(cfg.rounds):
