@@ -27,6 +27,17 @@ STATUS_CALLBACKS = Counter(
     "bridge_status_callbacks_total", "Delivery status callbacks", ["status", "applied"]
 )
 
+_inbound: dict[tuple[str, str], Any] = {}
+
+
+def count_inbound(channel: str, action: str) -> None:
+    """INBOUND.labels(...).inc() without labels()'s lock and checks on every webhook."""
+    child = _inbound.get((channel, action))
+    if child is None:
+        child = _inbound[(channel, action)] = INBOUND.labels(channel, action)
+    child.inc()
+
+
 # Label values come from the client: anything outside these would let a client create
 # series without bound.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

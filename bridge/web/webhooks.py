@@ -67,19 +67,20 @@ async def twilio_inbound(request: web.Request) -> web.Response:
     result = await request.app[store_key].route_inbound(
         msg, signal, settings.policy(msg.channel), now_ms=now_ms
     )
-    metrics.INBOUND.labels(msg.channel.value, result.action.value).inc()
+    metrics.count_inbound(msg.channel.value, result.action.value)
     # Appends are the bulk of traffic (and counted in metrics): logged at debug only.
     level = logging.DEBUG if result.action in (Action.APPEND, Action.DUPLICATE) else logging.INFO
     log.log(level, "inbound %s contact=%s action=%s ticket=%s", msg.provider_id,
             result.contact_id, result.action.value, result.ticket_id)
-    await _emit_triggers(request.app, result)
+    triggers = _triggers(result)
+    if triggers:
+        await _enqueue_triggers(request.app, triggers, result.event_id or "")
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
 
-async def _emit_triggers(app: web.Application, result: RouteResult) -> None:
-    """Tell the workers about ticket events routing caused (new ticket, reopen, thread
-    limit). The message is already stored: a failure here is logged, not answered 5xx,
-    because a provider retry would only be a duplicate."""
+def _triggers(result: RouteResult) -> list[tuple[str, str]]:
+    """The ticket events routing caused (new ticket, reopen, thread limit, CSAT answer), as
+    (ticket id, trigger) pairs for the workers; none for a plain append."""
     triggers: list[tuple[str, str]] = []
     if result.opened_ticket and result.ticket_id:
         triggers.append((result.ticket_id, "ticket.created"))
@@ -89,13 +90,17 @@ async def _emit_triggers(app: web.Application, result: RouteResult) -> None:
         triggers.append((result.ticket_id, "ticket.reopened"))
     elif result.action is Action.CSAT_ANSWER and result.ticket_id:
         triggers.append((result.ticket_id, "ticket.csat_answered"))
-    if not triggers:
-        return
+    return triggers
+
+
+async def _enqueue_triggers(app: web.Application, triggers: list[tuple[str, str]],
+                            event_id: str) -> None:
+    """The message is already stored: a failure here is logged, not answered 5xx, because a
+    provider retry would only be a duplicate."""
     queues = app[queues_key]
     try:
         for ticket_id, trigger in triggers:
-            await asyncio.to_thread(queues.ticket_event, ticket_id, trigger, 0,
-                                    result.event_id or "")
+            await asyncio.to_thread(queues.ticket_event, ticket_id, trigger, 0, event_id)
     except Exception:
         log.exception("could not enqueue triggers %s", triggers)
 
