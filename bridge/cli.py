@@ -55,7 +55,8 @@ def serve() -> None:
         logging.getLogger("bridge").warning(
             "TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                shutdown_timeout=20, access_log=None, print=None)
+                shutdown_timeout=20, keepalive_timeout=settings.idle_timeout_s,
+                access_log=None, print=None)
 
 
 @main.command()

@@ -72,6 +72,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     # A client that has not sent its whole body by then is answered 408 and cut off.
     body_read_timeout_s: float = 10.0
+    # A connection with no complete request for this long is closed: idle keep-alive
+    # connections, and (aiohttp >= 3.14.4) clients stalled in their request line or headers.
+    # aiohttp's default; keep it above the router's idle timeout towards the dyno.
+    idle_timeout_s: float = 75.0
     policies: Mapping[Channel, ChannelPolicy] = field(default_factory=dict)
     # Seconds a "seen" provider id is remembered for deduplication.
     dedupe_ttl_s: int = 7 * 24 * 3600
@@ -120,6 +124,7 @@ class Settings:
             data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
             max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             body_read_timeout_s=_int(env, "BRIDGE_BODY_READ_TIMEOUT_S", 10, minimum=1),
+            idle_timeout_s=_int(env, "BRIDGE_IDLE_TIMEOUT_S", 75, minimum=1),
             worker_ttl_s=_int(env, "BRIDGE_WORKER_TTL_S", 45, minimum=16),
             worker_maintenance_interval_s=_int(
                 env, "BRIDGE_WORKER_MAINTENANCE_INTERVAL_S", 30, minimum=1),

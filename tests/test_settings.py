@@ -21,6 +21,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.twilio_api_url == "https://api.twilio.com"
     assert not s.twilio_enabled and s.agent_tokens == {} and not s.admin_token
     assert s.config_dir == DEFAULT_CONFIG_DIR and s.redis_ssl_cert_reqs == "required"
+    assert s.body_read_timeout_s == 10 and s.idle_timeout_s == 75
     # The shipped bridge.toml gives every channel the default policy.
     assert set(s.policies) == set(Channel)
     assert s.policy(Channel.WHATSAPP) == ChannelPolicy()
@@ -41,7 +42,9 @@ def test_values_from_the_environment() -> None:
         "BRIDGE_ADMIN_TOKEN": "admin-token-123",
         "BRIDGE_AGENT_TOKENS": "alice:alice-token-1, bob : bob-token-22 ,",
         "BRIDGE_SECRET": "widget-secret",
+        "BRIDGE_IDLE_TIMEOUT_S": "95",
     })
+    assert s.idle_timeout_s == 95
     assert s.port == 9000 and s.host == "0.0.0.0"  # on a dyno, listen everywhere
     assert s.redis_url == "rediss://:pw@redis.example.com:6380"
     assert s.redis_ssl_cert_reqs == "none"
@@ -90,6 +93,8 @@ def test_secrets_are_masked_in_repr() -> None:
         ({"PUBLIC_BASE_URL": "ftp://bridge.example.com"}, "PUBLIC_BASE_URL"),
         ({"TWILIO_API_URL": "api.twilio.com"}, "TWILIO_API_URL"),
         ({"BRIDGE_MAX_BODY_BYTES": "10"}, "BRIDGE_MAX_BODY_BYTES"),
+        ({"BRIDGE_IDLE_TIMEOUT_S": "0"}, "BRIDGE_IDLE_TIMEOUT_S"),
+        ({"BRIDGE_IDLE_TIMEOUT_S": "1.5"}, "BRIDGE_IDLE_TIMEOUT_S"),
         ({"BRIDGE_AGENT_TOKENS": "alice"}, "BRIDGE_AGENT_TOKENS"),
         ({"BRIDGE_AGENT_TOKENS": "alice:short"}, "BRIDGE_AGENT_TOKENS"),
         ({"BRIDGE_AGENT_TOKENS": ":token-without-name"}, "BRIDGE_AGENT_TOKENS"),

@@ -1,4 +1,5 @@
-"""Slow clients: a stalled body is cut off (408); stalled clients do not slow others."""
+"""Slow clients: a stalled body is cut off (408), stalled or trickled headers are
+disconnected after the idle timeout, and stalled clients do not slow others."""
 
 from __future__ import annotations
 
@@ -53,5 +54,58 @@ def test_stalled_body_is_answered_408_and_others_are_served(aof_redis: EmbeddedR
         assert b"request_timeout" in reply
     finally:
         for s in stalled:
+            s.close()
+        web.stop()
+
+
+def _closed_within(s: socket.socket, limit_s: float, trickle: bytes = b"") -> float | None:
+    """Seconds until the server closed `s` (None if still open after limit_s). With
+    `trickle`, one more byte of it is sent every 0.3 s meanwhile."""
+    started = time.monotonic()
+    s.settimeout(0.3)
+    sent = 0
+    while time.monotonic() - started < limit_s:
+        try:
+            if s.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass
+        except OSError:  # reset by the server
+            return time.monotonic() - started
+        if trickle:
+            try:
+                s.sendall(trickle[sent % len(trickle):][:1])
+                sent += 1
+            except OSError:
+                return time.monotonic() - started
+    return None
+
+
+def test_stalled_and_trickled_headers_are_disconnected(aof_redis: EmbeddedRedis) -> None:
+    web = start_web(aof_redis.url, BRIDGE_IDLE_TIMEOUT_S="2")
+    sockets: list[socket.socket] = []
+    try:
+        stalled = _open(web)
+        stalled.sendall(b"POST /webhooks/twilio HTTP/1.1\r\nHost: x\r\nContent-Le")
+        silent = _open(web)  # connects and never sends a byte
+        trickling = _open(web)
+        trickling.sendall(b"POST /webhooks/twilio HTTP/1.1\r\n")
+        sockets += [stalled, silent, trickling]
+        # A header line that never ends, one byte at a time.
+        trickled_s = _closed_within(trickling, 15, trickle=b"X-Slow: " + b"a" * 4000)
+        stalled_s = _closed_within(stalled, 15)
+        silent_s = _closed_within(silent, 15)
+        assert trickled_s is not None and stalled_s is not None and silent_s is not None
+        print(f"\nidle timeout 2 s: trickled headers closed after {trickled_s:.1f} s; "
+              f"stalled headers and a silent connection closed by then too")
+        # The server is fine afterwards.
+        f = inbound_form("after the slow ones")
+        with httpx.Client(base_url=web.url, timeout=5) as client:
+            answer = client.post("/webhooks/twilio", content=urlencode(f), headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": sign("/webhooks/twilio", f)})
+        assert answer.status_code == 200
+    finally:
+        for s in sockets:
             s.close()
         web.stop()
