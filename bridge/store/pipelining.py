@@ -67,7 +67,7 @@ class PipelinedScript:
         self._timeout_s = float(timeout_s) if timeout_s else DEFAULT_TIMEOUT_S
         self._pending: list[_Pending] = []
         self._batches: set[asyncio.Task[None]] = set()
-        # Totals since start (read by /metrics and the tests).
+        # Totals since start (for tests and benchmarks: calls / batches is the batching).
         self.calls = 0
         self.batches = 0
 
