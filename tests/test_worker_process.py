@@ -171,7 +171,7 @@ def test_supervisor_runs_k_workers_respawns_a_dead_one_and_stops_them_all(
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(_worker_pids(sync_redis) - first) == 1, "a replacement worker", pool)
     survivors = _worker_pids(sync_redis) - {victim}
-    assert pool.stop() == 0
+    assert pool.stop() == 0, pool.output()
     for pid in survivors:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

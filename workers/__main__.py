@@ -39,7 +39,7 @@ from bridge.jobs import QUEUES_BY_PRIORITY
 from bridge.store.connection import sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
-from workers.pool import Supervisor
+from workers.pool import Supervisor, release_stop_signals
 
 log = logging.getLogger("workers")
 
@@ -63,13 +63,24 @@ class _PipelinedHeartbeat:
             pipe.execute()
 
 
-class BridgeWorker(_PipelinedHeartbeat, HerokuWorker):
+class _StopSignalsAfterHandlers:
+    """In a supervisor's child, a SIGTERM/SIGINT that arrived before RQ's handlers existed
+    was held (workers.pool): RQ registers the worker before it installs them, and such a
+    signal would otherwise kill the half-started worker (leaving its registration behind)
+    instead of stopping it."""
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()  # type: ignore[misc]
+        release_stop_signals()
+
+
+class BridgeWorker(_StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
 
 
-class InProcessWorker(_PipelinedHeartbeat, SimpleWorker):
+class InProcessWorker(_StopSignalsAfterHandlers, _PipelinedHeartbeat, SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For

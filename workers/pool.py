@@ -19,6 +19,11 @@ container, a terminal's Ctrl-C reaches its whole foreground process group):
 - A child that exits on its own is started again after a back-off (1 s, doubling up to 30 s
   while it keeps dying young), unless the supervisor is stopping, or the child finished its
   work (`--burst`: exit status 0).
+- Until the target has its own handlers, a child holds SIGTERM and SIGINT instead of dying
+  of them, and the target re-raises the held ones once its handlers are in place
+  (`release_stop_signals`): a stop request that arrives while a child is still starting is
+  a warm shutdown, not a half-started worker killed (RQ registers a worker, and forks its
+  scheduler, before it installs its signal handlers).
 - Each child leads its own process group and asks the kernel (Linux) for SIGTERM when the
   supervisor dies, so a SIGKILLed supervisor does not leave orphans working. When a child
   ends, whatever is left in its group (RQ's scheduler process, if the child was killed) is
@@ -44,7 +49,7 @@ from types import FrameType
 
 log = logging.getLogger("workers.pool")
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PR_SET_PDEATHSIG = 1
 # Signals closer together than this are one request (RQ's own rule for its workers).
 _DUPLICATE_S = 1.0
@@ -85,7 +90,7 @@ class Supervisor:
     def run(self) -> int:
         gc.collect()
         gc.freeze()
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             for slot in range(self.processes):
                 self._spawn(slot)
@@ -188,13 +193,13 @@ class Supervisor:
         # Signals are held during the fork so that the child never runs the parent's
         # handler (it would signal its siblings).
         parent = os.getpid()
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
                 self._child(parent)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.children[pid] = _Child(slot, pid, time.monotonic())
         log.debug("worker process %d started (slot %d)", pid, slot)
 
@@ -204,11 +209,11 @@ class Supervisor:
         """Never returns: the child must not run the parent's code after fork()."""
         code = 1
         try:
-            for sig in _STOP_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)  # until the worker installs its own
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, _hold)  # until the worker installs its own
             os.setpgid(0, 0)
             _die_with(parent)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             code = self.target()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -221,6 +226,21 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+
+_held: list[int] = []
+
+
+def _hold(signum: int, frame: FrameType | None) -> None:
+    if signum not in _held:
+        _held.append(signum)
+
+
+def release_stop_signals() -> None:
+    """Raise again, for the handlers now installed, the stop signals held since the child
+    started. Nothing to do outside a supervisor's child."""
+    while _held:
+        signal.raise_signal(_held.pop(0))
 
 
 def _die_with(parent: int) -> None:
