@@ -21,14 +21,17 @@ QUEUE_SURVEYS = "bridge-surveys"
 QUEUE_HOUSEKEEPING = "bridge-housekeeping"
 QUEUES_BY_PRIORITY = (QUEUE_OUTBOUND, QUEUE_EVENTS, QUEUE_SURVEYS, QUEUE_HOUSEKEEPING)
 
-# payload: {"ticket_id": str, "event_id": str}
+# payload: {"ticket_id": str, "event_id": str, "found_late"?: true}
 SEND_OUTBOUND = "workers.tasks.send_outbound"
 # payload: {"ticket_id": str, "trigger": str, "version": int, "event_id": str}
 ON_TICKET_EVENT = "workers.tasks.on_ticket_event"
 # payload: {"ticket_id": str, "automation": str, "version": int}
 RUN_TIMER = "workers.tasks.run_timer"
 
-JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER)
+# payload: {"interval_s": int}; runs every interval_s and schedules its own next run.
+SWEEP_UNSENT = "workers.tasks.sweep_unsent"
+
+JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER, SWEEP_UNSENT)
 
 # Transient send failures are retried by the job itself (it knows which errors are
 # transient); this RQ retry only covers a worker that died mid-job.
@@ -64,10 +67,28 @@ class JobQueues:
             job = q.enqueue(func, payload, **kwargs)
         return str(job.id)
 
-    def send_outbound(self, ticket_id: str, event_id: str) -> str:
+    def send_outbound(self, ticket_id: str, event_id: str, *, found_late: bool = False
+                      ) -> str:
+        """found_late: enqueued by the unsent-sends sweep for an event too old to send
+        unannounced (the job fails it visibly unless it was re-driven)."""
+        payload: dict[str, Any] = {"ticket_id": ticket_id, "event_id": event_id}
+        if found_late:
+            payload["found_late"] = True
         return self.enqueue(
-            QUEUE_OUTBOUND, SEND_OUTBOUND, {"ticket_id": ticket_id, "event_id": event_id},
+            QUEUE_OUTBOUND, SEND_OUTBOUND, payload,
             job_id=job_id("send", ticket_id, event_id), retry=SEND_RETRY,
+        )
+
+    def schedule_sweep(self, interval_s: int, *, after: datetime | None = None) -> str:
+        """The unsent-sends sweep at the next multiple of interval_s. Every worker asks for
+        it at start and every sweep for its successor: the job id is the moment, so they
+        all name the same job and one runs."""
+        now = (after or datetime.now(UTC)).timestamp()
+        due = (int(now) // interval_s + 1) * interval_s
+        return self.enqueue(
+            QUEUE_HOUSEKEEPING, SWEEP_UNSENT, {"interval_s": interval_s},
+            job_id=job_id("sweep-unsent", str(due)),
+            at=datetime.fromtimestamp(due, UTC),
         )
 
     def ticket_event(self, ticket_id: str, trigger: str, version: int, event_id: str = "") -> str:

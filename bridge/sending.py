@@ -40,6 +40,20 @@ from bridge.templating import (
 
 log = logging.getLogger("bridge.sending")
 
+async def enqueue_send(queues: JobQueues, ticket_id: str, event_id: str) -> bool:
+    """Enqueue the send of a recorded outbound event. The event is the source of truth: if
+    the enqueue fails (Redis blipped between the two writes, the process is stopping), the
+    event is still sent, by the unsent-sends sweep (workers/sweeper.py) within about two
+    minutes. Failing the request instead would invite a retry that records a second copy."""
+    try:
+        await asyncio.to_thread(queues.send_outbound, ticket_id, event_id)
+    except Exception:
+        log.warning("ticket %s event %s: recorded but not enqueued; the unsent-sends sweep "
+                    "will send it", ticket_id, event_id, exc_info=True)
+        return False
+    return True
+
+
 # Surveys by the time they were sent (zset ticket id -> ms): the CSAT report reads it.
 CSAT_SENT_INDEX = f"{keys.PREFIX}:idx:csat_sent"
 
@@ -48,7 +62,7 @@ CSAT_SENT_INDEX = f"{keys.PREFIX}:idx:csat_sent"
 class MacroOutcome:
     ticket: Ticket  # after the change
     event_id: str | None  # the recorded macro event
-    sent: bool  # a send was enqueued
+    sent: bool  # a send was recorded (and enqueued, or left to the unsent-sends sweep)
     status_changed: bool
     session_ended: bool
 
@@ -180,8 +194,8 @@ async def apply_macro(
     )
     sent = False
     if macro.sends and event_id is not None:
-        await asyncio.to_thread(queues.send_outbound, ticket_id, event_id)
-        sent = True
+        await enqueue_send(queues, ticket_id, event_id)
+        sent = True  # recorded for sending: enqueued now, or by the sweep
     return MacroOutcome(
         ticket=updated,
         event_id=event_id,
@@ -276,5 +290,5 @@ async def send_csat(
         pipe.hdel(keys.contact(cid), "survey_msg")
         await pipe.execute()
     await store.redis.zadd(CSAT_SENT_INDEX, {ticket_id: now_ms})
-    await asyncio.to_thread(queues.send_outbound, ticket_id, event_id)
+    await enqueue_send(queues, ticket_id, event_id)
     return CsatOutcome(event_id)

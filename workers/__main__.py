@@ -35,11 +35,12 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker, SimpleWorker
 
-from bridge.jobs import QUEUES_BY_PRIORITY
+from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.connection import sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
 from workers.pool import Supervisor, release_stop_signals
+from workers.sweeper import SWEEP_INTERVAL_S
 
 log = logging.getLogger("workers")
 
@@ -114,6 +115,10 @@ def build_worker(connection: redis.Redis, *, fork: bool = True,
 def run_worker(connection: redis.Redis, settings: Settings, *, fork: bool, burst: bool,
                log_level: str) -> int:
     worker = build_worker(connection, fork=fork, settings=settings)
+    if not burst:
+        # The unsent-sends sweep reschedules itself; every worker start makes sure the
+        # chain exists (all name the same job: one runs).
+        JobQueues(connection).schedule_sweep(SWEEP_INTERVAL_S)
     worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
                 log_format=LOG_FORMAT)
     return 0

@@ -211,7 +211,11 @@ class OutboundService:
         self.lock_ttl_ms = lock_ttl_ms
         self._unlock = store.redis.register_script(_UNLOCK)
 
-    async def send(self, ticket_id: str, event_id: str) -> SendOutcome:
+    async def send(self, ticket_id: str, event_id: str, *, found_late: bool = False
+                   ) -> SendOutcome:
+        """Send the event once. `found_late`: the unsent-sends sweep found it hours after it
+        was recorded, never enqueued; unless someone re-drove it since, it fails visibly
+        (`not_enqueued`) instead of reaching the customer by surprise."""
         try:
             event = await self.store.get_event(ticket_id, event_id)
             ticket = await self.store.get_ticket(ticket_id)
@@ -231,13 +235,21 @@ class OutboundService:
             busy_ms = await self.store.redis.pttl(lock_key)
             return self._retry_later(ticket_id, event_id, busy_ms)
         try:
-            return await self._send_locked(event, contact)
+            return await self._send_locked(event, contact, found_late)
         finally:
             await self._unlock(keys=[lock_key], args=[token])
 
-    async def _send_locked(self, event: Event, contact: Contact) -> SendOutcome:
+    async def _send_locked(self, event: Event, contact: Contact, found_late: bool = False
+                           ) -> SendOutcome:
         ticket_id, event_id = event.ticket_id, event.id
         state = await self.store.delivery_state(ticket_id, event_id)
+        if found_late and not state:
+            age_min = (self.clock() - event.at_ms) // 60_000
+            return await self._fail(
+                contact, ticket_id, event_id, state, NOT_ENQUEUED,
+                f"recorded {age_min} min ago but never enqueued (found by the unsent-sends "
+                "sweep): not sent this late; re-send with `bridge retry` if it still applies",
+            )
         current = Delivery(state["state"]) if state.get("state") else Delivery.QUEUED
         fallback_only = False
         if current in _UNSENT:
@@ -408,6 +420,10 @@ class SendFailed(Exception):
     (`bridge failed` lists it, `bridge retry` re-sends it)."""
 
 
+# The sweep found a send that was never enqueued, too old to go out unannounced.
+NOT_ENQUEUED = "not_enqueued"
+
+
 def _payload_ids(payload: Mapping[str, Any]) -> tuple[str, str]:
     ticket_id, event_id = payload.get("ticket_id"), payload.get("event_id")
     if not isinstance(ticket_id, str | int) or not isinstance(event_id, str) or not event_id:
@@ -450,5 +466,6 @@ def run_send_outbound(payload: dict[str, Any]) -> dict[str, Any]:
                                error_code="bad_payload", error_message=str(exc)),
                    get_current_job())
     rt = runtime.current()
-    outcome = rt.run(rt.outbound.send(ticket_id, event_id))
+    found_late = payload.get("found_late") is True
+    outcome = rt.run(rt.outbound.send(ticket_id, event_id, found_late=found_late))
     return finish_job(outcome, get_current_job())

@@ -9,6 +9,7 @@ from typing import Any
 
 from workers.automations import run_due_timer, run_ticket_event
 from workers.outbound import run_send_outbound
+from workers.sweeper import run_sweep_unsent
 
 
 def send_outbound(payload: dict[str, Any]) -> dict[str, Any]:
@@ -24,3 +25,8 @@ def on_ticket_event(payload: dict[str, Any]) -> dict[str, Any]:
 def run_timer(payload: dict[str, Any]) -> dict[str, Any]:
     """A timed automation came due; it does nothing if the ticket changed since it was set."""
     return run_due_timer(payload)
+
+
+def sweep_unsent(payload: dict[str, Any]) -> dict[str, Any]:
+    """Enqueue again the recorded sends that never reached a worker (workers/sweeper.py)."""
+    return run_sweep_unsent(payload)

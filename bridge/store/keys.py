@@ -36,6 +36,14 @@ TICKET_SEQ = f"{PREFIX}:seq:ticket"
 TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id
 
 
+# Zset ticket id -> ms: tickets that may hold an outbound event no worker has picked up yet
+# (the oldest such moment). Written before the event (intent first), cleared by the sweep
+# (workers/sweeper.py) once every outbound event of the ticket has a delivery state.
+UNSENT = f"{PREFIX}:idx:unsent"
+# Hash ticket id -> count of marks: the sweep clears a mark only if none came since it read.
+UNSENT_MARKS = f"{PREFIX}:unsent:marks"
+
+
 def provider_message(provider_id: str) -> str:
     """Outbound provider id (Twilio SM…) -> "contact ticket event" for status callbacks."""
     return f"{PREFIX}:out:{provider_id}"

@@ -41,6 +41,19 @@ _ACTIONS = {a.value: a for a in Action}
 _STATUSES = {s.value: s for s in Status}
 # json.dumps(..., ensure_ascii=False) builds an encoder per call; this one is built once.
 _JSON_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
+# Unsent-send marks (keys.UNSENT): the zset keeps the oldest moment (NX) for the sweep's
+# "due" test; the mark count lets the sweep clear only what it has checked.
+_MARK_SCRIPT = """
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+"""
+_CLEAR_MARK_SCRIPT = """
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
 _ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
 
 
@@ -111,6 +124,8 @@ class TicketStore:
         # One call per webhook: concurrent calls share round trips (see pipelining.py),
         # and the script is reloaded on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
         self._route = PipelinedScript(redis, _ROUTE_SCRIPT)
+        self._mark = redis.register_script(_MARK_SCRIPT)
+        self._clear_mark = redis.register_script(_CLEAR_MARK_SCRIPT)
 
     # ---------------------------------------------------------------- inbound routing
 
@@ -355,6 +370,10 @@ class TicketStore:
         cid = await self.contact_of(ticket_id)
         tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
         norm_tags = normalize_tags(tags) if tags is not None else None
+        if event is not None and event[0] in OUTBOUND_EVENTS:
+            # Intent first: if the caller dies or cannot enqueue the send after the event
+            # is recorded, the sweep finds the ticket here.
+            await self._mark(keys=[keys.UNSENT, keys.UNSENT_MARKS], args=[ticket_id, now_ms])
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -462,6 +481,41 @@ class TicketStore:
 
     async def _set_delivery(self, cid: str, tid: str, eid: str, state: dict[str, str]) -> None:
         await self.redis.hset(keys.deliveries(cid, tid), eid, json.dumps(state))
+
+    # ---------------------------------------------------------------- unsent sends
+
+    async def unsent_tickets(self, *, marked_before_ms: int, limit: int = 500
+                             ) -> list[tuple[str, int]]:
+        """(ticket id, marks so far) of the tickets marked as maybe holding an unsent
+        outbound event since before that moment, oldest first."""
+        raw = await self.redis.zrangebyscore(keys.UNSENT, "-inf", marked_before_ms,
+                                             start=0, num=limit)
+        ids = [_s(tid) for tid in raw]
+        if not ids:
+            return []
+        marks = await self.redis.hmget(keys.UNSENT_MARKS, ids)
+        return [(tid, int(m or 0)) for tid, m in zip(ids, marks, strict=True)]
+
+    async def undelivered_events(self, ticket_id: str, *, scan: int = 200
+                                 ) -> list[tuple[str, int]]:
+        """(event id, ms) of the outbound events among the newest `scan` of a ticket that
+        have no delivery state: no worker has picked them up (yet)."""
+        try:
+            cid = await self.contact_of(ticket_id)
+        except NotFound:
+            return []
+        raw = await self.redis.xrevrange(keys.events(cid, ticket_id), "+", "-", count=scan)
+        out_ids = [_s(eid) for eid, f in raw if _s(f.get(b"type")) in OUTBOUND_EVENTS]
+        if not out_ids:
+            return []
+        states = await self.redis.hmget(keys.deliveries(cid, ticket_id), out_ids)
+        return [(eid, int(eid.split("-", 1)[0]))
+                for eid, state in zip(out_ids, states, strict=True) if state is None][::-1]
+
+    async def clear_unsent(self, ticket_id: str, marks: int) -> bool:
+        """Drop the ticket's mark, unless it was marked again since `marks` was read."""
+        return bool(await self._clear_mark(keys=[keys.UNSENT, keys.UNSENT_MARKS],
+                                           args=[ticket_id, marks]))
 
     async def delivery_state(self, ticket_id: str, event_id: str) -> dict[str, str]:
         cid = await self.contact_of(ticket_id)

@@ -17,6 +17,7 @@ from bridge.core.tickets import (
     Ticket,
     TransitionError,
 )
+from bridge.sending import enqueue_send
 from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, TicketStore
 from bridge.web.auth import principal
 from bridge.web.bodies import json_object
@@ -247,7 +248,7 @@ async def reply(request: web.Request) -> web.Response:
     except Conflict as exc:
         raise ApiError(409, exc.code, exc.message) from None
     assert event_id is not None
-    await asyncio.to_thread(request.app[queues_key].send_outbound, ticket_id, event_id)
+    await enqueue_send(request.app[queues_key], ticket_id, event_id)
     event = await store.get_event(ticket_id, event_id)
     return web.json_response(event_json(event), status=202)
 

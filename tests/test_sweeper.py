@@ -1,0 +1,195 @@
+"""Sends that were recorded but never enqueued: the API still answers 202, and the
+unsent-sends sweep enqueues them (or fails them visibly when found too late)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from aiohttp.test_utils import TestClient
+from rq import Queue
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+
+from bridge.app import create_app
+from bridge.commands.outbound import failed_jobs
+from bridge.core.tickets import EventType
+from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, SWEEP_UNSENT, JobQueues, job_id
+from bridge.store import keys
+from bridge.store.outbox import Outbox
+from bridge.store.tickets import TicketStore
+from bridge.web.keys import queues_key
+from config.settings import Settings
+from tests.conftest import AGENT_TOKEN
+from tests.factories import inbound_form, post_signed
+from tests.test_worker_process import REPO, worker_env
+from workers.sweeper import SWEEP_GRACE_S, SWEEP_MAX_AGE_S, sweep_unsent
+
+AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+Client = TestClient[Any, Any]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _enqueue_fails(ticket_id: str, event_id: str, *, found_late: bool = False) -> str:
+    """RQ unreachable for sends (Redis blipped right after the event was recorded)."""
+    raise redis.ConnectionError("connection reset by peer")
+
+
+def _outbound_jobs(connection: redis.Redis) -> list[str]:
+    return Queue(QUEUE_OUTBOUND, connection=connection, serializer=JSONSerializer).job_ids
+
+
+def _work(redis_url: str, data_dir: Path) -> None:
+    """One burst of `python -m workers` without Twilio credentials (sends go to the local
+    outbox), as a separate process: RQ's worker wants a main thread of its own."""
+    done = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-fork"],
+                          cwd=REPO, env=worker_env(redis_url, data_dir), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
+    return await aiohttp_client(create_app(settings))
+
+
+async def _ticket_with_customer_message(client: Client) -> str:
+    assert (await post_signed(client, "/webhooks/twilio", inbound_form("Bonjour"))).status == 200
+    listing = await (await client.get("/api/v1/tickets", headers=AGENT)).json()
+    return str(listing["tickets"][0]["id"])
+
+
+async def test_a_reply_that_could_not_be_enqueued_is_accepted_then_swept_and_sent(
+    client: Client, sync_redis: redis.Redis, aredis: redis.asyncio.Redis, redis_url: str,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    tid = await _ticket_with_customer_message(client)
+    monkeypatch.setattr(client.app[queues_key], "send_outbound", _enqueue_fails)
+    answer = await client.post(f"/api/v1/tickets/{tid}/replies", json={"body": "On regarde"},
+                               headers=AGENT)
+    # Recorded: answering 5xx would invite a retry that records the reply twice.
+    assert answer.status == 202
+    event = await answer.json()
+    assert event["delivery"] == "queued"
+    assert _outbound_jobs(sync_redis) == []
+    assert sync_redis.zscore(keys.UNSENT, tid) is not None
+
+    store = TicketStore(aredis)
+    queues = JobQueues(sync_redis)
+    # Within the grace period the sweep leaves it alone (its own enqueue may be under way).
+    early = await sweep_unsent(store, queues, now_ms=now_ms())
+    assert early.requeued == [] and _outbound_jobs(sync_redis) == []
+
+    later = now_ms() + (SWEEP_GRACE_S + 5) * 1000
+    report = await sweep_unsent(store, queues, now_ms=later)
+    assert report.requeued == [(tid, event["id"])]
+    assert _outbound_jobs(sync_redis) == [job_id("send", tid, event["id"])]
+    # Not twice: the job exists now.
+    again = await sweep_unsent(store, queues, now_ms=later)
+    assert again.requeued == [] and again.waiting == 1
+    assert len(_outbound_jobs(sync_redis)) == 1
+
+    # A worker sends it (to the local outbox); the next sweep unmarks the ticket.
+    await asyncio.to_thread(_work, redis_url, tmp_path)
+    assert [e.body for e in await Outbox(aredis).latest()] == ["On regarde"]
+    sent = await (await client.get(f"/api/v1/tickets/{tid}/events", headers=AGENT)).json()
+    reply = next(e for e in sent["events"] if e["id"] == event["id"])
+    assert reply["delivery"] == "delivered"  # what the local outbox reports
+    done = await sweep_unsent(store, queues, now_ms=later)
+    assert done.cleared == 1
+    assert sync_redis.zscore(keys.UNSENT, tid) is None
+
+
+async def test_events_with_a_delivery_state_are_not_requeued(
+    store: TicketStore, sync_redis: redis.Redis,
+) -> None:
+    tid, eid = await _recorded_reply(store)
+    await store.set_delivery(tid, eid, {"state": "queued", "provider_id": "SM" + "b" * 32})
+    report = await sweep_unsent(store, JobQueues(sync_redis),
+                                now_ms=now_ms() + (SWEEP_GRACE_S + 5) * 1000)
+    assert report.requeued == [] and report.cleared == 1
+    assert _outbound_jobs(sync_redis) == []
+
+
+async def test_a_mark_made_while_sweeping_is_kept(store: TicketStore,
+                                                  sync_redis: redis.Redis) -> None:
+    tid, eid = await _recorded_reply(store)
+    await store.set_delivery(tid, eid, {"state": "sent"})
+    [(_, marks)] = await store.unsent_tickets(marked_before_ms=now_ms() + 1)
+    # Another reply is recorded after the sweep read the marks...
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(),
+                              event=(EventType.AGENT_REPLY, "encore", {"kind": "reply"}))
+    # ...so clearing with the old count does nothing.
+    assert not await store.clear_unsent(tid, marks)
+    assert sync_redis.zscore(keys.UNSENT, tid) is not None
+
+
+async def test_a_send_found_hours_late_fails_visibly_instead_of_going_out(
+    store: TicketStore, sync_redis: redis.Redis, redis_url: str, tmp_path: Path,
+) -> None:
+    tid, eid = await _recorded_reply(store)
+    much_later = now_ms() + (SWEEP_MAX_AGE_S + 60) * 1000
+    report = await sweep_unsent(store, JobQueues(sync_redis), now_ms=much_later)
+    assert report.expired == [(tid, eid)] and report.requeued == []
+    await asyncio.to_thread(_work, redis_url, tmp_path)
+    assert await Outbox(store.redis).latest() == []  # nothing reached the customer
+    state = await store.delivery_state(tid, eid)
+    assert (state["state"], state["error_code"]) == ("failed", "not_enqueued")
+    [listed] = [j for j in failed_jobs(sync_redis) if j.id == job_id("send", tid, eid)]
+    assert "not_enqueued" in listed.error
+
+
+def test_sweeps_schedule_one_successor_whoever_asks(sync_redis: redis.Redis) -> None:
+    queues = JobQueues(sync_redis)
+    first = queues.schedule_sweep(60)
+    second = queues.schedule_sweep(60)  # another worker starting in the same minute
+    assert first == second
+    registry = ScheduledJobRegistry(QUEUE_HOUSEKEEPING, connection=sync_redis,
+                                    serializer=JSONSerializer)
+    assert registry.get_job_ids() == [first]
+    job = Job.fetch(first, connection=sync_redis, serializer=JSONSerializer)
+    assert job.func_name == "workers.tasks.sweep_unsent"
+    due = registry.get_scheduled_time(first).timestamp()
+    assert due % 60 == 0 and 0 < due - time.time() <= 60
+
+
+async def _recorded_reply(store: TicketStore) -> tuple[str, str]:
+    from bridge.core.messages import Channel, InboundMessage
+    from bridge.core.policy import ChannelPolicy
+    from bridge.core.routing import RatingSignal
+
+    routed = await store.route_inbound(
+        InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "c" * 32,
+                       contact_address="whatsapp:+33611112222", received_at_ms=now_ms(),
+                       body="Bonjour"),
+        RatingSignal(), ChannelPolicy(), now_ms=now_ms())
+    assert routed.ticket_id
+    _, eid = await store.update_ticket(routed.ticket_id, author="alice", now_ms=now_ms(),
+                                       event=(EventType.AGENT_REPLY, "Bonjour !", {}))
+    assert eid
+    return routed.ticket_id, eid
+
+
+def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(
+    sync_redis: redis.Redis, redis_url: str, tmp_path: Path,
+) -> None:
+    job = JobQueues(sync_redis).enqueue(QUEUE_HOUSEKEEPING, SWEEP_UNSENT, {"interval_s": 60})
+    _work(redis_url, tmp_path)
+    done = Job.fetch(job, connection=sync_redis, serializer=JSONSerializer)
+    assert done.return_value() == {"tickets": 0, "requeued": [], "expired": [], "waiting": 0,
+                                   "cleared": 0}
+    registry = ScheduledJobRegistry(QUEUE_HOUSEKEEPING, connection=sync_redis,
+                                    serializer=JSONSerializer)
+    [successor] = registry.get_job_ids()
+    assert successor.startswith("sweep-unsent-")

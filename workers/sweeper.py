@@ -1,0 +1,108 @@
+"""The unsent-sends sweep: outbound events that were recorded but never reached a worker.
+
+An outbound event (reply, macro, survey, automation) is recorded first and its send job
+enqueued right after. Between the two, the web process or a worker can die, or Redis can
+blip: the event is then in the thread, shown as `queued`, with no job behind it. Recording
+it marked its ticket (TicketStore.update_ticket, keys.UNSENT); this sweep, every
+SWEEP_INTERVAL_S on the housekeeping queue, looks at the tickets marked more than
+SWEEP_GRACE_S ago:
+
+- an outbound event without a delivery state (no worker has touched it) and without a send
+  job is enqueued again, under the job id the first enqueue used (the send job is
+  idempotent, so a job that did exist after all changes nothing);
+- unless it is older than SWEEP_MAX_AGE_S: a reply written hours ago must not reach the
+  customer by surprise now. Its job is enqueued marked `found_late` and fails it visibly
+  (`not_enqueued`, listed by `bridge failed`); `bridge retry` sends it if a person decides;
+- a ticket whose outbound events all have a delivery state is unmarked, unless it was
+  marked again meanwhile.
+
+Each sweep schedules the next one first (RQ's scheduler; one job per moment, whichever
+worker asks), and every worker asks for one when it starts, so the chain survives a sweep
+that crashes and restarts with the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rq.job import Job
+
+from bridge.jobs import JobQueues, job_id
+from bridge.store.tickets import TicketStore
+
+log = logging.getLogger("workers.sweeper")
+
+SWEEP_INTERVAL_S = 60
+# A send job is enqueued milliseconds after its event is recorded: an event this old
+# without a job and without a delivery state was stranded.
+SWEEP_GRACE_S = 60
+SWEEP_MAX_AGE_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    tickets: int  # marked tickets looked at
+    requeued: list[tuple[str, str]]  # (ticket id, event id) enqueued again
+    expired: list[tuple[str, str]]  # (ticket id, event id) too old: enqueued to fail visibly
+    waiting: int  # events without a state whose job exists (a worker will get to them)
+    cleared: int  # tickets unmarked
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tickets": self.tickets, "requeued": [list(p) for p in self.requeued],
+                "expired": [list(p) for p in self.expired], "waiting": self.waiting,
+                "cleared": self.cleared}
+
+
+async def sweep_unsent(store: TicketStore, queues: JobQueues, *, now_ms: int,
+                       grace_s: int = SWEEP_GRACE_S, max_age_s: int = SWEEP_MAX_AGE_S,
+                       limit: int = 500) -> SweepReport:
+    cutoff_ms = now_ms - grace_s * 1000
+    too_old_ms = now_ms - max_age_s * 1000
+    marked = await store.unsent_tickets(marked_before_ms=cutoff_ms, limit=limit)
+    requeued: list[tuple[str, str]] = []
+    expired: list[tuple[str, str]] = []
+    waiting = cleared = 0
+    for ticket_id, marks in marked:
+        pending = await store.undelivered_events(ticket_id)
+        if not pending:
+            cleared += await store.clear_unsent(ticket_id, marks)
+            continue
+        for event_id, at_ms in pending:
+            if at_ms > cutoff_ms:
+                continue  # just recorded: its own enqueue is (probably) under way
+            send_job = job_id("send", ticket_id, event_id)
+            if await asyncio.to_thread(Job.exists, send_job, queues.connection):
+                waiting += 1
+                continue
+            if at_ms < too_old_ms:
+                await asyncio.to_thread(queues.send_outbound, ticket_id, event_id,
+                                        found_late=True)
+                expired.append((ticket_id, event_id))
+                log.error("ticket %s event %s: never enqueued and %.1f h old: its job will "
+                          "fail it (not_enqueued) rather than send it", ticket_id, event_id,
+                          (now_ms - at_ms) / 3_600_000)
+                continue
+            await asyncio.to_thread(queues.send_outbound, ticket_id, event_id)
+            requeued.append((ticket_id, event_id))
+            log.warning("ticket %s event %s: recorded %.0f s ago and never enqueued; "
+                        "enqueued now", ticket_id, event_id, (now_ms - at_ms) / 1000)
+    return SweepReport(tickets=len(marked), requeued=requeued, expired=expired,
+                       waiting=waiting, cleared=cleared)
+
+
+def run_sweep_unsent(payload: dict[str, Any]) -> dict[str, Any]:
+    """The body of `workers.tasks.sweep_unsent`: schedule the next sweep, then sweep."""
+    from workers import runtime
+
+    rt = runtime.current()
+    interval_s = int(payload.get("interval_s") or SWEEP_INTERVAL_S)
+    queues = JobQueues(rt.redis)
+    queues.schedule_sweep(interval_s)
+    report = rt.run(sweep_unsent(rt.store, queues, now_ms=int(time.time() * 1000)))
+    if report.requeued:
+        log.warning("unsent-sends sweep: %d send(s) enqueued again", len(report.requeued))
+    return report.as_dict()
