@@ -232,6 +232,35 @@ async def test_list_filters(store: TicketStore) -> None:
     assert await ids(status=Status.OPEN) == [web, wa1]
 
 
+class _Crash(Exception):
+    pass
+
+
+async def test_a_retry_after_a_crash_before_the_index_update_lists_the_tickets(
+        store: TicketStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    tid = await open_ticket(store)
+    await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.CLOSED)
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise _Crash  # the process died right after the routing script
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_reindex", crash)
+        with pytest.raises(_Crash):
+            await store.route_inbound(msg("SM2"), RatingSignal(), POLICY, now_ms=NOW + 1)
+    follow_up = (await store.get_ticket(tid)).follow_ups[0]
+    page, _ = await store.list_tickets()
+    assert [t.id for t in page] == [tid]  # the follow-up is unlisted
+
+    # No answer reached the provider, so it delivers the message again: a duplicate.
+    retried = await store.route_inbound(msg("SM2"), RatingSignal(), POLICY, now_ms=NOW + 2)
+    assert retried.action is Action.DUPLICATE
+    page, _ = await store.list_tickets()
+    assert [t.id for t in page] == [follow_up, tid]
+    assert [t.id for t in (await store.list_tickets(status=Status.CLOSED))[0]] == [tid]
+    assert [t.id for t in (await store.list_tickets(status=Status.NEW))[0]] == [follow_up]
+
+
 async def test_cursor_paging_over_120_tickets(store: TicketStore) -> None:
     created = {await open_ticket(store, f"SM{i}", f"whatsapp:+3360000{i:04d}")
                for i in range(120)}

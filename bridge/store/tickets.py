@@ -187,7 +187,11 @@ class TicketStore:
             rating=int(values[6]) if values[6] else None,
             contact_id=cid,
         )
-        if result.opened_ticket and result.ticket_id:
+        if result.action is Action.DUPLICATE:
+            # A provider retries when it got no answer, e.g. the first delivery's process
+            # died between the routing script and the index update below: redo that (rare).
+            await self._reindex_current(cid)
+        elif result.opened_ticket and result.ticket_id:
             await self._reindex(cid, [result.ticket_id, *filter(None, [result.previous_ticket_id])])
         elif result.ticket_id and (
             result.action is Action.REOPEN
@@ -609,14 +613,23 @@ class TicketStore:
 
     # ---------------------------------------------------------------- indexes
 
+    async def _reindex_current(self, cid: str) -> None:
+        """Reindex the contact's current ticket and the one it follows up, if any."""
+        current = _s(await self.redis.hget(keys.contact(cid), "cur"))
+        if not current:
+            return
+        previous = _s(await self.redis.hget(keys.ticket(cid, current), "follow_up_of"))
+        await self._reindex(cid, [current, *filter(None, [previous])])
+
     async def _reindex(
         self, cid: str, ticket_ids: list[str], *, stale_assignees: dict[str, str] | None = None
     ) -> None:
         """Bring the global list indexes in line with the tickets' current fields.
 
         Idempotent; runs after each change (outside the contact's slot, so not in the
-        routing script). A crash between the two leaves a ticket unlisted until its next
-        change; `bridge reindex` repairs everything. Two concurrent changes could write
+        routing script). A crash between the two leaves a ticket unlisted until the
+        provider's retry of that message (see route_inbound), the ticket's next change or
+        `bridge reindex`. Two concurrent changes could write
         their index entries in the opposite order: each pass re-reads the ticket's fields
         afterwards and redoes the tickets whose indexed fields changed meanwhile, so the
         last pass wins.
