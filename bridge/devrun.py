@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -66,6 +67,10 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
         redis_server = EmbeddedRedis(data_dir / "redis").start()
         child_env["REDIS_URL"] = redis_server.url
     children: list[subprocess.Popen[bytes]] = []
+    # A closed terminal (SIGHUP) or a process manager (SIGTERM) stops everything as Ctrl-C
+    # does; by default they would end this process alone and leave Redis running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         (data_dir / "run.json").write_text(json.dumps({
             "redis_url": child_env["REDIS_URL"],
@@ -82,6 +87,10 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
     except KeyboardInterrupt:
         click.echo("\nstopping…")
     finally:
+        # Stopping takes a few seconds (warm worker shutdown, Redis saves): a second signal
+        # must not cut it short and leave Redis behind.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -94,6 +103,10 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
             redis_server.stop()
         (data_dir / "run.json").unlink(missing_ok=True)
         click.echo("stopped")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _banner(settings: Settings, env: dict[str, str]) -> None:
