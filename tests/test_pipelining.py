@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -112,5 +114,62 @@ async def test_redis_down_is_a_connection_error(sync_redis: redis.Redis) -> None
         script = PipelinedScript(client, ECHO)
         with pytest.raises(RedisConnectionError):
             await script(["runs"], ["a", 1])
+    finally:
+        await client.aclose()
+
+
+# The connection dies just before the script is loaded, or just before the calls that got
+# NOSCRIPT are sent again.
+@pytest.mark.parametrize("lose_after", [["calls", "load"], ["calls", "load", "calls"]],
+                         ids=["before-load", "before-resend"])
+async def test_reload_then_a_lost_connection_still_runs_every_call_once(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+        lose_after: list[str]) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        script = PipelinedScript(client, ECHO)
+        sent: list[str] = []
+        original = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+        async def lose_the_connection_at(self: Any, command: Any, check_health: bool = True
+                                         ) -> None:
+            data = b"".join(command) if isinstance(command, list) else bytes(command)
+            kind = "load" if b"SCRIPT" in data else "calls" if b"EVALSHA" in data else ""
+            if kind:
+                sent.append(kind)
+                if sent == lose_after:
+                    sync_redis.client_kill_filter(_type="normal", skipme=True)
+            await original(self, command, check_health)
+
+        monkeypatch.setattr(redis.asyncio.connection.AbstractConnection,
+                            "send_packed_command", lose_the_connection_at)
+        sync_redis.script_flush()
+        replies = await asyncio.gather(*(script(["runs"], ["z", i]) for i in range(5)))
+        assert replies == [[b"z", str(i).encode()] for i in range(5)]
+        assert sent[:len(lose_after)] == lose_after and len(sent) > len(lose_after)
+        assert sync_redis.get("runs") == b"5"  # each ran once
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_batch_fails_its_callers_instead_of_leaving_them_waiting(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        script = PipelinedScript(client, ECHO)
+        assert await script(["runs"], ["warm", 0]) == [b"warm", b"0"]
+        sync_redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        try:
+            calls = [script(["runs"], ["p", i]) for i in range(3)]
+            while not script._batches:  # the batch starts on the next loop iteration
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)  # ...and is now waiting for Redis
+            for batch in list(script._batches):
+                batch.cancel()
+            _, pending = await asyncio.wait(calls, timeout=10)
+        finally:
+            sync_redis.execute_command("CLIENT", "UNPAUSE")
+        assert not pending
+        assert all(isinstance(c.exception(), RedisConnectionError) for c in calls)
     finally:
         await client.aclose()

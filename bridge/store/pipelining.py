@@ -17,7 +17,8 @@ one twice stores its message once.
 Failures behave as for a single call, per batch:
 - the connection comes from the client's pool, waiting at most the pool's timeout (then
   redis-py's "No connection available" ConnectionError, answered 503);
-- send and replies run under the connection's socket timeout (redis TimeoutError, 503);
+- each attempt's send and replies run under the connection's socket timeout (redis
+  TimeoutError, 503; the pool wait and the connect have their own limits);
 - NOSCRIPT (Redis restarted, SCRIPT FLUSH): the script is loaded and the calls that got
   NOSCRIPT, which did not run, are sent again;
 - a connection error is retried once on a fresh connection for the calls still without a
@@ -100,20 +101,21 @@ class PipelinedScript:
         replies: dict[int, Any] = {}
         try:
             await self._execute([p.command for p in batch], replies)
-        except BaseException as exc:
-            for i, pending in enumerate(batch):
-                if i not in replies and not pending.future.done():
-                    pending.future.set_exception(_fresh(exc))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-        for i, reply in replies.items():
-            future = batch[i].future
-            if future.done():
-                continue
-            if isinstance(reply, BaseException):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        except Exception as exc:
+            _fail_unanswered(batch, replies, exc)
+        except BaseException:  # cancelled (shutdown): nobody may be left waiting
+            _fail_unanswered(batch, replies, RedisConnectionError(
+                "the Redis batch was cancelled (shutting down)"))
+            raise
+        finally:
+            for i, reply in replies.items():
+                future = batch[i].future
+                if future.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
 
     async def _execute(self, commands: list[bytes], replies: dict[int, Any]) -> None:
         todo = list(range(len(commands)))
@@ -121,9 +123,9 @@ class PipelinedScript:
         while todo:
             connection = await self._pool.get_connection()
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    await _roundtrip(connection, todo, commands, replies)
-                    missing = [i for i in todo if isinstance(replies[i], NoScriptError)]
+                async with asyncio.timeout(self._timeout_s) as deadline:
+                    # NOSCRIPT replies are kept apart: those calls did not run.
+                    missing = await _roundtrip(connection, todo, commands, replies, deadline)
                     if missing and not loaded:
                         await connection.send_packed_command(
                             _pack("SCRIPT", "LOAD", self._source))
@@ -131,18 +133,31 @@ class PipelinedScript:
                         loaded = True
                         todo = missing
                         continue
+                    for i in missing:  # NOSCRIPT right after loading it: give up on these
+                        replies[i] = NoScriptError("NOSCRIPT even after SCRIPT LOAD")
                     return
-            except TimeoutError:  # asyncio's deadline; redis-py disconnected the socket
+            except TimeoutError:  # our deadline: the connection may hold unread replies
+                await connection.disconnect(nowait=True)
                 raise RedisTimeoutError(f"no reply from Redis within {self._timeout_s:g} s"
                                         ) from None
-            except RedisConnectionError:
+            except RedisConnectionError:  # redis-py has disconnected it
                 if retried:
                     raise
+                # Once more, on a fresh connection (maybe to a restarted Redis: the script
+                # may need loading again), for every call still without a reply.
                 retried = True
+                loaded = False
                 todo = [i for i in todo if i not in replies]
             finally:
                 await self._pool.release(connection)
             await asyncio.sleep(RETRY_DELAY_S)
+
+
+def _fail_unanswered(batch: list[_Pending], replies: dict[int, Any],
+                     exc: BaseException) -> None:
+    for i, pending in enumerate(batch):
+        if i not in replies and not pending.future.done():
+            pending.future.set_exception(_fresh(exc))
 
 
 def _pack(*args: Arg) -> bytes:
@@ -153,22 +168,28 @@ def _pack(*args: Arg) -> bytes:
 
 
 async def _roundtrip(connection: Any, todo: list[int], commands: list[bytes],
-                     replies: dict[int, Any]) -> None:
+                     replies: dict[int, Any], deadline: asyncio.Timeout) -> list[int]:
     """Send the commands at `todo` in one write; store each reply (or its error) as it is
-    read, so the replies already read survive a connection lost half-way."""
+    read, so the replies already read survive a connection lost half-way. Returns the
+    calls answered NOSCRIPT (not stored: they did not run)."""
     await connection.send_packed_command([commands[i] for i in todo])
+    if deadline.expired():
+        # On Python 3.11, the wait_for inside send_packed_command can swallow the deadline's
+        # cancellation when the write completes in the same loop iteration.
+        raise TimeoutError
+    missing: list[int] = []
     for i in todo:
         try:
             replies[i] = await connection.read_response(timeout=_NO_READ_TIMER)
+        except NoScriptError:
+            missing.append(i)
         except ResponseError as exc:  # an error reply: the connection is still in step
             replies[i] = exc
+    return missing
 
 
 def _fresh(exc: BaseException) -> BaseException:
     """One exception object per waiting caller (tracebacks are per raise)."""
-    if isinstance(exc, asyncio.CancelledError):
-        cancelled: BaseException = RedisConnectionError("the batch was cancelled (shutting down)")
-        return cancelled
     try:
         fresh: BaseException = type(exc)(*exc.args)
     except Exception:
