@@ -10,8 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from rq import Worker
 
-from workers.pool import Supervisor, release_stop_signals
+from tests.conftest import make_settings
+from workers.__main__ import run_worker
+from workers.pool import Supervisor, held_stop_signals
 
 
 class _StopRightAfterFork(Supervisor):
@@ -26,35 +30,45 @@ def _unfreeze() -> Iterator[None]:
     gc.unfreeze()  # Supervisor.run freezes the parent's objects for copy-on-write
 
 
-def _slow_starting_target(marker: Path) -> int:
-    time.sleep(0.3)  # still starting: the handler below does not exist yet
-    stopped: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
-    release_stop_signals()
-    deadline = time.monotonic() + 10
-    while not stopped and time.monotonic() < deadline:
-        time.sleep(0.01)
-    marker.write_text("stopped by its own handler" if stopped else "never told to stop")
-    return 0 if stopped else 3
-
-
-def test_stop_during_start_up_reaches_the_childs_own_handler(tmp_path: Path) -> None:
-    marker = tmp_path / "child"
-    supervisor = _StopRightAfterFork(1, lambda: _slow_starting_target(marker),
-                                     grace_s=20, poll_s=0.02)
-    assert supervisor.run() == 0
-    assert marker.read_text() == "stopped by its own handler"
-
-
-def test_without_a_stop_request_nothing_is_released(tmp_path: Path) -> None:
+def test_a_stop_during_start_up_is_handed_to_the_child_once_it_can_handle_it(
+        tmp_path: Path) -> None:
     marker = tmp_path / "child"
 
     def target() -> int:
-        received: list[int] = []
-        signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-        release_stop_signals()
-        marker.write_text(f"signals received: {len(received)}")
+        time.sleep(0.3)  # still starting: no handler of its own yet
+        stopped: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+        held = held_stop_signals()
+        marker.write_text(f"held {held}, received {stopped}")
+        return 0 if held == [signal.SIGTERM] else 3
+
+    supervisor = _StopRightAfterFork(1, target, grace_s=20, poll_s=0.02)
+    assert supervisor.run() == 0
+    assert marker.read_text() == f"held {[int(signal.SIGTERM)]}, received []"
+
+
+def test_without_a_stop_request_nothing_is_held(tmp_path: Path) -> None:
+    marker = tmp_path / "child"
+
+    def target() -> int:
+        marker.write_text(f"held {held_stop_signals()}")
         return 0
 
     assert Supervisor(1, target, poll_s=0.02).run() == 0  # finished: not restarted
-    assert marker.read_text() == "signals received: 0"
+    assert marker.read_text() == "held []"
+
+
+def test_an_rq_worker_stopped_while_starting_tears_down_cleanly(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    settings = make_settings(redis_url)
+
+    def target() -> int:
+        time.sleep(0.3)  # the stop arrives before RQ registers and installs its handlers
+        connection = redis.Redis.from_url(redis_url)
+        return run_worker(connection, settings, fork=False, burst=False, log_level="INFO")
+
+    supervisor = _StopRightAfterFork(1, target, grace_s=30, poll_s=0.02)
+    assert supervisor.run() == 0  # a warm stop, not a child killed by the signal
+    # Teardown ran: the worker deregistered and its scheduler released the locks.
+    assert Worker.all(connection=sync_redis) == []
+    assert sync_redis.keys("rq:scheduler-lock:*") == []

@@ -25,6 +25,7 @@ sending volume: `worker: python -m workers --processes 16`.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,13 +34,14 @@ import click
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
 from rq.worker import HerokuWorker, SimpleWorker
 
 from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.connection import sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
-from workers.pool import Supervisor, release_stop_signals
+from workers.pool import STOP_SIGNALS, Supervisor, held_stop_signals
 from workers.sweeper import SWEEP_INTERVAL_S
 
 log = logging.getLogger("workers")
@@ -68,11 +70,25 @@ class _StopSignalsAfterHandlers:
     """In a supervisor's child, a SIGTERM/SIGINT that arrived before RQ's handlers existed
     was held (workers.pool): RQ registers the worker before it installs them, and such a
     signal would otherwise kill the half-started worker (leaving its registration behind)
-    instead of stopping it."""
+    instead of stopping it.
+
+    The held request becomes what RQ's own handler records for a warm stop, without calling
+    that handler: here we are not yet inside work()'s try/finally, and the StopRequested it
+    raises when idle would skip the teardown (deregistration, scheduler stop)."""
+
+    _stop_requested: bool
+    _shutdown_requested_date: Any
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()  # type: ignore[misc]
-        release_stop_signals()
+        if held_stop_signals():
+            log.info("stop requested while starting: stopping before the first job")
+            self._shutdown_requested_date = rq_now()
+            self._stop_requested = True
+            # As after RQ's first signal: another one within a second is ignored, a later
+            # one is a cold shutdown.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self.request_force_stop)  # type: ignore[attr-defined]
 
 
 class BridgeWorker(_StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):

@@ -20,10 +20,11 @@ container, a terminal's Ctrl-C reaches its whole foreground process group):
   while it keeps dying young), unless the supervisor is stopping, or the child finished its
   work (`--burst`: exit status 0).
 - Until the target has its own handlers, a child holds SIGTERM and SIGINT instead of dying
-  of them, and the target re-raises the held ones once its handlers are in place
-  (`release_stop_signals`): a stop request that arrives while a child is still starting is
-  a warm shutdown, not a half-started worker killed (RQ registers a worker, and forks its
-  scheduler, before it installs its signal handlers).
+  of them, and the target asks for the held ones once its handlers are in place
+  (`held_stop_signals`): a stop request that arrives while a child is still starting is a
+  warm shutdown, not a half-started worker killed (RQ registers a worker, and forks its
+  scheduler, before it installs its signal handlers). Processes the child forks before
+  that (RQ's scheduler) get the default handlers back.
 - Each child leads its own process group and asks the kernel (Linux) for SIGTERM when the
   supervisor dies, so a SIGKILLed supervisor does not leave orphans working. When a child
   ends, whatever is left in its group (RQ's scheduler process, if the child was killed) is
@@ -211,6 +212,7 @@ class Supervisor:
         try:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, _hold)  # until the worker installs its own
+            os.register_at_fork(after_in_child=_unhold)
             os.setpgid(0, 0)
             _die_with(parent)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -236,11 +238,20 @@ def _hold(signum: int, frame: FrameType | None) -> None:
         _held.append(signum)
 
 
-def release_stop_signals() -> None:
-    """Raise again, for the handlers now installed, the stop signals held since the child
-    started. Nothing to do outside a supervisor's child."""
-    while _held:
-        signal.raise_signal(_held.pop(0))
+def _unhold() -> None:
+    """In a process forked while signals are still held (RQ's scheduler): the defaults, so
+    that a stop reaches it (it installs its own handlers soon after)."""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is _hold:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def held_stop_signals() -> list[int]:
+    """The stop signals held since this child started (emptied): the target calls it once
+    its own handlers are installed and acts on them. Empty outside a supervisor's child."""
+    held = list(_held)
+    _held.clear()
+    return held
 
 
 def _die_with(parent: int) -> None:
