@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 from aiohttp.test_utils import TestClient
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -122,17 +122,45 @@ async def test_events_with_a_delivery_state_are_not_requeued(
     assert _outbound_jobs(sync_redis) == []
 
 
-async def test_a_mark_made_while_sweeping_is_kept(store: TicketStore,
-                                                  sync_redis: redis.Redis) -> None:
+async def test_a_young_mark_is_kept_even_if_its_event_is_not_visible_yet(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
     tid, eid = await _recorded_reply(store)
     await store.set_delivery(tid, eid, {"state": "sent"})
-    [(_, marks)] = await store.unsent_tickets(marked_before_ms=now_ms() + 1)
-    # Another reply is recorded after the sweep read the marks...
-    await store.update_ticket(tid, author="alice", now_ms=now_ms(),
-                              event=(EventType.AGENT_REPLY, "encore", {"kind": "reply"}))
-    # ...so clearing with the old count does nothing.
-    assert not await store.clear_unsent(tid, marks)
+    later = now_ms() + (SWEEP_GRACE_S + 5) * 1000
+    # A second reply is being recorded: marked (intent first), its event not written yet.
+    await store._mark(keys=[keys.UNSENT, keys.UNSENT_MARKS], args=[tid, later - 1000])
+    report = await sweep_unsent(store, JobQueues(sync_redis), now_ms=later)
+    # The sweep saw nothing pending, but the mark is younger than the grace period.
+    assert report.tickets == 1 and report.cleared == 0
     assert sync_redis.zscore(keys.UNSENT, tid) is not None
+    # Once that is old news, the mark goes.
+    assert (await sweep_unsent(store, JobQueues(sync_redis),
+                               now_ms=later + SWEEP_GRACE_S * 1000)).cleared == 1
+    assert sync_redis.zscore(keys.UNSENT, tid) is None
+
+
+async def test_a_failed_send_job_is_an_answer_not_something_to_wait_for(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    tid, eid = await _recorded_reply(store)
+    queues = JobQueues(sync_redis)
+    job = Job.fetch(queues.send_outbound(tid, eid), connection=sync_redis,
+                    serializer=JSONSerializer)
+    # The job died before it recorded anything (RQ gave up on it).
+    Queue(QUEUE_OUTBOUND, connection=sync_redis, serializer=JSONSerializer).remove(job.id)
+    job.set_status(JobStatus.FAILED)
+    later = now_ms() + (SWEEP_GRACE_S + 5) * 1000
+    report = await sweep_unsent(store, queues, now_ms=later)
+    assert report.requeued == [] and report.waiting == 0 and report.cleared == 1
+    assert _outbound_jobs(sync_redis) == []
+
+
+async def test_many_marked_tickets_are_all_looked_at(store: TicketStore,
+                                                     sync_redis: redis.Redis) -> None:
+    for n in range(30):
+        await store._mark(keys=[keys.UNSENT, keys.UNSENT_MARKS], args=[f"gone{n}", 1000 + n])
+    report = await sweep_unsent(store, JobQueues(sync_redis), now_ms=now_ms())
+    assert report.tickets == 30 and report.cleared == 30  # (tickets that no longer exist)
+    assert sync_redis.zcard(keys.UNSENT) == 0
 
 
 async def test_a_send_found_hours_late_fails_visibly_instead_of_going_out(
@@ -193,3 +221,18 @@ def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(
                                     serializer=JSONSerializer)
     [successor] = registry.get_job_ids()
     assert successor.startswith("sweep-unsent-")
+
+
+def test_worker_maintenance_keeps_the_sweep_scheduled(sync_redis: redis.Redis) -> None:
+    from workers.__main__ import build_worker
+
+    registry = ScheduledJobRegistry(QUEUE_HOUSEKEEPING, connection=sync_redis,
+                                    serializer=JSONSerializer)
+    burst = build_worker(sync_redis, fork=False)
+    burst.run_maintenance_tasks()  # a --burst run: no sweep
+    assert registry.get_job_ids() == []
+    worker = build_worker(sync_redis, fork=False)
+    worker.ensure_sweep = True
+    worker.run_maintenance_tasks()
+    [sweep] = registry.get_job_ids()
+    assert sweep.startswith("sweep-unsent-")

@@ -91,13 +91,33 @@ class _StopSignalsAfterHandlers:
                 signal.signal(sig, self.request_force_stop)  # type: ignore[attr-defined]
 
 
-class BridgeWorker(_StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
+class _EnsuresSweep:
+    """At each maintenance pass (at start, then every maintenance interval), make sure the
+    unsent-sends sweep is scheduled (workers/sweeper.py): every worker names the same job,
+    so one runs, and the chain survives a sweep that could not schedule its successor."""
+
+    connection: redis.Redis
+    ensure_sweep = False  # run_worker turns it on (not for --burst runs)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[misc]
+        if self.ensure_sweep:
+            try:
+                JobQueues(self.connection).schedule_sweep(SWEEP_INTERVAL_S)
+            except redis.RedisError:
+                log.warning("could not schedule the unsent-sends sweep; next maintenance "
+                            "pass tries again", exc_info=True)
+
+
+class BridgeWorker(_EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
+                   HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
 
 
-class InProcessWorker(_StopSignalsAfterHandlers, _PipelinedHeartbeat, SimpleWorker):
+class InProcessWorker(_EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
+                      SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For
@@ -131,10 +151,7 @@ def build_worker(connection: redis.Redis, *, fork: bool = True,
 def run_worker(connection: redis.Redis, settings: Settings, *, fork: bool, burst: bool,
                log_level: str) -> int:
     worker = build_worker(connection, fork=fork, settings=settings)
-    if not burst:
-        # The unsent-sends sweep reschedules itself; every worker start makes sure the
-        # chain exists (all name the same job: one runs).
-        JobQueues(connection).schedule_sweep(SWEEP_INTERVAL_S)
+    worker.ensure_sweep = not burst
     worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
                 log_format=LOG_FORMAT)
     return 0

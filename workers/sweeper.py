@@ -9,16 +9,18 @@ SWEEP_GRACE_S ago:
 
 - an outbound event without a delivery state (no worker has touched it) and without a send
   job is enqueued again, under the job id the first enqueue used (the send job is
-  idempotent, so a job that did exist after all changes nothing);
+  idempotent, so a job that did exist after all changes nothing); a failed or stopped job
+  counts as an answer (`bridge failed` shows it, a person decides);
 - unless it is older than SWEEP_MAX_AGE_S: a reply written hours ago must not reach the
   customer by surprise now. Its job is enqueued marked `found_late` and fails it visibly
   (`not_enqueued`, listed by `bridge failed`); `bridge retry` sends it if a person decides;
-- a ticket whose outbound events all have a delivery state is unmarked, unless it was
-  marked again meanwhile.
+- a ticket with nothing left to wait for is unmarked, unless it was marked within the
+  grace period (an event recorded then may still be on its way to the stream).
 
 Each sweep schedules the next one first (RQ's scheduler; one job per moment, whichever
-worker asks), and every worker asks for one when it starts, so the chain survives a sweep
-that crashes and restarts with the workers.
+worker asks), and every worker asks for it again at each of its maintenance passes (at
+start, then every BRIDGE_WORKER_MAINTENANCE_INTERVAL_S), so the chain survives a sweep that
+could not schedule its successor.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from bridge.jobs import JobQueues, job_id
 from bridge.store.tickets import TicketStore
@@ -41,6 +45,8 @@ SWEEP_INTERVAL_S = 60
 # without a job and without a delivery state was stranded.
 SWEEP_GRACE_S = 60
 SWEEP_MAX_AGE_S = 6 * 3600
+# Work per sweep; what is left waits for the next one (oldest marks first).
+SWEEP_BUDGET_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class SweepReport:
     tickets: int  # marked tickets looked at
     requeued: list[tuple[str, str]]  # (ticket id, event id) enqueued again
     expired: list[tuple[str, str]]  # (ticket id, event id) too old: enqueued to fail visibly
-    waiting: int  # events without a state whose job exists (a worker will get to them)
+    waiting: int  # events without a state whose job is queued or running
     cleared: int  # tickets unmarked
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,39 +65,63 @@ class SweepReport:
 
 async def sweep_unsent(store: TicketStore, queues: JobQueues, *, now_ms: int,
                        grace_s: int = SWEEP_GRACE_S, max_age_s: int = SWEEP_MAX_AGE_S,
-                       limit: int = 500) -> SweepReport:
+                       budget_s: float = SWEEP_BUDGET_S) -> SweepReport:
     cutoff_ms = now_ms - grace_s * 1000
     too_old_ms = now_ms - max_age_s * 1000
-    marked = await store.unsent_tickets(marked_before_ms=cutoff_ms, limit=limit)
+    marked = await store.unsent_tickets(marked_before_ms=cutoff_ms)
     requeued: list[tuple[str, str]] = []
     expired: list[tuple[str, str]] = []
-    waiting = cleared = 0
-    for ticket_id, marks in marked:
-        pending = await store.undelivered_events(ticket_id)
-        if not pending:
-            cleared += await store.clear_unsent(ticket_id, marks)
-            continue
+    waiting = cleared = looked = 0
+    stop_at = time.monotonic() + budget_s
+    for ticket_id, marked_ms in marked:
+        if time.monotonic() > stop_at:
+            break  # the rest on the next sweep, oldest first again
+        looked += 1
+        # Stream ids come from Redis's clock, marks from the recorder's: a grace of slack.
+        pending = await store.undelivered_events(ticket_id, since_ms=marked_ms - grace_s * 1000)
+        unresolved = False
         for event_id, at_ms in pending:
             if at_ms > cutoff_ms:
-                continue  # just recorded: its own enqueue is (probably) under way
-            send_job = job_id("send", ticket_id, event_id)
-            if await asyncio.to_thread(Job.exists, send_job, queues.connection):
-                waiting += 1
+                unresolved = True  # just recorded: its own enqueue is (probably) under way
                 continue
-            if at_ms < too_old_ms:
-                await asyncio.to_thread(queues.send_outbound, ticket_id, event_id,
-                                        found_late=True)
+            status = await asyncio.to_thread(_send_job_status, queues, ticket_id, event_id)
+            if status in _ACTIVE:
+                waiting += 1
+                unresolved = True
+                continue
+            if status is not None:
+                continue  # failed or stopped: visible in `bridge failed`, a person decides
+            late = at_ms < too_old_ms
+            await asyncio.to_thread(queues.send_outbound, ticket_id, event_id, found_late=late)
+            if late:
                 expired.append((ticket_id, event_id))
                 log.error("ticket %s event %s: never enqueued and %.1f h old: its job will "
                           "fail it (not_enqueued) rather than send it", ticket_id, event_id,
                           (now_ms - at_ms) / 3_600_000)
-                continue
-            await asyncio.to_thread(queues.send_outbound, ticket_id, event_id)
-            requeued.append((ticket_id, event_id))
-            log.warning("ticket %s event %s: recorded %.0f s ago and never enqueued; "
-                        "enqueued now", ticket_id, event_id, (now_ms - at_ms) / 1000)
-    return SweepReport(tickets=len(marked), requeued=requeued, expired=expired,
+            else:
+                requeued.append((ticket_id, event_id))
+                log.warning("ticket %s event %s: recorded %.0f s ago and never enqueued; "
+                            "enqueued now", ticket_id, event_id, (now_ms - at_ms) / 1000)
+            unresolved = True  # until its job has run
+        if not unresolved:
+            cleared += await store.clear_unsent(ticket_id, checked_before_ms=cutoff_ms)
+    return SweepReport(tickets=looked, requeued=requeued, expired=expired,
                        waiting=waiting, cleared=cleared)
+
+
+# The send job will still run (or is running): its event gets a delivery state then.
+_ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED,
+                     JobStatus.DEFERRED})
+
+
+def _send_job_status(queues: JobQueues, ticket_id: str, event_id: str) -> JobStatus | None:
+    """The event's send job's status; None when there is no such job."""
+    try:
+        job = Job.fetch(job_id("send", ticket_id, event_id), connection=queues.connection,
+                        serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+    return job.get_status(refresh=False)
 
 
 def run_sweep_unsent(payload: dict[str, Any]) -> dict[str, Any]:

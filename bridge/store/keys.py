@@ -40,7 +40,7 @@ TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id
 # (the oldest such moment). Written before the event (intent first), cleared by the sweep
 # (workers/sweeper.py) once every outbound event of the ticket has a delivery state.
 UNSENT = f"{PREFIX}:idx:unsent"
-# Hash ticket id -> count of marks: the sweep clears a mark only if none came since it read.
+# Hash ticket id -> ms of its latest mark: the sweep leaves marks younger than its grace.
 UNSENT_MARKS = f"{PREFIX}:unsent:marks"
 
 

@@ -41,14 +41,17 @@ _ACTIONS = {a.value: a for a in Action}
 _STATUSES = {s.value: s for s in Status}
 # json.dumps(..., ensure_ascii=False) builds an encoder per call; this one is built once.
 _JSON_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
-# Unsent-send marks (keys.UNSENT): the zset keeps the oldest moment (NX) for the sweep's
-# "due" test; the mark count lets the sweep clear only what it has checked.
+# Unsent-send marks (keys.UNSENT): the zset keeps the oldest moment (NX), where the sweep
+# starts looking; the hash keeps the latest, so that the sweep never clears a mark younger
+# than its grace period (the event behind it may still be on its way to the stream).
 _MARK_SCRIPT = """
 redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return 1
 """
 _CLEAR_MARK_SCRIPT = """
-if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > tonumber(ARGV[2]) then
   return 0
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -488,27 +491,24 @@ class TicketStore:
 
     # ---------------------------------------------------------------- unsent sends
 
-    async def unsent_tickets(self, *, marked_before_ms: int, limit: int = 500
+    async def unsent_tickets(self, *, marked_before_ms: int, limit: int = 10_000
                              ) -> list[tuple[str, int]]:
-        """(ticket id, marks so far) of the tickets marked as maybe holding an unsent
+        """(ticket id, oldest mark ms) of the tickets marked as maybe holding an unsent
         outbound event since before that moment, oldest first."""
         raw = await self.redis.zrangebyscore(keys.UNSENT, "-inf", marked_before_ms,
-                                             start=0, num=limit)
-        ids = [_s(tid) for tid in raw]
-        if not ids:
-            return []
-        marks = await self.redis.hmget(keys.UNSENT_MARKS, ids)
-        return [(tid, int(m or 0)) for tid, m in zip(ids, marks, strict=True)]
+                                             start=0, num=limit, withscores=True)
+        return [(_s(tid), int(score)) for tid, score in raw]
 
-    async def undelivered_events(self, ticket_id: str, *, scan: int = 200
+    async def undelivered_events(self, ticket_id: str, *, since_ms: int, scan: int = 500
                                  ) -> list[tuple[str, int]]:
-        """(event id, ms) of the outbound events among the newest `scan` of a ticket that
-        have no delivery state: no worker has picked them up (yet)."""
+        """(event id, ms) of the ticket's outbound events recorded since that moment (at
+        most the newest `scan`) that have no delivery state: no worker has picked them up."""
         try:
             cid = await self.contact_of(ticket_id)
         except NotFound:
             return []
-        raw = await self.redis.xrevrange(keys.events(cid, ticket_id), "+", "-", count=scan)
+        raw = await self.redis.xrevrange(keys.events(cid, ticket_id), "+",
+                                         str(max(0, since_ms)), count=scan)
         out_ids = [_s(eid) for eid, f in raw if _s(f.get(b"type")) in OUTBOUND_EVENTS]
         if not out_ids:
             return []
@@ -516,10 +516,11 @@ class TicketStore:
         return [(eid, int(eid.split("-", 1)[0]))
                 for eid, state in zip(out_ids, states, strict=True) if state is None][::-1]
 
-    async def clear_unsent(self, ticket_id: str, marks: int) -> bool:
-        """Drop the ticket's mark, unless it was marked again since `marks` was read."""
+    async def clear_unsent(self, ticket_id: str, *, checked_before_ms: int) -> bool:
+        """Drop the ticket's mark, unless it was marked at or after that moment (an event
+        recorded since may not be in the stream yet)."""
         return bool(await self._clear_mark(keys=[keys.UNSENT, keys.UNSENT_MARKS],
-                                           args=[ticket_id, marks]))
+                                           args=[ticket_id, checked_before_ms]))
 
     async def delivery_state(self, ticket_id: str, event_id: str) -> dict[str, str]:
         cid = await self.contact_of(ticket_id)
