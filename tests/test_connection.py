@@ -1,10 +1,25 @@
-"""Redis clients from settings: TLS options for managed Redis, fail-fast pools."""
+"""Redis clients from settings: TLS options for managed Redis, fail-fast pools for the web
+process, clients that ride out a Redis restart for the workers."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
 import redis.asyncio
 
-from bridge.store.connection import async_redis, sync_redis
+from bridge.store.connection import (
+    FAIL_FAST,
+    RIDE_OUT,
+    RetryPolicy,
+    async_redis,
+    sync_redis,
+)
+from bridge.store.embedded import EmbeddedRedis
 from tests.conftest import make_settings
 
 
@@ -27,3 +42,89 @@ async def test_plain_url_has_no_tls_options() -> None:
     assert "ssl_cert_reqs" not in client.connection_pool.connection_kwargs
     assert client.connection_pool.max_connections == 64
     await client.aclose()
+
+
+# ------------------------------------------------------------------ retry policies
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _kill_then_restart_after(server: EmbeddedRedis, down_s: float) -> threading.Thread:
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait()
+    restart = threading.Thread(target=lambda: (time.sleep(down_s), server.start()))
+    restart.start()
+    return restart
+
+
+def test_the_policies_wait_as_documented() -> None:
+    assert FAIL_FAST.total_wait_s() < 0.2
+    assert 20 <= RIDE_OUT.total_wait_s() <= 30
+
+
+@pytest.mark.parametrize(("policy", "error", "tries"), [
+    (FAIL_FAST, redis.ConnectionError, 2),
+    (FAIL_FAST, redis.TimeoutError, 1),  # a stuck Redis: one socket timeout, then 503
+    (RetryPolicy(retries=3, base_s=0, cap_s=0, on_timeout=True), redis.TimeoutError, 4),
+    (RetryPolicy(retries=3, base_s=0, cap_s=0, on_timeout=True), redis.ConnectionError, 4),
+])
+def test_which_errors_are_tried_again(policy: RetryPolicy, error: type[Exception],
+                                      tries: int) -> None:
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise error("no")
+
+    with pytest.raises(error):
+        policy.sync().call_with_retry(failing, lambda _: None)
+    assert len(calls) == tries
+
+
+async def test_ride_out_clients_survive_a_redis_restart(restartable_redis: EmbeddedRedis
+                                                        ) -> None:
+    settings = make_settings(restartable_redis.url)
+    aclient = async_redis(settings, retry=RIDE_OUT)
+    client = sync_redis(settings, retry=RIDE_OUT)
+    try:
+        await aclient.set("before", "1")
+        client.ping()
+        restart = _kill_then_restart_after(restartable_redis, down_s=1.0)
+        await aclient.set("during", "1")  # waits for the server, then succeeds
+        assert client.set("during-sync", "1")
+        restart.join()
+        assert await aclient.mget("before", "during", "during-sync") == [b"1", b"1", b"1"]
+    finally:
+        await aclient.aclose()
+        client.close()
+
+
+async def test_fail_fast_clients_give_up_while_redis_is_down(
+    restartable_redis: EmbeddedRedis,
+) -> None:
+    settings = make_settings(restartable_redis.url)
+    aclient = async_redis(settings)
+    client = sync_redis(settings)
+    try:
+        await aclient.ping()
+        client.ping()
+        restart = _kill_then_restart_after(restartable_redis, down_s=1.0)
+        with pytest.raises(redis.ConnectionError):
+            await aclient.set("during", "1")
+        with pytest.raises(redis.ConnectionError):
+            client.set("during-sync", "1")
+        restart.join()
+        # ...and work again once it is back, without being rebuilt.
+        assert await aclient.set("after", "1")
+        assert await aclient.exists("during", "during-sync") == 0
+    finally:
+        await aclient.aclose()
+        client.close()

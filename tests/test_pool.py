@@ -14,7 +14,7 @@ import redis
 from rq import Worker
 
 from tests.conftest import make_settings
-from workers.__main__ import run_worker
+from workers.__main__ import InProcessWorker, run_worker
 from workers.pool import Supervisor, held_stop_signals
 
 
@@ -72,3 +72,31 @@ def test_an_rq_worker_stopped_while_starting_tears_down_cleanly(
     # Teardown ran: the worker deregistered and its scheduler released the locks.
     assert Worker.all(connection=sync_redis) == []
     assert sync_redis.keys("rq:scheduler-lock:*") == []
+
+
+def test_an_rq_worker_that_quits_on_its_own_exits_non_zero(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ's loop quits on any error outside its dequeue (Redis gone for longer than the
+    connection retries): that is a failure to restart from, not a finished worker."""
+    def redis_gone(self: InProcessWorker, burst: bool) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(InProcessWorker, "check_for_suspension", redis_gone)
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        code = run_worker(connection, make_settings(redis_url), fork=False, burst=False,
+                          log_level="INFO")
+    finally:
+        connection.close()
+    assert code == 1
+    assert Worker.all(connection=sync_redis) == []  # it still tore down
+
+
+def test_a_burst_worker_that_ran_out_of_jobs_exits_zero(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        assert run_worker(connection, make_settings(redis_url), fork=False, burst=True,
+                          log_level="INFO") == 0
+    finally:
+        connection.close()

@@ -38,7 +38,7 @@ from rq.utils import now as rq_now
 from rq.worker import HerokuWorker, SimpleWorker
 
 from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
-from bridge.store.connection import sync_redis
+from bridge.store.connection import RIDE_OUT, sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
 from workers.pool import STOP_SIGNALS, Supervisor, held_stop_signals
@@ -150,16 +150,24 @@ def build_worker(connection: redis.Redis, *, fork: bool = True,
 
 def run_worker(connection: redis.Redis, settings: Settings, *, fork: bool, burst: bool,
                log_level: str) -> int:
+    """The exit status: 0 when the worker stopped because it was asked to (a signal) or,
+    with `burst`, ran out of jobs; 1 when RQ's loop gave up on its own (it quits on any
+    error outside its dequeue, e.g. Redis unreachable for longer than the connection
+    retries): the supervisor, `bridge run` or the platform must start it again, not take
+    it for finished."""
     worker = build_worker(connection, fork=fork, settings=settings)
     worker.ensure_sweep = not burst
     worker.work(burst=burst, with_scheduler=True, logging_level=log_level,
                 log_format=LOG_FORMAT)
-    return 0
+    if burst or worker._shutdown_requested_date is not None:  # RQ sets it on a stop signal
+        return 0
+    log.error("worker %s stopped without being asked to (see the error above)", worker.name)
+    return 1
 
 
 def pool_child(settings: Settings, *, fork: bool, burst: bool, log_level: str) -> int:
     """One worker of `--processes K`, in a child of the supervisor: its own connection."""
-    connection = sync_redis(settings)
+    connection = sync_redis(settings, retry=RIDE_OUT)
     try:
         return run_worker(connection, settings, fork=fork, burst=burst, log_level=log_level)
     finally:
@@ -190,12 +198,15 @@ def main(burst: bool, fork: bool | None, processes: int, log_level: str) -> None
             "REDIS_URL is not set: the worker needs the Redis the web process uses "
             "(`bridge run` starts an embedded Redis and passes its URL to the worker)"
         )
-    connection = sync_redis(settings)
+    # A wrong URL is reported at once; once started, the worker rides out Redis restarts.
+    probe = sync_redis(settings)
     try:
-        connection.ping()
+        probe.ping()
     except redis.RedisError as exc:
         raise click.ClickException(
             f"cannot reach Redis at {redacted(settings.redis_url)}: {exc}") from None
+    finally:
+        probe.close()
     # Jobs run in forked children; they inherit these settings instead of re-reading them.
     runtime.configure(settings)
     runtime.preload(settings)
@@ -205,11 +216,17 @@ def main(burst: bool, fork: bool | None, processes: int, log_level: str) -> None
     log.info("worker on %s (Redis %s); outbound messages go to %s",
              ", ".join(QUEUES_BY_PRIORITY), redacted(settings.redis_url), outbound)
     if processes == 1:
-        run_worker(connection, settings, fork=not in_process, burst=burst, log_level=log_level)
+        connection = sync_redis(settings, retry=RIDE_OUT)
+        try:
+            code = run_worker(connection, settings, fork=not in_process, burst=burst,
+                              log_level=log_level)
+        finally:
+            connection.close()
         log.info("worker stopped")
+        if code:
+            sys.exit(code)
         return
     # The children open their own connections; none is shared across the fork.
-    connection.close()
     log.info("%d worker processes (%s)", processes,
              "jobs in-process" if in_process else "a forked child per job")
     supervisor = Supervisor(

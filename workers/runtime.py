@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
-from bridge.store.connection import async_redis, sync_redis
+from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
 from config.settings import Settings
@@ -51,8 +51,10 @@ class Runtime:
         self.settings = settings
         self.pid = os.getpid()
         self._runner = asyncio.Runner()
-        self.redis: redis.Redis = sync_redis(settings)
-        self.aredis: redis.asyncio.Redis = async_redis(settings)
+        # Jobs ride out a Redis restart: what they did (a message Twilio accepted) must
+        # still be recorded (bridge.store.connection).
+        self.redis: redis.Redis = sync_redis(settings, retry=RIDE_OUT)
+        self.aredis: redis.asyncio.Redis = async_redis(settings, retry=RIDE_OUT)
         self.store = TicketStore(self.aredis, dedupe_ttl_s=settings.dedupe_ttl_s)
         self.outbox = Outbox(self.aredis)
         self.sender: Sender = sender or build_sender(settings, self.outbox)

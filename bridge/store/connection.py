@@ -1,15 +1,71 @@
-"""Redis clients built from Settings: an asyncio one for the web process, a sync one for RQ."""
+"""Redis clients built from Settings: an asyncio one for the web process and the jobs' store
+code, a sync one for RQ.
+
+Two retry policies, by who is waiting (redis-py retries a command on a connection error or
+a timeout, reconnecting in between):
+
+- FAIL_FAST, for the web process: a webhook that cannot reach Redis answers 503 at once and
+  the provider delivers it again; redis-py 8's default for `Redis(...)` (10 retries up to
+  1 s apart) would hold requests ~10 s. `Redis.from_url` has no retry at all.
+- RIDE_OUT, for workers: nobody waits on a job, and a job that loses Redis halfway has
+  often done something it must record (Twilio accepted the message). Retrying for ~25 s
+  covers a Redis restart or a managed failover; without it, every job in flight during a
+  restart failed and RQ's worker loop quit on the first error outside its dequeue
+  (tests/faults/test_redis_restart_outbound.py).
+
+A retried command may run twice when only its reply was lost. What the bridge sends through
+these clients is safe to repeat: the routing script deduplicates, delivery states are HSETs,
+ticket updates are WATCH transactions that re-read on a lost reply; RQ's own writes are
+idempotent or guarded by the jobs (a send checks its delivery state under a lock).
+"""
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
-from redis.asyncio.retry import Retry
+import redis.asyncio.retry
+import redis.retry
 from redis.backoff import ExponentialBackoff
 
 from config.settings import Settings
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`retries` more tries after the first, waiting base_s * 2**n (at most cap_s) before
+    the n-th. Connection errors are retried; timeouts (no answer within socket_timeout)
+    only with `on_timeout`."""
+
+    retries: int
+    base_s: float
+    cap_s: float
+    on_timeout: bool
+
+    def total_wait_s(self) -> float:
+        return sum(min(self.cap_s, self.base_s * 2.0 ** n) for n in range(1, self.retries + 1))
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        if self.on_timeout:
+            return (redis.ConnectionError, redis.TimeoutError, socket.timeout)
+        return (redis.ConnectionError,)
+
+    def sync(self) -> redis.retry.Retry:
+        return redis.retry.Retry(ExponentialBackoff(cap=self.cap_s, base=self.base_s),
+                                 self.retries, supported_errors=self._errors())
+
+    def asyncio(self) -> redis.asyncio.retry.Retry:
+        return redis.asyncio.retry.Retry(ExponentialBackoff(cap=self.cap_s, base=self.base_s),
+                                         self.retries, supported_errors=self._errors())
+
+
+# A Redis that stopped answering is not retried by a request: each try would hold it
+# another socket_timeout (an agent's API call waited 20 s for its 503 that way).
+FAIL_FAST = RetryPolicy(retries=1, base_s=0.02, cap_s=0.1, on_timeout=False)
+RIDE_OUT = RetryPolicy(retries=15, base_s=0.1, cap_s=2.0, on_timeout=True)  # ~25 s of waits
 
 
 def _ssl_kwargs(settings: Settings) -> dict[str, Any]:
@@ -19,16 +75,15 @@ def _ssl_kwargs(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def async_redis(settings: Settings, url: str | None = None) -> redis.asyncio.Redis:
+def async_redis(settings: Settings, url: str | None = None, *,
+                retry: RetryPolicy = FAIL_FAST) -> redis.asyncio.Redis:
     """A blocking pool: under a burst, requests wait up to redis_pool_timeout_s for a
     connection and then fail (the web layer answers 503) instead of opening without bound."""
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url or settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout_s,
-        # Fail fast: a webhook that cannot reach Redis answers 503 and the provider retries;
-        # redis-py 8's default (10 retries, up to 1 s apart) would hold requests ~10 s.
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
+        retry=retry.asyncio(),
         socket_connect_timeout=1,
         socket_timeout=5,
         health_check_interval=30,
@@ -37,9 +92,11 @@ def async_redis(settings: Settings, url: str | None = None) -> redis.asyncio.Red
     return redis.asyncio.Redis(connection_pool=pool)
 
 
-def sync_redis(settings: Settings, url: str | None = None) -> redis.Redis:
+def sync_redis(settings: Settings, url: str | None = None, *,
+               retry: RetryPolicy = FAIL_FAST) -> redis.Redis:
     return redis.Redis.from_url(
         url or settings.redis_url,
+        retry=retry.sync(),
         socket_connect_timeout=2,
         socket_timeout=10,
         health_check_interval=30,
