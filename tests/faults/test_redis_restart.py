@@ -19,8 +19,8 @@ from bridge.store.embedded import EmbeddedRedis
 from tests.factories import inbound_form, sign
 from tests.faults.conftest import WebProcess
 
-MESSAGES = 1500
-CONTACTS = 50
+MESSAGES = 6000
+CONTACTS = 200
 RESTARTS = 3
 
 
@@ -47,9 +47,13 @@ async def _deliver(client: httpx.AsyncClient, form: dict[str, str], acked: list[
         await asyncio.sleep(0.05)
 
 
-async def _chaos(server: EmbeddedRedis) -> None:
-    for _ in range(RESTARTS):
-        await asyncio.sleep(0.4)
+async def _chaos(server: EmbeddedRedis, acked: list[str]) -> None:
+    """Kill Redis once a quarter, half and three quarters of the messages are in."""
+    for n in range(1, RESTARTS + 1):
+        for _ in range(6000):  # bounded: 60 s
+            if len(acked) >= MESSAGES * n // (RESTARTS + 1):
+                break
+            await asyncio.sleep(0.01)
         assert server.process is not None
         server.process.kill()  # SIGKILL: no chance to flush anything beyond the AOF
         server.process.wait()
@@ -75,7 +79,7 @@ def test_no_acknowledged_message_is_lost_across_redis_restarts(
                 async with sem:
                     await _deliver(client, form, acked, statuses)
 
-            await asyncio.gather(_chaos(aof_redis), *(one(f) for f in forms))
+            await asyncio.gather(_chaos(aof_redis, acked), *(one(f) for f in forms))
 
     asyncio.run(run())
 
