@@ -216,7 +216,7 @@ def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(
     _work(redis_url, tmp_path)
     done = Job.fetch(job, connection=sync_redis, serializer=JSONSerializer)
     assert done.return_value() == {"tickets": 0, "requeued": [], "expired": [], "waiting": 0,
-                                   "cleared": 0}
+                                   "cleared": 0, "listed": []}
     registry = ScheduledJobRegistry(QUEUE_HOUSEKEEPING, connection=sync_redis,
                                     serializer=JSONSerializer)
     [successor] = registry.get_job_ids()

@@ -1,4 +1,5 @@
-"""The unsent-sends sweep: outbound events that were recorded but never reached a worker.
+"""The sweep: outbound events that were recorded but never reached a worker, and tickets
+whose opening never reached the ticket list.
 
 An outbound event (reply, macro, survey, automation) is recorded first and its send job
 enqueued right after. Between the two, the web process or a worker can die, or Redis can
@@ -16,6 +17,12 @@ SWEEP_GRACE_S ago:
   (`not_enqueued`, listed by `bridge failed`); `bridge retry` sends it if a person decides;
 - a ticket with nothing left to wait for is unmarked, unless it was marked within the
   grace period (an event recorded then may still be on its way to the stream).
+
+The same job then looks at the contacts that opened a ticket more than SWEEP_GRACE_S ago
+(keys.OPENING, marked when the ticket id was allocated): a web process that died between
+the routing script and the index update left that ticket out of the lists and unknown by
+id, and the customer's next messages, plain appends, would not index it either (only a
+redelivery of the same message does). Such a ticket is indexed now, and logged.
 
 Each sweep schedules the next one first (RQ's scheduler; one job per moment, whichever
 worker asks), and every worker asks for it again at each of its maintenance passes (at
@@ -47,6 +54,7 @@ SWEEP_GRACE_S = 60
 SWEEP_MAX_AGE_S = 6 * 3600
 # Work per sweep; what is left waits for the next one (oldest marks first).
 SWEEP_BUDGET_S = 30.0
+LISTING_BUDGET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,26 @@ async def sweep_unsent(store: TicketStore, queues: JobQueues, *, now_ms: int,
                        waiting=waiting, cleared=cleared)
 
 
+async def list_unlisted(store: TicketStore, *, now_ms: int, grace_s: int = SWEEP_GRACE_S,
+                        budget_s: float = LISTING_BUDGET_S, batch: int = 1000) -> list[str]:
+    """Index the tickets opened before the grace period that the lists do not know; the
+    ids indexed now (each one a web process that died mid-request). Every opening since
+    the last sweep is looked at, `batch` contacts at a time, within the time budget."""
+    cutoff_ms = now_ms - grace_s * 1000
+    listed: list[str] = []
+    stop_at = time.monotonic() + budget_s
+    while time.monotonic() < stop_at:
+        contacts = await store.contacts_opening(before_ms=cutoff_ms, limit=batch)
+        for ticket_id in await store.list_if_unlisted(contacts):
+            listed.append(ticket_id)
+            log.warning("ticket %s was not in the ticket lists (its opening was interrupted "
+                        "before the index update): listed now", ticket_id)
+        await store.forget_openings(contacts, checked_before_ms=cutoff_ms)
+        if len(contacts) < batch:
+            break
+    return listed
+
+
 # The send job will still run (or is running): its event gets a delivery state then.
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED,
                      JobStatus.DEFERRED})
@@ -125,14 +153,17 @@ def _send_job_status(queues: JobQueues, ticket_id: str, event_id: str) -> JobSta
 
 
 def run_sweep_unsent(payload: dict[str, Any]) -> dict[str, Any]:
-    """The body of `workers.tasks.sweep_unsent`: schedule the next sweep, then sweep."""
+    """The body of `workers.tasks.sweep_unsent`: schedule the next sweep, then sweep the
+    unsent sends and the unlisted tickets."""
     from workers import runtime
 
     rt = runtime.current()
     interval_s = int(payload.get("interval_s") or SWEEP_INTERVAL_S)
     queues = JobQueues(rt.redis)
     queues.schedule_sweep(interval_s)
-    report = rt.run(sweep_unsent(rt.store, queues, now_ms=int(time.time() * 1000)))
+    now_ms = int(time.time() * 1000)
+    report = rt.run(sweep_unsent(rt.store, queues, now_ms=now_ms))
     if report.requeued:
         log.warning("unsent-sends sweep: %d send(s) enqueued again", len(report.requeued))
-    return report.as_dict()
+    listed = rt.run(list_unlisted(rt.store, now_ms=now_ms))
+    return {**report.as_dict(), "listed": listed}

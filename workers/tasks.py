@@ -28,5 +28,6 @@ def run_timer(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep_unsent(payload: dict[str, Any]) -> dict[str, Any]:
-    """Enqueue again the recorded sends that never reached a worker (workers/sweeper.py)."""
+    """Enqueue again the recorded sends that never reached a worker, and list the tickets
+    whose opening was interrupted before the index update (workers/sweeper.py)."""
     return run_sweep_unsent(payload)

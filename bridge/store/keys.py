@@ -34,6 +34,10 @@ def deliveries(contact_id: str, ticket_id: str) -> str:
 # Global keys (not in a contact's slot).
 TICKET_SEQ = f"{PREFIX}:seq:ticket"
 TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id
+# Zset contact id -> ms of its latest ticket opening, written with the id allocation (intent
+# first): if the process dies between the routing script and the index update, the ticket
+# would be unlisted and unknown by id; the sweep (workers/sweeper.py) lists it.
+OPENING = f"{PREFIX}:idx:opening"
 
 
 # Zset ticket id -> ms: tickets that may hold an outbound event no worker has picked up yet

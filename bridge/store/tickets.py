@@ -57,6 +57,17 @@ end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
 """
+# Drop the members whose score is still at most ARGV[1] (a newer mark stays).
+_FORGET_OLDER_SCRIPT = """
+local removed = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
 _ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
 
 
@@ -129,6 +140,7 @@ class TicketStore:
         self._route = PipelinedScript(redis, _ROUTE_SCRIPT)
         self._mark = redis.register_script(_MARK_SCRIPT)
         self._clear_mark = redis.register_script(_CLEAR_MARK_SCRIPT)
+        self._forget_older = redis.register_script(_FORGET_OLDER_SCRIPT)
 
     # ---------------------------------------------------------------- inbound routing
 
@@ -179,7 +191,7 @@ class TicketStore:
             values = [_s(v) for v in raw]
             if values[0] != "need_id":
                 break
-            new_tid = str(await self.redis.incr(keys.TICKET_SEQ))
+            new_tid = await self._allocate_ticket_id(cid, now_ms)
         result = RouteResult(
             action=_ACTIONS[values[0]],
             ticket_id=values[1] or None,
@@ -204,6 +216,57 @@ class TicketStore:
             # pending -> open does, which the script reports.
             await self._reindex(cid, [result.ticket_id])
         return result
+
+    async def _allocate_ticket_id(self, cid: str, now_ms: int) -> str:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(keys.TICKET_SEQ)
+            # Intent first, in the same round trip: should this process die between the
+            # routing script and the index update, the sweep lists the ticket.
+            pipe.zadd(keys.OPENING, {cid: now_ms})
+            ticket_id, _ = await pipe.execute()
+        return str(ticket_id)
+
+    async def contacts_opening(self, *, before_ms: int, limit: int = 1000) -> list[str]:
+        """Contacts that opened a ticket before that moment and were not checked since,
+        oldest first."""
+        raw = await self.redis.zrangebyscore(keys.OPENING, "-inf", before_ms, start=0,
+                                             num=limit)
+        return [_s(cid) for cid in raw]
+
+    async def list_if_unlisted(self, contact_ids: list[str]) -> list[str]:
+        """Index each contact's current ticket (and the one it follows up) if the ticket
+        list does not know it: its opening's index update never ran. Returns the ids
+        listed now. Three round trips for the whole batch when nothing is missing."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in contact_ids:
+                pipe.hget(keys.contact(cid), "cur")
+            currents = [(cid, _s(cur)) for cid, cur in zip(contact_ids, await pipe.execute(),
+                                                           strict=True) if cur]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid, tid in currents:
+                pipe.hget(keys.ticket(cid, tid), "follow_up_of")
+            previous = [_s(p) for p in await pipe.execute()]
+        tickets = [(cid, tid) for cid, tid in currents]
+        tickets += [(cid, prev) for (cid, _), prev in zip(currents, previous, strict=True)
+                    if prev]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, tid in tickets:
+                pipe.zscore(keys.index("all"), tid)
+            scores = await pipe.execute()
+        missing: dict[str, list[str]] = {}
+        for (cid, tid), score in zip(tickets, scores, strict=True):
+            if score is None:
+                missing.setdefault(cid, []).append(tid)
+        for cid, tids in missing.items():
+            await self._reindex(cid, tids)
+        return [tid for tids in missing.values() for tid in tids]
+
+    async def forget_openings(self, contact_ids: list[str], *, checked_before_ms: int) -> int:
+        """Drop the contacts' opening marks, unless one opened a ticket since."""
+        if not contact_ids:
+            return 0
+        return int(await self._forget_older(keys=[keys.OPENING],
+                                            args=[checked_before_ms, *contact_ids]))
 
     # ---------------------------------------------------------------- reads
 

@@ -1,0 +1,118 @@
+"""A web process that dies between the routing script and the index update leaves the new
+ticket out of the ticket lists and unknown by id; the customer's next messages (plain
+appends) do not index it. The sweep lists it (workers.sweeper.list_unlisted)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from bridge.app import create_app
+from bridge.store import keys
+from bridge.store.tickets import TicketStore
+from bridge.web.keys import store_key
+from config.settings import Settings
+from tests.conftest import AGENT_TOKEN
+from tests.factories import inbound_form, post_signed
+from workers.sweeper import SWEEP_GRACE_S, list_unlisted
+
+AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+CUSTOMER = "whatsapp:+33612345678"
+Client = TestClient[Any, Any]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
+    return await aiohttp_client(create_app(settings))
+
+
+async def _listed_ids(client: Client) -> list[str]:
+    listing = await (await client.get("/api/v1/tickets", headers=AGENT)).json()
+    return [t["id"] for t in listing["tickets"]]
+
+
+async def _open_with_interrupted_indexing(client: Client, monkeypatch: pytest.MonkeyPatch
+                                          ) -> str:
+    """The first message opens a ticket; the process 'dies' before the index update."""
+    store = client.app[store_key]
+
+    async def dies(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("the process died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_reindex", dies)
+        answer = await post_signed(client, "/webhooks/twilio", inbound_form("Bonjour"))
+        assert answer.status == 503  # unanswered, as far as Twilio can tell
+    seq = await store.redis.get(keys.TICKET_SEQ)
+    assert seq is not None
+    return str(int(seq))
+
+
+async def test_an_interrupted_opening_is_listed_by_the_sweep(
+    client: Client, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticket_id = await _open_with_interrupted_indexing(client, monkeypatch)
+    # Stored, but nobody can see it: not listed, not found by id...
+    assert await _listed_ids(client) == []
+    assert (await client.get(f"/api/v1/tickets/{ticket_id}", headers=AGENT)).status == 404
+    # ...and the customer's next message (a plain append) does not change that.
+    nxt = await post_signed(client, "/webhooks/twilio", inbound_form("Allô ?", sender=CUSTOMER))
+    assert nxt.status == 200
+    assert await _listed_ids(client) == []
+
+    store: TicketStore = client.app[store_key]
+    # Within the grace period the sweep leaves it (the request may still be under way).
+    assert await list_unlisted(store, now_ms=now_ms()) == []
+    assert sync_redis.zcard(keys.OPENING) == 1
+
+    later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
+    assert await list_unlisted(store, now_ms=later) == [ticket_id]
+    assert await _listed_ids(client) == [ticket_id]
+    ticket = await (await client.get(f"/api/v1/tickets/{ticket_id}", headers=AGENT)).json()
+    assert ticket["message_count"] == 2
+    assert ticket["status"] == "new"
+    assert sync_redis.zcard(keys.OPENING) == 0  # checked: forgotten
+    assert await list_unlisted(store, now_ms=later) == []
+
+
+async def test_openings_that_were_indexed_are_only_forgotten(
+    client: Client, sync_redis: redis.Redis
+) -> None:
+    for n in range(3):
+        form = inbound_form(f"hello {n}", sender=f"whatsapp:+3361234560{n}")
+        assert (await post_signed(client, "/webhooks/twilio", form)).status == 200
+    assert sync_redis.zcard(keys.OPENING) == 3
+    before = sync_redis.dump(keys.index("all"))
+    later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
+    assert await list_unlisted(client.app[store_key], now_ms=later) == []
+    assert sync_redis.zcard(keys.OPENING) == 0
+    assert sync_redis.dump(keys.index("all")) == before
+
+
+async def test_a_newer_opening_keeps_its_mark(client: Client, sync_redis: redis.Redis) -> None:
+    store: TicketStore = client.app[store_key]
+    sync_redis.zadd(keys.OPENING, {"old": 1_000, "new": 5_000})
+    assert await store.forget_openings(["old", "new"], checked_before_ms=2_000) == 1
+    assert sync_redis.zrange(keys.OPENING, 0, -1) == [b"new"]
+    assert await store.contacts_opening(before_ms=4_999) == []
+    assert await store.contacts_opening(before_ms=5_000) == ["new"]
+
+
+async def test_every_opening_is_looked_at_however_many(
+    client: Client, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(5):
+        form = inbound_form(f"hello {n}", sender=f"whatsapp:+3361234560{n}")
+        assert (await post_signed(client, "/webhooks/twilio", form)).status == 200
+    ticket_id = await _open_with_interrupted_indexing(client, monkeypatch)  # the newest
+    later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
+    assert await list_unlisted(client.app[store_key], now_ms=later, batch=2) == [ticket_id]
+    assert sync_redis.zcard(keys.OPENING) == 0
