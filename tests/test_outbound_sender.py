@@ -442,6 +442,28 @@ async def test_a_second_run_during_a_send_backs_off(
     assert route.call_count == 0
 
 
+async def test_a_lock_taken_by_a_retried_set_is_ours(
+    store: TicketStore, sender: TwilioSender, api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SET NX reached Redis but its reply was lost; the client sent it again, and the
+    second one answered nil: the lock holds our own token, so the send goes ahead."""
+    route = api.post(MESSAGES).mock(return_value=created())
+    tid, eid = await reply(store)
+    real_set = store.redis.set
+
+    async def set_then_lose_the_reply(*args: Any, **kwargs: Any) -> Any:
+        await real_set(*args, **kwargs)
+        return await real_set(*args, **kwargs)  # the retry: NX refuses, answers None
+
+    monkeypatch.setattr(store.redis, "set", set_then_lose_the_reply)
+    outcome = await service(store, sender).send(tid, eid)
+    assert (outcome.action, outcome.state) == (SENT, "queued")
+    assert route.call_count == 1
+    ticket = await store.get_ticket(tid)
+    assert await store.redis.exists(f"{keys.ticket(ticket.contact_id, tid)}:sending:{eid}") == 0
+
+
 # ------------------------------------------------------------------------------ other channels
 
 

@@ -88,6 +88,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
 def mask_address(address: str) -> str:
     """Phone numbers stay out of logs: keep the channel and the last two digits."""
     channel, sep, rest = address.rpartition(":")
@@ -231,13 +235,20 @@ class OutboundService:
         token = uuid.uuid4().hex
         # Everything below reads and writes the delivery state under this lock, so two runs
         # for one event (a duplicate job, `bridge retry` during a send) never interleave.
-        if not await self.store.redis.set(lock_key, token, nx=True, px=self.lock_ttl_ms):
+        if not await self._lock(lock_key, token):
             busy_ms = await self.store.redis.pttl(lock_key)
             return self._retry_later(ticket_id, event_id, busy_ms)
         try:
             return await self._send_locked(event, contact, found_late)
         finally:
             await self._unlock(keys=[lock_key], args=[token])
+
+    async def _lock(self, lock_key: str, token: str) -> bool:
+        if await self.store.redis.set(lock_key, token, nx=True, px=self.lock_ttl_ms):
+            return True
+        # The client retries a command whose reply was lost (Redis restarted, a dropped
+        # connection): the first SET may have taken the lock for us.
+        return _text(await self.store.redis.get(lock_key)) == token
 
     async def _send_locked(self, event: Event, contact: Contact, found_late: bool = False
                            ) -> SendOutcome:
