@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio
+import redis.asyncio.client
+from redis.exceptions import WatchError
 
 from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy
@@ -384,6 +386,28 @@ async def test_status_callbacks_only_move_forward(store: TicketStore) -> None:
     assert await store.record_status_callback("SMunknown", Delivery.READ) is False
 
 
+async def test_callbacks_that_beat_the_worker_are_parked_then_applied(
+        store: TicketStore, aredis: redis.asyncio.Redis) -> None:
+    """Twilio can call back before the worker has recorded the message sid."""
+    tid = await open_ticket(store)
+    _, eid = await store.update_ticket(tid, author="alice", now_ms=NOW,
+                                       event=(EventType.AGENT_REPLY, "hello", {}))
+    assert eid is not None
+    await store.set_delivery(tid, eid, {"state": "sending", "attempts": "1"})
+    for early in (Delivery.DELIVERED, Delivery.SENT, Delivery.READ):  # out of order
+        assert await store.record_status_callback("SMfast", early) is False
+    assert (await store.get_event(tid, eid)).delivery is Delivery.SENDING
+    parked = keys.early_status("SMfast")
+    assert await aredis.llen(parked) == 3
+    assert 0 < await aredis.ttl(parked) <= 600  # an unknown sid's callbacks expire
+    await store.set_delivery(tid, eid, {"state": "queued", "provider_id": "SMfast"})
+    assert (await store.get_event(tid, eid)).delivery is Delivery.READ
+    assert await aredis.exists(parked) == 0
+    # From now on callbacks apply directly.
+    assert await store.record_status_callback("SMfast", Delivery.READ) is False
+    assert await aredis.exists(parked) == 0
+
+
 async def test_failed_is_terminal(store: TicketStore) -> None:
     tid = await open_ticket(store)
     eid = await outbound(store, tid, "SMout2")
@@ -425,3 +449,41 @@ async def test_reply_to_the_linked_survey_message_is_the_answer(
         answer, RatingSignal(rating=4, replied_to_id=survey_sid), ChannelPolicy(), now_ms=late)
     assert result.action is Action.CSAT_ANSWER and result.rating == 4
     assert (await store.get_ticket(tid)).status is ticket.status
+
+
+@pytest.fixture
+def exec_reply_lost_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The next MULTI/EXEC runs in Redis but its reply is lost: redis-py reports that as a
+    WatchError, the way it reports a watched key that changed."""
+    real = redis.asyncio.client.Pipeline.execute
+    lost: list[int] = []
+
+    async def execute(self: redis.asyncio.client.Pipeline, raise_on_error: bool = True
+                      ) -> list[object]:
+        explicit = self.explicit_transaction
+        results: list[object] = await real(self, raise_on_error)
+        if explicit and not lost:
+            lost.append(1)
+            raise WatchError("A ConnectionError occurred while watching one or more keys")
+        return results
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", execute)
+    return lost
+
+
+async def test_an_update_whose_reply_was_lost_is_not_applied_twice(
+        store: TicketStore, exec_reply_lost_once: list[int]) -> None:
+    routed = await store.route_inbound(msg("SM1"), RatingSignal(), POLICY, now_ms=NOW)
+    assert routed.ticket_id
+    before = await store.get_ticket(routed.ticket_id)
+    ticket, eid = await store.update_ticket(
+        routed.ticket_id, author="alice", now_ms=NOW + 1000, status=Status.PENDING,
+        event=(EventType.AGENT_REPLY, "Pouvez-vous préciser ?", {}))
+    assert exec_reply_lost_once == [1]  # it did happen
+    assert ticket.status is Status.PENDING and ticket.version == before.version + 1
+    events, _ = await store.events(routed.ticket_id, limit=10)
+    replies = [e for e in events if e.type is EventType.AGENT_REPLY]
+    changes = [e for e in events if e.type is EventType.STATUS_CHANGED]
+    assert [e.id for e in replies] == [eid]
+    assert len(changes) == 1
+    assert (await store.get_event(routed.ticket_id, eid)).body == "Pouvez-vous préciser ?"

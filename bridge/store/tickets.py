@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -444,6 +445,11 @@ class TicketStore:
             # Intent first: if the caller dies or cannot enqueue the send after the event
             # is recorded, the sweep finds the ticket here.
             await self._mark(keys=[keys.UNSENT, keys.UNSENT_MARKS], args=[ticket_id, now_ms])
+        # redis-py turns a connection lost during EXEC into a WatchError, as if the ticket
+        # had changed: the transaction may have been applied all the same. Each attempt
+        # writes this token on the ticket and its events, so a retry can tell.
+        op = uuid.uuid4().hex
+        event_id: str | None = None
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -451,7 +457,12 @@ class TicketStore:
                     raw = await pipe.hgetall(tkey)
                     if not raw:
                         raise NotFound(f"ticket {ticket_id} not found")
-                    current = Ticket.from_fields(_decode_map(raw))
+                    fields = _decode_map(raw)
+                    if fields.get("op") == op:  # our EXEC ran; only its reply was lost
+                        await pipe.reset()  # (`current` is still what it changed)
+                        event_id = await self._event_of_op(ekey, op)
+                        break
+                    current = Ticket.from_fields(fields)
                     if guard is not None:
                         guard(current)
                     changes, change_data = self._changes(
@@ -462,6 +473,7 @@ class TicketStore:
                         return current, None
                     pipe.multi()
                     changes["updated_at_ms"] = str(now_ms)
+                    changes["op"] = op
                     pipe.hset(tkey, mapping=changes)
                     pipe.hincrby(tkey, "version", 1)
                     eid_index = None
@@ -469,17 +481,18 @@ class TicketStore:
                         etype = (EventType.SESSION_ENDED if end_session_reason
                                  else EventType.STATUS_CHANGED if "status" in changes
                                  else EventType.TICKET_UPDATED)
-                        pipe.xadd(ekey, self._fields(etype, author, "", change_data, now_ms))
+                        pipe.xadd(ekey, self._fields(etype, author, "", change_data, now_ms,
+                                                     op=op))
                         eid_index = 2
                     if event is not None:
                         etype, body, data = event
-                        pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms))
+                        pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms, op=op))
                         eid_index = 3 if change_data else 2
                     results = await pipe.execute()
+                    event_id = _s(results[eid_index]) if eid_index is not None else None
                     break
                 except WatchError:
                     continue
-        event_id = _s(results[eid_index]) if eid_index is not None else None
         ticket = await self.get_ticket(ticket_id)
         stale = {ticket_id: current.assignee} if current.assignee != ticket.assignee else {}
         await self._reindex(cid, [ticket_id], stale_assignees=stale)
@@ -527,14 +540,24 @@ class TicketStore:
 
     @staticmethod
     def _fields(etype: EventType, author: str, body: str, data: dict[str, Any],
-                now_ms: int) -> dict[str, str]:
-        return {
+                now_ms: int, *, op: str = "") -> dict[str, str]:
+        fields = {
             "type": etype.value,
             "at_ms": str(now_ms),
             "author": author,
             "body": body,
             "data": json.dumps(data, ensure_ascii=False),
         }
+        if op:
+            fields["op"] = op
+        return fields
+
+    async def _event_of_op(self, ekey: str, op: str) -> str | None:
+        """The id of the last event an update_ticket attempt wrote (its newest entries)."""
+        for eid, fields in await self.redis.xrevrange(ekey, "+", "-", count=50):
+            if _s(fields.get(b"op")) == op:
+                return _s(eid)
+        return None
 
     async def add_event(
         self, ticket_id: str, etype: EventType, *, author: str, body: str = "",
@@ -602,16 +625,21 @@ class TicketStore:
             await self._apply_early_statuses(sid)
 
     async def _apply_early_statuses(self, provider_id: str) -> None:
-        """Apply the callbacks parked for a provider id before it was recorded."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(keys.early_status(provider_id), 0, -1)
-            pipe.delete(keys.early_status(provider_id))
-            parked, _ = await pipe.execute()
+        """Apply the callbacks parked for a provider id before it was recorded. Each is
+        removed once applied (applying one twice changes nothing; a pop whose reply was
+        lost to a dropped connection would lose it)."""
+        early = keys.early_status(provider_id)
+        parked = await self.redis.lrange(early, 0, -1)
         for raw in parked:
             item = json.loads(_s(raw))
             await self.record_status_callback(
                 provider_id, Delivery(item["state"]), error_code=item.get("error_code", ""),
                 error_message=item.get("error_message", ""))
+        if parked:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for raw in parked:
+                    pipe.lrem(early, 1, raw)
+                await pipe.execute()
 
     async def link_survey_message(self, contact_id: str, ticket_id: str, provider_id: str
                                   ) -> None:
