@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 
 import click
 import redis
-from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 from rq.worker import HerokuWorker, SimpleWorker
@@ -41,6 +40,7 @@ from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.connection import RIDE_OUT, sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
+from workers.dequeue import ReliableDequeue, ReliableQueue
 from workers.pool import STOP_SIGNALS, Supervisor, held_stop_signals
 from workers.sweeper import SWEEP_INTERVAL_S
 
@@ -109,15 +109,15 @@ class _EnsuresSweep:
                             "pass tries again", exc_info=True)
 
 
-class BridgeWorker(_EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
-                   HerokuWorker):
+class BridgeWorker(ReliableDequeue, _EnsuresSweep, _StopSignalsAfterHandlers,
+                   _PipelinedHeartbeat, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
 
 
-class InProcessWorker(_EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
-                      SimpleWorker):
+class InProcessWorker(ReliableDequeue, _EnsuresSweep, _StopSignalsAfterHandlers,
+                      _PipelinedHeartbeat, SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For
@@ -139,7 +139,7 @@ def build_worker(connection: redis.Redis, *, fork: bool = True,
     """RQ's timing comes from the settings (BRIDGE_WORKER_*): how soon the jobs of a dead
     worker are failed or retried and a dead worker's scheduler is replaced."""
     settings = settings or Settings()
-    queues = [Queue(name, connection=connection, serializer=JSONSerializer)
+    queues = [ReliableQueue(name, connection=connection, serializer=JSONSerializer)
               for name in QUEUES_BY_PRIORITY]
     worker_class = BridgeWorker if fork else InProcessWorker
     return worker_class(queues, connection=connection, serializer=JSONSerializer,

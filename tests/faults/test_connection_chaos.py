@@ -1,0 +1,137 @@
+"""Redis connections dropped (CLIENT KILL TYPE normal) and scripts flushed (SCRIPT FLUSH)
+over and over while a web process takes webhooks and 4 worker processes send replies.
+
+Expected: every webhook is answered 200 or 503 (never 500) and, with Twilio's redelivery,
+stored exactly once; every reply is accepted by the Twilio stub exactly once and none
+fails; the same processes carry on throughout (none restarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from bridge.jobs import JobQueues
+from bridge.store.embedded import EmbeddedRedis
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.factories import inbound_form
+from tests.faults.conftest import start_web
+from tests.faults.test_redis_restart import _deliver
+from tests.faults.test_web_crash import _stored
+from tests.faults.test_worker_faults import deliveries, open_tickets_with_replies, settled
+from tests.faults.workers_support import (
+    FAST_RECOVERY,
+    WorkerProcess,
+    in_store,
+    wait_until,
+    worker_env,
+)
+from tests.stubs.twilio_stub import run_in_thread
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+FROM = "whatsapp:+14155238886"
+MESSAGES = 4000
+CONTACTS = 400
+REPLIES = 300
+KILL_EVERY_S = 0.1
+FLUSH_EVERY = 5  # kills
+
+
+def test_dropped_connections_and_flushed_scripts_lose_and_double_nothing(
+    aof_redis: EmbeddedRedis, tmp_path: Path,
+) -> None:
+    url = aof_redis.url
+    admin = redis.Redis.from_url(url)
+    stop = threading.Event()
+    chaos: Counter[str] = Counter()
+
+    def chaos_loop() -> None:
+        while not stop.wait(KILL_EVERY_S):
+            chaos["killed connections"] += admin.client_kill_filter(_type="normal",
+                                                                    skipme=True)
+            chaos["kills"] += 1
+            if chaos["kills"] % FLUSH_EVERY == 0:
+                admin.script_flush()
+                chaos["script flushes"] += 1
+
+    with run_in_thread(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
+                       latency_s=0.05) as stub:
+        sends = in_store(url, lambda s: open_tickets_with_replies(s, REPLIES))
+        web = start_web(url)
+        env = worker_env(url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+                         TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_WHATSAPP_FROM=FROM,
+                         TWILIO_API_URL=stub.url, **FAST_RECOVERY)
+        worker = WorkerProcess(env, tmp_path / "workers.log", args=["--processes", "4"])
+        forms = [inbound_form(f"message {n}", sender=f"whatsapp:+3367{n % CONTACTS:07d}")
+                 for n in range(MESSAGES)]
+        acked: list[str] = []
+        statuses: Counter[int] = Counter()
+        chaos_thread = threading.Thread(target=chaos_loop)
+        try:
+            wait_until(lambda: "*** Listening on" in worker.output(), "the workers",
+                       timeout_s=30, workers=[worker])
+            queues = JobQueues(admin)
+            for tid, eid in sends:
+                queues.send_outbound(tid, eid)
+            chaos_thread.start()
+
+            async def webhooks() -> None:
+                async with httpx.AsyncClient(base_url=web.url, timeout=10,
+                                             limits=httpx.Limits(max_connections=32)) as client:
+                    sem = asyncio.Semaphore(32)
+
+                    async def one(form: dict[str, str]) -> None:
+                        async with sem:
+                            await _deliver(client, form, acked, statuses)
+
+                    await asyncio.gather(*(one(f) for f in forms))
+
+            def all_settled() -> bool:
+                try:
+                    return all(settled(s) for s in deliveries(url, sends))
+                except redis.ConnectionError:  # this observer's connection was killed too
+                    return False
+
+            asyncio.run(webhooks())
+            wait_until(all_settled, "every reply sent or visibly failed", timeout_s=120,
+                       interval_s=0.5, workers=[worker])
+            stop.set()
+            chaos_thread.join()
+            assert web.process.poll() is None, "the web process died"
+            final = deliveries(url, sends)
+            messages = stub.messages
+            assert stub.invalid == []
+        finally:
+            stop.set()
+            if chaos_thread.is_alive():
+                chaos_thread.join()
+            log = worker.output()
+            worker.close()
+            web.stop()
+            admin.close()
+
+    stored, _ = _stored(url)
+    bodies = Counter(m.get("Body") for m in messages)
+    failed = Counter(s.get("error_code", "") for s in final if s.get("state") == "failed")
+    respawned = log.count("starting another in")
+    print(f"\n{dict(chaos)} while {MESSAGES} webhooks and {REPLIES} replies went through: "
+          f"webhook answers {dict(statuses)}; {len(acked)} acknowledged, "
+          f"{len(set(acked) - set(stored))} lost, {sum(n > 1 for n in stored.values())} "
+          f"stored twice; replies: {len(bodies)} accepted by the stub, "
+          f"{sum(n - 1 for n in bodies.values())} duplicates, {sum(failed.values())} failed "
+          f"({dict(failed) or '-'}); worker processes restarted: {respawned}")
+    assert chaos["killed connections"] > 0 and chaos["script flushes"] > 0
+    assert set(statuses) <= {200, 503}, statuses
+    assert sorted(acked) == sorted(f["MessageSid"] for f in forms)
+    assert set(stored) == set(acked) | {f"SM{n:032x}" for n in range(REPLIES)}  # + set-up
+    assert set(stored.values()) == {1}
+    assert len(bodies) == REPLIES and set(bodies.values()) == {1}
+    assert not failed
+    assert respawned == 0

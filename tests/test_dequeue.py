@@ -1,0 +1,106 @@
+"""Dequeue from several queues in priority order through the intermediate lists, so that a
+job whose pop was lost is recovered by RQ's maintenance instead of vanishing."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DequeueTimeout
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+from rq.utils import now
+
+from bridge.jobs import QUEUES_BY_PRIORITY
+from tests.conftest import make_settings
+from workers.__main__ import build_worker, run_worker
+from workers.dequeue import ReliableQueue
+
+NOOP = "builtins.len"  # a job function that exists and takes one argument
+
+
+def _queues(connection: redis.Redis) -> list[Queue]:
+    return [ReliableQueue(name, connection=connection, serializer=JSONSerializer)
+            for name in QUEUES_BY_PRIORITY]
+
+
+def _dequeue(connection: redis.Redis, timeout: int | None) -> tuple[Job, Queue] | None:
+    return ReliableQueue.dequeue_any(_queues(connection), timeout, connection=connection,
+                                     serializer=JSONSerializer)
+
+
+def test_jobs_come_in_queue_priority_order_through_the_intermediate_lists(
+        sync_redis: redis.Redis) -> None:
+    outbound, _, surveys, housekeeping = _queues(sync_redis)
+    late = housekeeping.enqueue(NOOP, "h", job_id="h")
+    survey = surveys.enqueue(NOOP, "s", job_id="s")
+    reply = outbound.enqueue(NOOP, "o", job_id="o")
+    order = []
+    for _ in range(3):
+        result = _dequeue(sync_redis, None)
+        assert result is not None
+        job, queue = result
+        order.append(job.id)
+        # Until it starts, the job is kept in its queue's intermediate list, not lost.
+        assert sync_redis.lrange(queue.intermediate_queue_key, 0, -1) == [job.id.encode()]
+        sync_redis.delete(queue.intermediate_queue_key)
+    assert order == [reply.id, survey.id, late.id]
+    assert _dequeue(sync_redis, None) is None
+
+
+def test_an_idle_dequeue_times_out_and_wakes_for_any_queue(sync_redis: redis.Redis) -> None:
+    with pytest.raises(DequeueTimeout):
+        _dequeue(sync_redis, 1)
+    housekeeping = _queues(sync_redis)[-1]
+    later = threading.Timer(0.3, lambda: housekeeping.enqueue(NOOP, "x", job_id="late"))
+    later.start()
+    try:
+        result = _dequeue(sync_redis, 10)  # blocks on the first queue, polls the others
+    finally:
+        later.join()
+    assert result is not None and result[0].id == "late"
+
+
+def test_a_job_that_ran_leaves_no_intermediate_entry(redis_url: str,
+                                                     sync_redis: redis.Redis) -> None:
+    for queue in _queues(sync_redis):
+        queue.enqueue(NOOP, queue.name, job_id=f"job-{queue.name}")
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        assert run_worker(connection, make_settings(redis_url), fork=False, burst=True,
+                          log_level="INFO") == 0
+    finally:
+        connection.close()
+    for queue in _queues(sync_redis):
+        job = Job.fetch(f"job-{queue.name}", connection=sync_redis, serializer=JSONSerializer)
+        assert job.get_status() == JobStatus.FINISHED
+        assert sync_redis.llen(queue.intermediate_queue_key) == 0
+
+
+def test_a_job_whose_pop_was_lost_is_retried_by_maintenance(sync_redis: redis.Redis) -> None:
+    """The pop's reply never reached the worker: the id sits in the intermediate list, in no
+    registry. With RQ's own multi-queue BLPOP it would be in no list at all."""
+    outbound = _queues(sync_redis)[0]
+    job = outbound.enqueue(NOOP, "reply", job_id="send-1", retry=Retry(max=3, interval=[5]))
+    assert _dequeue(sync_redis, None) is not None  # ...and the reply is lost
+    assert outbound.count == 0
+    assert sync_redis.lrange(outbound.intermediate_queue_key, 0, -1) == [b"send-1"]
+
+    worker = build_worker(sync_redis, fork=False, settings=make_settings())
+    outbound.intermediate_queue.cleanup(worker, outbound)  # first seen now
+    assert job.get_status() == JobStatus.QUEUED
+    # A minute later it still has not started: failed, and its Retry runs it again.
+    first_seen = outbound.intermediate_queue.get_first_seen_key("send-1")
+    sync_redis.set(first_seen, (now() - timedelta(minutes=2)).timestamp())
+    outbound.intermediate_queue.cleanup(worker, outbound)
+    assert sync_redis.llen(outbound.intermediate_queue_key) == 0
+    assert job.get_status() == JobStatus.SCHEDULED
+    scheduled = ScheduledJobRegistry(outbound.name, connection=sync_redis,
+                                     serializer=JSONSerializer)
+    assert scheduled.get_job_ids() == ["send-1"]
+    assert Job.fetch("send-1", connection=sync_redis, serializer=JSONSerializer
+                     ).retries_left == 2

@@ -1,0 +1,87 @@
+"""Dequeue from several queues without ever losing a job.
+
+RQ pops from several queues with BLPOP (or LPOP): the job id leaves the queue list in Redis
+before the worker has recorded anything. When the reply is lost (a dropped connection, a
+Redis restart or failover, the worker killed right then) the job is in no list and no
+registry: its status still says `queued` and nothing will ever run it
+(tests/faults/test_connection_chaos.py lost an agent's reply that way). With a single queue
+RQ uses BLMOVE into the queue's intermediate list instead, and its maintenance fails a job
+that sat there for over a minute without starting, so the job's Retry runs it again.
+
+`ReliableQueue.dequeue_any` does the same for several queues, in their priority order: a
+non-blocking LMOVE from each queue in turn, and when all are empty a BLMOVE on the first
+queue (agent replies start at once) for at most POLL_S, until the worker's dequeue timeout.
+A job on a lower-priority queue therefore waits at most POLL_S when the worker is idle.
+`ReliableDequeue.prepare_job_execution` takes the started job off the intermediate list, as
+RQ does for a single queue. Redis before 6.2 has no (B)LMOVE: RQ's own dequeue is used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import DequeueTimeout
+from rq.job import Job
+from rq.utils import as_text, get_version
+
+# When idle, how long a job on a queue other than the first may wait for a worker.
+POLL_S = 1
+
+
+class ReliableQueue(Queue):
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        ordered = list(queues)
+        if len(ordered) == 1 or get_version(connection) < (6, 2, 0):
+            return super().dequeue_any(ordered, timeout, connection, job_class=job_class,
+                                       serializer=serializer,
+                                       death_penalty_class=death_penalty_class)
+        queue_keys = [queue.key for queue in ordered]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = None
+            for key in queue_keys:
+                result = cls.lmove(connection, key, None)
+                if result is not None:
+                    break
+            if result is None:
+                if deadline is None:
+                    return None
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    raise DequeueTimeout(timeout, queue_keys)
+                try:
+                    result = cls.lmove(connection, queue_keys[0],
+                                       max(1, min(POLL_S, int(left_s))))
+                except DequeueTimeout:
+                    continue
+            queue_key, job_id = map(as_text, result)
+            fetched = cls._fetch_dequeued_job(connection, queue_key, job_id,
+                                              job_class=job_class, serializer=serializer,
+                                              death_penalty_class=death_penalty_class)
+            if fetched is not None:
+                return fetched
+            # The job hash is gone: RQ's maintenance drops its id from the intermediate list.
+
+
+class ReliableDequeue:
+    """Worker mixin: dequeue through ReliableQueue."""
+
+    queue_class = ReliableQueue
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False
+                              ) -> None:
+        # Every job came through an intermediate list (RQ only says so for one queue).
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)  # type: ignore[misc]
