@@ -43,6 +43,7 @@ from bridge.core.rules import Automation, AutomationConfig, RuleActions, load_co
 from bridge.core.tickets import EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.sending import apply_macro, send_csat
+from bridge.store.claims import claim, new_token
 from bridge.store.keys import PREFIX
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
 from bridge.store.tickets import Conflict, NotFound, TicketStore
@@ -131,12 +132,13 @@ async def handle_ticket_event(deps: Deps, payload: dict[str, Any]) -> dict[str, 
         return out
     now = deps.clock()
     touched = {ticket_id}
+    run = new_token()  # this run's claim on each trigger's marker
     for rule in deps.config.triggers_for(trigger):
         if not rule.when.matches(ticket, now):
             continue
-        if event_id and not await deps.store.redis.set(
-            f"{PREFIX}:trg:{rule.name}:{ticket_id}:{event_id}", "1", nx=True,
-            ex=TRIGGER_MARKER_TTL_S,
+        if event_id and not await claim(
+            deps.store.redis, f"{PREFIX}:trg:{rule.name}:{ticket_id}:{event_id}", run,
+            ttl_ms=TRIGGER_MARKER_TTL_S * 1000,
         ):
             continue  # this job ran before (RQ retried it): at most once
         report = await execute(deps, f"trigger:{rule.name}", rule.then, ticket, now,

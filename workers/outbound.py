@@ -42,7 +42,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -53,6 +52,7 @@ from rq.job import Job
 from bridge.core.messages import Channel
 from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event, EventType
 from bridge.store import keys
+from bridge.store.claims import claim, new_token
 from bridge.store.tickets import NotFound, TicketStore
 from workers.senders import OPTED_OUT, OUTSIDE_WINDOW, OutboundMessage, Sender, SendError
 
@@ -86,10 +86,6 @@ return 0
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def mask_address(address: str) -> str:
@@ -232,23 +228,16 @@ class OutboundService:
             return SendOutcome(ticket_id, event_id, FAILED, error_code="not_outbound",
                                error_message=f"{event.type.value} events are not sent")
         lock_key = self._lock_key(contact, ticket_id, event_id)
-        token = uuid.uuid4().hex
+        token = new_token()
         # Everything below reads and writes the delivery state under this lock, so two runs
         # for one event (a duplicate job, `bridge retry` during a send) never interleave.
-        if not await self._lock(lock_key, token):
+        if not await claim(self.store.redis, lock_key, token, ttl_ms=self.lock_ttl_ms):
             busy_ms = await self.store.redis.pttl(lock_key)
             return self._retry_later(ticket_id, event_id, busy_ms)
         try:
             return await self._send_locked(event, contact, found_late)
         finally:
             await self._unlock(keys=[lock_key], args=[token])
-
-    async def _lock(self, lock_key: str, token: str) -> bool:
-        if await self.store.redis.set(lock_key, token, nx=True, px=self.lock_ttl_ms):
-            return True
-        # The client retries a command whose reply was lost (Redis restarted, a dropped
-        # connection): the first SET may have taken the lock for us.
-        return _text(await self.store.redis.get(lock_key)) == token
 
     async def _send_locked(self, event: Event, contact: Contact, found_late: bool = False
                            ) -> SendOutcome:
