@@ -33,9 +33,13 @@ SWEEP_UNSENT = "workers.tasks.sweep_unsent"
 
 JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER, SWEEP_UNSENT)
 
-# Transient send failures are retried by the job itself (it knows which errors are
-# transient); this RQ retry only covers a worker that died mid-job.
-SEND_RETRY = Retry(max=3, interval=[5, 30, 120])
+# RQ's retry for a job that never finished: its worker died mid-job, or its pop was lost
+# and RQ's maintenance failed it from the intermediate list (workers/dequeue.py). Safe for
+# these jobs: a send checks its delivery state under a lock, triggers and timers claim
+# their marker before acting (at most once), and a timer checks its ticket's moment.
+# Transient send failures (429, 5xx) are retried by the send job itself, not by this.
+CRASH_RETRY = Retry(max=3, interval=[5, 30, 120])
+SEND_RETRY = CRASH_RETRY
 
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -95,4 +99,5 @@ class JobQueues:
         return self.enqueue(
             QUEUE_EVENTS, ON_TICKET_EVENT,
             {"ticket_id": ticket_id, "trigger": trigger, "version": version, "event_id": event_id},
+            retry=CRASH_RETRY,
         )

@@ -191,6 +191,33 @@ async def test_setting_the_same_timer_twice_schedules_it_once(
     assert len(scheduled(sync_redis)) == 1
 
 
+async def test_a_timer_run_again_by_rq_does_not_act_twice(
+    deps: Deps, store: TicketStore, sync_redis: redis.Redis,
+) -> None:
+    """RQ runs a job again after a crash (or a lost pop): a timer whose actions leave its
+    conditions true would repeat them; its marker makes it act once."""
+    deps.config = parse_config(tomllib.loads("""
+[[automations]]
+name = "remind_new"
+since = "created"
+after_s = 1
+when = { status = ["new"] }
+then = { add_tags = ["reminded"] }
+"""), "test.toml")
+    tid = ids(await inbound(store, address="whatsapp:+15551110009", at_ms=now_ms() - 5_000))
+    result = await handle_ticket_event(deps, {"ticket_id": tid, "trigger": "ticket.created",
+                                              "version": 1, "event_id": "e1"})
+    (job_id,) = result["scheduled"]
+    job = Job.fetch(job_id, connection=sync_redis, serializer=JSONSerializer)
+    assert job.retries_left == 3  # RQ may run it again after a crash
+    (timer,) = scheduled(sync_redis)
+    assert (await handle_due_timer(deps, timer))["fired"] is True
+    again = await handle_due_timer(deps, timer)
+    assert again["skipped"] == ["already_fired"]
+    events, _ = await store.events(tid, limit=20)
+    assert sum(e.type is EventType.TICKET_UPDATED for e in events) == 1
+
+
 async def test_timers_are_not_set_for_tickets_the_rule_cannot_apply_to(
     deps: Deps, store: TicketStore, sync_redis: redis.Redis,
 ) -> None:

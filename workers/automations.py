@@ -179,8 +179,9 @@ async def schedule_timer(deps: Deps, automation: Automation, ticket: Ticket) -> 
     # due by the current whole second: rounded down, a timer would fire up to a second
     # before its due time. Rounded up, it never fires early.
     at = datetime.fromtimestamp(math.ceil(due / 1000), tz=UTC)
-    await asyncio.to_thread(deps.queues.enqueue, jobs.QUEUE_HOUSEKEEPING, jobs.RUN_TIMER,
-                            payload, job_id=job_id, at=at)
+    await asyncio.to_thread(functools.partial(
+        deps.queues.enqueue, jobs.QUEUE_HOUSEKEEPING, jobs.RUN_TIMER, payload, job_id=job_id,
+        at=at, retry=jobs.CRASH_RETRY))
     return job_id
 
 
@@ -209,6 +210,11 @@ async def handle_due_timer(deps: Deps, payload: dict[str, Any]) -> dict[str, Any
     reasons = automation.should_fire(ticket, anchor_ms=anchor, now_ms=now)
     if reasons:
         out["skipped"] = reasons
+        return out
+    marker = f"{PREFIX}:tmr:{jobs.job_id('timer', ticket_id, name, str(anchor))}"
+    if not await claim(deps.store.redis, marker, new_token(),
+                       ttl_ms=TRIGGER_MARKER_TTL_S * 1000):
+        out["skipped"] = ["already_fired"]  # this timer ran before (RQ retried it)
         return out
     report = await execute(deps, f"automation:{name}", automation.then, ticket, now,
                            reason=name)
