@@ -25,7 +25,7 @@ import math
 import os
 import secrets
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,12 @@ def cpu_us_per_request(r: LoadResult) -> float:
     return r.cpu_percent["server"] / 100 * r.window_s / r.window_ok * 1e6
 
 
+def _median_measured(values: Iterable[float]) -> float:
+    """The median of the rounds whose CPU could be read (a NaN sorts anywhere)."""
+    measured = [v for v in values if math.isfinite(v)]
+    return statistics.median(measured) if measured else math.nan
+
+
 def others_percent(runs: list[LoadResult]) -> float:
     """Mean CPU used by other processes of the machine during these windows (% of a core)."""
     values = [r.cpu_percent["others"] for r in runs if "others" in r.cpu_percent]
@@ -245,9 +251,9 @@ def rows(o: Outcome) -> list[Row]:
             value=best_bridge.rate, unit="req/s", baseline=best_base.rate,
             baseline_name=BASELINE_NAME, target=Target(op=">=", threshold=0.30, on="ratio")),
         Row(bench="ingest", name="server CPU time per webhook (median of rounds)",
-            value=statistics.median(cpu_us_per_request(r) for r in o.bridge_rounds),
-            unit="µs", baseline=statistics.median(cpu_us_per_request(r)
-                                                  for r in o.base_rounds),
+            value=_median_measured(cpu_us_per_request(r) for r in o.bridge_rounds),
+            unit="µs", baseline=_median_measured(cpu_us_per_request(r)
+                                                 for r in o.base_rounds),
             baseline_name=BASELINE_NAME),
         Row(bench="ingest", name=f"p50 latency at half max ({half:,.0f} req/s, open loop)",
             value=lat["p50"], unit="ms", baseline=blat["p50"],
