@@ -37,6 +37,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A private redis-server with AOF (appendfsync everysec), as in production: for tests
+    that kill, stop or restart it."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()

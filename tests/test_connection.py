@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -47,15 +45,6 @@ async def test_plain_url_has_no_tls_options() -> None:
 # ------------------------------------------------------------------ retry policies
 
 
-@pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _kill_then_restart_after(server: EmbeddedRedis, down_s: float) -> threading.Thread:
     assert server.process is not None
     server.process.kill()
@@ -89,15 +78,15 @@ def test_which_errors_are_tried_again(policy: RetryPolicy, error: type[Exception
     assert len(calls) == tries
 
 
-async def test_ride_out_clients_survive_a_redis_restart(restartable_redis: EmbeddedRedis
+async def test_ride_out_clients_survive_a_redis_restart(aof_redis: EmbeddedRedis
                                                         ) -> None:
-    settings = make_settings(restartable_redis.url)
+    settings = make_settings(aof_redis.url)
     aclient = async_redis(settings, retry=RIDE_OUT)
     client = sync_redis(settings, retry=RIDE_OUT)
     try:
         await aclient.set("before", "1")
         client.ping()
-        restart = _kill_then_restart_after(restartable_redis, down_s=1.0)
+        restart = _kill_then_restart_after(aof_redis, down_s=1.0)
         await aclient.set("during", "1")  # waits for the server, then succeeds
         assert client.set("during-sync", "1")
         restart.join()
@@ -108,15 +97,15 @@ async def test_ride_out_clients_survive_a_redis_restart(restartable_redis: Embed
 
 
 async def test_fail_fast_clients_give_up_while_redis_is_down(
-    restartable_redis: EmbeddedRedis,
+    aof_redis: EmbeddedRedis,
 ) -> None:
-    settings = make_settings(restartable_redis.url)
+    settings = make_settings(aof_redis.url)
     aclient = async_redis(settings)
     client = sync_redis(settings)
     try:
         await aclient.ping()
         client.ping()
-        restart = _kill_then_restart_after(restartable_redis, down_s=1.0)
+        restart = _kill_then_restart_after(aof_redis, down_s=1.0)
         with pytest.raises(redis.ConnectionError):
             await aclient.set("during", "1")
         with pytest.raises(redis.ConnectionError):

@@ -70,16 +70,6 @@ def start_web(redis_url: str, **env: str) -> WebProcess:
 
 
 @pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A private redis-server with AOF (appendfsync everysec), as in production."""
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def web_on(aof_redis: EmbeddedRedis) -> Iterator[WebProcess]:
     web = start_web(aof_redis.url)
     try:

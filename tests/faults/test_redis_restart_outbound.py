@@ -92,6 +92,6 @@ def test_workers_ride_out_redis_restarts_without_losing_or_doubling_a_send(
           f"({dict(failed) or '-'}), 0 lost, duplicates at the stub: {duplicates} "
           f"({len(messages)} messages for {len(bodies)} replies); worker processes "
           f"restarted by the supervisor: {respawned}")
-    assert duplicates == 0
-    assert sent + sum(failed.values()) == SENDS
+    assert duplicates == 0, [body for body, n in bodies.items() if n > 1]
+    assert sent + sum(failed.values()) == SENDS, [s for s in final if not s.get("provider_id")]
     assert not failed, f"a Redis restart made sends fail: {failed}"
