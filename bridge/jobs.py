@@ -7,12 +7,14 @@ tests/test_contract.py checks that every name here imports to a callable.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
+from rq.worker_registration import REDIS_WORKER_KEYS
 
 # Queues in the order a worker serves them: agent replies before surveys and housekeeping.
 QUEUE_OUTBOUND = "bridge-outbound"
@@ -43,6 +45,23 @@ SEND_RETRY = CRASH_RETRY
 
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
+# The set of registered RQ workers (dead ones leave it at the next maintenance pass).
+WORKERS_KEY = REDIS_WORKER_KEYS
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Where RQ keeps one queue's jobs, by state: lists `queued` (waiting) and `dequeuing`
+    (taken by a worker that has not started them: workers/dequeue.py), sorted sets
+    `started`, `scheduled` (score: due time, s) and `failed`."""
+
+    queue: str
+    queued: str
+    dequeuing: str
+    started: str
+    scheduled: str
+    failed: str
+
 
 def job_id(*parts: str) -> str:
     """RQ job ids allow only [A-Za-z0-9_-]; stream ids carry '-' already, ':' is replaced."""
@@ -58,6 +77,13 @@ class JobQueues:
             name: Queue(name, connection=connection, serializer=JSONSerializer)
             for name in QUEUES_BY_PRIORITY
         }
+
+    def key_names(self) -> list[QueueKeys]:
+        return [QueueKeys(queue=name, queued=q.key, dequeuing=q.intermediate_queue_key,
+                          started=q.started_job_registry.key,
+                          scheduled=q.scheduled_job_registry.key,
+                          failed=q.failed_job_registry.key)
+                for name, q in self.queues.items()]
 
     def enqueue(
         self, queue: str, func: str, payload: dict[str, Any], *, job_id: str | None = None,

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.web.keys import redis_key
+from bridge.jobs import WORKERS_KEY
+from bridge.web import metrics as m
+from bridge.web.keys import queues_key, redis_key
+
+# A scheduled job this late was not moved by a scheduler (RQ's moves them every second).
+OVERDUE_S = 30
 
 routes = web.RouteTableDef()
 
@@ -32,5 +39,39 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    await _read_queues(request.app)
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _read_queues(app: web.Application) -> None:
+    """Queue depths and overdue timers, read at scrape time (one pipeline). Without Redis
+    the series are dropped rather than left at stale values."""
+    names = app[queues_key].key_names()
+    overdue_before = time.time() - OVERDUE_S
+    try:
+        async with asyncio.timeout(2):
+            async with app[redis_key].pipeline(transaction=False) as pipe:
+                for k in names:
+                    pipe.llen(k.queued)
+                    pipe.llen(k.dequeuing)
+                    pipe.zcard(k.started)
+                    pipe.zcard(k.scheduled)
+                    pipe.zcard(k.failed)
+                    pipe.zcount(k.scheduled, "-inf", overdue_before)
+                pipe.scard(WORKERS_KEY)
+                values = await pipe.execute()
+    except (redis.RedisError, TimeoutError):
+        m.REDIS_UP.set(0)
+        m.JOBS.clear()
+        m.JOBS_OVERDUE.clear()
+        m.WORKERS.set(float("nan"))
+        return
+    m.REDIS_UP.set(1)
+    for i, k in enumerate(names):
+        row = values[i * 6:(i + 1) * 6]
+        for state, value in zip(("queued", "dequeuing", "started", "scheduled", "failed"),
+                                row, strict=False):
+            m.JOBS.labels(k.queue, state).set(value)
+        m.JOBS_OVERDUE.labels(k.queue).set(row[5])
+    m.WORKERS.set(values[-1])

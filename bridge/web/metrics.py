@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "bridge_http_requests_total", "HTTP requests", ["method", "route", "status"]
@@ -26,6 +26,16 @@ REDIS_UNAVAILABLE = Counter(
 STATUS_CALLBACKS = Counter(
     "bridge_status_callbacks_total", "Delivery status callbacks", ["status", "applied"]
 )
+
+# Read from Redis at each scrape (bridge.web.health): what the workers have to do.
+JOBS = Gauge("bridge_jobs", "RQ jobs by queue and state", ["queue", "state"])
+JOBS_OVERDUE = Gauge(
+    "bridge_jobs_overdue",
+    "Scheduled jobs (timers, retries) due more than 30 s ago: RQ's scheduler moves them "
+    "every second, so these mean that no scheduler is running", ["queue"],
+)
+WORKERS = Gauge("bridge_workers", "Registered RQ workers")
+REDIS_UP = Gauge("bridge_redis_up", "Whether Redis answered this scrape's queue readings")
 
 _inbound: dict[tuple[str, str], Any] = {}
 
