@@ -65,7 +65,7 @@ class IngestConfig:
 
 SMOKE = IngestConfig(contacts=20, concurrency=4, warmup_s=0, rounds=1, round_s=0.5,
                      round_warmup_s=0.2, latency_s=0.5, baseline_latency_s=0.3, sweep=(),
-                     max_rate=5000, write_svg=False)
+                     max_rate=30_000, write_svg=False)
 QUICK = IngestConfig(warmup_s=1.5, rounds=2, round_s=2.0, round_warmup_s=0.5, latency_s=4.0,
                      baseline_latency_s=2.0, sweep=(0.25, 0.9), sweep_s=2.0)
 

@@ -302,13 +302,26 @@ class _Cpu:
         except (OSError, ValueError, IndexError):
             pass
         for label, pid in self.pids.items():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rpartition(")")[2].split()
-            out[label] = (int(fields[11]) + int(fields[12])) / self.tick
+            seconds = self._process_cpu_s(pid)
+            if seconds is not None:
+                out[label] = seconds
         return out
+
+    def _process_cpu_s(self, pid: int) -> float | None:
+        """On-CPU time of all the process's threads: schedstat counts nanoseconds, where
+        /proc/<pid>/stat counts clock ticks (10 ms: a short round could read 0)."""
+        try:
+            total_ns = 0
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                total_ns += int((task / "schedstat").read_text().split()[0])
+            return total_ns / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self.tick
 
     def begin(self) -> None:
         self.t0 = time.perf_counter()

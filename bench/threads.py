@@ -131,6 +131,8 @@ async def bulk_tickets(client: redis.asyncio.Redis, count: int, *, first_contact
                     "updated_at_ms": now, "message_count": 1, "follow_up_of": "",
                     "version": 1 if status is Status.NEW else 2,
                 }
+                if status is not Status.NEW:  # changed by update_ticket, which marks it
+                    ticket["op"] = "bulk"
                 if status is Status.SOLVED:
                     ticket["solved_at_ms"] = now
                 if status is Status.CLOSED:
