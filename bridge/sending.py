@@ -28,7 +28,7 @@ from bridge.core.tickets import Contact, EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.store import keys
 from bridge.store.macros import MacroStore
-from bridge.store.tickets import Conflict, NotFound, TicketStore
+from bridge.store.tickets import Conflict, Idempotency, NotFound, TicketStore
 from bridge.templating import (
     DEFAULT_LIMITS,
     Limits,
@@ -146,6 +146,7 @@ async def apply_macro(
     event_type: EventType = EventType.MACRO_APPLIED,
     extra_data: Mapping[str, Any] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    idempotency: Idempotency | None = None,
 ) -> MacroOutcome:
     """Render and apply a macro: one recorded event carrying the text, the macro's ticket
     changes in the same update, then the send is enqueued.
@@ -191,6 +192,7 @@ async def apply_macro(
         if actions.end_session else None,
         event=event,
         guard=guard,
+        idempotency=idempotency,
     )
     sent = False
     if macro.sends and event_id is not None:

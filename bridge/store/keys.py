@@ -31,6 +31,12 @@ def deliveries(contact_id: str, ticket_id: str) -> str:
     return f"{ticket(contact_id, ticket_id)}:delivery"
 
 
+def idempotency(contact_id: str, ticket_id: str, key_id: str) -> str:
+    """String: what a client's Idempotency-Key did on this ticket ("pending <op> <fp>" while
+    its update runs, then "done <event id> <fp>"), kept a day."""
+    return f"{ticket(contact_id, ticket_id)}:idem:{key_id}"
+
+
 # Global keys (not in a contact's slot).
 TICKET_SEQ = f"{PREFIX}:seq:ticket"
 TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id

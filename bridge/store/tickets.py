@@ -76,6 +76,29 @@ class NotFound(LookupError):
     pass
 
 
+# How long a client's Idempotency-Key is remembered (Stripe keeps them 24 hours too).
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's key for one change (`key_id`: a digest of the key, safe in a Redis key
+    name) and a digest of the request it came with: the same key with another request is
+    refused rather than answered with the first one's result."""
+
+    key_id: str
+    fingerprint: str
+
+
+class Replayed(Exception):
+    """update_ticket found the change of its Idempotency-Key already made: nothing was
+    written; `event_id` is what the earlier request recorded ("" for no event)."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
 class Conflict(Exception):
     """The request is valid but the ticket's state refuses it (HTTP 409)."""
 
@@ -429,6 +452,7 @@ class TicketStore:
         end_session_reason: str | None = None,
         event: tuple[EventType, str, dict[str, Any]] | None = None,
         guard: Callable[[Ticket], None] | None = None,
+        idempotency: Idempotency | None = None,
     ) -> tuple[Ticket, str | None]:
         """Change a ticket as an agent, macro or automation: one optimistic transaction.
 
@@ -436,10 +460,14 @@ class TicketStore:
         check and the write atomic against concurrent routing. Returns the new ticket and
         the id of the event recorded for the change (None when nothing changed).
         `guard` runs on the current ticket inside the transaction and may raise Conflict
-        (for example: no public reply once the session has ended).
+        (for example: no public reply once the session has ended). With `idempotency`, a
+        change already made under the same key is not made again: Replayed carries the
+        event id it recorded (Conflict `idempotency_key_reused` when the key came with
+        another request, `idempotency_key_in_progress` while the first one runs).
         """
         cid = await self.contact_of(ticket_id)
         tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
+        ikey = keys.idempotency(cid, ticket_id, idempotency.key_id) if idempotency else ""
         norm_tags = normalize_tags(tags) if tags is not None else None
         if event is not None and event[0] in OUTBOUND_EVENTS:
             # Intent first: if the caller dies or cannot enqueue the send after the event
@@ -453,7 +481,7 @@ class TicketStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(tkey)
+                    await pipe.watch(tkey, *filter(None, [ikey]))
                     raw = await pipe.hgetall(tkey)
                     if not raw:
                         raise NotFound(f"ticket {ticket_id} not found")
@@ -463,6 +491,13 @@ class TicketStore:
                         event_id = await self._event_of_op(ekey, op)
                         break
                     current = Ticket.from_fields(fields)
+                    if ikey:
+                        held = _s(await pipe.get(ikey))
+                        if held:  # this key's change was made (or is being made)
+                            await pipe.reset()
+                            assert idempotency is not None
+                            raise Replayed(await self._replayed(ekey, held, idempotency)
+                                           or "")
                     if guard is not None:
                         guard(current)
                     changes, change_data = self._changes(
@@ -476,6 +511,9 @@ class TicketStore:
                     changes["op"] = op
                     pipe.hset(tkey, mapping=changes)
                     pipe.hincrby(tkey, "version", 1)
+                    if idempotency:
+                        pipe.set(ikey, f"pending {op} {idempotency.fingerprint}",
+                                 ex=IDEMPOTENCY_TTL_S)
                     eid_index = None
                     if change_data:
                         etype = (EventType.SESSION_ENDED if end_session_reason
@@ -483,16 +521,19 @@ class TicketStore:
                                  else EventType.TICKET_UPDATED)
                         pipe.xadd(ekey, self._fields(etype, author, "", change_data, now_ms,
                                                      op=op))
-                        eid_index = 2
+                        eid_index = len(pipe.command_stack) - 1
                     if event is not None:
                         etype, body, data = event
                         pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms, op=op))
-                        eid_index = 3 if change_data else 2
+                        eid_index = len(pipe.command_stack) - 1
                     results = await pipe.execute()
                     event_id = _s(results[eid_index]) if eid_index is not None else None
                     break
                 except WatchError:
                     continue
+        if idempotency:
+            await self.redis.set(ikey, f"done {event_id or '-'} {idempotency.fingerprint}",
+                                 ex=IDEMPOTENCY_TTL_S)
         ticket = await self.get_ticket(ticket_id)
         stale = {ticket_id: current.assignee} if current.assignee != ticket.assignee else {}
         await self._reindex(cid, [ticket_id], stale_assignees=stale)
@@ -552,9 +593,36 @@ class TicketStore:
             fields["op"] = op
         return fields
 
-    async def _event_of_op(self, ekey: str, op: str) -> str | None:
-        """The id of the last event an update_ticket attempt wrote (its newest entries)."""
-        for eid, fields in await self.redis.xrevrange(ekey, "+", "-", count=50):
+    async def replay(self, ticket_id: str, idempotency: Idempotency) -> str | None:
+        """What an earlier request with this Idempotency-Key did on the ticket: None when
+        there was none, else the id of the event it recorded ("" for none). Raises
+        Conflict (see update_ticket) and NotFound."""
+        cid = await self.contact_of(ticket_id)
+        held = _s(await self.redis.get(keys.idempotency(cid, ticket_id, idempotency.key_id)))
+        if not held:
+            return None
+        found = await self._replayed(keys.events(cid, ticket_id), held, idempotency)
+        return found or ""
+
+    async def _replayed(self, ekey: str, held: str, idempotency: Idempotency) -> str | None:
+        """The event id an earlier request with this Idempotency-Key recorded."""
+        state, ref, fingerprint = held.split(" ", 2)
+        if fingerprint != idempotency.fingerprint:
+            raise Conflict("idempotency_key_reused",
+                           "this Idempotency-Key was used with another request: use a new "
+                           "key for a new request")
+        if state == "done":
+            return None if ref == "-" else ref
+        found = await self._event_of_op(ekey, ref, scan=500)
+        if found is None:
+            raise Conflict("idempotency_key_in_progress",
+                           "a request with this Idempotency-Key is still being processed: "
+                           "retry in a moment")
+        return found
+
+    async def _event_of_op(self, ekey: str, op: str, *, scan: int = 50) -> str | None:
+        """The id of the last event an update_ticket attempt wrote (among the newest)."""
+        for eid, fields in await self.redis.xrevrange(ekey, "+", "-", count=scan):
             if _s(fields.get(b"op")) == op:
                 return _s(eid)
         return None

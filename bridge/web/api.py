@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.tickets import (
+    Event,
     EventType,
     SessionState,
     Status,
@@ -18,10 +19,18 @@ from bridge.core.tickets import (
     TransitionError,
 )
 from bridge.sending import enqueue_send
-from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, TicketStore
+from bridge.store.tickets import (
+    MAX_PAGE,
+    Conflict,
+    Idempotency,
+    NotFound,
+    Replayed,
+    TicketStore,
+)
 from bridge.web.auth import principal
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, not_found, unprocessable
+from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
+from bridge.web.idempotency import idempotency_of
 from bridge.web.keys import queues_key, settings_key, store_key
 from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
@@ -180,7 +189,7 @@ async def patch_ticket(request: web.Request) -> web.Response:
     except TransitionError as exc:
         raise unprocessable(exc.message, exc.code) from None
     except Conflict as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        raise conflict_error(exc) from None
     if ticket.status is not before.status:
         await emit(request, ticket, "ticket.status_changed", event_id or "")
     return await ticket_response(request, ticket)
@@ -193,11 +202,36 @@ async def add_note(request: web.Request) -> web.Response:
     ticket_id = request.match_info["id"]
     data = await json_object(request, frozenset({"body"}))
     body = _text(data, "body", MAX_NOTE_CHARS)
+    idempotency = idempotency_of(request, data)
     await _ticket(store, ticket_id)
-    event = await store.add_event(
-        ticket_id, EventType.NOTE, author=principal(request).name, body=body, now_ms=now_ms()
-    )
-    return web.json_response(event_json(event), status=201)
+    if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
+        return web.json_response(event_json(earlier), status=201)
+    try:
+        _, event_id = await store.update_ticket(
+            ticket_id, author=principal(request).name, now_ms=now_ms(),
+            event=(EventType.NOTE, body, {}), idempotency=idempotency,
+        )
+    except Conflict as exc:
+        raise conflict_error(exc) from None
+    except Replayed as replay:  # the same request, running alongside: it recorded the note
+        event_id = replay.event_id
+    assert event_id
+    return web.json_response(event_json(await store.get_event(ticket_id, event_id)),
+                             status=201)
+
+
+async def replayed(store: TicketStore, ticket_id: str, idempotency: Idempotency | None
+                   ) -> Event | None:
+    """The event an earlier request with this Idempotency-Key recorded, if any: checked
+    before the request's own checks, which the first request may have changed the answer
+    to (a macro that ended the session)."""
+    if idempotency is None:
+        return None
+    try:
+        event_id = await store.replay(ticket_id, idempotency)
+    except Conflict as exc:
+        raise conflict_error(exc) from None
+    return await store.get_event(ticket_id, event_id) if event_id else None
 
 
 def public_reply_allowed(ticket: Ticket) -> None:
@@ -217,19 +251,22 @@ async def reply(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
     data = await json_object(request, frozenset({"body", "macro"}))
+    idempotency = idempotency_of(request, data)
     if "macro" in data:
         if "body" in data:
             raise unprocessable("send either body or macro, not both")
         if not isinstance(data["macro"], str) or not data["macro"]:
             raise unprocessable("macro must be a macro name")
-        return await apply_macro(request, ticket_id, data["macro"])
+        return await apply_macro(request, ticket_id, data["macro"], idempotency)
     body = _text(data, "body", MAX_REPLY_CHARS)
     ticket = await _ticket(store, ticket_id)
+    if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
+        return web.json_response(event_json(earlier), status=202)
     try:
         public_reply_allowed(ticket)
         contact = await store.get_contact(ticket.contact_id)
     except Conflict as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        raise conflict_error(exc) from None
     if contact.opted_out:
         raise ApiError(409, "opted_out", "the customer opted out of messages (Twilio 21610)")
     if ticket.channel == "whatsapp" and not contact.window_open(now_ms()):
@@ -243,10 +280,13 @@ async def reply(request: web.Request) -> web.Response:
         _, event_id = await store.update_ticket(
             ticket_id, author=principal(request).name, now_ms=now_ms(),
             event=(EventType.AGENT_REPLY, body, {"kind": "reply"}),
-            guard=public_reply_allowed,
+            guard=public_reply_allowed, idempotency=idempotency,
         )
     except Conflict as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        raise conflict_error(exc) from None
+    except Replayed as replay:  # recorded (and enqueued) by the same request, alongside
+        return web.json_response(
+            event_json(await store.get_event(ticket_id, replay.event_id)), status=202)
     assert event_id is not None
     await enqueue_send(request.app[queues_key], ticket_id, event_id)
     event = await store.get_event(ticket_id, event_id)
@@ -271,6 +311,6 @@ async def end_session(request: web.Request) -> web.Response:
             end_session_reason=reason,
         )
     except Conflict as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        raise conflict_error(exc) from None
     await emit(request, ticket, "ticket.session_ended", event_id or "")
     return await ticket_response(request, ticket)

@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.store.tickets import Conflict
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -35,3 +37,9 @@ def not_found(message: str) -> ApiError:
 
 def conflict(code: str, message: str) -> ApiError:
     return ApiError(409, code, message)
+
+
+def conflict_error(exc: Conflict) -> ApiError:
+    """A state the request cannot apply to: 409, except a reused Idempotency-Key (422)."""
+    return ApiError(422 if exc.code == "idempotency_key_reused" else 409, exc.code,
+                    exc.message)

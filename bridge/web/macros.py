@@ -34,7 +34,7 @@ from bridge.core.rules import AutomationConfig, load_config
 from bridge.sending import apply_macro as apply_macro_to_ticket
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
-from bridge.store.tickets import Conflict, NotFound
+from bridge.store.tickets import Conflict, Idempotency, NotFound, Replayed
 from bridge.templating import (
     DEFAULT_LIMITS,
     FIXTURE_TICKET,
@@ -45,7 +45,8 @@ from bridge.templating import (
 )
 from bridge.web.auth import principal, require_admin
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, not_found, unprocessable
+from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
+from bridge.web.idempotency import idempotency_of
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key
 from bridge.web.serialize import event_json, iso
 
@@ -287,7 +288,8 @@ async def list_versions(request: web.Request) -> web.Response:
     })
 
 
-async def apply_macro(request: web.Request, ticket_id: str, name: str) -> web.Response:
+async def apply_macro(request: web.Request, ticket_id: str, name: str,
+                      idempotency: Idempotency | None = None) -> web.Response:
     """Apply a macro to a ticket as the requesting agent: 202 with the recorded event.
 
     Also used by `POST /api/v1/tickets/{id}/replies {"macro": name}`."""
@@ -299,18 +301,31 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str) -> web.Re
     app = request.app
     queues = app[queues_key]
     store = app[store_key]
+    if idempotency is not None:
+        try:
+            earlier = await store.replay(ticket_id, idempotency)
+        except NotFound:
+            raise not_found(f"ticket {ticket_id} not found") from None
+        except Conflict as exc:
+            raise conflict_error(exc) from None
+        if earlier:
+            event = await store.get_event(ticket_id, earlier)
+            return web.json_response(event_json(event), status=202)
     try:
         outcome = await apply_macro_to_ticket(
             store=store, macros=macro_store(app), queues=queues,
             general=automation_config(app).general, ticket_id=ticket_id, name=name,
-            author=who.name, agent_name=who.name, now_ms=now_ms(),
+            author=who.name, agent_name=who.name, now_ms=now_ms(), idempotency=idempotency,
         )
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None
     except MacroNotFound as exc:
         raise not_found(str(exc)) from None
     except Conflict as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        raise conflict_error(exc) from None
+    except Replayed as replay:  # applied by the same request, running alongside
+        event = await store.get_event(ticket_id, replay.event_id)
+        return web.json_response(event_json(event), status=202)
     except TemplateErrors as exc:
         return invalid_template(exc.problems)
     ticket, event_id = outcome.ticket, outcome.event_id or ""
@@ -331,7 +346,8 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str) -> web.Re
 
 
 async def apply_macro_handler(request: web.Request) -> web.Response:
-    return await apply_macro(request, request.match_info["id"], request.match_info["name"])
+    return await apply_macro(request, request.match_info["id"], request.match_info["name"],
+                             idempotency_of(request, {}))
 
 
 routes: list[web.RouteDef] = [

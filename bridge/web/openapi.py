@@ -145,6 +145,14 @@ _RESPONSES = {
 
 _SIGNATURE = {"name": "X-Twilio-Signature", "in": "header", "required": True,
               "schema": {"type": "string"}}
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Send the request again with the same key after a timeout or a 5xx: "
+                   "nothing is recorded twice, the answer is the first request's (24 h; "
+                   "422 idempotency_key_reused with another request, 409 "
+                   "idempotency_key_in_progress while the first one runs).",
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+}
 
 PATHS: dict[str, Any] = {
     "/healthz": {"get": {"summary": "Process is up", "security": [],
@@ -193,15 +201,15 @@ PATHS: dict[str, Any] = {
     }},
     "/api/v1/tickets/{id}/replies": {"post": {
         "summary": "Public reply (body) or macro; sent by a worker",
-        "parameters": [_ID], "requestBody": _body(_ref("Reply")),
+        "parameters": [_ID, _IDEMPOTENCY], "requestBody": _body(_ref("Reply")),
         "responses": {"202": _json(_ref("Event"), "Queued"),
                       **_errors(400, 401, 404, 409, 415, 422, 503)},
     }},
     "/api/v1/tickets/{id}/notes": {"post": {
         "summary": "Internal note (never sent to the customer)",
-        "parameters": [_ID], "requestBody": _body(_ref("Note")),
+        "parameters": [_ID, _IDEMPOTENCY], "requestBody": _body(_ref("Note")),
         "responses": {"201": _json(_ref("Event"), "Created"),
-                      **_errors(400, 401, 404, 415, 422, 503)},
+                      **_errors(400, 401, 404, 409, 415, 422, 503)},
     }},
     "/api/v1/tickets/{id}/session/end": {"post": {
         "summary": "End the messaging session (status unchanged)", "parameters": [_ID],
@@ -212,9 +220,10 @@ PATHS: dict[str, Any] = {
                       **_errors(400, 401, 404, 409, 415, 422, 503)},
     }},
     "/api/v1/tickets/{id}/macros/{name}": {"post": {
-        "summary": "Apply a macro: render, send, run its actions", "parameters": [_ID, _NAME],
+        "summary": "Apply a macro: render, send, run its actions",
+        "parameters": [_ID, _NAME, _IDEMPOTENCY],
         "responses": {"202": _json(_ref("Event"), "Queued"),
-                      **_errors(401, 404, 409, 422, 503)},
+                      **_errors(400, 401, 404, 409, 422, 503)},
     }},
     "/api/v1/macros": {"get": {"summary": "List macros",
                                "responses": {"200": _json({"type": "object"}),

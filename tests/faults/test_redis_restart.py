@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from bridge.store.embedded import EmbeddedRedis
+from tests.conftest import AGENT_TOKEN
 from tests.factories import inbound_form, sign
 from tests.faults.conftest import WebProcess
 
@@ -99,3 +100,80 @@ def test_no_acknowledged_message_is_lost_across_redis_restarts(
     assert statuses[503] > 0, "Redis never looked down: the scenario did not happen"
     assert statuses[500] == 0
     assert web_on.process.poll() is None and web_on.process.pid == web_pid
+
+
+REPLIES = 600
+REPLY_TICKETS = 30
+
+
+def test_agent_replies_retried_with_their_keys_are_recorded_once_across_restarts(
+    aof_redis: EmbeddedRedis, web_on: WebProcess
+) -> None:
+    """An agent's client that gets a 503 or no answer sends the reply again with the same
+    Idempotency-Key: whether or not the first try was recorded, there is one reply."""
+    auth = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+    statuses: Counter[int] = Counter()
+    accepted: dict[str, str] = {}  # key -> event id of the 202
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=web_on.url, timeout=10,
+                                     limits=httpx.Limits(max_connections=20)) as client:
+            acked: list[str] = []
+            for n in range(REPLY_TICKETS):
+                form = inbound_form(f"question {n}", sender=f"whatsapp:+3368000{n:04d}")
+                await _deliver(client, form, acked, statuses)
+            listing = (await client.get("/api/v1/tickets?limit=100", headers=auth)).json()
+            ticket_ids = [t["id"] for t in listing["tickets"]]
+            assert len(ticket_ids) == REPLY_TICKETS
+            sem = asyncio.Semaphore(20)
+
+            async def reply(n: int) -> None:
+                key = f"reply-{n}"
+                url = f"/api/v1/tickets/{ticket_ids[n % REPLY_TICKETS]}/replies"
+                async with sem:
+                    for _ in range(200):
+                        try:
+                            answer = await client.post(url, json={"body": f"answer {n}"},
+                                                       headers={**auth, "Idempotency-Key": key})
+                            statuses[answer.status_code] += 1
+                            if answer.status_code == 202:
+                                accepted[key] = answer.json()["id"]
+                                return
+                        except httpx.HTTPError:
+                            statuses[0] += 1
+                        await asyncio.sleep(0.05)
+
+            async def chaos() -> None:
+                for n in range(1, RESTARTS + 1):
+                    for _ in range(6000):
+                        if len(accepted) >= REPLIES * n // (RESTARTS + 1):
+                            break
+                        await asyncio.sleep(0.01)
+                    assert aof_redis.process is not None
+                    aof_redis.process.kill()
+                    aof_redis.process.wait()
+                    await asyncio.sleep(0.3)
+                    await asyncio.to_thread(aof_redis.start)
+
+            await asyncio.gather(chaos(), *(reply(n) for n in range(REPLIES)))
+
+    asyncio.run(run())
+    client = redis.Redis.from_url(aof_redis.url)
+    recorded: Counter[str] = Counter()
+    ids: dict[str, set[str]] = {}
+    for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+        for eid, fields in client.xrange(key):
+            if fields[b"type"] == b"agent_reply":
+                body = fields[b"body"].decode()
+                recorded[body] += 1
+                ids.setdefault(body, set()).add(eid.decode())
+    twice = [body for body, n in recorded.items() if n > 1]
+    print(f"\n{REPLIES} agent replies, each retried with its Idempotency-Key until 202, "
+          f"across {RESTARTS} Redis restarts: answers {dict(statuses)}; {len(accepted)} "
+          f"accepted, {len(recorded)} recorded, {len(twice)} recorded twice")
+    assert len(accepted) == REPLIES
+    assert sorted(recorded) == sorted(f"answer {n}" for n in range(REPLIES))
+    assert not twice
+    # The 202 of every retry names the one recorded event.
+    assert all(ids[f"answer {n}"] == {accepted[f"reply-{n}"]} for n in range(REPLIES))
+    assert statuses[500] == 0
