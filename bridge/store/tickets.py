@@ -507,25 +507,16 @@ class TicketStore:
                         await pipe.reset()
                         return current, None
                     pipe.multi()
-                    changes["updated_at_ms"] = str(now_ms)
-                    changes["op"] = op
-                    pipe.hset(tkey, mapping=changes)
-                    pipe.hincrby(tkey, "version", 1)
                     if idempotency:
                         pipe.set(ikey, f"pending {op} {idempotency.fingerprint}",
                                  ex=IDEMPOTENCY_TTL_S)
-                    eid_index = None
-                    if change_data:
-                        etype = (EventType.SESSION_ENDED if end_session_reason
-                                 else EventType.STATUS_CHANGED if "status" in changes
-                                 else EventType.TICKET_UPDATED)
-                        pipe.xadd(ekey, self._fields(etype, author, "", change_data, now_ms,
-                                                     op=op))
-                        eid_index = len(pipe.command_stack) - 1
-                    if event is not None:
-                        etype, body, data = event
-                        pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms, op=op))
-                        eid_index = len(pipe.command_stack) - 1
+                    change_type = (EventType.SESSION_ENDED if end_session_reason
+                                   else EventType.STATUS_CHANGED if "status" in changes
+                                   else EventType.TICKET_UPDATED)
+                    eid_index = self._queue_update(
+                        pipe, tkey, ekey, changes=changes, op=op, author=author,
+                        now_ms=now_ms, change=(change_type, change_data) if change_data
+                        else None, event=event)
                     results = await pipe.execute()
                     event_id = _s(results[eid_index]) if eid_index is not None else None
                     break
@@ -578,6 +569,28 @@ class TicketStore:
             changes["session_ended_reason"] = end_session_reason
             data["reason"] = end_session_reason
         return changes, data
+
+    def _queue_update(
+        self, pipe: Any, tkey: str, ekey: str, *, changes: dict[str, str], op: str,
+        author: str, now_ms: int, change: tuple[EventType, dict[str, Any]] | None,
+        event: tuple[EventType, str, dict[str, Any]] | None,
+    ) -> int | None:
+        """Queue a ticket update's writes in the transaction: its fields (with the
+        attempt's token), the version, the change's event and the caller's. Returns the
+        position of the reply holding the id of the event to return (the caller's, else
+        the change's), None without either."""
+        pipe.hset(tkey, mapping={**changes, "updated_at_ms": str(now_ms), "op": op})
+        pipe.hincrby(tkey, "version", 1)
+        index = None
+        if change is not None:
+            etype, data = change
+            pipe.xadd(ekey, self._fields(etype, author, "", data, now_ms, op=op))
+            index = len(pipe.command_stack) - 1
+        if event is not None:
+            etype, body, data = event
+            pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms, op=op))
+            index = len(pipe.command_stack) - 1
+        return index
 
     @staticmethod
     def _fields(etype: EventType, author: str, body: str, data: dict[str, Any],
