@@ -41,7 +41,6 @@ JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER, SWEEP_UNSENT)
 # their marker before acting (at most once), and a timer checks its ticket's moment.
 # Transient send failures (429, 5xx) are retried by the send job itself, not by this.
 CRASH_RETRY = Retry(max=3, interval=[5, 30, 120])
-SEND_RETRY = CRASH_RETRY
 
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -106,7 +105,7 @@ class JobQueues:
             payload["found_late"] = True
         return self.enqueue(
             QUEUE_OUTBOUND, SEND_OUTBOUND, payload,
-            job_id=job_id("send", ticket_id, event_id), retry=SEND_RETRY,
+            job_id=job_id("send", ticket_id, event_id), retry=CRASH_RETRY,
         )
 
     def schedule_sweep(self, interval_s: int, *, after: datetime | None = None) -> str:

@@ -17,7 +17,8 @@ from rq.utils import now
 
 from bridge.jobs import QUEUES_BY_PRIORITY
 from tests.conftest import make_settings
-from workers.__main__ import build_worker, run_worker
+from tests.test_pool import run_burst_worker
+from workers.__main__ import build_worker
 from workers.dequeue import ReliableQueue
 
 NOOP = "builtins.len"  # a job function that exists and takes one argument
@@ -69,12 +70,7 @@ def test_a_job_that_ran_leaves_no_intermediate_entry(redis_url: str,
                                                      sync_redis: redis.Redis) -> None:
     for queue in _queues(sync_redis):
         queue.enqueue(NOOP, queue.name, job_id=f"job-{queue.name}")
-    connection = redis.Redis.from_url(redis_url)
-    try:
-        assert run_worker(connection, make_settings(redis_url), fork=False, burst=True,
-                          log_level="INFO") == 0
-    finally:
-        connection.close()
+    assert run_burst_worker(redis_url) == 0
     for queue in _queues(sync_redis):
         job = Job.fetch(f"job-{queue.name}", connection=sync_redis, serializer=JSONSerializer)
         assert job.get_status() == JobStatus.FINISHED

@@ -183,7 +183,7 @@ def test_permanent_failure_is_listed_and_can_be_retried(
 
     work(sync_redis)
 
-    # Failed at once: RQ's enqueue-time retry (bridge.jobs.SEND_RETRY) is not spent on it.
+    # Failed at once: RQ's enqueue-time retry (bridge.jobs.CRASH_RETRY) is not spent on it.
     assert [r.status for r in stub.requests] == [400]
     job = Job.fetch(job_id, connection=sync_redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED

@@ -95,11 +95,16 @@ def test_an_rq_worker_that_quits_on_its_own_exits_non_zero(
     assert Worker.all(connection=sync_redis) == []  # it still tore down
 
 
-def test_a_burst_worker_that_ran_out_of_jobs_exits_zero(
-        redis_url: str, sync_redis: redis.Redis) -> None:
+def run_burst_worker(redis_url: str) -> int:
+    """One in-process worker on its own connection until the queues are empty."""
     connection = redis.Redis.from_url(redis_url)
     try:
-        assert run_worker(connection, make_settings(redis_url), fork=False, burst=True,
-                          log_level="INFO") == 0
+        return run_worker(connection, make_settings(redis_url), fork=False, burst=True,
+                          log_level="INFO")
     finally:
         connection.close()
+
+
+def test_a_burst_worker_that_ran_out_of_jobs_exits_zero(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    assert run_burst_worker(redis_url) == 0

@@ -434,7 +434,7 @@ def _payload_ids(payload: Mapping[str, Any]) -> tuple[str, str]:
 def finish_job(outcome: SendOutcome, job: Job | None) -> dict[str, Any]:
     """Turn an outcome into what RQ understands: a result, a retry or a failure.
 
-    RQ's retry settings come from the enqueuer (bridge.jobs.SEND_RETRY) and are meant for a
+    RQ's retry settings come from the enqueuer (bridge.jobs.CRASH_RETRY) and are meant for a
     worker that died mid-job. For errors the job understands it steers the retry itself on
     the running job: one more run after its own delay (the attempt cap is the `attempts`
     count kept in Redis), or none at all for a permanent failure.

@@ -11,7 +11,6 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.tickets import (
-    Event,
     EventType,
     SessionState,
     Status,
@@ -19,18 +18,11 @@ from bridge.core.tickets import (
     TransitionError,
 )
 from bridge.sending import enqueue_send
-from bridge.store.tickets import (
-    MAX_PAGE,
-    Conflict,
-    Idempotency,
-    NotFound,
-    Replayed,
-    TicketStore,
-)
+from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, Replayed, TicketStore
 from bridge.web.auth import principal
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
-from bridge.web.idempotency import idempotency_of
+from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import queues_key, settings_key, store_key
 from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
@@ -218,20 +210,6 @@ async def add_note(request: web.Request) -> web.Response:
     assert event_id
     return web.json_response(event_json(await store.get_event(ticket_id, event_id)),
                              status=201)
-
-
-async def replayed(store: TicketStore, ticket_id: str, idempotency: Idempotency | None
-                   ) -> Event | None:
-    """The event an earlier request with this Idempotency-Key recorded, if any: checked
-    before the request's own checks, which the first request may have changed the answer
-    to (a macro that ended the session)."""
-    if idempotency is None:
-        return None
-    try:
-        event_id = await store.replay(ticket_id, idempotency)
-    except Conflict as exc:
-        raise conflict_error(exc) from None
-    return await store.get_event(ticket_id, event_id) if event_id else None
 
 
 def public_reply_allowed(ticket: Ticket) -> None:

@@ -15,6 +15,8 @@ from bridge.web.keys import queues_key, redis_key
 
 # A scheduled job this late was not moved by a scheduler (RQ's moves them every second).
 OVERDUE_S = 30
+# bridge_jobs{state}, in the order _read_queues reads them.
+_STATES = ("queued", "dequeuing", "started", "scheduled", "failed")
 
 routes = web.RouteTableDef()
 
@@ -60,7 +62,7 @@ async def _read_queues(app: web.Application) -> None:
                     pipe.zcard(k.failed)
                     pipe.zcount(k.scheduled, "-inf", overdue_before)
                 pipe.scard(WORKERS_KEY)
-                values = await pipe.execute()
+                *per_queue, workers = await pipe.execute()
     except (redis.RedisError, TimeoutError):
         m.REDIS_UP.set(0)
         m.JOBS.clear()
@@ -68,10 +70,10 @@ async def _read_queues(app: web.Application) -> None:
         m.WORKERS.set(float("nan"))
         return
     m.REDIS_UP.set(1)
+    width = len(_STATES) + 1  # the states, then the overdue count
     for i, k in enumerate(names):
-        row = values[i * 6:(i + 1) * 6]
-        for state, value in zip(("queued", "dequeuing", "started", "scheduled", "failed"),
-                                row, strict=False):
-            m.JOBS.labels(k.queue, state).set(value)
-        m.JOBS_OVERDUE.labels(k.queue).set(row[5])
-    m.WORKERS.set(values[-1])
+        *counts, overdue = per_queue[i * width:(i + 1) * width]
+        for state, count in zip(_STATES, counts, strict=True):
+            m.JOBS.labels(k.queue, state).set(count)
+        m.JOBS_OVERDUE.labels(k.queue).set(overdue)
+    m.WORKERS.set(workers)

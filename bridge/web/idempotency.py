@@ -18,9 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.store.tickets import Idempotency
+from bridge.core.tickets import Event
+from bridge.store.tickets import Conflict, Idempotency, TicketStore
 from bridge.web.auth import principal
-from bridge.web.errors import bad_request
+from bridge.web.errors import bad_request, conflict_error
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -41,3 +42,17 @@ def idempotency_of(request: web.Request, body: dict[str, Any]) -> Idempotency | 
                              "body": body}, sort_keys=True, ensure_ascii=False)
     return Idempotency(key_id=key_id,
                        fingerprint=hashlib.sha256(request_id.encode()).hexdigest()[:32])
+
+
+async def replayed(store: TicketStore, ticket_id: str, idempotency: Idempotency | None
+                   ) -> Event | None:
+    """The event an earlier request with this Idempotency-Key recorded, if any: checked
+    before the request's own checks, which the first request may have changed the answer
+    to (a macro that ended the session). Raises ApiError and NotFound."""
+    if idempotency is None:
+        return None
+    try:
+        event_id = await store.replay(ticket_id, idempotency)
+    except Conflict as exc:
+        raise conflict_error(exc) from None
+    return await store.get_event(ticket_id, event_id) if event_id else None

@@ -46,7 +46,7 @@ from bridge.templating import (
 from bridge.web.auth import principal, require_admin
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
-from bridge.web.idempotency import idempotency_of
+from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key
 from bridge.web.serialize import event_json, iso
 
@@ -301,16 +301,12 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
     app = request.app
     queues = app[queues_key]
     store = app[store_key]
-    if idempotency is not None:
-        try:
-            earlier = await store.replay(ticket_id, idempotency)
-        except NotFound:
-            raise not_found(f"ticket {ticket_id} not found") from None
-        except Conflict as exc:
-            raise conflict_error(exc) from None
-        if earlier:
-            event = await store.get_event(ticket_id, earlier)
-            return web.json_response(event_json(event), status=202)
+    try:
+        earlier = await replayed(store, ticket_id, idempotency)
+    except NotFound:
+        raise not_found(f"ticket {ticket_id} not found") from None
+    if earlier is not None:
+        return web.json_response(event_json(earlier), status=202)
     try:
         outcome = await apply_macro_to_ticket(
             store=store, macros=macro_store(app), queues=queues,

@@ -26,17 +26,15 @@ from tests.faults.test_redis_restart import _deliver
 from tests.faults.test_web_crash import _stored
 from tests.faults.test_worker_faults import deliveries, open_tickets_with_replies, settled
 from tests.faults.workers_support import (
-    FAST_RECOVERY,
     WorkerProcess,
     in_store,
+    sending_worker_env,
     wait_until,
-    worker_env,
 )
 from tests.stubs.twilio_stub import run_in_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-FROM = "whatsapp:+14155238886"
 MESSAGES = 4000
 CONTACTS = 400
 REPLIES = 300
@@ -65,9 +63,7 @@ def test_dropped_connections_and_flushed_scripts_lose_and_double_nothing(
                        latency_s=0.05) as stub:
         sends = in_store(url, lambda s: open_tickets_with_replies(s, REPLIES))
         web = start_web(url)
-        env = worker_env(url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-                         TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_WHATSAPP_FROM=FROM,
-                         TWILIO_API_URL=stub.url, **FAST_RECOVERY)
+        env = sending_worker_env(url, tmp_path, stub.url)
         worker = WorkerProcess(env, tmp_path / "workers.log", args=["--processes", "4"])
         forms = [inbound_form(f"message {n}", sender=f"whatsapp:+3367{n % CONTACTS:07d}")
                  for n in range(MESSAGES)]

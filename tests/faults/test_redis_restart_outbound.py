@@ -20,17 +20,15 @@ from bridge.store.embedded import EmbeddedRedis
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.faults.test_worker_faults import deliveries, open_tickets_with_replies, settled
 from tests.faults.workers_support import (
-    FAST_RECOVERY,
     WorkerProcess,
     in_store,
+    sending_worker_env,
     wait_until,
-    worker_env,
 )
 from tests.stubs.twilio_stub import run_in_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-FROM = "whatsapp:+14155238886"
 SENDS = 300
 PROCESSES = 4
 LATENCY_S = 0.2
@@ -47,9 +45,7 @@ def test_workers_ride_out_redis_restarts_without_losing_or_doubling_a_send(
         url = server.url
         with run_in_thread(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
                            latency_s=LATENCY_S) as stub:
-            env = worker_env(url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-                             TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_WHATSAPP_FROM=FROM,
-                             TWILIO_API_URL=stub.url, **FAST_RECOVERY)
+            env = sending_worker_env(url, tmp_path, stub.url)
             sends = in_store(url, lambda s: open_tickets_with_replies(s, SENDS))
             connection = redis.Redis.from_url(url)
             queues = JobQueues(connection)

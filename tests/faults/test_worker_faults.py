@@ -50,6 +50,7 @@ from tests.faults.workers_support import (
     WorkerProcess,
     in_store,
     now_ms,
+    sending_worker_env,
     wait_until,
     worker_env,
 )
@@ -57,7 +58,6 @@ from tests.stubs.twilio_stub import run_in_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-FROM = "whatsapp:+14155238886"
 SENDS = 20
 LATENCY_S = 1.5
 SENT_BEFORE_KILL = 3
@@ -152,9 +152,7 @@ def test_worker_sigkilled_mid_send_loses_nothing_and_sends_nothing_twice(
     url = private_redis.url
     with run_in_thread(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
                        latency_s=LATENCY_S) as stub:
-        env = worker_env(url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-                         TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_WHATSAPP_FROM=FROM,
-                         TWILIO_API_URL=stub.url, **FAST_RECOVERY)
+        env = sending_worker_env(url, tmp_path, stub.url)
         first = start_worker(workers, env, tmp_path)
         sends = in_store(url, lambda s: open_tickets_with_replies(s, SENDS))
         queues = JobQueues(connection)

@@ -27,6 +27,7 @@ import redis.asyncio
 
 from bench.procs import children_by_parent
 from bridge.store.tickets import TicketStore
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -54,6 +55,17 @@ def descendants(pid: int) -> list[int]:
         found.append(child)
         todo.extend(tree.get(child, []))
     return found
+
+
+# The WhatsApp sender the workers send from in these scenarios.
+TWILIO_FROM = "whatsapp:+14155238886"
+
+
+def sending_worker_env(redis_url: str, data_dir: Path, twilio_api_url: str) -> dict[str, str]:
+    """Workers that send through the Twilio stub at that URL, with FAST_RECOVERY timing."""
+    return worker_env(redis_url, data_dir, TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+                      TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_WHATSAPP_FROM=TWILIO_FROM,
+                      TWILIO_API_URL=twilio_api_url, **FAST_RECOVERY)
 
 
 def worker_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
