@@ -38,6 +38,7 @@ from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.procs import Server, cpu_layout, own_affinity, python_module
 from bench.report import Context, Row, Target, fmt, table
 from bench.svg import Series, line_chart
+from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis, free_port
 
 PUBLIC_BASE_URL = "https://bridge.example.com"
@@ -127,7 +128,7 @@ def count_stored(url: str) -> tuple[int, int]:
     count = 0
     sids: set[str] = set()
     try:
-        for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+        for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
             start = "-"
             while True:
                 batch = client.xrange(key, start, "+", count=2000)

@@ -36,11 +36,12 @@ QUICK = MemoryConfig(messages=5_000, contacts=250)
 
 # Key families, most specific first (ticket ids and contact ids replaced).
 _FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("ticket event streams", re.compile(r"^\{c:[^}]+\}:t:\d+:events$")),
-    ("ticket delivery hashes", re.compile(r"^\{c:[^}]+\}:t:\d+:delivery$")),
-    ("ticket hashes", re.compile(r"^\{c:[^}]+\}:t:\d+$")),
-    ("contact 'seen' zsets (dedupe)", re.compile(r"^\{c:[^}]+\}:seen$")),
-    ("contact hashes", re.compile(r"^\{c:[^}]+\}:contact$")),
+    ("ticket event streams", re.compile(r"^\{p:\d+\}:c:[^:]+:t:\d+:events$")),
+    ("ticket delivery hashes", re.compile(r"^\{p:\d+\}:c:[^:]+:t:\d+:delivery$")),
+    ("ticket hashes", re.compile(r"^\{p:\d+\}:c:[^:]+:t:\d+$")),
+    ("contact 'seen' zsets (dedupe)", re.compile(r"^\{p:\d+\}:c:[^:]+:seen$")),
+    ("contact hashes", re.compile(r"^\{p:\d+\}:c:[^:]+:contact$")),
+    ("change log streams", re.compile(r"^\{p:\d+\}:log$")),
     ("list indexes", re.compile(r"^bridge:idx:")),
     ("ticket -> contact hash", re.compile(r"^bridge:ticket:contact$")),
     ("ticket id sequence", re.compile(r"^bridge:seq:")),

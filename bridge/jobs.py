@@ -49,6 +49,33 @@ WORKERS_KEY = REDIS_WORKER_KEYS
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """A job to enqueue, named so that handing the same change on twice names the same job."""
+
+    queue: str
+    func: str
+    payload: dict[str, Any]
+    job_id: str
+    retry: Retry | None = None
+
+
+def trigger_job(ticket_id: str, trigger: str, version: int, change_id: str) -> JobSpec:
+    """The job that runs a trigger's rules for one change; `change_id` (the change log
+    entry, or the routed message's event) is also the rules' at-most-once marker."""
+    return JobSpec(QUEUE_EVENTS, ON_TICKET_EVENT,
+                   {"ticket_id": ticket_id, "trigger": trigger, "version": version,
+                    "event_id": change_id},
+                   job_id("trg", ticket_id, change_id, trigger), CRASH_RETRY)
+
+
+def template_fallback_job(ticket_id: str, event_id: str) -> JobSpec:
+    """The send job again for an event whose free-form message Twilio refused with 63016
+    (outside the 24-hour window): it sends the approved template the event names."""
+    return JobSpec(QUEUE_OUTBOUND, SEND_OUTBOUND, {"ticket_id": ticket_id, "event_id": event_id},
+                   job_id("send", ticket_id, event_id, "fallback"), CRASH_RETRY)
+
+
+@dataclass(frozen=True)
 class QueueKeys:
     """Where RQ keeps one queue's jobs, by state: lists `queued` (waiting) and `dequeuing`
     (taken by a worker that has not started them: workers/dequeue.py), sorted sets
@@ -95,6 +122,18 @@ class JobQueues:
         else:
             job = q.enqueue(func, payload, **kwargs)
         return str(job.id)
+
+    def enqueue_many(self, specs: list[JobSpec]) -> None:
+        """Enqueue jobs in one round trip (the relay's batches)."""
+        if not specs:
+            return
+        with self.connection.pipeline() as pipe:
+            for spec in specs:
+                q = self.queues[spec.queue]
+                q.enqueue_many([Queue.prepare_data(
+                    spec.func, (spec.payload,), job_id=spec.job_id, retry=spec.retry,
+                    failure_ttl=30 * 24 * 3600)], pipeline=pipe)
+            pipe.execute()
 
     def send_outbound(self, ticket_id: str, event_id: str, *, found_late: bool = False
                       ) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.changes import Origin
 from bridge.core.csat import survey_payload
 from bridge.core.macros import SELF_ASSIGNEE, Macro, pick_locale
 from bridge.core.messages import Channel
@@ -193,6 +194,7 @@ async def apply_macro(
         event=event,
         guard=guard,
         idempotency=idempotency,
+        origin=Origin.AGENT if event_type is EventType.MACRO_APPLIED else Origin.AUTOMATION,
     )
     sent = False
     if macro.sends and event_id is not None:

@@ -19,6 +19,7 @@ from bridge.web import api
 from bridge.web.serialize import event_json, iso, ticket_json
 from config.settings import Settings
 from tests.macro_app import ADMIN, AGENT, build_app, ids, inbound, now_ms
+from tests.relay_support import relay_all
 
 Client = TestClient[Any, Any]
 
@@ -198,8 +199,12 @@ async def test_apply_records_one_event_runs_actions_and_queues_the_send(
     assert [e.type for e in events].count(EventType.MACRO_APPLIED) == 1
     assert queued(sync_redis, QUEUE_OUTBOUND) == [
         (SEND_OUTBOUND, {"ticket_id": tid, "event_id": event["id"]})]
-    triggers = [payload["trigger"] for _, payload in queued(sync_redis, QUEUE_EVENTS)]
-    assert triggers == ["ticket.status_changed"]
+    # The trigger is not enqueued by the request: the relay hands the change log on.
+    assert queued(sync_redis, QUEUE_EVENTS) == []
+    await relay_all(store.redis, sync_redis)
+    triggers = [(payload["ticket_id"], payload["trigger"])
+                for _, payload in queued(sync_redis, QUEUE_EVENTS)]
+    assert triggers == [(tid, "ticket.created"), (tid, "ticket.status_changed")]
 
 
 async def test_reply_with_a_macro_goes_through_the_same_path(

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import jobs
+from bridge.core.changes import Origin
 from bridge.core.rules import Automation, AutomationConfig, RuleActions, load_config
 from bridge.core.tickets import EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
@@ -284,6 +285,7 @@ async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket,
             updated, _ = await deps.store.update_ticket(
                 ticket.id, author=author, now_ms=now, status=actions.set_status,
                 tags=actions.tags_after(current.tags), assignee=actions.assign,
+                origin=Origin.AUTOMATION,
             )
             report.done.append("update")
             if updated.status is not current.status:

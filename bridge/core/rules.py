@@ -21,18 +21,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from bridge.core.changes import TriggerName
 from bridge.core.macros import CONTENT_SID_RE, LOCALE_RE, NAME_RE
 from bridge.core.tickets import SessionState, Status, Ticket, TransitionError, normalize_tags
 
-# Trigger names emitted by the web process and the routing (bridge.jobs ON_TICKET_EVENT).
-TRIGGER_NAMES = frozenset({
-    "ticket.created",
-    "ticket.status_changed",
-    "ticket.session_ended",
-    "ticket.closed_thread_limit",
-    "ticket.reopened",
-    "ticket.csat_answered",
-})
+# Trigger names a rule may listen to (`on`): bridge.core.changes derives them from changes.
+TRIGGER_NAMES = frozenset(t.value for t in TriggerName)
 # Meta's limit on reply-button titles.
 BUTTON_TITLE_MAX = 20
 MAX_BUTTONS = 3

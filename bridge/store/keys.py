@@ -1,13 +1,46 @@
-"""Redis key names. Every key of one contact shares the hash tag {c:<contact-id>} so the
-routing transaction stays in one Redis Cluster slot; global indexes live outside it."""
+"""Redis key names.
+
+Contacts are spread over PARTITIONS partitions; every key of one contact carries its
+partition's hash tag ({p:NNN}), and so does the partition's change log. A change and its
+change log entry are then written in one transaction on one Redis Cluster slot (the
+transactional outbox pattern: DESIGN §9), and the relay reads PARTITIONS streams instead
+of one per contact. Global indexes live outside the partitions.
+
+PARTITIONS is part of the stored layout: changing it moves every contact's keys.
+"""
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "bridge"
+
+PARTITIONS = 256
+
+
+def partition_of(contact_id: str) -> int:
+    return zlib.crc32(contact_id.encode()) % PARTITIONS
+
+
+def partition_tag(partition: int) -> str:
+    return f"{{p:{partition:03d}}}"
 
 
 def contact_prefix(contact_id: str) -> str:
-    return f"{{c:{contact_id}}}"
+    return f"{partition_tag(partition_of(contact_id))}:c:{contact_id}"
+
+
+def change_log(partition: int) -> str:
+    """Stream: the partition's ticket changes, written in the transaction of each change."""
+    return f"{partition_tag(partition)}:log"
+
+
+def change_log_of(contact_id: str) -> str:
+    return change_log(partition_of(contact_id))
+
+
+# Glob patterns over every contact's keys (tests, benchmarks, migrations).
+EVENT_STREAMS_GLOB = "{p:*}:c:*:t:*:events"
 
 
 def contact(contact_id: str) -> str:
@@ -38,6 +71,11 @@ def idempotency(contact_id: str, ticket_id: str, key_id: str) -> str:
 
 
 # Global keys (not in a contact's slot).
+# Hash "<consumer>:<partition>" -> the id of the last change log entry handed on.
+RELAY_POSITIONS = f"{PREFIX}:relay:pos"
+# String: the token of the relay process that holds the lease (one relay runs at a time,
+# which keeps the changes of one ticket in order).
+RELAY_LEASE = f"{PREFIX}:relay:lease"
 TICKET_SEQ = f"{PREFIX}:seq:ticket"
 TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id
 # Zset contact id -> ms of its latest ticket opening, written with the id allocation (intent

@@ -4,7 +4,9 @@
 --
 -- KEYS[1] contact hash   {c:<cid>}:contact
 -- KEYS[2] seen zset      {c:<cid>}:seen      (provider ids, scored by arrival ms)
--- Ticket keys are built from ARGV[1], the contact's hash-tagged prefix, so every key this
+-- KEYS[3] change log     {p:NNN}:log         (the contact's partition: bridge/store/keys.py)
+-- Every key carries the contact's partition tag (shown {c:<cid>} above for short); ticket
+-- keys are built from ARGV[1], the contact's hash-tagged prefix, so every key this
 -- script touches hashes to the contact's slot (Redis Cluster safe). The ticket id is not
 -- known before the contact hash is read; declaring it would cost a round trip per message.
 --
@@ -17,7 +19,7 @@
 -- Returns {action, ticket_id, status, previous_ticket_id, close_reason, event_id, rating}
 -- or {'need_id'} when a ticket must be opened and ARGV[4] is empty (nothing written).
 
-local contact_key, seen_key = KEYS[1], KEYS[2]
+local contact_key, seen_key, log_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix, pid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local new_tid = ARGV[4]
 local solved_reply = ARGV[15]
@@ -50,6 +52,15 @@ local function add_event(id, etype, author, body, data)
                     'author', author, 'body', body, 'data', data)
 end
 
+-- The change log entry of this message (bridge/core/changes.py reads it): written with the
+-- change, so a process that dies after this script loses none of the change's consequences.
+local function log_change(action, tid, eid, prev, reason)
+  local fields = {'k', 'routed', 't', tid, 'c', ARGV[21], 'a', action, 'e', eid}
+  if prev ~= '' then table.insert(fields, 'p'); table.insert(fields, prev) end
+  if reason ~= '' then table.insert(fields, 'r'); table.insert(fields, reason) end
+  redis.call('XADD', log_key, '*', unpack(fields))
+end
+
 -- Row 2: an answer to the outstanding survey.
 local rating = ARGV[12]
 if survey_tid and rating ~= '' then
@@ -68,6 +79,7 @@ if survey_tid and rating ~= '' then
     redis.call('HINCRBY', tkey(survey_tid), 'version', 1)
     local eid = add_event(survey_tid, 'csat_answered', 'customer', ARGV[10],
                           cjson.encode({rating = tonumber(rating), provider_id = pid}))
+    log_change('csat_answer', survey_tid, eid, '', '')
     return {'csat_answer', survey_tid, '', '', '', eid, rating}
   end
 end
@@ -123,6 +135,7 @@ if action == 'new_ticket' or action == 'follow_up' then
              'message_count', 1, 'follow_up_of', prev, 'version', 1)
   redis.call('HSET', contact_key, 'cur', new_tid)
   local eid = add_event(new_tid, 'customer_message', 'customer', ARGV[10], message_data)
+  log_change(action, new_tid, eid, prev, close_reason)
   return {action, new_tid, 'new', prev, close_reason, eid, ''}
 end
 
@@ -142,4 +155,5 @@ redis.call('HSET', key, 'updated_at_ms', now)
 redis.call('HINCRBY', key, 'message_count', 1)
 redis.call('HINCRBY', key, 'version', 1)
 local eid = add_event(cur.id, 'customer_message', 'customer', ARGV[10], message_data)
+log_change(action, cur.id, eid, '', '')
 return {action, cur.id, status, '', '', eid, '', status_changed}

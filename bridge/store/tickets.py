@@ -12,6 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from bridge.core.changes import Origin, delivery_fields, update_fields
 from bridge.core.messages import InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import Action, RatingSignal
@@ -187,7 +188,7 @@ class TicketStore:
         new_tid = ""
         while True:
             raw = await self._route(
-                keys=[keys.contact(cid), keys.seen(cid)],
+                keys=[keys.contact(cid), keys.seen(cid), keys.change_log_of(cid)],
                 args=[
                     keys.contact_prefix(cid),
                     msg.provider_id,
@@ -453,6 +454,7 @@ class TicketStore:
         event: tuple[EventType, str, dict[str, Any]] | None = None,
         guard: Callable[[Ticket], None] | None = None,
         idempotency: Idempotency | None = None,
+        origin: Origin = Origin.SYSTEM,
     ) -> tuple[Ticket, str | None]:
         """Change a ticket as an agent, macro or automation: one optimistic transaction.
 
@@ -464,6 +466,8 @@ class TicketStore:
         change already made under the same key is not made again: Replayed carries the
         event id it recorded (Conflict `idempotency_key_reused` when the key came with
         another request, `idempotency_key_in_progress` while the first one runs).
+        The change log entry (bridge/core/changes.py) is written in the same transaction;
+        `origin` says who made the change (only agents' changes fire triggers).
         """
         cid = await self.contact_of(ticket_id)
         tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
@@ -517,6 +521,11 @@ class TicketStore:
                         pipe, tkey, ekey, changes=changes, op=op, author=author,
                         now_ms=now_ms, change=(change_type, change_data) if change_data
                         else None, event=event)
+                    pipe.xadd(keys.change_log_of(cid), update_fields(
+                        ticket_id=ticket_id, contact_id=cid, origin=origin,
+                        version=current.version + 1, status_from=current.status.value,
+                        status_to=changes.get("status", current.status.value),
+                        session_ended="session" in changes))
                     results = await pipe.execute()
                     event_id = _s(results[eid_index]) if eid_index is not None else None
                     break
@@ -654,7 +663,13 @@ class TicketStore:
     # ---------------------------------------------------------------- outbound delivery
 
     async def _set_delivery(self, cid: str, tid: str, eid: str, state: dict[str, str]) -> None:
-        await self.redis.hset(keys.deliveries(cid, tid), eid, json.dumps(state))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.deliveries(cid, tid), eid, json.dumps(state))
+            if state.get("state"):
+                pipe.xadd(keys.change_log_of(cid), delivery_fields(
+                    ticket_id=tid, contact_id=cid, event_id=eid, delivery=state["state"],
+                    error_code=state.get("error_code", "")))
+            await pipe.execute()
 
     # ---------------------------------------------------------------- unsent sends
 
@@ -779,6 +794,9 @@ class TicketStore:
                         state["error_message"] = error_message
                     pipe.multi()
                     pipe.hset(dkey, eid, json.dumps(state))
+                    pipe.xadd(keys.change_log_of(cid), delivery_fields(
+                        ticket_id=tid, contact_id=cid, event_id=eid, delivery=delivery.value,
+                        error_code=error_code))
                     await pipe.execute()
                     return True
                 except WatchError:

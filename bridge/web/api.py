@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -10,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.core.changes import Origin
 from bridge.core.tickets import (
     EventType,
     SessionState,
@@ -92,16 +92,6 @@ async def ticket_body(request: web.Request, ticket: Ticket) -> dict[str, Any]:
     return ticket_json(ticket, contact, settings=request.app[settings_key], now_ms=now_ms())
 
 
-async def emit(request: web.Request, ticket: Ticket, trigger: str, event_id: str = "") -> None:
-    """Enqueue trigger evaluation; the change is stored already, so failure is logged."""
-    try:
-        await asyncio.to_thread(
-            request.app[queues_key].ticket_event, ticket.id, trigger, ticket.version, event_id
-        )
-    except Exception:
-        log.exception("could not enqueue %s for ticket %s", trigger, ticket.id)
-
-
 @routes.get("/api/v1/tickets")
 async def list_tickets(request: web.Request) -> web.Response:
     q = request.query
@@ -172,18 +162,16 @@ async def patch_ticket(request: web.Request) -> web.Response:
         not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
     ):
         raise unprocessable("tags must be a list of strings")
-    before = await _ticket(store, ticket_id)
+    await _ticket(store, ticket_id)
     try:
-        ticket, event_id = await store.update_ticket(
+        ticket, _ = await store.update_ticket(
             ticket_id, author=principal(request).name, now_ms=now_ms(),
-            status=status, assignee=assignee, tags=tags,
+            status=status, assignee=assignee, tags=tags, origin=Origin.AGENT,
         )
     except TransitionError as exc:
         raise unprocessable(exc.message, exc.code) from None
     except Conflict as exc:
         raise conflict_error(exc) from None
-    if ticket.status is not before.status:
-        await emit(request, ticket, "ticket.status_changed", event_id or "")
     return await ticket_response(request, ticket)
 
 
@@ -284,11 +272,10 @@ async def end_session(request: web.Request) -> web.Response:
                 raise unprocessable("reason must be 1-64 letters, digits, _ or -")
     await _ticket(store, ticket_id)
     try:
-        ticket, event_id = await store.update_ticket(
+        ticket, _ = await store.update_ticket(
             ticket_id, author=principal(request).name, now_ms=now_ms(),
-            end_session_reason=reason,
+            end_session_reason=reason, origin=Origin.AGENT,
         )
     except Conflict as exc:
         raise conflict_error(exc) from None
-    await emit(request, ticket, "ticket.session_ended", event_id or "")
     return await ticket_response(request, ticket)

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.jobs import WORKERS_KEY
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.web import metrics as m
 from bridge.web.keys import queues_key, redis_key
 
@@ -42,6 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     await _read_queues(request.app)
+    await _read_relay_lag(request.app)
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -77,3 +79,15 @@ async def _read_queues(app: web.Application) -> None:
             m.JOBS.labels(k.queue, state).set(count)
         m.JOBS_OVERDUE.labels(k.queue).set(overdue)
     m.WORKERS.set(workers)
+
+
+async def _read_relay_lag(app: web.Application) -> None:
+    try:
+        async with asyncio.timeout(2):
+            lag = await ChangeLog(app[redis_key]).lag(RELAY_CONSUMER)
+    except (redis.RedisError, TimeoutError):
+        m.RELAY_LAG_EVENTS.set(float("nan"))
+        m.RELAY_LAG_SECONDS.set(float("nan"))
+        return
+    m.RELAY_LAG_EVENTS.set(lag.events)
+    m.RELAY_LAG_SECONDS.set(lag.oldest_s)

@@ -324,18 +324,6 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
         return web.json_response(event_json(event), status=202)
     except TemplateErrors as exc:
         return invalid_template(exc.problems)
-    ticket, event_id = outcome.ticket, outcome.event_id or ""
-    triggers = []
-    if outcome.status_changed:
-        triggers.append("ticket.status_changed")
-    if outcome.session_ended:
-        triggers.append("ticket.session_ended")
-    for trigger in triggers:
-        try:
-            await asyncio.to_thread(queues.ticket_event, ticket.id, trigger, ticket.version,
-                                    event_id)
-        except Exception:  # the change is stored; the worker's timers catch up later
-            log.exception("could not enqueue %s for ticket %s", trigger, ticket.id)
     assert outcome.event_id is not None  # apply always records an event
     event = await store.get_event(ticket_id, outcome.event_id)
     return web.json_response(event_json(event), status=202)

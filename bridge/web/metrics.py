@@ -36,6 +36,13 @@ JOBS_OVERDUE = Gauge(
 )
 WORKERS = Gauge("bridge_workers", "Registered RQ workers")
 REDIS_UP = Gauge("bridge_redis_up", "Whether Redis answered this scrape's queue readings")
+RELAY_LAG_EVENTS = Gauge(
+    "bridge_relay_lag_events",
+    "Change log entries the relay has not handed on yet (workers.relay)")
+RELAY_LAG_SECONDS = Gauge(
+    "bridge_relay_lag_seconds",
+    "Age of the oldest change log entry not handed on yet (0: none): above a few seconds, "
+    "no relay is running or it cannot keep up")
 
 _inbound: dict[tuple[str, str], Any] = {}
 

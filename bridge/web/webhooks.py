@@ -1,12 +1,15 @@
 """Provider webhooks: verify, parse, route in one atomic store call, acknowledge.
 
+The routing call also records the change in the change log; what follows from it (trigger
+rules, the template fallback after a 63016 status) is the relay's to hand on
+(workers/relay.py): nothing on a webhook's path waits for RQ.
+
 Order matters: nothing is written before the body is decoded and the signature checked,
 so a bad request leaves no trace.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -15,12 +18,10 @@ from aiohttp import web
 from bridge.channels import twilio
 from bridge.core.csat import rating_signal
 from bridge.core.routing import Action
-from bridge.jobs import QUEUE_OUTBOUND, SEND_OUTBOUND, job_id
-from bridge.store.tickets import RouteResult
 from bridge.web import metrics
 from bridge.web.bodies import read_body
 from bridge.web.errors import ApiError
-from bridge.web.keys import queues_key, settings_key, store_key
+from bridge.web.keys import settings_key, store_key
 
 log = logging.getLogger("bridge.webhooks")
 routes = web.RouteTableDef()
@@ -72,58 +73,7 @@ async def twilio_inbound(request: web.Request) -> web.Response:
     level = logging.DEBUG if result.action in (Action.APPEND, Action.DUPLICATE) else logging.INFO
     log.log(level, "inbound %s contact=%s action=%s ticket=%s", msg.provider_id,
             result.contact_id, result.action.value, result.ticket_id)
-    triggers = _triggers(result)
-    if triggers:
-        await _enqueue_triggers(request.app, triggers, result.event_id or "")
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
-
-
-def _triggers(result: RouteResult) -> list[tuple[str, str]]:
-    """The ticket events routing caused (new ticket, reopen, thread limit, CSAT answer), as
-    (ticket id, trigger) pairs for the workers; none for a plain append."""
-    triggers: list[tuple[str, str]] = []
-    if result.opened_ticket and result.ticket_id:
-        triggers.append((result.ticket_id, "ticket.created"))
-        if result.close_reason == "thread_limit" and result.previous_ticket_id:
-            triggers.append((result.previous_ticket_id, "ticket.closed_thread_limit"))
-    elif result.action is Action.REOPEN and result.ticket_id:
-        triggers.append((result.ticket_id, "ticket.reopened"))
-    elif result.action is Action.CSAT_ANSWER and result.ticket_id:
-        triggers.append((result.ticket_id, "ticket.csat_answered"))
-    return triggers
-
-
-async def _enqueue_triggers(app: web.Application, triggers: list[tuple[str, str]],
-                            event_id: str) -> None:
-    """The message is already stored: a failure here is logged, not answered 5xx, because a
-    provider retry would only be a duplicate."""
-    queues = app[queues_key]
-    try:
-        for ticket_id, trigger in triggers:
-            await asyncio.to_thread(queues.ticket_event, ticket_id, trigger, 0, event_id)
-    except Exception:
-        log.exception("could not enqueue triggers %s", triggers)
-
-
-# Twilio's "free-form message outside the 24-hour window": the send job, run again for the
-# same event, sends the approved template the event names (or records why it cannot).
-FREEFORM_OUTSIDE_WINDOW = "63016"
-
-
-async def _send_template_instead(app: web.Application, provider_id: str) -> None:
-    ref = await app[store_key].delivery_ref(provider_id)
-    if ref is None:
-        return
-    ticket_id, event_id = ref
-    queues = app[queues_key]
-    try:
-        await asyncio.to_thread(
-            queues.enqueue, QUEUE_OUTBOUND, SEND_OUTBOUND,
-            {"ticket_id": ticket_id, "event_id": event_id},
-            job_id=job_id("send", ticket_id, event_id, "fallback"),
-        )
-    except Exception:
-        log.exception("could not enqueue the template fallback for %s", provider_id)
 
 
 @routes.post("/webhooks/twilio/status")
@@ -141,8 +91,6 @@ async def twilio_status(request: web.Request) -> web.Response:
             error_code=callback.error_code,
             error_message=callback.error_message,
         )
-    if applied and callback.error_code == FREEFORM_OUTSIDE_WINDOW:
-        await _send_template_instead(request.app, callback.provider_id)
     metrics.STATUS_CALLBACKS.labels(
         callback.delivery.value if callback.delivery else "other", str(applied).lower()
     ).inc()

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import httpx
 import redis
 
+from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis
 from tests.conftest import AGENT_TOKEN
 from tests.factories import inbound_form, sign
@@ -30,7 +31,7 @@ def _stored_sids(url: str) -> Counter[str]:
 
     client = redis.Redis.from_url(url)
     stored: Counter[str] = Counter()
-    for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+    for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
         for _, fields in client.xrange(key):
             if fields[b"type"] == b"customer_message":
                 stored[json.loads(fields[b"data"])["provider_id"]] += 1

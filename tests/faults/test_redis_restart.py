@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import httpx
 import redis
 
+from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis
 from tests.conftest import AGENT_TOKEN
 from tests.factories import inbound_form, sign
@@ -86,7 +87,7 @@ def test_no_acknowledged_message_is_lost_across_redis_restarts(
 
     client = redis.Redis.from_url(aof_redis.url)
     stored: Counter[str] = Counter()
-    for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+    for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
         for _, fields in client.xrange(key):
             if fields[b"type"] == b"customer_message":
                 stored[json.loads(fields[b"data"])["provider_id"]] += 1
@@ -161,7 +162,7 @@ def test_agent_replies_retried_with_their_keys_are_recorded_once_across_restarts
     client = redis.Redis.from_url(aof_redis.url)
     recorded: Counter[str] = Counter()
     ids: dict[str, set[str]] = {}
-    for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+    for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
         for eid, fields in client.xrange(key):
             if fields[b"type"] == b"agent_reply":
                 body = fields[b"body"].decode()

@@ -72,7 +72,7 @@ def _stored(url: str) -> tuple[Counter[str], set[str]]:
     client = redis.Redis.from_url(url)
     stored: Counter[str] = Counter()
     tickets: set[str] = set()
-    for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+    for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
         tickets.add(key.decode().split(":")[3])
         for _, fields in client.xrange(key):
             if fields[b"type"] == b"customer_message":

@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from bridge.app import create_app
+from bridge.store import keys
 from config.settings import Settings
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
 from tests.factories import sign
@@ -42,7 +43,7 @@ def snapshot(client: redis.Redis) -> Snapshot:
 def customer_messages(client: redis.Redis) -> int:
     """customer_message events stored across every ticket thread."""
     total = 0
-    for key in client.scan_iter(match="{c:*}:t:*:events", count=1000):
+    for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
         total += sum(1 for _, fields in client.xrange(key)
                      if fields.get(b"type") == b"customer_message")
     return total

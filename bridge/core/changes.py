@@ -1,0 +1,155 @@
+"""Ticket changes as the change log records them, and the triggers each change fires.
+
+Every change to a ticket (a routing decision, an agent's or an automation's update, a
+delivery status) is written to the change log in the same atomic step as the change itself
+(bridge/store/changelog.py). The relay (workers/relay.py) reads the log and hands each
+change to its consumers; this module decides, once, which triggers a change fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class TriggerName(StrEnum):
+    """Ticket events that trigger rules (`on = [...]` in config/automations.toml) react to."""
+
+    CREATED = "ticket.created"
+    STATUS_CHANGED = "ticket.status_changed"
+    SESSION_ENDED = "ticket.session_ended"
+    CLOSED_THREAD_LIMIT = "ticket.closed_thread_limit"
+    REOPENED = "ticket.reopened"
+    CSAT_ANSWERED = "ticket.csat_answered"
+
+
+class ChangeKind(StrEnum):
+    ROUTED = "routed"  # an inbound message was routed (bridge/store/route.lua)
+    UPDATED = "updated"  # an agent, macro or automation changed the ticket
+    DELIVERY = "delivery"  # an outbound message's delivery state moved forward
+
+
+class Origin(StrEnum):
+    """Who made an update. Only changes made by people fire triggers: an automation's own
+    changes (a trigger that solves, a timer that closes) would otherwise chain triggers."""
+
+    AGENT = "agent"
+    AUTOMATION = "automation"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change log entry. `log_id` is its stream id (milliseconds-sequence), which
+    orders the changes of one contact, so of one ticket."""
+
+    log_id: str
+    kind: ChangeKind
+    ticket_id: str
+    contact_id: str
+    at_ms: int
+    event_id: str = ""
+    version: int = 0
+    # ROUTED: the routing action; the previous ticket and why it was closed, if any.
+    action: str = ""
+    previous_ticket_id: str = ""
+    close_reason: str = ""
+    # UPDATED
+    origin: Origin = Origin.SYSTEM
+    status_from: str = ""
+    status_to: str = ""
+    session_ended: bool = False
+    # DELIVERY
+    delivery: str = ""
+    error_code: str = ""
+
+    @classmethod
+    def from_fields(cls, log_id: str, fields: Mapping[str, str]) -> Change:
+        """Parse a log entry's fields; unknown fields are ignored (a newer writer may add
+        some), a missing required one raises ValueError."""
+        try:
+            kind = ChangeKind(fields["k"])
+            ticket_id = fields["t"]
+            contact_id = fields["c"]
+        except KeyError as exc:
+            raise ValueError(f"change {log_id}: missing field {exc.args[0]!r}") from None
+        return cls(
+            log_id=log_id,
+            kind=kind,
+            ticket_id=ticket_id,
+            contact_id=contact_id,
+            at_ms=int(log_id.split("-", 1)[0]),
+            event_id=fields.get("e", ""),
+            version=int(fields.get("v") or 0),
+            action=fields.get("a", ""),
+            previous_ticket_id=fields.get("p", ""),
+            close_reason=fields.get("r", ""),
+            origin=Origin(fields.get("o") or Origin.SYSTEM),
+            status_from=fields.get("sf", ""),
+            status_to=fields.get("st", ""),
+            session_ended=fields.get("se") == "1",
+            delivery=fields.get("d", ""),
+            error_code=fields.get("ec", ""),
+        )
+
+
+def update_fields(*, ticket_id: str, contact_id: str, origin: Origin, version: int,
+                  status_from: str = "", status_to: str = "",
+                  session_ended: bool = False) -> dict[str, str]:
+    """The log entry of an update, as the store writes it (kept beside from_fields so the
+    two spellings cannot drift). The event it recorded is not named: its id is only known
+    once the transaction ran; the entry's own id identifies the change."""
+    fields = {"k": ChangeKind.UPDATED.value, "t": ticket_id, "c": contact_id,
+              "o": origin.value, "v": str(version)}
+    if status_from != status_to:
+        fields["sf"], fields["st"] = status_from, status_to
+    if session_ended:
+        fields["se"] = "1"
+    return fields
+
+
+def delivery_fields(*, ticket_id: str, contact_id: str, event_id: str, delivery: str,
+                    error_code: str = "") -> dict[str, str]:
+    fields = {"k": ChangeKind.DELIVERY.value, "t": ticket_id, "c": contact_id,
+              "e": event_id, "d": delivery}
+    if error_code:
+        fields["ec"] = error_code
+    return fields
+
+
+# The routing actions (bridge.core.routing.Action values) that open a ticket.
+_OPENING_ACTIONS = frozenset({"new_ticket", "follow_up"})
+
+
+def triggers_of(change: Change) -> list[tuple[str, TriggerName]]:
+    """The (ticket id, trigger) pairs a change fires, in the order they are handed on."""
+    if change.kind is ChangeKind.ROUTED:
+        if change.action in _OPENING_ACTIONS:
+            fired = [(change.ticket_id, TriggerName.CREATED)]
+            if change.close_reason == "thread_limit" and change.previous_ticket_id:
+                fired.append((change.previous_ticket_id, TriggerName.CLOSED_THREAD_LIMIT))
+            return fired
+        if change.action == "reopen":
+            return [(change.ticket_id, TriggerName.REOPENED)]
+        if change.action == "csat_answer":
+            return [(change.ticket_id, TriggerName.CSAT_ANSWERED)]
+        return []
+    if change.kind is ChangeKind.UPDATED and change.origin is Origin.AGENT:
+        fired = []
+        if change.status_from and change.status_to and change.status_from != change.status_to:
+            fired.append((change.ticket_id, TriggerName.STATUS_CHANGED))
+        if change.session_ended:
+            fired.append((change.ticket_id, TriggerName.SESSION_ENDED))
+        return fired
+    return []
+
+
+# Twilio's "free-form message outside the 24-hour window": the send runs again and sends
+# the approved template the event names (or records why it cannot).
+FREEFORM_OUTSIDE_WINDOW = "63016"
+
+
+def needs_template_fallback(change: Change) -> bool:
+    return (change.kind is ChangeKind.DELIVERY and change.delivery in ("failed", "undelivered")
+            and change.error_code == FREEFORM_OUTSIDE_WINDOW)

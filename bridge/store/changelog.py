@@ -1,0 +1,174 @@
+"""The change log: one Redis stream per partition of contacts (keys.change_log), written by
+the routing script and the ticket store in the transaction of each change, read by the
+relay (workers/relay.py).
+
+Each consumer (the RQ triggers today; the widget fan-out and webhook export later) keeps
+its own position per partition in one hash, so a restarted relay continues where the last
+one stopped; an entry is handed on at least once (a relay that dies after handing a batch
+on but before saving the position hands it on again), in stream order, so in order per
+ticket. One relay runs at a time, under a lease; others wait to take over.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bridge.core.changes import Change
+from bridge.store import keys
+
+START = "0-0"
+# The consumer that turns changes into RQ jobs (workers/relay.py); the widget fan-out and
+# the webhook export will be consumers of their own, each with its own positions.
+RELAY_CONSUMER = "jobs"
+
+# Renews the lease only for its holder (a paused relay whose lease expired and was taken
+# must not extend the new holder's).
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_key(log_id: str) -> tuple[int, int]:
+    ms, _, seq = log_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far a consumer is behind the writers: entries not yet handed on, and the age of
+    the oldest of them (0 when there is none)."""
+
+    events: int
+    oldest_s: float
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Entries read from the log, in order within each partition, and the positions the
+    consumer reaches once it has handed them on."""
+
+    changes: list[Change]
+    positions: dict[int, str]
+    unreadable: int = 0  # entries skipped because they could not be parsed
+
+
+class ChangeLog:
+    def __init__(self, redis: Redis, *, partitions: int = keys.PARTITIONS) -> None:
+        self.redis = redis
+        self.partitions = range(partitions)
+        self._renew = redis.register_script(_RENEW_SCRIPT)
+        self._release = redis.register_script(_RELEASE_SCRIPT)
+
+    # ---------------------------------------------------------------- positions
+
+    async def positions(self, consumer: str) -> dict[int, str]:
+        raw = await self.redis.hgetall(keys.RELAY_POSITIONS)
+        prefix = f"{consumer}:"
+        saved = {int(_s(k)[len(prefix):]): _s(v) for k, v in raw.items()
+                 if _s(k).startswith(prefix)}
+        return {p: saved.get(p, START) for p in self.partitions}
+
+    async def save_positions(self, consumer: str, positions: dict[int, str]) -> None:
+        if positions:
+            await self.redis.hset(keys.RELAY_POSITIONS, mapping={
+                f"{consumer}:{p}": pos for p, pos in positions.items()})
+
+    # ---------------------------------------------------------------- reading
+
+    async def read(self, positions: dict[int, str], *, count: int, block_ms: int | None
+                   ) -> Batch:
+        """Up to `count` entries per partition after the positions; waits up to block_ms
+        for the first one when there is none (None: do not wait)."""
+        streams = {keys.change_log(p): pos for p, pos in positions.items()}
+        partition_of_stream = {keys.change_log(p): p for p in positions}
+        raw = await self.redis.xread(streams, count=count, block=block_ms)
+        changes: list[Change] = []
+        reached: dict[int, str] = {}
+        unreadable = 0
+        for stream, entries in raw or []:
+            partition = partition_of_stream[_s(stream)]
+            for entry_id, fields in entries:
+                log_id = _s(entry_id)
+                reached[partition] = log_id
+                try:
+                    changes.append(Change.from_fields(
+                        log_id, {_s(k): _s(v) for k, v in fields.items()}))
+                except ValueError:
+                    unreadable += 1
+        return Batch(changes, reached, unreadable)
+
+    async def trim(self, positions: dict[int, str]) -> None:
+        """Drop what every consumer has handed on (entries before the positions)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, pos in positions.items():
+                if pos != START:
+                    pipe.xtrim(keys.change_log(partition), minid=pos)
+            await pipe.execute()
+
+    async def lag(self, consumer: str, *, now_ms: int | None = None) -> Lag:
+        positions = await self.positions(consumer)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in self.partitions:
+                pipe.xlen(keys.change_log(p))
+                pipe.xrange(keys.change_log(p), "-", "+", count=1)
+                pipe.xrange(keys.change_log(p), f"({positions[p]}" if positions[p] != START
+                            else "-", "+", count=1)
+            replies: list[Any] = await pipe.execute()
+        events = 0
+        oldest_ms: int | None = None
+        for i, p in enumerate(self.partitions):
+            length, first, pending = replies[3 * i: 3 * i + 3]
+            if not pending:
+                continue
+            # The log is trimmed to the position, so what is left is at most the position's
+            # own entry and what follows it.
+            first_id = _s(first[0][0])
+            handed = positions[p] != START and _id_key(first_id) <= _id_key(positions[p])
+            events += int(length) - (1 if handed else 0)
+            pending_ms = _id_key(_s(pending[0][0]))[0]
+            oldest_ms = pending_ms if oldest_ms is None else min(oldest_ms, pending_ms)
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        return Lag(events, max(0.0, (now - oldest_ms) / 1000) if oldest_ms else 0.0)
+
+    async def entries(self, partition: int) -> list[Change]:
+        """Every entry of one partition still in the log (tests, inspection)."""
+        raw = await self.redis.xrange(keys.change_log(partition))
+        return [Change.from_fields(_s(i), {_s(k): _s(v) for k, v in f.items()})
+                for i, f in raw]
+
+    async def all_entries(self) -> list[Change]:
+        out: list[Change] = []
+        for p in self.partitions:
+            out += await self.entries(p)
+        return out
+
+    # ---------------------------------------------------------------- the relay's lease
+
+    async def acquire_lease(self, token: str, *, ttl_ms: int) -> bool:
+        if await self.redis.set(keys.RELAY_LEASE, token, nx=True, px=ttl_ms):
+            return True
+        held = await self.redis.get(keys.RELAY_LEASE)
+        return held is not None and _s(held) == token and await self.renew_lease(
+            token, ttl_ms=ttl_ms)
+
+    async def renew_lease(self, token: str, *, ttl_ms: int) -> bool:
+        return bool(await self._renew(keys=[keys.RELAY_LEASE], args=[token, ttl_ms]))
+
+    async def release_lease(self, token: str) -> None:
+        await self._release(keys=[keys.RELAY_LEASE], args=[token])
+

@@ -1,0 +1,161 @@
+"""`python -m workers.relay`: hands each change log entry on to its consumers (the Procfile's
+`relay` process; `bridge run` starts one).
+
+The web process records a change and its change log entry in one atomic step and answers;
+this process turns the entries into work: the trigger jobs of bridge.core.changes, and the
+send job again when Twilio refused a free-form message outside the 24-hour window (63016).
+
+Delivery is at least once and in order per partition (so per ticket): a batch is read, its
+jobs are enqueued in one round trip, and only then is the position saved. A relay that dies
+in between hands the batch on again; the jobs are named after the change (same job id) and
+the trigger rules claim a marker per change before acting, so a change has its effect once.
+
+One relay works at a time, under a lease in Redis renewed every loop; more can run as
+standbys (a second dyno) and take over within the lease's lifetime when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import click
+import redis
+from prometheus_client import Counter
+
+from bridge.core.changes import Change, needs_template_fallback, triggers_of
+from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.claims import new_token
+from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
+from config.settings import Settings, SettingsError
+
+log = logging.getLogger("workers.relay")
+
+CONSUMER = RELAY_CONSUMER
+
+RELAYED = Counter("bridge_relay_changes", "Change log entries handed on by this relay")
+
+
+def jobs_for(changes: list[Change]) -> list[JobSpec]:
+    """The jobs a batch of changes asks for, in log order, each job once."""
+    specs: list[JobSpec] = []
+    seen: set[str] = set()
+    for change in changes:
+        for ticket_id, trigger in triggers_of(change):
+            # A routed message names its event (the marker the rules claimed before the
+            # change log existed); other changes are identified by their entry.
+            spec = trigger_job(ticket_id, trigger.value, change.version,
+                               change.event_id or change.log_id)
+            if spec.job_id not in seen:
+                seen.add(spec.job_id)
+                specs.append(spec)
+        if needs_template_fallback(change):
+            spec = template_fallback_job(change.ticket_id, change.event_id)
+            if spec.job_id not in seen:
+                seen.add(spec.job_id)
+                specs.append(spec)
+    return specs
+
+
+@dataclass
+class Relay:
+    log: ChangeLog
+    queues: JobQueues
+    batch_size: int = 500
+    block_ms: int = 1000
+    lease_ttl_ms: int = 15_000
+    token: str = field(default_factory=new_token)
+    handed_on: int = 0
+    _positions: dict[int, str] | None = None
+
+    async def hold_lease(self) -> bool:
+        if self._positions is not None:
+            if await self.log.renew_lease(self.token, ttl_ms=self.lease_ttl_ms):
+                return True
+            log.warning("relay lease lost; waiting to take it again")
+            self._positions = None
+        if not await self.log.acquire_lease(self.token, ttl_ms=self.lease_ttl_ms):
+            return False
+        # Read the positions only once the lease is ours: the last holder saved them.
+        self._positions = await self.log.positions(CONSUMER)
+        log.info("relay lease taken")
+        return True
+
+    async def step(self, *, wait: bool = True) -> int:
+        """Hand one batch on; returns how many changes it held (0: none, or no lease).
+        `wait`: wait up to block_ms for a change when there is none."""
+        if not await self.hold_lease():
+            return 0
+        assert self._positions is not None
+        batch = await self.log.read(self._positions, count=self.batch_size,
+                                    block_ms=self.block_ms if wait else None)
+        if not batch.positions:
+            return 0
+        if batch.unreadable:
+            log.error("%d change log entries could not be read and were skipped",
+                      batch.unreadable)
+        specs = jobs_for(batch.changes)
+        await asyncio.to_thread(self.queues.enqueue_many, specs)
+        self._positions.update(batch.positions)
+        await self.log.save_positions(CONSUMER, batch.positions)
+        await self.log.trim(batch.positions)
+        RELAYED.inc(len(batch.changes))
+        self.handed_on += len(batch.changes)
+        return len(batch.changes)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                # Without the lease, wait a little before asking again; with it, the read
+                # already waited block_ms for news.
+                if not await self.step() and self._positions is None:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                continue
+            except redis.RedisError:
+                log.warning("relay: Redis unavailable; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+        if self._positions is not None:
+            await self.log.release_lease(self.token)
+
+
+async def _serve(settings: Settings) -> None:
+    aredis = async_redis(settings, retry=RIDE_OUT)
+    connection = sync_redis(settings, retry=RIDE_OUT)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    relay = Relay(ChangeLog(aredis), JobQueues(connection))
+    started = time.monotonic()
+    try:
+        await relay.run(stop)
+    finally:
+        await aredis.aclose()
+        connection.close()
+        log.info("relay stopped after handing on %d changes in %.0f s", relay.handed_on,
+                 time.monotonic() - started)
+
+
+@click.command()
+@click.option("--log-level", default="INFO", show_default=True)
+def main(log_level: str) -> None:
+    """Hand the change log on to the workers (triggers, template fallbacks)."""
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
+    if not settings.redis_url:
+        raise click.ClickException("REDIS_URL is not set: the relay reads the web's Redis")
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m workers.relay")
