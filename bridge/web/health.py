@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.jobs import WORKERS_KEY
 from bridge.web import metrics as m
-from bridge.web.keys import queues_key, redis_key
+from bridge.web.auth import authorize_metrics
+from bridge.web.keys import queues_key, redis_key, settings_key
 
 # A scheduled job this late was not moved by a scheduler (RQ's moves them every second).
 OVERDUE_S = 30
@@ -41,6 +42,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    authorize_metrics(request.app[settings_key], request.headers.get("Authorization", ""))
     await _read_queues(request.app)
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
