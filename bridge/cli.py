@@ -22,9 +22,9 @@ from bridge.store.tickets import TicketStore
 from config.settings import Settings, SettingsError, process_environment
 
 
-def load_settings() -> Settings:
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
-        return Settings.from_env()
+        return Settings.from_env(environ)
     except SettingsError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from None
 
@@ -37,7 +37,9 @@ def main() -> None:
 @main.command()
 def run() -> None:
     """Everything on this machine: embedded Redis (unless REDIS_URL), web, worker."""
-    run_all(load_settings(), process_environment())
+    # A laptop run is development unless BRIDGE_ENV says otherwise (its processes inherit it).
+    env = {"BRIDGE_ENV": "development", **process_environment()}
+    run_all(load_settings(env), env)
 
 
 @main.command()
@@ -54,6 +56,9 @@ def serve() -> None:
     if not settings.twilio_auth_token:
         logging.getLogger("bridge").warning(
             "TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")
+    if not settings.metrics_token and not settings.development:
+        logging.getLogger("bridge").warning(
+            "BRIDGE_METRICS_TOKEN is not set: /metrics answers 403 to every scraper")
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
                 shutdown_timeout=20, keepalive_timeout=settings.idle_timeout_s,
                 access_log=None, print=None)

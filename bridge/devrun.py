@@ -28,8 +28,9 @@ def dev_tokens(data_dir: Path) -> dict[str, str]:
         tokens: dict[str, str] = json.loads(path.read_text())
         return tokens
     tokens = {
-        "BRIDGE_ADMIN_TOKEN": "adm_" + secrets.token_urlsafe(18),
-        "BRIDGE_AGENT_TOKENS": "alice:agt_" + secrets.token_urlsafe(18),
+        # As long as production asks (32 characters), so they can be copied there.
+        "BRIDGE_ADMIN_TOKEN": "adm_" + secrets.token_urlsafe(24),
+        "BRIDGE_AGENT_TOKENS": "alice:agt_" + secrets.token_urlsafe(24),
         "BRIDGE_SECRET": secrets.token_urlsafe(32),
         # Only signs and verifies simulated webhooks; with no TWILIO_ACCOUNT_SID nothing is
         # sent to Twilio (outbound goes to the local outbox).

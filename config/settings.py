@@ -66,7 +66,11 @@ class Settings:
     twilio_messaging_service_sid: str = ""
     admin_token: Secret = field(default_factory=lambda: Secret(""))
     agent_tokens: Mapping[str, Secret] = field(default_factory=dict)
+    # Bearer token of /metrics; without one, /metrics is open in development only.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
     secret: Secret = field(default_factory=lambda: Secret(""))
+    # BRIDGE_ENV=development (`bridge run` sets it): short tokens and an open /metrics.
+    development: bool = False
     config_dir: Path = DEFAULT_CONFIG_DIR
     data_dir: Path = Path("var")
     max_body_bytes: int = 64 * 1024
@@ -119,7 +123,10 @@ class Settings:
             twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID", ""),
             admin_token=Secret(env.get("BRIDGE_ADMIN_TOKEN", "")),
             agent_tokens=_agent_tokens(env.get("BRIDGE_AGENT_TOKENS", "")),
+            metrics_token=Secret(env.get("BRIDGE_METRICS_TOKEN", "")),
             secret=Secret(env.get("BRIDGE_SECRET", "")),
+            development=_choice(env, "BRIDGE_ENV", "production",
+                                ("production", "development")) == "development",
             config_dir=config_dir,
             data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
             max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
@@ -153,9 +160,39 @@ class Settings:
             raise SettingsError("TWILIO_MESSAGING_SERVICE_SID must be MG followed by 32 hex digits")
         if self.twilio_whatsapp_from and not self.twilio_whatsapp_from.startswith("whatsapp:"):
             raise SettingsError("TWILIO_WHATSAPP_FROM must look like whatsapp:+14155238886")
-        for name, token in self.agent_tokens.items():
-            if token == self.admin_token and self.admin_token:
-                raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent {name!r} reuses the admin token")
+        self._validate_tokens()
+
+    def _validate_tokens(self) -> None:
+        """A token that two principals share makes the first one win; an agent named like a
+        built-in author could pass for it in a thread; a short token can be guessed."""
+        for name in self.agent_tokens:
+            if name.lower() in RESERVED_AUTHORS:
+                raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent name {name!r} is reserved "
+                                    f"({', '.join(sorted(RESERVED_AUTHORS))} are built-in authors)")
+        tokens = [("BRIDGE_ADMIN_TOKEN", "the admin", self.admin_token),
+                  *(("BRIDGE_AGENT_TOKENS", f"agent {name!r}", token)
+                    for name, token in self.agent_tokens.items()),
+                  ("BRIDGE_METRICS_TOKEN", "/metrics", self.metrics_token)]
+        seen: dict[Secret, str] = {}
+        for variable, whose, token in tokens:
+            if not token:
+                continue
+            if token in seen:
+                raise SettingsError(f"{variable}: the token of {whose} is also that of "
+                                    f"{seen[token]}")
+            seen[token] = whose
+            if not self.development and len(str(token)) < MIN_TOKEN_CHARS:
+                raise SettingsError(
+                    f"{variable}: the token of {whose} has {len(str(token))} characters; outside "
+                    f"development (BRIDGE_ENV=development) tokens need at least "
+                    f"{MIN_TOKEN_CHARS} (e.g. python -c 'import secrets; "
+                    f"print(secrets.token_urlsafe(32))')")
+
+
+# Outside development: 32 characters of token_urlsafe are 192 bits.
+MIN_TOKEN_CHARS = 32
+# Authors the bridge writes itself ("admin" is the admin token's principal).
+RESERVED_AUTHORS = frozenset({"admin", "system", "customer"})
 
 
 # Twilio resource sids: a two-letter type prefix and 32 hex digits (34 characters).

@@ -18,8 +18,10 @@ from config.settings import Secret, Settings
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
-ADMIN_TOKEN = "admin-token-for-tests"
-AGENT_TOKEN = "agent-token-for-tests"
+# Production refuses bearer tokens under 32 characters (fault tests start `bridge serve`).
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
+AGENT_TOKEN = "agent-token-for-tests-0123456789abcdef"
+METRICS_TOKEN = "metrics-token-for-tests-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +79,7 @@ def make_settings(redis_url: str = "", **overrides: object) -> Settings:
         "twilio_whatsapp_from": "whatsapp:+14155238886",
         "admin_token": Secret(ADMIN_TOKEN),
         "agent_tokens": {"alice": Secret(AGENT_TOKEN)},
+        "metrics_token": Secret(METRICS_TOKEN),
         "secret": Secret("widget-secret-for-tests"),
         "data_dir": Path("var-test"),
         "policies": {c: ChannelPolicy() for c in Channel},

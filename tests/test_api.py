@@ -16,12 +16,13 @@ from bridge.jobs import QUEUE_OUTBOUND, SEND_OUTBOUND
 from bridge.store import keys
 from bridge.web.openapi import DOCUMENT
 from config.settings import Settings
-from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
+from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, METRICS_TOKEN
 from tests.factories import inbound_form, post_signed
 
 Client = TestClient[Any, Any]
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @pytest.fixture
@@ -247,5 +248,5 @@ async def test_health_ready_and_metrics(client: Client) -> None:
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["redis"] == "ok"
     await inbound(client)
-    text = await (await client.get("/metrics")).text()
+    text = await (await client.get("/metrics", headers=SCRAPER)).text()
     assert 'bridge_inbound_messages_total{action="new_ticket",channel="whatsapp"}' in text

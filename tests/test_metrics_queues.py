@@ -15,9 +15,10 @@ from bridge.app import create_app
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, JobQueues
 from bridge.store.embedded import free_port
 from config.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import METRICS_TOKEN, make_settings
 
 Client = TestClient[Any, Any]
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
@@ -45,7 +46,7 @@ async def test_queue_depths_overdue_timers_and_workers(
                  serializer=JSONSerializer).work(burst=True)  # "bad" fails
 
     client: Client = await aiohttp_client(create_app(settings))
-    text = await (await client.get("/metrics")).text()
+    text = await (await client.get("/metrics", headers=SCRAPER)).text()
     jobs = _samples(text, "bridge_jobs")
     assert jobs['{queue="bridge-outbound",state="queued"}'] == 2
     assert jobs['{queue="bridge-housekeeping",state="scheduled"}'] == 2
@@ -63,7 +64,7 @@ async def test_queue_depths_overdue_timers_and_workers(
 async def test_without_redis_the_scrape_still_answers(aiohttp_client: Any) -> None:
     settings = make_settings(f"redis://127.0.0.1:{free_port()}/0")
     client: Client = await aiohttp_client(create_app(settings))
-    answer = await client.get("/metrics")
+    answer = await client.get("/metrics", headers=SCRAPER)
     assert answer.status == 200
     text = await answer.text()
     assert _samples(text, "bridge_redis_up") == {"": 0}

@@ -12,6 +12,11 @@ from config.settings import DEFAULT_CONFIG_DIR, Secret, Settings, SettingsError,
 
 SID = "AC" + "0123456789abcdef" * 2
 MG = "MG" + "fedcba9876543210" * 2
+# Outside development, bearer tokens have at least 32 characters.
+ADMIN = "admin-token-" + "a" * 24
+ALICE = "alice-token-" + "b" * 24
+BOB = "bob-token-" + "c" * 24
+SAME = "same-token-" + "d" * 24
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -39,8 +44,8 @@ def test_values_from_the_environment() -> None:
         "TWILIO_AUTH_TOKEN": "auth-token-0123",
         "TWILIO_MESSAGING_SERVICE_SID": MG,
         "TWILIO_API_URL": "http://127.0.0.1:4010/",
-        "BRIDGE_ADMIN_TOKEN": "admin-token-123",
-        "BRIDGE_AGENT_TOKENS": "alice:alice-token-1, bob : bob-token-22 ,",
+        "BRIDGE_ADMIN_TOKEN": ADMIN,
+        "BRIDGE_AGENT_TOKENS": f"alice:{ALICE}, bob : {BOB} ,",
         "BRIDGE_SECRET": "widget-secret",
         "BRIDGE_IDLE_TIMEOUT_S": "95",
     })
@@ -54,7 +59,7 @@ def test_values_from_the_environment() -> None:
     assert str(s.twilio_auth_token) == "auth-token-0123"
     # Spaces around names and tokens are not part of them.
     assert {k: str(v) for k, v in s.agent_tokens.items()} == {
-        "alice": "alice-token-1", "bob": "bob-token-22"}
+        "alice": ALICE, "bob": BOB}
     assert str(s.secret) == "widget-secret"
 
 
@@ -66,11 +71,11 @@ def test_secrets_are_masked_in_repr() -> None:
     s = Settings.from_env({
         "TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "auth-token-0123",
         "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
-        "BRIDGE_ADMIN_TOKEN": "admin-token-123", "BRIDGE_AGENT_TOKENS": "alice:alice-token-1",
+        "BRIDGE_ADMIN_TOKEN": ADMIN, "BRIDGE_AGENT_TOKENS": f"alice:{ALICE}",
         "BRIDGE_SECRET": "widget-secret",
     })
     text = repr(s)
-    for secret in ("auth-token-0123", "admin-token-123", "alice-token-1", "widget-secret"):
+    for secret in ("auth-token-0123", ADMIN, ALICE, "widget-secret"):
         assert secret not in text
     assert "Secret('**********')" in text
     assert repr(Secret("")) == "Secret('')" and not Secret("")
@@ -100,7 +105,7 @@ def test_secrets_are_masked_in_repr() -> None:
         ({"BRIDGE_AGENT_TOKENS": ":token-without-name"}, "BRIDGE_AGENT_TOKENS"),
         ({"BRIDGE_AGENT_TOKENS": "alice:        "}, "BRIDGE_AGENT_TOKENS"),
         ({"BRIDGE_AGENT_TOKENS": "alice:token-one-1,alice:token-two-2"}, "BRIDGE_AGENT_TOKENS"),
-        ({"BRIDGE_ADMIN_TOKEN": "same-token-1", "BRIDGE_AGENT_TOKENS": "bob:same-token-1"},
+        ({"BRIDGE_ADMIN_TOKEN": SAME, "BRIDGE_AGENT_TOKENS": f"bob:{SAME}"},
          "BRIDGE_AGENT_TOKENS"),
         # Twilio sids: AC / MG followed by 32 hex digits.
         ({"TWILIO_ACCOUNT_SID": "XX" + SID[2:], "TWILIO_AUTH_TOKEN": "t"}, "TWILIO_ACCOUNT_SID"),

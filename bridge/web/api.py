@@ -155,6 +155,10 @@ async def patch_ticket(request: web.Request) -> web.Response:
     assignee = data.get("assignee")
     if assignee is not None and (not isinstance(assignee, str) or len(assignee) > 100):
         raise unprocessable("assignee must be a string of at most 100 characters (or null)")
+    if assignee is not None and assignee not in request.app[settings_key].agent_tokens:
+        # Lists are filtered by assignee: a name no one logs in as would hide the ticket.
+        raise unprocessable("assignee must name an agent of BRIDGE_AGENT_TOKENS (or be null)",
+                            "unknown_agent")
     if "assignee" in data and assignee is None:
         assignee = ""
     tags = data.get("tags")

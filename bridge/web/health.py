@@ -12,7 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bridge.jobs import WORKERS_KEY
 from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.web import metrics as m
-from bridge.web.keys import queues_key, redis_key
+from bridge.web.auth import authorize_metrics
+from bridge.web.keys import queues_key, redis_key, settings_key
 
 # A scheduled job this late was not moved by a scheduler (RQ's moves them every second).
 OVERDUE_S = 30
@@ -42,6 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    authorize_metrics(request.app[settings_key], request.headers.get("Authorization", ""))
     await _read_queues(request.app)
     await _read_relay_lag(request.app)
     body = generate_latest()

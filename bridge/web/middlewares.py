@@ -1,5 +1,5 @@
 """The one middleware every request goes through: authentication of the API, the error
-shape, and request metrics.
+shape, the headers of JSON answers, and request metrics.
 
 One middleware rather than three: each aiohttp middleware is another coroutine layer on
 every request, and a webhook's whole budget is a few hundred microseconds. The three jobs
@@ -37,6 +37,10 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
 }
 
+# Every JSON answer (data or error) holds tickets or tokens' verdicts: no shared cache may
+# keep it, and no browser may read it as HTML.
+_JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError)
 
@@ -51,6 +55,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except Exception as exc:
         response = _error_response(request, exc)
+    if response.content_type == "application/json" and not response.prepared:
+        response.headers.update(_JSON_HEADERS)
     metrics.observe_request(request, response.status, time.perf_counter() - started)
     return response
 

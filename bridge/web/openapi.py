@@ -106,7 +106,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "TicketPatch": {
         "type": "object", "additionalProperties": False, "minProperties": 1,
-        "properties": {"status": _STATUS, "assignee": _NULLSTR,
+        "properties": {"status": _STATUS,
+                       "assignee": {**_NULLSTR, "description": "An agent's name (from "
+                                    "BRIDGE_AGENT_TOKENS) or null; another name is 422 "
+                                    "unknown_agent"},
                        "tags": {"type": "array", "items": {"type": "string"}}},
     },
     "Reply": {
