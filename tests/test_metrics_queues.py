@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 from bridge.app import create_app
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, JobQueues
 from bridge.store.embedded import free_port
+from bridge.web.keys import store_key
 from config.settings import Settings
 from tests.conftest import METRICS_TOKEN, make_settings
 
@@ -70,3 +71,21 @@ async def test_without_redis_the_scrape_still_answers(aiohttp_client: Any) -> No
     assert _samples(text, "bridge_redis_up") == {"": 0}
     assert _samples(text, "bridge_jobs") == {}
     assert "bridge_http_requests_total" in text
+
+
+async def test_relay_lag_is_shown_until_the_relay_hands_the_changes_on(
+        aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> None:
+    from tests.macro_app import inbound
+    from tests.relay_support import relay_all
+
+    client: Client = await aiohttp_client(create_app(settings))
+    app_store = client.app[store_key]
+    for n in range(3):
+        await inbound(app_store, address=f"whatsapp:+3361111000{n}")
+    text = await (await client.get("/metrics", headers=SCRAPER)).text()
+    assert _samples(text, "bridge_relay_lag_events") == {"": 3}
+    assert _samples(text, "bridge_relay_lag_seconds")[""] >= 0
+    await relay_all(app_store.redis, sync_redis)
+    text = await (await client.get("/metrics", headers=SCRAPER)).text()
+    assert _samples(text, "bridge_relay_lag_events") == {"": 0}
+    assert _samples(text, "bridge_relay_lag_seconds") == {"": 0}

@@ -1,0 +1,203 @@
+"""The change log against a real Redis: every change writes its entry in the same atomic
+step, the relay hands each entry on as jobs once per position, keeps its place across
+restarts, and only one relay works at a time."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+import redis.asyncio
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from bridge.core.changes import ChangeKind, Origin
+from bridge.core.policy import ChannelPolicy
+from bridge.core.tickets import EventType, Status
+from bridge.jobs import QUEUE_EVENTS, QUEUE_OUTBOUND, JobQueues
+from bridge.store import keys
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.tickets import TicketStore
+from tests.macro_app import ids, inbound, now_ms
+from tests.relay_support import relay_all
+from workers.relay import Relay
+
+
+def queued(sync_redis: redis.Redis, queue: str) -> list[tuple[str, dict[str, object]]]:
+    q = Queue(queue, connection=sync_redis, serializer=JSONSerializer)
+    return [(job.id, job.args[0]) for job in q.get_jobs()]
+
+
+async def test_routing_writes_one_entry_per_change_and_none_for_a_duplicate(
+        store: TicketStore) -> None:
+    log = ChangeLog(store.redis)
+    first = await inbound(store, "Bonjour")
+    second = await inbound(store, "Encore")
+    tid = ids(first)
+    entries = await log.all_entries()
+    assert [(c.kind, c.action, c.ticket_id) for c in entries] == [
+        (ChangeKind.ROUTED, "new_ticket", tid), (ChangeKind.ROUTED, "append", tid)]
+    assert [c.event_id for c in entries] == [first.event_id, second.event_id]
+    assert entries[0].contact_id == first.contact_id
+    # The entry sits in the contact's partition, so in the slot of its other keys.
+    partition = keys.partition_of(first.contact_id)
+    assert [c.log_id for c in await log.entries(partition)] == [c.log_id for c in entries]
+    assert keys.change_log(partition).split(":log")[0] == keys.contact_prefix(
+        first.contact_id).split(":c:")[0]
+
+
+async def test_a_provider_retry_writes_no_entry(store: TicketStore) -> None:
+    from bridge.core.csat import rating_signal
+    from bridge.core.messages import Channel, InboundMessage
+
+    msg = InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "d" * 32,
+                         contact_address="whatsapp:+33600000001", received_at_ms=now_ms(),
+                         body="Hi")
+    signal = rating_signal(body="Hi", button_payload="", replied_to_id="")
+    for _ in range(3):
+        await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())
+    assert len(await ChangeLog(store.redis).all_entries()) == 1
+
+
+async def test_thread_limit_close_is_logged_with_both_tickets(store: TicketStore) -> None:
+    policy = ChannelPolicy(max_thread_messages=2)
+    first = await inbound(store, "one", policy=policy)
+    await inbound(store, "two", policy=policy)
+    third = await inbound(store, "three", policy=policy)
+    last = (await ChangeLog(store.redis).all_entries())[-1]
+    assert (last.action, last.ticket_id, last.previous_ticket_id, last.close_reason) == (
+        "follow_up", third.ticket_id, first.ticket_id, "thread_limit")
+
+
+async def test_updates_log_who_changed_what_in_the_same_transaction(store: TicketStore) -> None:
+    tid = ids(await inbound(store))
+    before = len(await ChangeLog(store.redis).all_entries())
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.SOLVED,
+                              origin=Origin.AGENT)
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(),
+                              event=(EventType.NOTE, "internal", {}), origin=Origin.AGENT)
+    entries = (await ChangeLog(store.redis).all_entries())[before:]
+    assert [(c.kind, c.origin, c.status_from, c.status_to) for c in entries] == [
+        (ChangeKind.UPDATED, Origin.AGENT, "new", "solved"),
+        (ChangeKind.UPDATED, Origin.AGENT, "", "")]
+    ticket = await store.get_ticket(tid)
+    assert entries[-1].version == ticket.version
+
+
+async def test_a_refused_update_logs_nothing(store: TicketStore) -> None:
+    from bridge.store.tickets import Conflict
+
+    tid = ids(await inbound(store))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.CLOSED)
+    before = await ChangeLog(store.redis).all_entries()
+    try:
+        await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.OPEN)
+    except Conflict:
+        pass
+    else:  # pragma: no cover - the rules refuse it
+        raise AssertionError("a closed ticket changed")
+    assert await ChangeLog(store.redis).all_entries() == before
+
+
+async def test_delivery_states_are_logged(store: TicketStore) -> None:
+    tid = ids(await inbound(store))
+    _, eid = await store.update_ticket(tid, author="alice", now_ms=now_ms(),
+                                       event=(EventType.AGENT_REPLY, "Hello", {}))
+    assert eid
+    await store.set_delivery(tid, eid, {"state": "queued", "provider_id": "SM" + "e" * 32})
+    last = (await ChangeLog(store.redis).all_entries())[-1]
+    assert (last.kind, last.event_id, last.delivery) == (ChangeKind.DELIVERY, eid, "queued")
+
+
+async def test_relay_hands_triggers_on_once_per_position_and_resumes_after_a_restart(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    tid = ids(await inbound(store))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.SOLVED,
+                              origin=Origin.AGENT)
+    assert queued(sync_redis, QUEUE_EVENTS) == []  # nothing until the relay runs
+    assert await relay_all(store.redis, sync_redis) == 2
+    jobs = queued(sync_redis, QUEUE_EVENTS)
+    assert [(p["ticket_id"], p["trigger"]) for _, p in jobs] == [
+        (tid, "ticket.created"), (tid, "ticket.status_changed")]
+    # A new relay (a restart) starts from the saved positions: nothing is handed on again.
+    assert await relay_all(store.redis, sync_redis) == 0
+    assert len(queued(sync_redis, QUEUE_EVENTS)) == 2
+    # ... and hands on what happened since.
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), end_session_reason="agent",
+                              origin=Origin.AGENT)
+    assert await relay_all(store.redis, sync_redis) == 1
+    assert queued(sync_redis, QUEUE_EVENTS)[-1][1]["trigger"] == "ticket.session_ended"
+
+
+async def test_a_batch_handed_on_twice_names_the_same_jobs(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    """A relay that dies after enqueueing but before saving its position hands the batch on
+    again: the jobs keep their ids (and the trigger rules claim a marker per change)."""
+    tid = ids(await inbound(store))
+    await relay_all(store.redis, sync_redis)
+    first_ids = [job_id for job_id, _ in queued(sync_redis, QUEUE_EVENTS)]
+    sync_redis.hdel(keys.RELAY_POSITIONS, *sync_redis.hkeys(keys.RELAY_POSITIONS))
+    assert await relay_all(store.redis, sync_redis) == 1
+    again = queued(sync_redis, QUEUE_EVENTS)
+    assert {job_id for job_id, _ in again} == set(first_ids)
+    assert again[0][1]["ticket_id"] == tid
+
+
+async def test_a_parked_63016_applied_later_still_sends_the_template(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    """The 'failed 63016' callback arrived before the worker stored the sid: applied later
+    (when the sid is stored), its change still reaches the relay, which enqueues the send
+    again with the crash retry other sends have."""
+    from bridge.core.tickets import Delivery
+
+    tid = ids(await inbound(store))
+    _, eid = await store.update_ticket(tid, author="alice", now_ms=now_ms(),
+                                       event=(EventType.AGENT_REPLY, "Hello", {}))
+    assert eid
+    sid = "SM" + "f" * 32
+    assert not await store.record_status_callback(sid, Delivery.FAILED, error_code="63016")
+    await store.set_delivery(tid, eid, {"state": "sending", "provider_id": sid})
+    assert (await store.delivery_state(tid, eid))["state"] == "failed"
+    await relay_all(store.redis, sync_redis)
+    q = Queue(QUEUE_OUTBOUND, connection=sync_redis, serializer=JSONSerializer)
+    [job] = [j for j in q.get_jobs() if j.id.endswith("fallback")]
+    assert job.args[0] == {"ticket_id": tid, "event_id": eid}
+    assert job.retries_left and job.retries_left > 0
+
+
+async def test_only_one_relay_works_at_a_time_and_another_takes_over(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    await inbound(store)
+    log = ChangeLog(store.redis)
+    first = Relay(log, JobQueues(sync_redis), lease_ttl_ms=60_000)
+    second = Relay(log, JobQueues(sync_redis), lease_ttl_ms=60_000)
+    assert await first.step(wait=False) == 1
+    await inbound(store, address="whatsapp:+33600000002")
+    assert await second.step(wait=False) == 0  # the lease is the first one's
+    await log.release_lease(first.token)  # the first stops
+    assert await second.step(wait=False) == 1  # and the second continues after it
+    assert len(queued(sync_redis, QUEUE_EVENTS)) == 2
+
+
+async def test_lag_counts_what_was_not_handed_on_and_the_log_is_trimmed(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    log = ChangeLog(store.redis)
+    for n in range(5):
+        await inbound(store, address=f"whatsapp:+336000001{n:02d}")
+    lag = await log.lag(RELAY_CONSUMER, now_ms=now_ms() + 10_000)
+    assert lag.events == 5
+    assert lag.oldest_s >= 10
+    await relay_all(store.redis, sync_redis)
+    lag = await log.lag(RELAY_CONSUMER)
+    assert (lag.events, lag.oldest_s) == (0, 0.0)
+    # Trimmed to the positions: each partition keeps at most its last handed-on entry.
+    assert len(await log.all_entries()) <= 5
+    await inbound(store, address="whatsapp:+33600000100")
+    assert (await log.lag(RELAY_CONSUMER)).events == 1
+
+
+async def test_the_job_payloads_are_json(store: TicketStore, sync_redis: redis.Redis) -> None:
+    await inbound(store)
+    await relay_all(store.redis, sync_redis)
+    [(_, payload)] = queued(sync_redis, QUEUE_EVENTS)
+    assert json.loads(json.dumps(payload)) == payload

@@ -1,0 +1,90 @@
+"""bridge.core.changes: which triggers each change fires (a table), and parsing entries."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.core.changes import (
+    Change,
+    ChangeKind,
+    Origin,
+    TriggerName,
+    delivery_fields,
+    needs_template_fallback,
+    triggers_of,
+    update_fields,
+)
+
+
+def routed(action: str, *, prev: str = "", reason: str = "") -> Change:
+    fields = {"k": "routed", "t": "7", "c": "c1", "a": action, "e": "1-0"}
+    if prev:
+        fields["p"] = prev
+    if reason:
+        fields["r"] = reason
+    return Change.from_fields("1700000000000-0", fields)
+
+
+def updated(origin: Origin, *, status_from: str = "open", status_to: str = "open",
+            session_ended: bool = False) -> Change:
+    return Change.from_fields("1700000000000-1", update_fields(
+        ticket_id="7", contact_id="c1", origin=origin, version=3, status_from=status_from,
+        status_to=status_to, session_ended=session_ended))
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (routed("new_ticket"), [("7", TriggerName.CREATED)]),
+    (routed("follow_up", prev="6"), [("7", TriggerName.CREATED)]),
+    (routed("follow_up", prev="6", reason="thread_limit"),
+     [("7", TriggerName.CREATED), ("6", TriggerName.CLOSED_THREAD_LIMIT)]),
+    (routed("reopen"), [("7", TriggerName.REOPENED)]),
+    (routed("csat_answer"), [("7", TriggerName.CSAT_ANSWERED)]),
+    (routed("append"), []),
+    (updated(Origin.AGENT, status_from="open", status_to="solved"),
+     [("7", TriggerName.STATUS_CHANGED)]),
+    (updated(Origin.AGENT, session_ended=True), [("7", TriggerName.SESSION_ENDED)]),
+    (updated(Origin.AGENT, status_from="open", status_to="solved", session_ended=True),
+     [("7", TriggerName.STATUS_CHANGED), ("7", TriggerName.SESSION_ENDED)]),
+    (updated(Origin.AGENT), []),  # a note, tags, an assignee: no trigger
+    # An automation's or the system's own changes fire nothing: triggers would chain.
+    (updated(Origin.AUTOMATION, status_from="solved", status_to="closed"), []),
+    (updated(Origin.SYSTEM, session_ended=True), []),
+    (Change.from_fields("1-0", delivery_fields(ticket_id="7", contact_id="c1", event_id="2-0",
+                                               delivery="failed", error_code="63016")), []),
+], ids=lambda v: v.kind.value + ":" + (v.action or v.origin.value) if isinstance(v, Change)
+   else None)
+def test_triggers_of(change: Change, expected: list[tuple[str, TriggerName]]) -> None:
+    assert triggers_of(change) == expected
+
+
+@pytest.mark.parametrize(("delivery", "code", "expected"), [
+    ("failed", "63016", True),
+    ("undelivered", "63016", True),
+    ("failed", "21610", False),
+    ("delivered", "", False),
+])
+def test_template_fallback_only_after_63016(delivery: str, code: str, expected: bool) -> None:
+    change = Change.from_fields("5-0", delivery_fields(
+        ticket_id="7", contact_id="c1", event_id="2-0", delivery=delivery, error_code=code))
+    assert needs_template_fallback(change) is expected
+
+
+def test_entries_round_trip_and_name_their_time() -> None:
+    change = updated(Origin.AGENT, status_from="pending", status_to="open")
+    assert change.kind is ChangeKind.UPDATED
+    assert (change.ticket_id, change.contact_id, change.version) == ("7", "c1", 3)
+    assert (change.status_from, change.status_to) == ("pending", "open")
+    assert change.at_ms == 1700000000000
+
+
+@pytest.mark.parametrize("missing", ["k", "t", "c"])
+def test_an_entry_without_its_required_fields_is_refused(missing: str) -> None:
+    fields = {"k": "routed", "t": "7", "c": "c1", "a": "append"}
+    del fields[missing]
+    with pytest.raises(ValueError, match=repr(missing)):
+        Change.from_fields("1-0", fields)
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Change.from_fields("1-0", {"k": "exploded", "t": "7", "c": "c1"})
