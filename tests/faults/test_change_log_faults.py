@@ -1,0 +1,190 @@
+"""The change log under faults: every trigger of a routed message still runs, once in
+effect, when the web process is SIGKILLed right after routing (many times, under load),
+when the relay is SIGKILLed mid-batch, and when Redis restarts under the relay.
+
+The effect measured: a trigger on ticket.created applies the greeting macro, so each
+ticket must end with exactly one greeting, recorded as an automation event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import redis
+
+from bridge.store import keys
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.embedded import EmbeddedRedis
+from tests.factories import inbound_form
+from tests.faults.conftest import ROOT, start_web
+from tests.faults.test_web_crash import _deliver_all
+from tests.faults.workers_support import WorkerProcess, wait_until, worker_env
+
+GREETING_TRIGGER = """
+[[triggers]]
+name = "greet_new_ticket"
+on = ["ticket.created"]
+when = { status = ["new"] }
+then = { apply_macro = "greeting" }
+"""
+
+
+def _config_with_greeting(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("*.py", "__*"))
+    with (config / "automations.toml").open("a") as rules:
+        rules.write(GREETING_TRIGGER)
+    return config
+
+
+class RelayProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._out = log.open("ab")
+        self.log = log
+        self.process = subprocess.Popen([sys.executable, "-m", "workers.relay"], cwd=ROOT,
+                                        env=env, stdout=self._out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._out.close()
+
+
+def _lag_events(url: str) -> int:
+    async def read() -> int:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            return (await ChangeLog(client).lag(RELAY_CONSUMER)).events
+        finally:
+            await client.aclose()
+    with contextlib.suppress(redis.RedisError):
+        return asyncio.run(read())
+    return -1
+
+
+def _greetings_per_ticket(url: str) -> Counter[str]:
+    client = redis.Redis.from_url(url)
+    greetings: Counter[str] = Counter()
+    for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
+        ticket = key.decode().split(":")[3]
+        greetings[ticket] += 0
+        for _, fields in client.xrange(key):
+            data = json.loads(fields[b"data"])
+            if fields[b"type"] == b"automation" and data.get("macro") == "greeting":
+                greetings[ticket] += 1
+    client.close()
+    return greetings
+
+
+def _run_triggers(url: str, tmp_path: Path, config: Path) -> None:
+    """Drain the queues with a burst worker (jobs in-process)."""
+    env = worker_env(url, tmp_path / "worker-data", BRIDGE_CONFIG_DIR=str(config))
+    worker = WorkerProcess(env, tmp_path / "worker.log", ["--burst", "--no-fork"])
+    try:
+        worker.process.wait(timeout=240)
+    finally:
+        worker.close()
+    assert worker.process.returncode == 0, worker.output()[-4000:]
+
+
+def _relay_env(url: str, tmp_path: Path, config: Path) -> dict[str, str]:
+    return worker_env(url, tmp_path / "relay-data", BRIDGE_CONFIG_DIR=str(config))
+
+
+def test_web_sigkilled_after_routing_loses_no_trigger(aof_redis: EmbeddedRedis,
+                                                      tmp_path: Path) -> None:
+    contacts, kills = 400, 3
+    config = _config_with_greeting(tmp_path)
+    relay = RelayProcess(_relay_env(aof_redis.url, tmp_path, config), tmp_path / "relay.log")
+    # Every message from a new contact: each routing opens a ticket and fires a trigger.
+    forms = [inbound_form("Bonjour", sender=f"whatsapp:+3367{n:07d}") for n in range(contacts)]
+    pending = forms
+    outcomes: list[dict[str, int]] = []
+    try:
+        for round_ in range(kills + 1):
+            acked: list[str] = []
+            web = start_web(aof_redis.url, BRIDGE_CONFIG_DIR=str(config))
+            try:
+                # Killed once a third of this round is acknowledged; the last round is not.
+                kill_after = max(1, len(pending) // 3) if round_ < kills else 0
+                outcomes.append(dict(asyncio.run(
+                    _deliver_all(web, pending, acked, kill_after=kill_after))))
+            finally:
+                web.stop()
+            # Twilio redelivers what was not acknowledged.
+            pending = [f for f in pending if f["MessageSid"] not in set(acked)]
+        assert pending == []
+        wait_until(lambda: _lag_events(aof_redis.url) == 0, "the relay to catch up",
+                   timeout_s=120)
+    finally:
+        relay.stop()
+    _run_triggers(aof_redis.url, tmp_path, config)
+    greetings = _greetings_per_ticket(aof_redis.url)
+    print(f"\n{contacts} new contacts, web SIGKILLed {kills} times ({outcomes}): "
+          f"{len(greetings)} tickets, greetings per ticket {dict(Counter(greetings.values()))}")
+    assert len(greetings) == contacts
+    assert set(greetings.values()) == {1}
+
+
+def test_relay_sigkilled_mid_batch_and_redis_restarted_lose_and_double_nothing(
+        aof_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    contacts, relay_kills = 600, 5
+    config = _config_with_greeting(tmp_path)
+    env = _relay_env(aof_redis.url, tmp_path, config)
+    forms = [inbound_form("Hello", sender=f"whatsapp:+3368{n:07d}") for n in range(contacts)]
+    web = start_web(aof_redis.url, BRIDGE_CONFIG_DIR=str(config))
+    relays = [RelayProcess(env, tmp_path / "relay.log")]
+    acked: list[str] = []
+
+    async def load_with_chaos() -> None:
+        async def chaos() -> None:
+            for n in range(relay_kills):
+                await asyncio.sleep(0.4)
+                relays[-1].kill()  # SIGKILL: mid-batch whenever a batch is in flight
+                relays.append(RelayProcess(env, tmp_path / "relay.log"))
+                if n == relay_kills // 2:
+                    aof_redis.process.kill()  # and Redis, once, with AOF everysec
+                    aof_redis.process.wait()
+                    aof_redis.start()
+
+        await asyncio.gather(_deliver_all(web, forms, acked), chaos())
+
+    try:
+        asyncio.run(load_with_chaos())
+        # Twilio redelivers what was answered 503 while Redis was down.
+        unacked = [f for f in forms if f["MessageSid"] not in set(acked)]
+        asyncio.run(_deliver_all(web, unacked, acked))
+        assert {f["MessageSid"] for f in forms} == set(acked)
+        wait_until(lambda: _lag_events(aof_redis.url) == 0, "the relay to catch up",
+                   timeout_s=120)
+    finally:
+        web.stop()
+        for relay in relays:
+            relay.stop()
+    _run_triggers(aof_redis.url, tmp_path, config)
+    greetings = _greetings_per_ticket(aof_redis.url)
+    relay_log = (tmp_path / "relay.log").read_text(errors="replace")
+    print(f"\n{contacts} new contacts, relay SIGKILLed {relay_kills} times and Redis once: "
+          f"{len(greetings)} tickets, greetings per ticket "
+          f"{dict(Counter(greetings.values()))}; relay leases taken "
+          f"{relay_log.count('relay lease taken')}")
+    assert len(greetings) == contacts
+    assert set(greetings.values()) == {1}
