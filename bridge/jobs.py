@@ -108,6 +108,15 @@ class JobQueues:
             job_id=job_id("send", ticket_id, event_id), retry=CRASH_RETRY,
         )
 
+    def send_fallback(self, ticket_id: str, event_id: str) -> str:
+        """Run the send again after Twilio reported 63016 for the free-form message: the job
+        sends the event's approved template. Its own job id (the first send's job may still
+        be finishing) and the crash retry every send carries."""
+        return self.enqueue(
+            QUEUE_OUTBOUND, SEND_OUTBOUND, {"ticket_id": ticket_id, "event_id": event_id},
+            job_id=job_id("send", ticket_id, event_id, "fallback"), retry=CRASH_RETRY,
+        )
+
     def schedule_sweep(self, interval_s: int, *, after: datetime | None = None) -> str:
         """The unsent-sends sweep at the next multiple of interval_s. Every worker asks for
         it at start and every sweep for its successor: the job id is the moment, so they

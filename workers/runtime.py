@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
+from bridge.jobs import JobQueues
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
@@ -58,7 +59,8 @@ class Runtime:
         self.store = TicketStore(self.aredis, dedupe_ttl_s=settings.dedupe_ttl_s)
         self.outbox = Outbox(self.aredis)
         self.sender: Sender = sender or build_sender(settings, self.outbox)
-        self.outbound = OutboundService(self.store, self.sender, policy=policy or RetryPolicy())
+        self.outbound = OutboundService(self.store, self.sender, queues=JobQueues(self.redis),
+                                        policy=policy or RetryPolicy())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one job's async part on this process's event loop."""

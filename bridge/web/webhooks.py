@@ -15,7 +15,6 @@ from aiohttp import web
 from bridge.channels import twilio
 from bridge.core.csat import rating_signal
 from bridge.core.routing import Action
-from bridge.jobs import QUEUE_OUTBOUND, SEND_OUTBOUND, job_id
 from bridge.store.tickets import RouteResult
 from bridge.web import metrics
 from bridge.web.bodies import read_body
@@ -106,7 +105,9 @@ async def _enqueue_triggers(app: web.Application, triggers: list[tuple[str, str]
 
 
 # Twilio's "free-form message outside the 24-hour window": the send job, run again for the
-# same event, sends the approved template the event names (or records why it cannot).
+# same event, sends the approved template the event names (or records why it cannot). A
+# callback parked because it beat the worker is acted on by whoever applies it: this handler
+# (record_status_callback says so) or the worker that stores the sid (workers/outbound.py).
 FREEFORM_OUTSIDE_WINDOW = "63016"
 
 
@@ -115,13 +116,8 @@ async def _send_template_instead(app: web.Application, provider_id: str) -> None
     if ref is None:
         return
     ticket_id, event_id = ref
-    queues = app[queues_key]
     try:
-        await asyncio.to_thread(
-            queues.enqueue, QUEUE_OUTBOUND, SEND_OUTBOUND,
-            {"ticket_id": ticket_id, "event_id": event_id},
-            job_id=job_id("send", ticket_id, event_id, "fallback"),
-        )
+        await asyncio.to_thread(app[queues_key].send_fallback, ticket_id, event_id)
     except Exception:
         log.exception("could not enqueue the template fallback for %s", provider_id)
 
