@@ -19,12 +19,12 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from twilio.request_validator import RequestValidator
 
+from bridge import jobs
 from bridge.commands.outbound import failed, retry
 from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import RatingSignal
 from bridge.core.tickets import TWILIO_DELIVERY, Delivery, EventType
-from bridge import jobs
 from bridge.jobs import CRASH_RETRY, QUEUE_OUTBOUND, QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings

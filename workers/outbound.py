@@ -337,7 +337,7 @@ class OutboundService:
                 if err.ambiguous:
                     # A 5xx or a timeout after the request left: Twilio may have created the
                     # message, and its API has no idempotency key nor a lookup that proves
-                    # it did not (README "A send is never blindly repeated"). A person
+                    # it did not (README, "A send is recorded before the API call"). A person
                     # decides; the provider's code stays in the message.
                     return await self._fail(
                         contact, tid, eid, carried, SEND_UNCONFIRMED,
