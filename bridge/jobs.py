@@ -39,7 +39,8 @@ JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER, SWEEP_UNSENT)
 # and RQ's maintenance failed it from the intermediate list (workers/dequeue.py). Safe for
 # these jobs: a send checks its delivery state under a lock, triggers and timers claim
 # their marker before acting (at most once), and a timer checks its ticket's moment.
-# Transient send failures (429, 5xx) are retried by the send job itself, not by this.
+# Send failures that created no message (429, connect errors) are retried by the send job
+# itself, not by this; ambiguous ones (5xx, timeouts) are not retried at all.
 CRASH_RETRY = Retry(max=3, interval=[5, 30, 120])
 
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -19,30 +19,35 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from twilio.request_validator import RequestValidator
 
+from bridge import jobs
 from bridge.commands.outbound import failed, retry
 from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import RatingSignal
 from bridge.core.tickets import TWILIO_DELIVERY, Delivery, EventType
-from bridge.jobs import QUEUE_OUTBOUND, QUEUES_BY_PRIORITY, JobQueues
+from bridge.jobs import CRASH_RETRY, QUEUE_OUTBOUND, QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings
+from tests.relay_support import relay_all
 from tests.stubs.twilio_stub import (
     INVALID_TO,
     MESSAGES_PATH,
     SERVER_ERROR,
+    SERVICE_UNAVAILABLE,
     TOO_MANY_REQUESTS,
+    Failure,
     TwilioStub,
     run_in_thread,
 )
 from workers import runtime
 from workers.outbound import OutboundService, RetryPolicy
 from workers.runtime import Runtime
-from workers.senders import TwilioSender
+from workers.senders import OutboundMessage, Sender, SendResult, TwilioSender
 
 CUSTOMER = "whatsapp:+33612345678"
 BODY = "Bonjour & <bienvenue> 👋"
 STATUS_URL = "https://bridge.example.com/webhooks/twilio/status"
+TEMPLATE = "HX" + "b" * 32
 MESSAGES = MESSAGES_PATH.replace("{AccountSid}", ACCOUNT_SID)
 
 
@@ -159,19 +164,42 @@ def test_429s_are_retried_through_rq_then_sent(
 def test_transient_failures_stop_after_max_attempts(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
-    stub.fail_times(10, SERVER_ERROR)
+    stub.fail_times(10, TOO_MANY_REQUESTS)
     tid, eid = rt.run(routed_reply(rt.store))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
     work(sync_redis)
 
     # RetryPolicy.max_attempts API calls, whatever RQ's crash-retry budget was.
-    assert [r.status for r in stub.requests] == [500] * 5
+    assert [r.status for r in stub.requests] == [429] * 5
     job = Job.fetch(job_id, connection=sync_redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED
     event = rt.run(rt.store.get_event(tid, eid))
-    assert (event.delivery, event.error_code) == (Delivery.FAILED, "20500")
+    assert (event.delivery, event.error_code) == (Delivery.FAILED, "20429")
     assert "gave up after 5 attempts" in event.error_message
+
+
+@pytest.mark.parametrize("failure", [SERVER_ERROR, SERVICE_UNAVAILABLE], ids=["500", "503"])
+def test_a_5xx_is_not_sent_twice_but_listed_as_send_unconfirmed(
+    rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis, redis_url: str, failure: Failure
+) -> None:
+    stub.fail_times(10, failure)
+    tid, eid = rt.run(routed_reply(rt.store))
+    job_id = JobQueues(sync_redis).send_outbound(tid, eid)
+
+    work(sync_redis)
+
+    # One POST: Twilio may have created the message, so neither the job's own retry nor
+    # RQ's crash retry sends it again.
+    assert [r.status for r in stub.requests] == [failure.status]
+    job = Job.fetch(job_id, connection=sync_redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    event = rt.run(rt.store.get_event(tid, eid))
+    assert (event.delivery, event.error_code) == (Delivery.FAILED, "send_unconfirmed")
+    assert str(failure.code) in event.error_message
+    listed = CliRunner().invoke(failed, ["--redis-url", redis_url])
+    row = next(line for line in listed.output.splitlines() if line.startswith(job_id))
+    assert "send_unconfirmed" in row and f"ticket {tid} {eid}" in row
 
 
 def test_permanent_failure_is_listed_and_can_be_retried(
@@ -214,6 +242,56 @@ def test_permanent_failure_is_listed_and_can_be_retried(
     assert cli.invoke(failed, ["--redis-url", redis_url]).output.startswith("no failed jobs")
     assert cli.invoke(retry, ["--redis-url", redis_url, "--all"]).output.strip() == \
         "no failed jobs"
+
+
+class CallbackBeforeTheSid:
+    """Twilio answers the create, and its `failed` 63016 callback for the free-form message
+    reaches the status webhook before the worker has stored the sid: the store parks it."""
+
+    name = "twilio"
+
+    def __init__(self, inner: Sender, store: TicketStore) -> None:
+        self.inner = inner
+        self.store = store
+        self.parked: list[bool] = []
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        result = await self.inner.send(message)
+        if not message.content_sid:
+            applied = await self.store.record_status_callback(
+                result.provider_id, Delivery.FAILED, error_code="63016",
+                error_message="outside the allowed window")
+            self.parked.append(not applied)
+        return result
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_63016_callback_parked_before_the_sid_still_sends_the_template(
+    rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
+) -> None:
+    early = CallbackBeforeTheSid(rt.sender, rt.store)
+    rt.outbound.sender = early
+    tid, eid = rt.run(routed_reply(rt.store, "Hello", {"fallback_content_sid": TEMPLATE}))
+    JobQueues(sync_redis).send_outbound(tid, eid)
+
+    work(sync_redis)  # the send: it stores the sid, which applies the parked 63016
+    rt.run(relay_all(rt.store.redis, sync_redis))  # the change -> the fallback job
+    work(sync_redis)  # the template
+
+    assert early.parked == [True]
+    assert [(m.get("Body"), m.get("ContentSid")) for m in stub.messages] == [
+        ("Hello", ""), ("", TEMPLATE)]
+    state = rt.run(rt.store.delivery_state(tid, eid))
+    assert (state["state"], state["via"], state["provider_id"]) == (
+        "queued", "fallback", stub.messages[1].sid)
+    fallback = Job.fetch(jobs.job_id("send", tid, eid, "fallback"), connection=sync_redis,
+                         serializer=JSONSerializer)
+    assert fallback.get_status() == JobStatus.FINISHED
+    # The crash retry every send job carries (bridge.jobs.CRASH_RETRY), unspent.
+    assert (fallback.retries_left, fallback.retry_intervals) == (
+        CRASH_RETRY.max, CRASH_RETRY.intervals)
 
 
 # ------------------------------------------------------------------------------ the stub

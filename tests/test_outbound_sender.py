@@ -88,6 +88,8 @@ def api() -> Iterator[respx.MockRouter]:
         yield router
 
 
+
+
 def service(store: TicketStore, sender: Any, *, at: int = NOW + 60_000,
             policy: RetryPolicy = FAST) -> OutboundService:
     return OutboundService(store, sender, policy=policy, clock=lambda: at)
@@ -213,10 +215,10 @@ async def test_429_is_retried_later_then_sent(
     assert "error_code" not in await store.delivery_state(tid, eid)
 
 
-async def test_5xx_is_retried_with_backoff_then_fails(
+async def test_429s_stop_after_max_attempts(
     store: TicketStore, sender: TwilioSender, api: respx.MockRouter
 ) -> None:
-    route = api.post(MESSAGES).mock(return_value=twilio_error(500, 20500, "Internal error"))
+    route = api.post(MESSAGES).mock(return_value=twilio_error(429, 20429, "Too Many Requests"))
     tid, eid = await reply(store)
     svc = service(store, sender)
 
@@ -224,35 +226,68 @@ async def test_5xx_is_retried_with_backoff_then_fails(
     last = await svc.send(tid, eid)
 
     assert delays == [2, 10]
-    assert (last.action, last.error_code, last.attempts) == (FAILED, "20500", 3)
+    assert (last.action, last.error_code, last.attempts) == (FAILED, "20429", 3)
     assert "gave up after 3 attempts" in last.error_message
     assert route.call_count == 3
-    state = await store.delivery_state(tid, eid)
-    assert state["state"] == Delivery.FAILED and state["ambiguous_attempts"] == "3"
     event = await store.get_event(tid, eid)
-    assert event.delivery is Delivery.FAILED and event.error_code == "20500"
+    assert event.delivery is Delivery.FAILED and event.error_code == "20429"
     # A failed send stays failed: running the job again calls nobody.
     assert (await svc.send(tid, eid)).action == SKIPPED
     assert route.call_count == 3
 
 
-@pytest.mark.parametrize("error, ambiguous", [
-    (httpx.ConnectError("refused"), False),
-    (httpx.ConnectTimeout("slow connect"), False),
-    (httpx.ReadTimeout("slow answer"), True),
-    (httpx.RemoteProtocolError("dropped"), True),
-])
-async def test_network_errors_are_transient(
+# A 5xx, or a connection lost after the request was written: Twilio may have created the
+# message. Never POSTed again blindly: the send ends as send_unconfirmed for a person.
+AMBIGUOUS = [
+    pytest.param(twilio_error(500, 20500, "Internal error"), "20500", id="500"),
+    pytest.param(twilio_error(503, 20503, "Service Unavailable"), "20503", id="503"),
+    pytest.param(httpx.ReadTimeout("slow answer"), "timeout", id="read-timeout"),
+    pytest.param(httpx.WriteTimeout("slow write"), "timeout", id="write-timeout"),
+    pytest.param(httpx.RemoteProtocolError("dropped"), "network_error", id="dropped"),
+    pytest.param(httpx.ReadError("reset"), "network_error", id="reset"),
+]
+
+
+@pytest.mark.parametrize("answer, code", AMBIGUOUS)
+async def test_an_ambiguous_failure_is_not_sent_again_but_left_to_a_person(
     store: TicketStore, sender: TwilioSender, api: respx.MockRouter,
-    error: Exception, ambiguous: bool
+    answer: Any, code: str,
 ) -> None:
-    api.post(MESSAGES).mock(side_effect=error)
+    route = api.post(MESSAGES).mock(side_effect=[answer, created("SM" + "2" * 32)])
     tid, eid = await reply(store)
-    outcome = await service(store, sender).send(tid, eid)
-    assert outcome.action == RETRY
-    state = await store.delivery_state(tid, eid)
-    assert state["state"] == Delivery.QUEUED
-    assert ("ambiguous_attempts" in state) is ambiguous
+    svc = service(store, sender)
+
+    outcome = await svc.send(tid, eid)
+
+    assert (outcome.action, outcome.error_code, outcome.attempts) == (
+        FAILED, "send_unconfirmed", 1)
+    assert code in outcome.error_message and "bridge retry" in outcome.error_message
+    event = await store.get_event(tid, eid)
+    assert (event.delivery, event.error_code) == (Delivery.FAILED, "send_unconfirmed")
+    # The job's crash retry or a duplicate job runs it again: still no second POST.
+    assert (await svc.send(tid, eid)).action == SKIPPED
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize("error", [
+    httpx.ConnectError("refused"),
+    httpx.ConnectTimeout("slow connect"),
+    httpx.PoolTimeout("no free connection"),
+])
+async def test_errors_before_the_request_left_are_retried(
+    store: TicketStore, sender: TwilioSender, api: respx.MockRouter, error: Exception
+) -> None:
+    route = api.post(MESSAGES).mock(side_effect=[error, created("SM" + "2" * 32)])
+    tid, eid = await reply(store)
+    svc = service(store, sender)
+
+    first = await svc.send(tid, eid)
+    assert (first.action, first.attempts) == (RETRY, 1)
+    assert (await store.delivery_state(tid, eid))["state"] == Delivery.QUEUED
+
+    second = await svc.send(tid, eid)
+    assert (second.action, second.provider_id, second.attempts) == (SENT, "SM" + "2" * 32, 2)
+    assert route.call_count == 2
 
 
 async def test_channel_rate_limit_63018_is_transient(

@@ -12,11 +12,14 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
+from bridge.core.messages import Channel
+from bridge.core.policy import ChannelPolicy
+from bridge.core.tickets import Status
 from bridge.store import keys
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import store_key
 from config.settings import Settings
-from tests.conftest import AGENT_TOKEN
+from tests.conftest import AGENT_TOKEN, make_settings
 from tests.factories import inbound_form, post_signed
 from workers.sweeper import SWEEP_GRACE_S, list_unlisted
 
@@ -116,3 +119,36 @@ async def test_every_opening_is_looked_at_however_many(
     later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
     assert await list_unlisted(client.app[store_key], now_ms=later, batch=2) == [ticket_id]
     assert sync_redis.zcard(keys.OPENING) == 0
+
+
+async def test_a_thread_limit_opening_interrupted_lists_both_tickets_correctly(
+    aiohttp_client: Any, redis_url: str, sync_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message over the thread limit closes the ticket and opens its follow-up in one
+    script; the index update for both never runs. The sweep lists the new ticket and files
+    the closed one under `closed` (it was listed, under its old status)."""
+    settings = make_settings(redis_url, policies={
+        Channel.WHATSAPP: ChannelPolicy(max_thread_messages=2)})
+    client = await aiohttp_client(create_app(settings))
+    store: TicketStore = client.app[store_key]
+    for text in ("one", "two"):
+        form = inbound_form(text, sender=CUSTOMER)
+        assert (await post_signed(client, "/webhooks/twilio", form)).status == 200
+    [first] = await _listed_ids(client)
+
+    follow_up = await _open_with_interrupted_indexing(client, monkeypatch)
+    assert follow_up != first
+    assert (await store.get_ticket(first)).status is Status.CLOSED
+    # Stale: the closed ticket is still listed as new, the follow-up not at all.
+    assert await _listed_ids(client) == [first]
+    assert sync_redis.zscore(keys.index("status", "new"), first) is not None
+
+    later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
+    assert sorted(await list_unlisted(store, now_ms=later)) == sorted([follow_up, first])
+
+    assert await _listed_ids(client) == [follow_up, first]
+    closed, _ = await store.list_tickets(status=Status.CLOSED)
+    new, _ = await store.list_tickets(status=Status.NEW)
+    assert ([t.id for t in closed], [t.id for t in new]) == ([first], [follow_up])
+    assert (await store.get_ticket(follow_up)).follow_up_of == first

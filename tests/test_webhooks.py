@@ -9,12 +9,18 @@ from urllib.parse import urlencode
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from bridge.app import create_app
 from bridge.core.tickets import Delivery, EventType
+from bridge.jobs import CRASH_RETRY, SEND_OUTBOUND, job_id
+from bridge.store import keys
 from bridge.store.tickets import TicketStore
 from config.settings import Settings
 from tests.factories import inbound_form, new_sid, post_signed, sign
+from tests.relay_support import relay_all
 
 Client = TestClient[Any, Any]
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -222,3 +228,72 @@ async def test_status_callback_bad_signature_and_missing_fields(
     response = await post_signed(client, "/webhooks/twilio/status", {"MessageSid": new_sid()})
     assert response.status == 400
     assert sync_redis.dbsize() == 0
+
+
+async def _reply_with_template(client: Client) -> tuple[str, str]:
+    store = store_of(client)
+    await post_signed(client, "/webhooks/twilio", inbound_form("hi"))
+    page, _ = await store.list_tickets()
+    _, event_id = await store.update_ticket(
+        page[0].id, author="alice", now_ms=1,
+        event=(EventType.AGENT_REPLY, "Hello", {"fallback_content_sid": "HX" + "b" * 32}))
+    assert event_id
+    return page[0].id, event_id
+
+
+def _fallback_job(sync_redis: redis.Redis, ticket_id: str, event_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id("send", ticket_id, event_id, "fallback"),
+                         connection=sync_redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+
+
+async def test_a_63016_callback_enqueues_the_template_with_the_crash_retry(
+    client: Client, sync_redis: redis.Redis
+) -> None:
+    ticket_id, event_id = await _reply_with_template(client)
+    sid = new_sid()
+    await store_of(client).set_delivery(ticket_id, event_id,
+                                        {"state": "queued", "provider_id": sid})
+    form = {"MessageSid": sid, "MessageStatus": "failed", "AccountSid": "AC1",
+            "ErrorCode": "63016"}
+    assert (await post_signed(client, "/webhooks/twilio/status", form)).status == 204
+    assert _fallback_job(sync_redis, ticket_id, event_id) is None  # the relay enqueues it
+    await relay_all(store_of(client).redis, sync_redis)
+    job = _fallback_job(sync_redis, ticket_id, event_id)
+    assert job is not None and job.func_name == SEND_OUTBOUND
+    assert list(job.args) == [{"ticket_id": ticket_id, "event_id": event_id}]
+    # Like every send job: a worker dying mid-send does not lose the template.
+    assert (job.retries_left, job.retry_intervals) == (CRASH_RETRY.max, CRASH_RETRY.intervals)
+
+
+async def test_a_63016_callback_that_applies_itself_after_parking_enqueues_the_template(
+    client: Client, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker stores the sid between the callback's lookup and its parking: the
+    callback's own pass over the parked list applies it, so the webhook must act on it."""
+    store = store_of(client)
+    ticket_id, event_id = await _reply_with_template(client)
+    sid = new_sid()
+    real_get = store.redis.get
+
+    async def sid_stored_right_after_the_lookup(name: str) -> Any:
+        found = await real_get(name)
+        if name == keys.provider_message(sid) and found is None:
+            monkeypatch.setattr(store.redis, "get", real_get)
+            await store.redis.set(name, f"{await store.contact_of(ticket_id)} {ticket_id} "
+                                        f"{event_id}")
+            await store._set_delivery(await store.contact_of(ticket_id), ticket_id, event_id,
+                                      {"state": "queued", "provider_id": sid})
+        return found
+
+    monkeypatch.setattr(store.redis, "get", sid_stored_right_after_the_lookup)
+    form = {"MessageSid": sid, "MessageStatus": "failed", "AccountSid": "AC1",
+            "ErrorCode": "63016"}
+    assert (await post_signed(client, "/webhooks/twilio/status", form)).status == 204
+    event = await store.get_event(ticket_id, event_id)
+    assert (event.delivery, event.error_code) == (Delivery.FAILED, "63016")
+    await relay_all(store.redis, sync_redis)
+    job = _fallback_job(sync_redis, ticket_id, event_id)
+    assert job is not None and job.retries_left == CRASH_RETRY.max

@@ -9,16 +9,20 @@ What is sent (an event's `data` may name Content API templates):
 - outside it: `fallback_content_sid` + `fallback_content_variables`, or nothing: the send fails
   with `outside_window` before Twilio is called;
 - Twilio answers 63016 (outside the window, e.g. clock skew) -> the fallback template at once,
-  if there is one. The same happens when a status callback reported 63016 and the job runs
-  again for that event.
+  if there is one. A status callback reporting 63016 (applied when it arrives, or when the
+  worker stores the sid if it arrived first) is a change in the change log: the relay
+  enqueues the send again (bridge.jobs.template_fallback_job), which sends the template.
 
 Delivery state (TicketStore.set_delivery; the event's `delivery` in the API):
 - `sending` + attempts is written *before* each API call;
 - success -> `queued` with the provider id (Twilio's create answers queued/accepted; status
   callbacks then move it to sent, delivered, read). The local outbox answers `delivered`;
-- transient failure (429/20429, 63018, 5xx, timeouts, network) -> back to `queued` with the
-  error and the attempt count, and the job runs again after a backoff, at most
-  `RetryPolicy.max_attempts` API calls in all, then `failed`;
+- failure that provably created no message (HTTP 429/20429, 63018, a connection that
+  never opened) -> back to `queued` with the error and the attempt count, and the job runs
+  again after a backoff, at most `RetryPolicy.max_attempts` API calls in all, then `failed`;
+- ambiguous failure (5xx, read/write timeout, connection dropped after the request was
+  written): Twilio may have created the message -> `failed` with `send_unconfirmed` at once,
+  never re-sent blindly; an agent checks and re-sends with `bridge retry`;
 - permanent failure (other 4xx, 63016 without a template, 21610 opt-out, outside the window)
   -> `failed` with `error_code` and `error_message` at once.
 
@@ -69,6 +73,9 @@ SENT = "sent"
 RETRY = "retry"
 FAILED = "failed"
 SKIPPED = "skipped"
+
+# The request may have created a message at Twilio: not sent again without a person.
+SEND_UNCONFIRMED = "send_unconfirmed"
 
 # States after which a run has nothing to do: the provider has (or had) the message.
 _PAST_SENDING = frozenset({Delivery.SENT, Delivery.DELIVERED, Delivery.READ})
@@ -264,7 +271,7 @@ class OutboundService:
         elif current is Delivery.SENDING:
             # We hold the lock, so no attempt is in flight: the last one died mid-call.
             return await self._fail(
-                contact, ticket_id, event_id, state, "send_unconfirmed",
+                contact, ticket_id, event_id, state, SEND_UNCONFIRMED,
                 "the previous attempt stopped during the call to the provider (worker stopped "
                 "or timed out): the message may or may not have reached the customer, so it "
                 "was not sent again; check with the customer or re-send with `bridge retry`",
@@ -299,13 +306,10 @@ class OutboundService:
                        via: str, state: dict[str, str]) -> SendOutcome:
         tid, eid = event.ticket_id, event.id
         attempts = int(state.get("attempts") or 0)
-        ambiguous = int(state.get("ambiguous_attempts") or 0)
         while True:
             attempts += 1
             record = {"state": Delivery.SENDING.value, "attempts": str(attempts), "via": via,
                       "attempt_at_ms": str(self.clock())}
-            if ambiguous:
-                record["ambiguous_attempts"] = str(ambiguous)
             # Recorded before the call: a later run that finds "sending" knows this attempt
             # died mid-call and does not send blindly again.
             await self.store.set_delivery(tid, eid, record)
@@ -325,27 +329,27 @@ class OutboundService:
                 if err.code == OPTED_OUT:
                     # Remembered on the contact: the API refuses replies from now on.
                     await self.store.redis.hset(keys.contact(contact.id), "opted_out", "1")
+                carried = {"attempts": str(attempts), "via": via}
                 if err.ambiguous:
                     # A 5xx or a timeout after the request left: Twilio may have created the
-                    # message. We retry anyway: Twilio's 5xx almost always means nothing was
-                    # created, and a lost reply hurts a help desk more than a rare duplicate.
-                    # The count is kept on the delivery so the ticket can tell "may have been
-                    # sent twice", and max_attempts bounds it.
-                    ambiguous += 1
+                    # message, and its API has no idempotency key nor a lookup that proves
+                    # it did not (README, "A send is recorded before the API call"). A person
+                    # decides; the provider's code stays in the message.
+                    return await self._fail(
+                        contact, tid, eid, carried, SEND_UNCONFIRMED,
+                        f"{err.code}: {err.message}: the request reached Twilio, which may "
+                        "have created the message, so it was not sent again; check with the "
+                        "customer or re-send with `bridge retry`")
                 if err.transient and attempts < self.policy.max_attempts:
-                    return await self._schedule_retry(contact, tid, eid, err, attempts,
-                                                      ambiguous, via)
+                    return await self._schedule_retry(contact, tid, eid, err, attempts, via)
                 reason = err.message
                 if err.transient:
                     reason = f"{reason} (gave up after {attempts} attempts)"
-                carried = {"attempts": str(attempts), "via": via}
-                if ambiguous:
-                    carried["ambiguous_attempts"] = str(ambiguous)
                 return await self._fail(contact, tid, eid, carried, err.code, reason)
             record = {"state": result.delivery.value, "provider_id": result.provider_id,
                       "attempts": str(attempts), "via": via, "sent_at_ms": str(self.clock())}
-            if ambiguous:
-                record["ambiguous_attempts"] = str(ambiguous)
+            # A 63016 callback that beat us here (parked until the sid is stored) is applied
+            # now; its change log entry makes the relay enqueue the template fallback.
             await self.store.set_delivery(tid, eid, record)
             if event.type is EventType.CSAT_SENT and result.provider_id:
                 await self.store.link_survey_message(contact.id, tid, result.provider_id)
@@ -356,15 +360,13 @@ class OutboundService:
                                provider_id=result.provider_id, attempts=attempts, via=via)
 
     async def _schedule_retry(self, contact: Contact, tid: str, eid: str, err: SendError,
-                              attempts: int, ambiguous: int, via: str) -> SendOutcome:
+                              attempts: int, via: str) -> SendOutcome:
         delay = self.policy.delay_s(attempts, err.retry_after_s)
         message = (f"{err.message} (attempt {attempts} of {self.policy.max_attempts}, "
                    f"retrying in {delay}s)")
         record = {"state": Delivery.QUEUED.value, "attempts": str(attempts), "via": via,
                   "error_code": err.code, "error_message": message,
                   "retry_at_ms": str(self.clock() + delay * 1000)}
-        if ambiguous:
-            record["ambiguous_attempts"] = str(ambiguous)
         await self.store.set_delivery(tid, eid, record)
         log.warning("ticket %s event %s to %s: %s", tid, eid, mask_address(contact.address),
                     f"{err.code}: {message}")
@@ -375,9 +377,8 @@ class OutboundService:
                     code: str, message: str) -> SendOutcome:
         record = {"state": Delivery.FAILED.value, "error_code": code, "error_message": message,
                   "attempts": state.get("attempts") or "0", "failed_at_ms": str(self.clock())}
-        for carried in ("via", "ambiguous_attempts"):
-            if state.get(carried):
-                record[carried] = state[carried]
+        if state.get("via"):
+            record["via"] = state["via"]
         await self.store.set_delivery(tid, eid, record)
         log.warning("ticket %s event %s to %s failed: %s: %s", tid, eid,
                     mask_address(contact.address), code, message)

@@ -59,7 +59,8 @@ class SendError(Exception):
     """One failed attempt.
 
     transient: another attempt later may succeed.
-    ambiguous: the request may have reached the provider, so the message may exist.
+    ambiguous: the request may have reached the provider, so the message may exist: the
+    caller must not send it again blindly (workers.outbound marks it `send_unconfirmed`).
     """
 
     def __init__(
@@ -100,7 +101,7 @@ def classify_twilio_error(
                          retry_after_s=retry_after_s)
     if status >= 500:
         # Ambiguous: the request reached Twilio and we cannot tell whether a message was
-        # created. We still retry (see OutboundService for why) and say so.
+        # created (its API has no idempotency key), so it is not re-sent blindly.
         return SendError(code_s, message, transient=True, ambiguous=True, http_status=status,
                          retry_after_s=retry_after_s)
     return SendError(code_s, message, transient=False, http_status=status)

@@ -119,8 +119,9 @@ async def sweep_unsent(store: TicketStore, queues: JobQueues, *, now_ms: int,
 
 async def list_unlisted(store: TicketStore, *, now_ms: int, grace_s: int = SWEEP_GRACE_S,
                         budget_s: float = LISTING_BUDGET_S, batch: int = 1000) -> list[str]:
-    """Index the tickets opened before the grace period that the lists do not know; the
-    ids indexed now (each one a web process that died mid-request). Every opening since
+    """Index the tickets opened before the grace period that the lists do not know, with
+    the ticket each follows up (closed by the opening); the ids indexed now (each opening
+    one a web process that died mid-request). Every opening since
     the last sweep is looked at, `batch` contacts at a time, within the time budget."""
     cutoff_ms = now_ms - grace_s * 1000
     listed: list[str] = []
@@ -129,8 +130,9 @@ async def list_unlisted(store: TicketStore, *, now_ms: int, grace_s: int = SWEEP
         contacts = await store.contacts_opening(before_ms=cutoff_ms, limit=batch)
         for ticket_id in await store.list_if_unlisted(contacts):
             listed.append(ticket_id)
-            log.warning("ticket %s was not in the ticket lists (its opening was interrupted "
-                        "before the index update): listed now", ticket_id)
+            log.warning("ticket %s was not (or not correctly) in the ticket lists: its "
+                        "opening was interrupted before the index update; listed now",
+                        ticket_id)
         await store.forget_openings(contacts, checked_before_ms=cutoff_ms)
         if len(contacts) < batch:
             break

@@ -100,6 +100,14 @@ class Replayed(Exception):
         self.event_id = event_id
 
 
+@dataclass(frozen=True)
+class AppliedStatus:
+    """A parked status callback that changed a delivery state when it was applied."""
+
+    delivery: Delivery
+    error_code: str
+
+
 class Conflict(Exception):
     """The request is valid but the ticket's state refuses it (HTTP 409)."""
 
@@ -259,9 +267,11 @@ class TicketStore:
         return [_s(cid) for cid in raw]
 
     async def list_if_unlisted(self, contact_ids: list[str]) -> list[str]:
-        """Index each contact's current ticket (and the one it follows up) if the ticket
-        list does not know it: its opening's index update never ran. Returns the ids
-        listed now. Three round trips for the whole batch when nothing is missing."""
+        """Index each contact's current ticket and the one it follows up if the ticket list
+        does not know the current one: its opening's index update never ran. That update
+        also covers the previous ticket, listed long ago but closed by the opening (thread
+        limit) and still filed under its old status. Returns the ids indexed now. Three
+        round trips for the whole batch when nothing is missing."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid in contact_ids:
                 pipe.hget(keys.contact(cid), "cur")
@@ -282,6 +292,11 @@ class TicketStore:
         for (cid, tid), score in zip(tickets, scores, strict=True):
             if score is None:
                 missing.setdefault(cid, []).append(tid)
+        for (cid, current), prev in zip(currents, previous, strict=True):
+            # The interrupted update was for both: the previous ticket is in the lists,
+            # but maybe not under the status the opening gave it (closed).
+            if prev and current in missing.get(cid, ()) and prev not in missing[cid]:
+                missing[cid].append(prev)
         for cid, tids in missing.items():
             await self._reindex(cid, tids)
         return [tid for tids in missing.values() for tid in tids]
@@ -709,33 +724,41 @@ class TicketStore:
         raw = _s(await self.redis.hget(keys.deliveries(cid, ticket_id), event_id))
         return json.loads(raw) if raw else {}
 
-    async def set_delivery(self, ticket_id: str, event_id: str, state: dict[str, str]) -> None:
-        """Worker-side: record a send attempt, its provider id, or its failure."""
+    async def set_delivery(self, ticket_id: str, event_id: str, state: dict[str, str]
+                           ) -> list[AppliedStatus]:
+        """Worker-side: record a send attempt, its provider id, or its failure. Returns the
+        status callbacks that had been parked for that provider id and changed the state
+        now: the caller acts on them as the status webhook would have (a 63016)."""
         cid = await self.contact_of(ticket_id)
         await self._set_delivery(cid, ticket_id, event_id, state)
         sid = state.get("provider_id")
-        if sid:
-            await self.redis.set(
-                keys.provider_message(sid), f"{cid} {ticket_id} {event_id}", ex=30 * 24 * 3600
-            )
-            await self._apply_early_statuses(sid)
+        if not sid:
+            return []
+        await self.redis.set(
+            keys.provider_message(sid), f"{cid} {ticket_id} {event_id}", ex=30 * 24 * 3600
+        )
+        return await self._apply_early_statuses(sid)
 
-    async def _apply_early_statuses(self, provider_id: str) -> None:
-        """Apply the callbacks parked for a provider id before it was recorded. Each is
-        removed once applied (applying one twice changes nothing; a pop whose reply was
-        lost to a dropped connection would lose it)."""
+    async def _apply_early_statuses(self, provider_id: str) -> list[AppliedStatus]:
+        """Apply the callbacks parked for a provider id before it was recorded; returns
+        those that changed the state. Each is removed once applied (applying one twice
+        changes nothing; a pop whose reply was lost to a dropped connection would lose it)."""
         early = keys.early_status(provider_id)
         parked = await self.redis.lrange(early, 0, -1)
+        applied: list[AppliedStatus] = []
         for raw in parked:
             item = json.loads(_s(raw))
-            await self.record_status_callback(
-                provider_id, Delivery(item["state"]), error_code=item.get("error_code", ""),
-                error_message=item.get("error_message", ""))
+            status = AppliedStatus(Delivery(item["state"]), item.get("error_code", ""))
+            if await self.record_status_callback(
+                    provider_id, status.delivery, error_code=status.error_code,
+                    error_message=item.get("error_message", "")):
+                applied.append(status)
         if parked:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for raw in parked:
                     pipe.lrem(early, 1, raw)
                 await pipe.execute()
+        return applied
 
     async def link_survey_message(self, contact_id: str, ticket_id: str, provider_id: str
                                   ) -> None:
@@ -769,9 +792,11 @@ class TicketStore:
                                               "error_message": error_message}))
                 pipe.expire(early, 600)
                 await pipe.execute()
-            # The sid may have been recorded between our GET and RPUSH: apply it now.
+            # The sid may have been recorded between our GET and RPUSH: apply it now, and
+            # tell the caller if that applied ours (it acts on a 63016).
             if await self.redis.exists(keys.provider_message(provider_id)):
-                await self._apply_early_statuses(provider_id)
+                applied = await self._apply_early_statuses(provider_id)
+                return AppliedStatus(delivery, error_code) in applied
             return False
         cid, tid, eid = ref.split(" ")
         dkey = keys.deliveries(cid, tid)
