@@ -91,6 +91,8 @@ class Settings:
     worker_ttl_s: int = 45
     worker_maintenance_interval_s: int = 30
     worker_job_monitoring_interval_s: int = 30
+    # The relay's lease (workers/relay.py): how long a dead relay holds up its standby.
+    relay_lease_ttl_s: int = 15
 
     @property
     def twilio_enabled(self) -> bool:
@@ -137,6 +139,7 @@ class Settings:
                 env, "BRIDGE_WORKER_MAINTENANCE_INTERVAL_S", 30, minimum=1),
             worker_job_monitoring_interval_s=_int(
                 env, "BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S", 30, minimum=1),
+            relay_lease_ttl_s=_int(env, "BRIDGE_RELAY_LEASE_TTL_S", 15, minimum=2),
             policies=load_policies(config_dir / "bridge.toml"),
         )
         settings.validate()

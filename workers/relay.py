@@ -131,7 +131,8 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    relay = Relay(ChangeLog(aredis), JobQueues(connection))
+    relay = Relay(ChangeLog(aredis), JobQueues(connection),
+                  lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
     started = time.monotonic()
     try:
         await relay.run(stop)

@@ -104,8 +104,17 @@ def _run_triggers(url: str, tmp_path: Path, config: Path) -> None:
     assert worker.process.returncode == 0, worker.output()[-4000:]
 
 
+# A killed relay's lease lapses after 2 s, so each kill below hits a working relay.
+RELAY_LEASE_TTL_S = 2
+
+
 def _relay_env(url: str, tmp_path: Path, config: Path) -> dict[str, str]:
-    return worker_env(url, tmp_path / "relay-data", BRIDGE_CONFIG_DIR=str(config))
+    return worker_env(url, tmp_path / "relay-data", BRIDGE_CONFIG_DIR=str(config),
+                      BRIDGE_RELAY_LEASE_TTL_S=str(RELAY_LEASE_TTL_S))
+
+
+def _leases_taken(log: Path) -> int:
+    return log.read_text(errors="replace").count("relay lease taken")
 
 
 def test_web_sigkilled_after_routing_loses_no_trigger(aof_redis: EmbeddedRedis,
@@ -150,21 +159,34 @@ def test_relay_sigkilled_mid_batch_and_redis_restarted_lose_and_double_nothing(
     env = _relay_env(aof_redis.url, tmp_path, config)
     forms = [inbound_form("Hello", sender=f"whatsapp:+3368{n:07d}") for n in range(contacts)]
     web = start_web(aof_redis.url, BRIDGE_CONFIG_DIR=str(config))
-    relays = [RelayProcess(env, tmp_path / "relay.log")]
+    relay_log = tmp_path / "relay.log"
+    relays = [RelayProcess(env, relay_log)]
     acked: list[str] = []
 
-    async def load_with_chaos() -> None:
-        async def chaos() -> None:
-            for n in range(relay_kills):
-                await asyncio.sleep(0.4)
-                relays[-1].kill()  # SIGKILL: mid-batch whenever a batch is in flight
-                relays.append(RelayProcess(env, tmp_path / "relay.log"))
-                if n == relay_kills // 2:
-                    aof_redis.process.kill()  # and Redis, once, with AOF everysec
-                    aof_redis.process.wait()
-                    aof_redis.start()
+    async def paced_load() -> None:
+        # Spread over the chaos (20 every 0.4 s, ~12 s: 5 kills, each after a 2 s lease
+        # lapses), so that changes are flowing at each kill.
+        for start in range(0, len(forms), 20):
+            await _deliver_all(web, forms[start:start + 20], acked)
+            await asyncio.sleep(0.4)
 
-        await asyncio.gather(_deliver_all(web, forms, acked), chaos())
+    async def chaos() -> None:
+        for n in range(relay_kills):
+            # Wait until the current relay works (took the lease), then kill it mid-flow.
+            for _ in range(100):
+                if _leases_taken(relay_log) > n:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+            relays[-1].kill()  # SIGKILL: no release of the lease, no position saved
+            if n == relay_kills // 2:
+                aof_redis.process.kill()  # and Redis, once, with AOF everysec
+                aof_redis.process.wait()
+                aof_redis.start()
+            relays.append(RelayProcess(env, relay_log))
+
+    async def load_with_chaos() -> None:
+        await asyncio.gather(paced_load(), chaos())
 
     try:
         asyncio.run(load_with_chaos())
@@ -180,10 +202,10 @@ def test_relay_sigkilled_mid_batch_and_redis_restarted_lose_and_double_nothing(
             relay.stop()
     _run_triggers(aof_redis.url, tmp_path, config)
     greetings = _greetings_per_ticket(aof_redis.url)
-    relay_log = (tmp_path / "relay.log").read_text(errors="replace")
+    leases = _leases_taken(relay_log)
     print(f"\n{contacts} new contacts, relay SIGKILLed {relay_kills} times and Redis once: "
           f"{len(greetings)} tickets, greetings per ticket "
-          f"{dict(Counter(greetings.values()))}; relay leases taken "
-          f"{relay_log.count('relay lease taken')}")
+          f"{dict(Counter(greetings.values()))}; relay leases taken {leases}")
+    assert leases == relay_kills + 1  # every kill hit the working relay
     assert len(greetings) == contacts
     assert set(greetings.values()) == {1}
