@@ -19,7 +19,6 @@ import importlib.util
 import re
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,16 +35,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from bridge.store.macros import SHIPPED_DIR
 from bridge.web.openapi import DOCUMENT
 from tests.conftest import make_settings
 from tests.factories import inbound_form, sign
 from tests.hostile.conftest import ADMIN, AGENT, FORM_TYPE, live_server
 
-ROOT = Path(__file__).resolve().parents[2]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 SEEDED_IDS = ["1", "2", "3"]
-SHIPPED_MACROS = sorted(p.stem for p in (ROOT / "templates" / "macros").glob("*.toml"))
+SHIPPED_MACROS = sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
 MACROS_SERVED = importlib.util.find_spec("bridge.web.macros") is not None
 REPORTS_SERVED = importlib.util.find_spec("bridge.web.reports") is not None
 
