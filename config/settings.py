@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +15,17 @@ from urllib.parse import urlsplit
 from bridge.core.messages import Channel
 from bridge.core.policy import ChannelPolicy, SolvedReply
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
+
+def _packaged_config_dir() -> Path:
+    """This package's folder: bridge.toml and automations.toml are its package data, so an
+    installed wheel finds them too (BRIDGE_CONFIG_DIR points elsewhere)."""
+    folder = resources.files("config")
+    if not isinstance(folder, Path):
+        raise RuntimeError(f"the config package must be files on disk, not {folder!r}")
+    return folder
+
+
+DEFAULT_CONFIG_DIR = _packaged_config_dir()
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
 
 

@@ -93,7 +93,8 @@ class Sender(Protocol):
 def classify_twilio_error(
     status: int, code: int | str | None, message: str, *, retry_after_s: float | None = None
 ) -> SendError:
-    """Twilio's answer -> transient or permanent (shared/reference/protocols.md §3, §5)."""
+    """Twilio's answer -> transient or permanent (Twilio's error pages, e.g.
+    https://www.twilio.com/docs/api/errors/20429 and .../63016)."""
     code_s = str(code) if code else str(status)
     if status == 429 or code_s in TRANSIENT_CODES:
         # Twilio: requests answered 429 "aren't processed and are safe to retry".

@@ -3,8 +3,8 @@ and no hidden retries.
 
 twilio-python's own clients are `requests` (sync) and aiohttp (async); neither can be mocked
 with respx, and their retry knobs either skip 429 or blindly re-POST on 5xx (see
-shared/reference/protocols.md §5-6). The send job owns the retry policy instead, so this client
-makes exactly one HTTP request per call.
+twilio/http/http_client.py and async_http_client.py in twilio-python). The send job owns the
+retry policy instead, so this client makes exactly one HTTP request per call.
 """
 
 from __future__ import annotations

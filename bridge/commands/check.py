@@ -3,8 +3,8 @@
 Checks, and exits 1 on the first kind of failure it finds after reporting them all:
   * config/automations.toml parses and every rule is valid (the message names the rule
     and the field);
-  * every shipped macro (templates/macros/*.toml) parses and each of its templates renders
-    in the sandbox against the sample ticket (line and reason otherwise);
+  * every shipped macro (bridge/templates/macros/*.toml) parses and each of its templates
+    renders in the sandbox against the sample ticket (line and reason otherwise);
   * every macro the rules name exists;
   * with REDIS_URL set, the current version of every macro edited in Redis renders too
     (Redis being unreachable is a warning: the release must not depend on it).
@@ -21,7 +21,7 @@ from bridge.core.macros import Macro, MacroError
 from bridge.core.rules import AutomationConfig, RuleError, load_config
 from bridge.store.macros import SHIPPED_DIR, MacroStore, load_shipped
 from bridge.templating import validate_macro
-from config.settings import Settings, SettingsError
+from config.settings import DEFAULT_CONFIG_DIR, Settings, SettingsError
 
 
 def _check_macro(macro: Macro, company: str, origin: str) -> list[str]:
@@ -60,7 +60,8 @@ def check(config_dir: Path | None, macros_dir: Path, stored: bool) -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         errors.append(f"settings: {exc}")
-    folder = config_dir or (settings.config_dir if settings else Path("config"))
+    # Not Path("config"): that is the working directory's, and only a checkout has one.
+    folder = config_dir or (settings.config_dir if settings else DEFAULT_CONFIG_DIR)
 
     config = AutomationConfig()
     try:

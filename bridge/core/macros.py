@@ -6,7 +6,7 @@ WhatsApp's 24-hour window only an approved template can go out, so a macro may n
 (`fallback_content_sid`, with `fallback_content_variables`); inside the window it may send
 Twilio Content (`content_sid`, e.g. quick-reply buttons) instead of its plain text.
 
-The dict shape (TOML files under templates/macros/, JSON in the API and in Redis):
+The dict shape (TOML files under bridge/templates/macros/, JSON in the API and in Redis):
 
     {"title": str, "locales": {"en": str, "fr": str, ...},
      "actions": {"status": str, "add_tags": [str], "remove_tags": [str],
@@ -110,7 +110,7 @@ class Macro:
     title: str = ""
     locales: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     actions: MacroActions = field(default_factory=MacroActions)
-    # 0 is the shipped default (templates/macros/); admin edits are 1, 2, ...
+    # 0 is the shipped default (bridge/templates/macros/); admin edits are 1, 2, ...
     version: int = 0
     updated_at_ms: int = 0
     updated_by: str = ""

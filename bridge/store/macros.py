@@ -2,7 +2,7 @@
 
 Platform disks are ephemeral, so edits live in Redis. Each macro has a version history:
 
-* version 0 is the shipped file `templates/macros/<name>.toml` (read at start);
+* version 0 is the shipped file `bridge/templates/macros/<name>.toml` (read at start);
 * every save (PUT) or rollback appends version 1, 2, ... to the hash
   `bridge:macro:<name>:versions` (field = version number, value = JSON); a rollback copies
   the chosen version's content into a new version, so the history is never rewritten;
@@ -19,6 +19,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,22 @@ from redis.asyncio import Redis
 from bridge.core.macros import Macro, MacroError, check_name, parse_macro
 from bridge.store.keys import PREFIX
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "templates" / "macros"
+
+def _shipped_dir() -> Path:
+    """bridge/templates/macros, wherever the bridge is installed (a checkout, a wheel).
+
+    The macros are package data of `bridge` rather than a top-level `templates` package: a
+    wheel would install that as site-packages/templates, a name any other distribution may
+    claim too. The bridge is always installed unpacked (never imported from a zip), so the
+    folder is a real one, which `bridge check --macros-dir` and the error messages show.
+    """
+    folder = resources.files("bridge").joinpath("templates", "macros")
+    if not isinstance(folder, Path):
+        raise RuntimeError(f"the shipped macros must be files on disk, not {folder!r}")
+    return folder
+
+
+SHIPPED_DIR = _shipped_dir()
 NAMES_KEY = f"{PREFIX}:macros"
 
 _SAVE_SCRIPT = """

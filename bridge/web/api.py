@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.changes import Origin
+from bridge.core.messages import Channel, contact_id_for
 from bridge.core.tickets import (
     EventType,
     SessionState,
@@ -21,7 +22,7 @@ from bridge.sending import enqueue_send
 from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, Replayed, TicketStore
 from bridge.web.auth import principal
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
+from bridge.web.errors import ApiError, bad_request, conflict_error, not_found, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import queues_key, settings_key, store_key
 from bridge.web.macros import apply_macro
@@ -63,6 +64,40 @@ def _event_cursor(raw: str) -> str:
     if not match or not all(int(part) < 2**64 for part in match.groups()) or raw == "0-0":
         raise unprocessable("cursor must be the next_cursor of a previous page")
     return raw
+
+
+# The id format belongs to contact_id_for; what matters here is that it cannot be mistaken for
+# a phone number (at most 15 digits, E.164) typed without its +.
+_CONTACT_ID = re.compile(r"[0-9A-Za-z_-]{16,128}")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# A WhatsApp business-scoped user id, which Twilio may send instead of the number.
+_BSUID = re.compile(r"[A-Z]{2}\.[0-9A-Za-z]{1,128}")
+_NUMBER_SEPARATORS = str.maketrans("", "", " -.()")
+_CONTACT_HELP = ("contact must be a contact id (a ticket's contact.id) or a WhatsApp address: "
+                 "whatsapp:+33612345678, or the number alone, +33612345678 (encode + as %2B)")
+
+
+def _contact_id(raw: str) -> str:
+    """The `contact` filter: a contact id as is, or a customer's WhatsApp address (a bare
+    number means WhatsApp) turned into its id the way routing does, so agents can search by
+    phone number."""
+    if not raw:
+        return ""
+    address = raw.removeprefix("whatsapp:")
+    if address == raw and not raw.startswith(("+", " ")):
+        if not _CONTACT_ID.fullmatch(raw):
+            raise bad_request(_CONTACT_HELP, "invalid_contact")
+        return raw
+    if _BSUID.fullmatch(address):
+        return contact_id_for(Channel.WHATSAPP, f"whatsapp:{address}")
+    # An unencoded + in a query string arrives as a space; agents paste "+33 6 12 34 56 78".
+    if address.startswith(" "):
+        address = "+" + address[1:]
+    number = address.translate(_NUMBER_SEPARATORS)
+    if not _E164.fullmatch(number):
+        raise bad_request(f"{_CONTACT_HELP}; {raw[:40]!r} is not a phone number with its "
+                          "country code", "invalid_contact")
+    return contact_id_for(Channel.WHATSAPP, f"whatsapp:{number}")
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
@@ -110,7 +145,7 @@ async def list_tickets(request: web.Request) -> web.Response:
         status=status,
         channel=q.get("channel", ""),
         assignee=q.get("assignee", ""),
-        contact_id=q.get("contact", ""),
+        contact_id=_contact_id(q.get("contact", "")),
         cursor=cursor,
         limit=_limit(request),
     )

@@ -64,7 +64,7 @@ def now_ms() -> int:
 
 @functools.cache
 def shipped_macros() -> dict[str, Macro]:
-    """templates/macros/*.toml, read once per process (`bridge check` validates them)."""
+    """bridge/templates/macros/*.toml, read once per process (`bridge check` validates them)."""
     return load_shipped()
 
 

@@ -186,9 +186,15 @@ PATHS: dict[str, Any] = {
             {"name": "status", "in": "query", "schema": _STATUS},
             {"name": "channel", "in": "query", "schema": {"type": "string"}},
             {"name": "assignee", "in": "query", "schema": {"type": "string"}},
-            {"name": "contact", "in": "query", "schema": {"type": "string"}},
+            {"name": "contact", "in": "query", "schema": {"type": "string"},
+             "description": "A contact id (a ticket's contact.id) or the customer's WhatsApp "
+                            "address: whatsapp:+33612345678, or the number alone "
+                            "(+33612345678, + encoded as %2B). Anything else is 400 "
+                            "invalid_contact.",
+             "examples": {"address": {"value": "whatsapp:+33612345678"},
+                          "number": {"value": "+33612345678"}}},
             _CURSOR, _LIMIT],
-        "responses": {"200": _json(_ref("TicketPage")), **_errors(401, 422, 503)},
+        "responses": {"200": _json(_ref("TicketPage")), **_errors(400, 401, 422, 503)},
     }},
     "/api/v1/tickets/{id}": {
         "get": {"summary": "Read a ticket", "parameters": [_ID],

@@ -1,7 +1,7 @@
 """A stub of Twilio's Messages API for tests and benchmarks.
 
 `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` is checked against Twilio's official
-OpenAPI document (shared/reference/twilio/twilio_api_v2010.json, from twilio-oai, MIT): basic
+OpenAPI document (the create call's part of it, in tests/stubs/twilio/, from twilio-oai, MIT): basic
 auth, the form's field names and value types from the create-message requestBody schema, and
 the rules Twilio enforces beyond the schema (To required, a From or a MessagingServiceSid, one
 of Body / ContentSid / MediaUrl, ContentVariables a JSON object, a StatusCallback URL without
@@ -41,9 +41,9 @@ from aiohttp import web
 from jsonschema import Draft4Validator
 from twilio.request_validator import RequestValidator
 
-# CI clones the repository with shared/ beside it.
-OPENAPI_PATH = (Path(__file__).resolve().parents[3] / "shared" / "reference" / "twilio"
-                / "twilio_api_v2010.json")
+# The create call and the schemas it references, cut from twilio-oai's twilio_api_v2010.json
+# by tests/stubs/twilio/extract.py (provenance in the file's info block, licence beside it).
+OPENAPI_PATH = Path(__file__).resolve().parent / "twilio" / "messages_create.json"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 API_VERSION = "2010-04-01"
 
@@ -68,7 +68,7 @@ def load_schema(path: Path = OPENAPI_PATH) -> CreateMessageSchema:
     $refs resolve."""
     if not path.exists():
         raise FileNotFoundError(
-            f"Twilio's OpenAPI document is not at {path} (shared/ must sit beside the repo)")
+            f"Twilio's OpenAPI document is not at {path} (see tests/stubs/twilio/extract.py)")
     document = json.loads(path.read_text(encoding="utf-8"))
     operation = document["paths"][MESSAGES_PATH]["post"]
     schema = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
