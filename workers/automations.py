@@ -44,8 +44,8 @@ from bridge.core.rules import Automation, AutomationConfig, RuleActions, load_co
 from bridge.core.tickets import EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.sending import apply_macro, send_csat
-from bridge.store.claims import claim, new_token
-from bridge.store.keys import PREFIX
+from bridge.store import keys
+from bridge.store.claims import new_token
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
 from bridge.store.tickets import Conflict, NotFound, TicketStore
 from bridge.templating import DEFAULT_LIMITS, Limits, TemplateErrors
@@ -137,8 +137,8 @@ async def handle_ticket_event(deps: Deps, payload: dict[str, Any]) -> dict[str, 
     for rule in deps.config.triggers_for(trigger):
         if not rule.when.matches(ticket, now):
             continue
-        if event_id and not await claim(
-            deps.store.redis, f"{PREFIX}:trg:{rule.name}:{ticket_id}:{event_id}", run,
+        if event_id and not await deps.store.claims.take(
+            keys.trigger_marker(rule.name, ticket_id, event_id), run,
             ttl_ms=TRIGGER_MARKER_TTL_S * 1000,
         ):
             continue  # this job ran before (RQ retried it): at most once
@@ -212,9 +212,9 @@ async def handle_due_timer(deps: Deps, payload: dict[str, Any]) -> dict[str, Any
     if reasons:
         out["skipped"] = reasons
         return out
-    marker = f"{PREFIX}:tmr:{jobs.job_id('timer', ticket_id, name, str(anchor))}"
-    if not await claim(deps.store.redis, marker, new_token(),
-                       ttl_ms=TRIGGER_MARKER_TTL_S * 1000):
+    marker = keys.timer_marker(jobs.job_id("timer", ticket_id, name, str(anchor)))
+    if not await deps.store.claims.take(marker, new_token(),
+                                        ttl_ms=TRIGGER_MARKER_TTL_S * 1000):
         out["skipped"] = ["already_fired"]  # this timer ran before (RQ retried it)
         return out
     report = await execute(deps, f"automation:{name}", automation.then, ticket, now,

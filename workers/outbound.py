@@ -56,7 +56,7 @@ from rq.job import Job
 from bridge.core.messages import Channel
 from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event, EventType
 from bridge.store import keys
-from bridge.store.claims import claim, new_token
+from bridge.store.claims import new_token
 from bridge.store.tickets import NotFound, TicketStore
 from workers.senders import OPTED_OUT, OUTSIDE_WINDOW, OutboundMessage, Sender, SendError
 
@@ -85,10 +85,6 @@ _UNSENT = frozenset({Delivery.FAILED, Delivery.UNDELIVERED})
 # longest call (10 s read timeout, 3 s connect, a slow answer), and it expires by itself if
 # the worker dies. A second run for the same event while it is held backs off.
 SEND_LOCK_TTL_MS = 60_000
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def now_ms() -> int:
@@ -216,7 +212,6 @@ class OutboundService:
         self.policy = policy or RetryPolicy()
         self.clock = clock
         self.lock_ttl_ms = lock_ttl_ms
-        self._unlock = store.redis.register_script(_UNLOCK)
 
     async def send(self, ticket_id: str, event_id: str, *, found_late: bool = False
                    ) -> SendOutcome:
@@ -238,13 +233,13 @@ class OutboundService:
         token = new_token()
         # Everything below reads and writes the delivery state under this lock, so two runs
         # for one event (a duplicate job, `bridge retry` during a send) never interleave.
-        if not await claim(self.store.redis, lock_key, token, ttl_ms=self.lock_ttl_ms):
-            busy_ms = await self.store.redis.pttl(lock_key)
+        if not await self.store.claims.take(lock_key, token, ttl_ms=self.lock_ttl_ms):
+            busy_ms = await self.store.claims.remaining_ms(lock_key)
             return self._retry_later(ticket_id, event_id, busy_ms)
         try:
             return await self._send_locked(event, contact, found_late)
         finally:
-            await self._unlock(keys=[lock_key], args=[token])
+            await self.store.claims.release(lock_key, token)
 
     async def _send_locked(self, event: Event, contact: Contact, found_late: bool = False
                            ) -> SendOutcome:
@@ -328,7 +323,7 @@ class OutboundService:
                                     transient=False, http_status=err.http_status)
                 if err.code == OPTED_OUT:
                     # Remembered on the contact: the API refuses replies from now on.
-                    await self.store.redis.hset(keys.contact(contact.id), "opted_out", "1")
+                    await self.store.mark_opted_out(contact.id)
                 carried = {"attempts": str(attempts), "via": via}
                 if err.ambiguous:
                     # A 5xx or a timeout after the request left: Twilio may have created the
@@ -405,8 +400,7 @@ class OutboundService:
 
     @staticmethod
     def _lock_key(contact: Contact, tid: str, eid: str) -> str:
-        # In the contact's hash slot, like every key of that contact.
-        return f"{keys.ticket(contact.id, tid)}:sending:{eid}"
+        return keys.send_lock(contact.id, tid, eid)
 
 
 # ------------------------------------------------------------------------------ the RQ job

@@ -22,3 +22,29 @@ async def claim(redis: Redis, key: str, token: str, *, ttl_ms: int) -> bool:
         return True
     held = await redis.get(key)
     return (held.decode() if isinstance(held, bytes) else held) == token
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Claims:
+    """The claims the workers take: a send's lock while its API call may be in flight, and
+    the at-most-once markers of trigger rules and timers."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._release = redis.register_script(_RELEASE)
+
+    async def take(self, key: str, token: str, *, ttl_ms: int) -> bool:
+        return await claim(self.redis, key, token, ttl_ms=ttl_ms)
+
+    async def remaining_ms(self, key: str) -> int:
+        """How long the claim still holds (<= 0: it does not)."""
+        return int(await self.redis.pttl(key))
+
+    async def release(self, key: str, token: str) -> None:
+        """Drop the claim if it is still ours (it may have expired and been taken)."""
+        await self._release(keys=[key], args=[token])

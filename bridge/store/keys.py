@@ -105,3 +105,22 @@ def early_status(provider_id: str) -> str:
 def index(kind: str, value: str = "") -> str:
     """Ticket list indexes: zsets of ticket ids scored by the numeric id (creation order)."""
     return f"{PREFIX}:idx:{kind}:{value}" if value else f"{PREFIX}:idx:{kind}"
+
+
+def send_lock(contact_id: str, ticket_id: str, event_id: str) -> str:
+    """Held by the attempt whose API call may be in flight (in the contact's slot)."""
+    return f"{ticket(contact_id, ticket_id)}:sending:{event_id}"
+
+
+def trigger_marker(rule: str, ticket_id: str, change_id: str) -> str:
+    """Claimed by the first run of a trigger rule for one change: at most once."""
+    return f"{PREFIX}:trg:{rule}:{ticket_id}:{change_id}"
+
+
+def timer_marker(timer_job_id: str) -> str:
+    """Claimed by the first run of a timer: at most once."""
+    return f"{PREFIX}:tmr:{timer_job_id}"
+
+
+# Surveys by the time they were sent (zset ticket id -> ms): the CSAT report reads it.
+CSAT_SENT = f"{PREFIX}:idx:csat_sent"

@@ -31,6 +31,7 @@ from bridge.core.tickets import (
     normalize_tags,
 )
 from bridge.store import keys
+from bridge.store.claims import Claims
 from bridge.store.pipelining import PipelinedScript
 
 # WhatsApp's customer-service window.
@@ -167,6 +168,7 @@ class TicketStore:
 
     def __init__(self, redis: Redis, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = redis
+        self.claims = Claims(redis)
         self.dedupe_ttl_s = dedupe_ttl_s
         # One call per webhook: concurrent calls share round trips (see pipelining.py),
         # and the script is reloaded on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
@@ -826,6 +828,35 @@ class TicketStore:
                     return True
                 except WatchError:
                     continue
+
+    # ---------------------------------------------------------------- CSAT and opt-out
+
+    async def claim_csat(self, ticket_id: str, now_ms: int) -> bool:
+        """Mark the ticket's survey as sent, once per ticket ever (HSETNX on the ticket,
+        which lives as long as the ticket): False when it was sent before."""
+        cid = await self.contact_of(ticket_id)
+        return bool(await self.redis.hsetnx(keys.ticket(cid, ticket_id), "csat_sent_at_ms",
+                                            now_ms))
+
+    async def open_survey(self, ticket_id: str, now_ms: int) -> None:
+        """The contact's next rating answers this ticket's survey. The survey's provider id
+        is not known yet: a stale one from an earlier survey must not match replies."""
+        cid = await self.contact_of(ticket_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.contact(cid), mapping={"survey_ticket": ticket_id,
+                                                  "survey_at_ms": str(now_ms)})
+            pipe.hdel(keys.contact(cid), "survey_msg")
+            await pipe.execute()
+        await self.redis.zadd(keys.CSAT_SENT, {ticket_id: now_ms})
+
+    async def surveyed_between(self, since_ms: int, until_ms: int) -> list[str]:
+        """Ids of the tickets whose survey was sent in [since, until)."""
+        raw = await self.redis.zrangebyscore(keys.CSAT_SENT, since_ms, f"({until_ms}")
+        return [_s(i) for i in raw]
+
+    async def mark_opted_out(self, contact_id: str) -> None:
+        """The customer asked for no more messages (Twilio 21610): replies are refused."""
+        await self.redis.hset(keys.contact(contact_id), "opted_out", "1")
 
     # ---------------------------------------------------------------- indexes
 

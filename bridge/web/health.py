@@ -11,14 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.jobs import WORKERS_KEY
 from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.monitoring import read_queues
 from bridge.web import metrics as m
 from bridge.web.auth import authorize_metrics
 from bridge.web.keys import queues_key, redis_key, settings_key
 
 # A scheduled job this late was not moved by a scheduler (RQ's moves them every second).
 OVERDUE_S = 30
-# bridge_jobs{state}, in the order _read_queues reads them.
-_STATES = ("queued", "dequeuing", "started", "scheduled", "failed")
 
 routes = web.RouteTableDef()
 
@@ -53,20 +52,11 @@ async def metrics(request: web.Request) -> web.Response:
 async def _read_queues(app: web.Application) -> None:
     """Queue depths and overdue timers, read at scrape time (one pipeline). Without Redis
     the series are dropped rather than left at stale values."""
-    names = app[queues_key].key_names()
-    overdue_before = time.time() - OVERDUE_S
     try:
         async with asyncio.timeout(2):
-            async with app[redis_key].pipeline(transaction=False) as pipe:
-                for k in names:
-                    pipe.llen(k.queued)
-                    pipe.llen(k.dequeuing)
-                    pipe.zcard(k.started)
-                    pipe.zcard(k.scheduled)
-                    pipe.zcard(k.failed)
-                    pipe.zcount(k.scheduled, "-inf", overdue_before)
-                pipe.scard(WORKERS_KEY)
-                *per_queue, workers = await pipe.execute()
+            readings, workers = await read_queues(
+                app[redis_key], app[queues_key].key_names(),
+                overdue_before_s=time.time() - OVERDUE_S, workers_key=WORKERS_KEY)
     except (redis.RedisError, TimeoutError):
         m.REDIS_UP.set(0)
         m.JOBS.clear()
@@ -74,12 +64,10 @@ async def _read_queues(app: web.Application) -> None:
         m.WORKERS.set(float("nan"))
         return
     m.REDIS_UP.set(1)
-    width = len(_STATES) + 1  # the states, then the overdue count
-    for i, k in enumerate(names):
-        *counts, overdue = per_queue[i * width:(i + 1) * width]
-        for state, count in zip(_STATES, counts, strict=True):
-            m.JOBS.labels(k.queue, state).set(count)
-        m.JOBS_OVERDUE.labels(k.queue).set(overdue)
+    for reading in readings:
+        for state, count in reading.by_state.items():
+            m.JOBS.labels(reading.queue, state).set(count)
+        m.JOBS_OVERDUE.labels(reading.queue).set(reading.overdue)
     m.WORKERS.set(workers)
 
 

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from bridge.core.csat import RATING_SCALE
 from bridge.core.tickets import Ticket
-from bridge.sending import CSAT_SENT_INDEX
 from bridge.web.auth import principal
 from bridge.web.errors import unprocessable
 from bridge.web.keys import store_key
@@ -110,8 +109,7 @@ async def csat_report(request: web.Request) -> web.Response:
     since, until = period(request.query, datetime.now(UTC))
     store = request.app[store_key]
     since_ms, until_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
-    raw = await store.redis.zrangebyscore(CSAT_SENT_INDEX, since_ms, f"({until_ms}")
-    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+    ids = await store.surveyed_between(since_ms, until_ms)
     tickets: list[Ticket] = []
     for start in range(0, len(ids), _BATCH):
         tickets += await store.get_tickets(ids[start:start + _BATCH])
