@@ -23,7 +23,7 @@ from typing import Any
 from bridge.core.changes import Origin
 from bridge.core.csat import survey_payload
 from bridge.core.macros import SELF_ASSIGNEE, Macro, pick_locale
-from bridge.core.messages import Channel
+from bridge.core.outbound import public_message_refusal, session_refusal
 from bridge.core.rules import AutomationConfig, General
 from bridge.core.tickets import Contact, EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
@@ -81,13 +81,8 @@ def _refuse_closed(ticket: Ticket) -> None:
 
 
 def _refuse_send(ticket: Ticket) -> None:
-    _refuse_closed(ticket)
-    if ticket.session is SessionState.ENDED:
-        raise Conflict(
-            "session_ended",
-            "the messaging session was ended: nothing more goes out on it; the customer's "
-            "next message opens a new ticket",
-        )
+    if (refusal := session_refusal(ticket)) is not None:
+        raise Conflict(refusal.code, refusal.message)
 
 
 async def render_macro(
@@ -162,13 +157,11 @@ async def apply_macro(
     macro = await macros.get(name)
     guard = _refuse_send if macro.sends else _refuse_closed
     guard(ticket)
-    if (macro.sends and contact is not None and ticket.channel == Channel.WHATSAPP.value
-            and not contact.window_open(now_ms) and not macro.actions.fallback_content_sid):
-        raise Conflict(
-            "outside_window",
-            "the customer's last message is more than 24 hours old: WhatsApp only allows an "
-            f"approved template now, and macro {name!r} names none (fallback_content_sid)",
-        )
+    if macro.sends and (refusal := public_message_refusal(
+            ticket, contact, now_ms=now_ms,
+            has_template=bool(macro.actions.fallback_content_sid),
+            template_hint=f"macro {name!r} names none (fallback_content_sid)")):
+        raise Conflict(refusal.code, refusal.message)
     rendered = await render_macro(macro, ticket=ticket, contact=contact, general=general,
                                   agent_name=agent_name, limits=limits)
     actions = macro.actions
@@ -254,11 +247,13 @@ async def send_csat(
     macro = await macros.get(csat.macro)
     content_sid = csat.content_sid or macro.actions.content_sid
     fallback_sid = csat.fallback_content_sid or macro.actions.fallback_content_sid
-    if (ticket.channel == Channel.WHATSAPP.value and not contact.window_open(now_ms)
-            and not fallback_sid):
-        return CsatOutcome(None, "no_template_outside_window")
-    if contact.opted_out:
-        return CsatOutcome(None, "opted_out")
+    refusal = public_message_refusal(ticket, contact, now_ms=now_ms,
+                                     has_template=bool(fallback_sid), survey=True)
+    if refusal is not None:
+        # Surveys are skipped, not errors: say why in the terms the automations report.
+        skipped = {"outside_window": "no_template_outside_window"}.get(refusal.code,
+                                                                       refusal.code)
+        return CsatOutcome(None, skipped)
     rendered = await render_macro(macro, ticket=ticket, contact=contact,
                                   general=config.general,
                                   agent_name=ticket.assignee or config.general.company_name,

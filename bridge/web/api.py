@@ -11,9 +11,10 @@ from aiohttp import web
 
 from bridge.core.changes import Origin
 from bridge.core.messages import Channel, contact_id_for
+from bridge.core.outbound import public_message_refusal, session_refusal
 from bridge.core.tickets import (
+    Contact,
     EventType,
-    SessionState,
     Status,
     Ticket,
     TransitionError,
@@ -118,12 +119,15 @@ async def ticket_response(request: web.Request, ticket: Ticket, status: int = 20
     return web.json_response(await ticket_body(request, ticket), status=status)
 
 
-async def ticket_body(request: web.Request, ticket: Ticket) -> dict[str, Any]:
-    store = request.app[store_key]
+async def _contact_or_none(store: TicketStore, ticket: Ticket) -> Contact | None:
     try:
-        contact = await store.get_contact(ticket.contact_id)
+        return await store.get_contact(ticket.contact_id)
     except NotFound:
-        contact = None
+        return None
+
+
+async def ticket_body(request: web.Request, ticket: Ticket) -> dict[str, Any]:
+    contact = await _contact_or_none(request.app[store_key], ticket)
     return ticket_json(ticket, contact, settings=request.app[settings_key], now_ms=now_ms())
 
 
@@ -240,15 +244,9 @@ async def add_note(request: web.Request) -> web.Response:
 
 
 def public_reply_allowed(ticket: Ticket) -> None:
-    """Raises Conflict when no public message may go out on this ticket."""
-    if ticket.status is Status.CLOSED:
-        raise Conflict("ticket_closed", "the ticket is closed: no public reply")
-    if ticket.session is SessionState.ENDED:
-        raise Conflict(
-            "session_ended",
-            "the messaging session was ended: add an internal note instead; "
-            "the customer's next message opens a new ticket",
-        )
+    """The store's guard, inside the reply's transaction: the session may have ended since."""
+    if (refusal := session_refusal(ticket)) is not None:
+        raise Conflict(refusal.code, refusal.message)
 
 
 @routes.post("/api/v1/tickets/{id}/replies")
@@ -267,20 +265,11 @@ async def reply(request: web.Request) -> web.Response:
     ticket = await _ticket(store, ticket_id)
     if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
         return web.json_response(event_json(earlier), status=202)
-    try:
-        public_reply_allowed(ticket)
-        contact = await store.get_contact(ticket.contact_id)
-    except Conflict as exc:
-        raise conflict_error(exc) from None
-    if contact.opted_out:
-        raise ApiError(409, "opted_out", "the customer opted out of messages (Twilio 21610)")
-    if ticket.channel == "whatsapp" and not contact.window_open(now_ms()):
-        raise ApiError(
-            409,
-            "outside_window",
-            "the customer's last message is more than 24 hours old: WhatsApp only allows an "
-            "approved template now; apply a macro that names one",
-        )
+    refusal = public_message_refusal(
+        ticket, await _contact_or_none(store, ticket), now_ms=now_ms(), has_template=False,
+        template_hint="apply a macro that names one")
+    if refusal is not None:
+        raise ApiError(409, refusal.code, refusal.message)
     try:
         _, event_id = await store.update_ticket(
             ticket_id, author=principal(request).name, now_ms=now_ms(),
