@@ -23,7 +23,7 @@ from bridge.sending import enqueue_send
 from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, Replayed, TicketStore
 from bridge.web.auth import principal
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, bad_request, conflict_error, not_found, unprocessable
+from bridge.web.errors import ApiError, bad_request, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import queues_key, settings_key, store_key
 from bridge.web.macros import apply_macro
@@ -109,10 +109,7 @@ def _limit(request: web.Request, default: int = 50) -> int:
 
 
 async def _ticket(store: TicketStore, ticket_id: str) -> Ticket:
-    try:
-        return await store.get_ticket(ticket_id)
-    except NotFound:
-        raise not_found(f"ticket {ticket_id} not found") from None
+    return await store.get_ticket(ticket_id)  # NotFound: 404 (bridge.web.middlewares)
 
 
 async def ticket_response(request: web.Request, ticket: Ticket, status: int = 200) -> web.Response:
@@ -171,10 +168,7 @@ async def list_events(request: web.Request) -> web.Response:
     ticket_id = request.match_info["id"]
     raw_cursor = request.query.get("cursor")
     cursor = _event_cursor(raw_cursor) if raw_cursor else None
-    try:
-        events, next_cursor = await store.events(ticket_id, cursor=cursor, limit=_limit(request))
-    except NotFound:
-        raise not_found(f"ticket {ticket_id} not found") from None
+    events, next_cursor = await store.events(ticket_id, cursor=cursor, limit=_limit(request))
     return web.json_response(
         {"events": [event_json(e) for e in events], "next_cursor": next_cursor}
     )
@@ -213,8 +207,6 @@ async def patch_ticket(request: web.Request) -> web.Response:
         )
     except TransitionError as exc:
         raise unprocessable(exc.message, exc.code) from None
-    except Conflict as exc:
-        raise conflict_error(exc) from None
     return await ticket_response(request, ticket)
 
 
@@ -234,8 +226,6 @@ async def add_note(request: web.Request) -> web.Response:
             ticket_id, author=principal(request).name, now_ms=now_ms(),
             event=(EventType.NOTE, body, {}), idempotency=idempotency,
         )
-    except Conflict as exc:
-        raise conflict_error(exc) from None
     except Replayed as replay:  # the same request, running alongside: it recorded the note
         event_id = replay.event_id
     assert event_id
@@ -276,8 +266,6 @@ async def reply(request: web.Request) -> web.Response:
             event=(EventType.AGENT_REPLY, body, {"kind": "reply"}),
             guard=public_reply_allowed, idempotency=idempotency,
         )
-    except Conflict as exc:
-        raise conflict_error(exc) from None
     except Replayed as replay:  # recorded (and enqueued) by the same request, alongside
         return web.json_response(
             event_json(await store.get_event(ticket_id, replay.event_id)), status=202)
@@ -299,11 +287,8 @@ async def end_session(request: web.Request) -> web.Response:
             if not isinstance(reason, str) or not _REASON.fullmatch(reason):
                 raise unprocessable("reason must be 1-64 letters, digits, _ or -")
     await _ticket(store, ticket_id)
-    try:
-        ticket, _ = await store.update_ticket(
-            ticket_id, author=principal(request).name, now_ms=now_ms(),
-            end_session_reason=reason, origin=Origin.AGENT,
-        )
-    except Conflict as exc:
-        raise conflict_error(exc) from None
+    ticket, _ = await store.update_ticket(
+        ticket_id, author=principal(request).name, now_ms=now_ms(),
+        end_session_reason=reason, origin=Origin.AGENT,
+    )
     return await ticket_response(request, ticket)

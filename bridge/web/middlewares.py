@@ -16,9 +16,10 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bridge.store.tickets import Conflict, NotFound
 from bridge.web import metrics
 from bridge.web.auth import PRINCIPAL, authenticate
-from bridge.web.errors import ApiError, error_response
+from bridge.web.errors import ApiError, conflict_error, error_response
 from bridge.web.keys import settings_key
 
 log = logging.getLogger("bridge.web")
@@ -66,6 +67,12 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     being unreachable is a 503 so providers retry (never "200 and drop")."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message)
+    # The store's refusals, mapped here once rather than in each handler.
+    if isinstance(exc, Conflict):
+        api = conflict_error(exc)
+        return error_response(api.status, api.code, api.message)
+    if isinstance(exc, NotFound):
+        return error_response(404, "not_found", str(exc) or "not found")
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:  # redirects are answers, not errors
             raise exc
