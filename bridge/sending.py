@@ -27,7 +27,6 @@ from bridge.core.outbound import public_message_refusal, session_refusal
 from bridge.core.rules import AutomationConfig, General
 from bridge.core.tickets import Contact, EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
-from bridge.store import keys
 from bridge.store.macros import MacroStore
 from bridge.store.tickets import Conflict, Idempotency, NotFound, TicketStore
 from bridge.templating import (
@@ -55,8 +54,6 @@ async def enqueue_send(queues: JobQueues, ticket_id: str, event_id: str) -> bool
     return True
 
 
-# Surveys by the time they were sent (zset ticket id -> ms): the CSAT report reads it.
-CSAT_SENT_INDEX = f"{keys.PREFIX}:idx:csat_sent"
 
 
 @dataclass(frozen=True)
@@ -258,8 +255,7 @@ async def send_csat(
                                   general=config.general,
                                   agent_name=ticket.assignee or config.general.company_name,
                                   limits=limits)
-    cid = ticket.contact_id
-    if not await store.redis.hsetnx(keys.ticket(cid, ticket_id), "csat_sent_at_ms", now_ms):
+    if not await store.claim_csat(ticket_id, now_ms):
         return CsatOutcome(None, "already_sent")
     data: dict[str, Any] = {
         "kind": "csat",
@@ -281,13 +277,6 @@ async def send_csat(
         event=(EventType.CSAT_SENT, rendered.body, data),
     )
     assert event_id is not None
-    # The provider id of the survey (survey_msg) is not known yet: a stale one from an
-    # earlier survey must not match replies to this one.
-    async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.contact(cid), mapping={"survey_ticket": ticket_id,
-                                              "survey_at_ms": str(now_ms)})
-        pipe.hdel(keys.contact(cid), "survey_msg")
-        await pipe.execute()
-    await store.redis.zadd(CSAT_SENT_INDEX, {ticket_id: now_ms})
+    await store.open_survey(ticket_id, now_ms)
     await enqueue_send(queues, ticket_id, event_id)
     return CsatOutcome(event_id)

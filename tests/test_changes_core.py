@@ -10,7 +10,7 @@ from bridge.core.changes import (
     Origin,
     TriggerName,
     delivery_fields,
-    needs_template_fallback,
+    failed_with,
     triggers_of,
     update_fields,
 )
@@ -63,10 +63,10 @@ def test_triggers_of(change: Change, expected: list[tuple[str, TriggerName]]) ->
     ("failed", "21610", False),
     ("delivered", "", False),
 ])
-def test_template_fallback_only_after_63016(delivery: str, code: str, expected: bool) -> None:
+def test_failed_with_a_code(delivery: str, code: str, expected: bool) -> None:
     change = Change.from_fields("5-0", delivery_fields(
         ticket_id="7", contact_id="c1", event_id="2-0", delivery=delivery, error_code=code))
-    assert needs_template_fallback(change) is expected
+    assert failed_with(change, frozenset({"63016"})) is expected
 
 
 def test_entries_round_trip_and_name_their_time() -> None:

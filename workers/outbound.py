@@ -53,12 +53,13 @@ from typing import Any
 from rq import get_current_job
 from rq.job import Job
 
+from bridge.channels.twilio import OPTED_OUT, OUTSIDE_WINDOW
 from bridge.core.messages import Channel
 from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event, EventType
 from bridge.store import keys
 from bridge.store.claims import new_token
 from bridge.store.tickets import NotFound, TicketStore
-from workers.senders import OPTED_OUT, OUTSIDE_WINDOW, OutboundMessage, Sender, SendError
+from workers.senders import OutboundMessage, Sender, SendError
 
 log = logging.getLogger(__name__)
 

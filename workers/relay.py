@@ -27,7 +27,8 @@ import click
 import redis
 from prometheus_client import Counter
 
-from bridge.core.changes import Change, needs_template_fallback, triggers_of
+from bridge.channels.twilio import OUTSIDE_WINDOW
+from bridge.core.changes import Change, failed_with, triggers_of
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
 from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import new_token
@@ -37,6 +38,9 @@ from config.settings import Settings, SettingsError
 log = logging.getLogger("workers.relay")
 
 CONSUMER = RELAY_CONSUMER
+
+# Refused free-form messages that the approved template replaces (the send job knows how).
+_TEMPLATE_FALLBACK_CODES = frozenset({OUTSIDE_WINDOW})
 
 RELAYED = Counter("bridge_relay_changes", "Change log entries handed on by this relay")
 
@@ -54,7 +58,7 @@ def jobs_for(changes: list[Change]) -> list[JobSpec]:
             if spec.job_id not in seen:
                 seen.add(spec.job_id)
                 specs.append(spec)
-        if needs_template_fallback(change):
+        if failed_with(change, _TEMPLATE_FALLBACK_CODES):
             spec = template_fallback_job(change.ticket_id, change.event_id)
             if spec.job_id not in seen:
                 seen.add(spec.job_id)

@@ -17,6 +17,9 @@ from typing import Any, Protocol
 import httpx
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
+from bridge.channels.twilio import (
+    TRANSIENT_CODES,
+)
 from bridge.core.tickets import TWILIO_DELIVERY, Delivery
 from bridge.store.outbox import Outbox
 from config.settings import Settings
@@ -24,12 +27,7 @@ from workers.twilio_client import HttpxTwilioHttpClient, twilio_client
 
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 
-# Twilio error codes the bridge treats specially.
-TOO_MANY_REQUESTS = "20429"  # REST API concurrency limit: not processed, safe to retry
-CHANNEL_RATE_LIMIT = "63018"  # WhatsApp sender throughput exceeded
-OUTSIDE_WINDOW = "63016"  # free-form message outside the 24-hour window
-OPTED_OUT = "21610"  # the recipient unsubscribed (replied STOP)
-TRANSIENT_CODES = frozenset({TOO_MANY_REQUESTS, CHANNEL_RATE_LIMIT})
+# Twilio's error codes live with the channel adapter (bridge.channels.twilio).
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,13 @@ from bridge.channels.formdata import MalformedForm, parse_form
 from bridge.core.messages import Channel, InboundMessage, Location, Media
 from bridge.core.tickets import TWILIO_DELIVERY, Delivery
 
+# Twilio error codes the bridge treats specially (senders, status callbacks, the relay).
+TOO_MANY_REQUESTS = "20429"  # REST API concurrency limit: not processed, safe to retry
+CHANNEL_RATE_LIMIT = "63018"  # WhatsApp sender throughput exceeded
+OUTSIDE_WINDOW = "63016"  # free-form message outside the 24-hour window: send a template
+OPTED_OUT = "21610"  # the recipient unsubscribed (replied STOP)
+TRANSIENT_CODES = frozenset({TOO_MANY_REQUESTS, CHANNEL_RATE_LIMIT})
+
 MAX_MEDIA = 10  # Twilio's limit per message
 MAX_BODY_CHARS = 4096
 MAX_FIELDS = 200  # Twilio sends 15-40; a hostile body may send thousands

@@ -145,11 +145,8 @@ def triggers_of(change: Change) -> list[tuple[str, TriggerName]]:
     return []
 
 
-# Twilio's "free-form message outside the 24-hour window": the send runs again and sends
-# the approved template the event names (or records why it cannot).
-FREEFORM_OUTSIDE_WINDOW = "63016"
-
-
-def needs_template_fallback(change: Change) -> bool:
+def failed_with(change: Change, codes: frozenset[str]) -> bool:
+    """A delivery change to failed/undelivered with one of the channel's error codes (the
+    channel adapter names the codes: the relay asks for Twilio's 63016)."""
     return (change.kind is ChangeKind.DELIVERY and change.delivery in ("failed", "undelivered")
-            and change.error_code == FREEFORM_OUTSIDE_WINDOW)
+            and change.error_code in codes)
