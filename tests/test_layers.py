@@ -49,7 +49,7 @@ def test_config_depends_only_on_the_core(path: Path) -> None:
 
 def test_the_checker_sees_imports() -> None:
     """Guard against a checker that silently finds nothing."""
-    assert "bridge.core.routing" in imported_modules(ROOT / "bridge/store/tickets.py")
+    assert "bridge.core.routing" in imported_modules(ROOT / "bridge/store/routing.py")
     assert len(python_files("bridge/core")) >= 5
 
 
@@ -87,4 +87,4 @@ def test_only_the_store_sends_redis_commands(path: Path) -> None:
 
 
 def test_the_redis_checker_sees_commands() -> None:
-    assert any(c.startswith("xadd") for c in redis_calls(ROOT / "bridge/store/tickets.py"))
+    assert any(c.startswith("xadd") for c in redis_calls(ROOT / "bridge/store/updates.py"))

@@ -26,12 +26,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # Where the installed bridge finds its files; run inside the new virtualenv.
 PROBE = """
-import bridge, bridge.store.tickets, config.settings
+import bridge, bridge.store.routing, config.settings
 from bridge.store.macros import SHIPPED_DIR, load_shipped
 print(bridge.__file__)
 print(config.settings.DEFAULT_CONFIG_DIR)
 print(SHIPPED_DIR)
-print(len(load_shipped()), len(bridge.store.tickets._ROUTE_SCRIPT))
+print(len(load_shipped()), len(bridge.store.routing._ROUTE_SCRIPT))
 """
 
 

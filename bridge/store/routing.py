@@ -1,0 +1,161 @@
+"""Inbound routing: the rules of DESIGN §2 applied to one message in one atomic script call
+(route.lua), which also writes the change log entry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bridge.core.messages import InboundMessage
+from bridge.core.policy import ChannelPolicy
+from bridge.core.routing import Action, RatingSignal
+from bridge.core.tickets import (
+    Status,
+)
+from bridge.store import keys
+from bridge.store.pipelining import PipelinedScript
+from bridge.store.records import SERVICE_WINDOW_S, _s
+from bridge.store.repair import TicketRepair
+
+# Enum(value) goes through EnumType.__call__; a dict is several times cheaper per webhook.
+_ACTIONS = {a.value: a for a in Action}
+
+
+_STATUSES = {s.value: s for s in Status}
+
+
+# json.dumps(..., ensure_ascii=False) builds an encoder per call; this one is built once.
+_JSON_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
+
+
+_ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    action: Action
+    ticket_id: str | None
+    status: Status | None
+    previous_ticket_id: str | None
+    close_reason: str | None
+    event_id: str | None
+    rating: int | None
+    contact_id: str
+
+    @property
+    def opened_ticket(self) -> bool:
+        return self.action in (Action.NEW_TICKET, Action.FOLLOW_UP)
+
+
+def message_data(msg: InboundMessage) -> dict[str, Any]:
+    """The event's extra fields for a customer message (what the thread view shows)."""
+    data: dict[str, Any] = {"provider_id": msg.provider_id}
+    if msg.media:
+        data["media"] = [{"url": m.url, "content_type": m.content_type} for m in msg.media]
+    if msg.location:
+        data["location"] = {
+            "latitude": msg.location.latitude,
+            "longitude": msg.location.longitude,
+            "address": msg.location.address,
+            "label": msg.location.label,
+        }
+    for name in ("button_payload", "button_text", "replied_to_id", "message_type"):
+        value = getattr(msg, name)
+        if value:
+            data[name] = value
+    return data
+
+
+
+class TicketRouting(TicketRepair):
+    def __init__(self, redis: Redis, **kwargs: Any) -> None:
+        super().__init__(redis, **kwargs)
+        # One call per webhook: concurrent calls share round trips (see pipelining.py),
+        # and the script is reloaded on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
+        self._route = PipelinedScript(redis, _ROUTE_SCRIPT)
+
+    async def route_inbound(
+        self,
+        msg: InboundMessage,
+        signal: RatingSignal,
+        policy: ChannelPolicy,
+        *,
+        now_ms: int,
+    ) -> RouteResult:
+        """Apply the routing rules to one message in one atomic script call.
+
+        A new ticket needs a global id, which cannot be allocated inside the contact's slot:
+        the script answers `need_id` without writing, we INCR the global sequence and run it
+        again. A concurrent message may have opened the ticket meanwhile; that id is then
+        left unused (ticket ids may have gaps).
+        """
+        cid = msg.contact_id
+        new_tid = ""
+        while True:
+            raw = await self._route(
+                keys=[keys.contact(cid), keys.seen(cid), keys.change_log_of(cid)],
+                args=[
+                    keys.contact_prefix(cid),
+                    msg.provider_id,
+                    now_ms,
+                    new_tid,
+                    msg.channel.value,
+                    msg.contact_address,
+                    msg.profile_name,
+                    msg.wa_id,
+                    msg.external_user_id,
+                    msg.summary(),
+                    _JSON_UNESCAPED.encode(message_data(msg)),
+                    "" if signal.rating is None else signal.rating,
+                    signal.payload_ticket_id,
+                    signal.replied_to_id,
+                    policy.solved_reply.value,
+                    policy.max_thread_messages,
+                    policy.max_thread_age_s,
+                    policy.csat_window_s,
+                    self.dedupe_ttl_s,
+                    SERVICE_WINDOW_S,
+                    cid,
+                ],
+            )
+            values = [_s(v) for v in raw]
+            if values[0] != "need_id":
+                break
+            new_tid = await self._allocate_ticket_id(cid, now_ms)
+        result = RouteResult(
+            action=_ACTIONS[values[0]],
+            ticket_id=values[1] or None,
+            status=_STATUSES[values[2]] if values[2] else None,
+            previous_ticket_id=values[3] or None,
+            close_reason=values[4] or None,
+            event_id=values[5] or None,
+            rating=int(values[6]) if values[6] else None,
+            contact_id=cid,
+        )
+        if result.action is Action.DUPLICATE:
+            # A provider retries when it got no answer, e.g. the first delivery's process
+            # died between the routing script and the index update below: redo that (rare).
+            await self._reindex_current(cid)
+        elif result.opened_ticket and result.ticket_id:
+            await self._reindex(cid, [result.ticket_id, *filter(None, [result.previous_ticket_id])])
+        elif result.ticket_id and (
+            result.action is Action.REOPEN
+            or (result.action is Action.APPEND and len(values) > 7 and values[7])
+        ):
+            # A plain append changes no indexed field (status, channel, assignee): only
+            # pending -> open does, which the script reports.
+            await self._reindex(cid, [result.ticket_id])
+        return result
+
+    async def _allocate_ticket_id(self, cid: str, now_ms: int) -> str:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(keys.TICKET_SEQ)
+            # Intent first, in the same round trip: should this process die between the
+            # routing script and the index update, the sweep lists the ticket.
+            pipe.zadd(keys.OPENING, {cid: now_ms})
+            ticket_id, _ = await pipe.execute()
+        return str(ticket_id)
