@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from bridge.core.messages import InboundMessage
+from bridge.core.messages import InboundMessage, contact_id_for
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import Action, RatingSignal
 from bridge.core.tickets import (
@@ -156,8 +156,12 @@ def message_data(msg: InboundMessage) -> dict[str, Any]:
 class TicketStore:
     """All ticket state lives here; web and worker processes share it through Redis."""
 
-    def __init__(self, redis: Redis, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, redis: Redis, *, contact_key: bytes = b"",
+                 dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = redis
+        # Only routing needs it (a contact's id from its address); readers get ids from
+        # tickets and URLs.
+        self.contact_key = contact_key
         self.dedupe_ttl_s = dedupe_ttl_s
         # One call per webhook: concurrent calls share round trips (see pipelining.py),
         # and the script is reloaded on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
@@ -183,7 +187,7 @@ class TicketStore:
         again. A concurrent message may have opened the ticket meanwhile; that id is then
         left unused (ticket ids may have gaps).
         """
-        cid = msg.contact_id
+        cid = self.contact_id(msg)
         new_tid = ""
         while True:
             raw = await self._route(
@@ -240,6 +244,10 @@ class TicketStore:
             # pending -> open does, which the script reports.
             await self._reindex(cid, [result.ticket_id])
         return result
+
+    def contact_id(self, msg: InboundMessage) -> str:
+        """The keyed id of the message's sender (ValueError without a contact key)."""
+        return contact_id_for(self.contact_key, msg.channel, msg.contact_address)
 
     async def _allocate_ticket_id(self, cid: str, now_ms: int) -> str:
         async with self.redis.pipeline(transaction=False) as pipe:
