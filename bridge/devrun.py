@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -133,12 +134,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
 def _banner(settings: Settings, env: dict[str, str]) -> None:
     base = f"http://127.0.0.1:{settings.port}"
     agent = env["BRIDGE_AGENT_TOKENS"].split(",")[0].split(":", 1)[1]
     outbound = "Twilio" if env.get("TWILIO_ACCOUNT_SID") else "the local outbox (bridge outbox)"
     click.echo(f"""
-  Bridge running at {base}   (Redis: {env['REDIS_URL']})
+  Bridge running at {base}   (Redis: {_without_password(env['REDIS_URL'])})
   Outbound messages go to {outbound}.
 
   Admin token:  {env['BRIDGE_ADMIN_TOKEN']}
