@@ -34,7 +34,8 @@ def test_a_job_outside_the_contract_is_refused_and_not_run(
     assert not marker.exists()
     job = _job(sync_redis, "evil")
     assert job.get_status() == JobStatus.FAILED
-    assert "refused" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+    exc = job.latest_result().exc_string or ""  # type: ignore[union-attr]
+    assert exc.startswith("refused: function 'os.system'")
     assert sync_redis.llen(queue.intermediate_queue_key) == 0
     assert any("refused job evil" in r.getMessage() and "os.system" in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR)
@@ -55,11 +56,17 @@ def test_a_refused_job_imports_nothing_and_is_not_retried(
 
 
 def test_a_contract_job_with_a_callback_is_refused(
-        redis_url: str, sync_redis: redis.Redis) -> None:
+        redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # RQ imports and calls a job's callbacks by dotted name too.
+    (tmp_path / "i8_callback_canary.py").write_text("def hook(*args):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     queue = Queue(QUEUE_HOUSEKEEPING, connection=sync_redis, serializer=JSONSerializer)
     queue.enqueue(SWEEP_UNSENT, {"interval_s": 60}, job_id="with-callback",
-                  on_failure=Callback("os.system"))
+                  on_failure=Callback("i8_callback_canary.hook"))
     assert run_burst_worker(redis_url) == 0
+    assert "i8_callback_canary" not in sys.modules
     job = _job(sync_redis, "with-callback")
     assert job.get_status() == JobStatus.FAILED
-    assert "callbacks" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+    exc = job.latest_result().exc_string or ""  # type: ignore[union-attr]
+    assert exc.startswith("refused: callbacks")
