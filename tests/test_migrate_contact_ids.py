@@ -155,3 +155,24 @@ def test_the_cli_command_reports_what_it_moved(redis_url: str, sync_redis: redis
     # Without the key, production settings refuse before touching anything.
     refused = CliRunner().invoke(main, ["migrate", "contact-ids"], env={"REDIS_URL": redis_url})
     assert refused.exit_code != 0 and "BRIDGE_CONTACT_KEY" in refused.output
+
+
+async def test_many_contacts_are_counted_once_and_an_unusable_one_is_left_named(
+        aredis: redis.asyncio.Redis) -> None:
+    legacy = TicketStore(aredis, contact_key=b"unused")
+    legacy.contact_id = lambda msg: legacy_contact_id(  # type: ignore[method-assign]
+        msg.channel, msg.contact_address)
+    now = int(time.time() * 1000)
+    addresses = [f"whatsapp:+336{n:08d}" for n in range(30)]
+    for n, address in enumerate(addresses):
+        msg = InboundMessage(channel=Channel.WHATSAPP, provider_id=f"SMm{n}",
+                             contact_address=address, received_at_ms=now, body="hi")
+        await legacy.route_inbound(msg, RatingSignal(), ChannelPolicy(), now_ms=now)
+    await aredis.hset(keys.contact("00000000deadbeef"), "cur", "999")
+    report = await migrate_contact_ids(aredis, keyed)
+    assert (report.moved, report.already, report.skipped) == (30, 0, ["00000000deadbeef"])
+    for address in addresses:
+        assert await aredis.hget(keys.contact(keyed("whatsapp", address)), "address") \
+            == address.encode()
+        assert not await aredis.exists(keys.contact(legacy_contact_id("whatsapp", address)))
+    assert await aredis.exists(keys.contact("00000000deadbeef"))

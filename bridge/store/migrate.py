@@ -58,6 +58,7 @@ async def migrate_contact_ids(redis: Redis, new_id: Callable[[str, str], str]
                               ) -> MigrationReport:
     """Move every stored contact whose id is not new_id(channel, address). Idempotent."""
     report = MigrationReport()
+    moved_to: set[str] = set()
     pattern = keys.contact_prefix("*") + ":contact"
     async for raw in redis.scan_iter(match=pattern, count=_SCAN_COUNT):
         name = _s(raw)
@@ -70,9 +71,11 @@ async def migrate_contact_ids(redis: Redis, new_id: Callable[[str, str], str]
             continue
         new = new_id(channel, address)
         if new == old:
-            report.already += 1
+            # The scan can also return a contact this run moved: not "already" keyed.
+            report.already += old not in moved_to
             continue
         await _move_contact(redis, old, new)
+        moved_to.add(new)
         report.moved += 1
     report.provider_refs = await _rewrite_provider_refs(redis)
     await redis.delete(MAPPING)
