@@ -45,7 +45,7 @@ def contact_ids(redis_url: str | None) -> None:
     click.echo(f"moved {report.moved} contact(s); {report.already} already keyed; "
                f"{report.provider_refs} delivery reference(s) rewritten")
     if report.skipped:
-        # Ids only, never addresses (they are not known for these anyway).
+        # Key names only, never addresses (not known for these anyway).
         raise click.ClickException(
-            f"{len(report.skipped)} contact(s) have no channel or address and were left "
-            f"under their old id: {', '.join(sorted(report.skipped)[:20])}")
+            f"{len(report.skipped)} contact hash(es) lack a channel, an address or an id and "
+            f"were left as they are: {', '.join(sorted(report.skipped)[:20])}")

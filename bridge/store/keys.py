@@ -10,6 +10,10 @@ def contact_prefix(contact_id: str) -> str:
     return f"{{c:{contact_id}}}"
 
 
+# SCAN MATCH pattern of every contact hash (`bridge migrate contact-ids`).
+CONTACTS_GLOB = "{c:*}:contact"
+
+
 def contact(contact_id: str) -> str:
     return f"{contact_prefix(contact_id)}:contact"
 

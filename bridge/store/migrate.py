@@ -43,7 +43,8 @@ def legacy_contact_id(channel: str, address: str) -> str:
 class MigrationReport:
     moved: int = 0
     already: int = 0
-    # Contact hashes without channel or address: their id cannot be recomputed.
+    # Contact hashes (key names) without channel or address (their id cannot be
+    # recomputed) or without the `id` field: left where they are.
     skipped: list[str] = field(default_factory=list)
     provider_refs: int = 0
 
@@ -59,15 +60,19 @@ async def migrate_contact_ids(redis: Redis, new_id: Callable[[str, str], str]
     """Move every stored contact whose id is not new_id(channel, address). Idempotent."""
     report = MigrationReport()
     moved_to: set[str] = set()
-    pattern = keys.contact_prefix("*") + ":contact"
-    async for raw in redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+    async for raw in redis.scan_iter(match=keys.CONTACTS_GLOB, count=_SCAN_COUNT):
         name = _s(raw)
-        old = name[len("{c:"):-len("}:contact")]
-        if ":" in old or "}" in old:
-            continue  # a ticket's key that happens to end so (an idempotency key)
-        channel, address = (_s(v) for v in await redis.hmget(name, "channel", "address"))
+        # The id as the contact hash records it (routing writes it), checked against the
+        # key name: no parsing of the key layout, and a ticket's key that merely ends in
+        # ":contact" (an idempotency key) is passed over.
+        old, channel, address = (_s(v) for v in await redis.hmget(
+            name, "id", "channel", "address"))
+        if not old or keys.contact(old) != name:
+            if _s(await redis.type(name)) == "hash":
+                report.skipped.append(name)
+            continue
         if not channel or not address:
-            report.skipped.append(old)
+            report.skipped.append(name)
             continue
         new = new_id(channel, address)
         if new == old:
