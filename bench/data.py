@@ -6,12 +6,21 @@ from __future__ import annotations
 import json
 import time
 
+from redis.asyncio import Redis
+
 from bench.corpus import BODIES, BUSINESS_NUMBER, NAMES, contact_address
 from bridge.core.csat import rating_signal
 from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.store.tickets import RouteResult, TicketStore, message_data
 from config.settings import DEFAULT_CONFIG_DIR, load_policies
+
+# What the benchmarks' processes get as BRIDGE_CONTACT_KEY, and their stores' key.
+CONTACT_KEY = "bench-contact-key-0123456789abcdef0123"
+
+
+def bench_store(client: Redis) -> TicketStore:
+    return TicketStore(client, contact_key=CONTACT_KEY.encode())
 
 
 def whatsapp_policy() -> ChannelPolicy:

@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from bench.data import CONTACT_KEY
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.procs import Server, cpu_layout, own_affinity, python_module
 from bench.report import Context, Row, Target, fmt, table
@@ -160,7 +161,7 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_"))}
         env.update(REDIS_URL=rds.url, PORT=str(bridge_port), HOST="127.0.0.1",
                    PUBLIC_BASE_URL=PUBLIC_BASE_URL, TWILIO_AUTH_TOKEN=TOKEN,
-                   BRIDGE_DATA_DIR=str(workdir / "var"))
+                   BRIDGE_DATA_DIR=str(workdir / "var"), BRIDGE_CONTACT_KEY=CONTACT_KEY)
         base = Server("baseline", python_module("bench.baseline_server", "--port",
                                                 str(base_port)),
                       port=base_port, log_path=workdir / "baseline.log")

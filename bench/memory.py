@@ -18,10 +18,9 @@ from pathlib import Path
 
 import redis.asyncio
 
-from bench.data import event_fields, inbound, route, whatsapp_policy
+from bench.data import bench_store, event_fields, inbound, route, whatsapp_policy
 from bench.report import Context, Row, fmt, table
 from bridge.store.embedded import EmbeddedRedis
-from bridge.store.tickets import TicketStore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +70,7 @@ async def measure_async(cfg: MemoryConfig, url: str) -> Outcome:
     client = redis.asyncio.Redis.from_url(url)
     try:
         await client.flushdb()
-        store = TicketStore(client)
+        store = bench_store(client)
         policy = whatsapp_policy()
         # Load the routing script and create the global keys before the first reading.
         await route(store, inbound(10_000_000, 0, run="m0"), policy)

@@ -58,6 +58,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.corpus import ACCOUNT_SID, BUSINESS_NUMBER, contact_address
+from bench.data import CONTACT_KEY, bench_store
 from bench.procs import ROOT, Server, children_by_parent, python_module
 from bench.report import Context, Row, Target, fmt, table
 from bench.stats import summary_ms
@@ -67,7 +68,6 @@ from bridge.core.routing import RatingSignal
 from bridge.core.tickets import Delivery, EventType
 from bridge.jobs import QUEUE_OUTBOUND, JobQueues
 from bridge.store.embedded import EmbeddedRedis, free_port
-from bridge.store.tickets import TicketStore
 
 AUTH_TOKEN = "bench-twilio-token-" + "0123456789abcdef"
 PUBLIC_BASE_URL = "https://bridge.example.com"
@@ -353,7 +353,7 @@ async def make_events(url: str, count: int, run: str, concurrency: int = 32
     """One WhatsApp customer per reply: their message routed now (the window is open), then
     alice's reply on the ticket. [(ticket id, event id)], reply n to customer n."""
     client = redis.asyncio.Redis.from_url(url)
-    store = TicketStore(client)
+    store = bench_store(client)
     sem = asyncio.Semaphore(concurrency)
     out: list[tuple[str, str]] = [("", "")] * count
 
@@ -384,7 +384,7 @@ async def make_events(url: str, count: int, run: str, concurrency: int = 32
 
 async def _deliveries(url: str, events: list[tuple[str, str]]) -> list[dict[str, str]]:
     client = redis.asyncio.Redis.from_url(url)
-    store = TicketStore(client)
+    store = bench_store(client)
     try:
         out = []
         for start in range(0, len(events), 32):  # within the pool's connections
@@ -601,6 +601,8 @@ def measure(cfg: OutboundConfig, workdir: Path, *, log: Callable[[str], None] = 
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_", "PUBLIC_BASE_URL"))}
         env.update(REDIS_URL=rds.url, PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+                   BRIDGE_CONTACT_KEY=CONTACT_KEY,
+                   BRIDGE_WORKER_EXTRA_JOBS=NOOP,
                    TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                    TWILIO_WHATSAPP_FROM=BUSINESS_NUMBER,
                    TWILIO_API_URL=f"http://127.0.0.1:{port}",

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import redis.asyncio
 
-from bench.data import event_fields, inbound, route, whatsapp_policy
+from bench.data import CONTACT_KEY, bench_store, event_fields, inbound, route, whatsapp_policy
 from bench.report import Context, Row, Target, fmt, table
 from bench.stats import summary_ms
+from bridge.core.messages import contact_id_for
 from bridge.core.tickets import Status
 from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis
@@ -123,7 +124,7 @@ async def bulk_tickets(client: redis.asyncio.Redis, count: int, *, first_contact
             for i in range(chunk, min(count, chunk + 1000)):
                 tid = str(first_id + i)
                 msg = inbound(first_contact + i, i, run=run)
-                cid = msg.contact_id
+                cid = contact_id_for(CONTACT_KEY.encode(), msg.channel, msg.contact_address)
                 status = STATUS_MIX[i % len(STATUS_MIX)]
                 ticket = {
                     "id": tid, "contact_id": cid, "channel": msg.channel.value,
@@ -192,7 +193,7 @@ async def measure_async(cfg: ThreadsConfig, url: str) -> Outcome:
     try:
         for c in clients:
             await c.flushdb()
-        threads_store, small_store, big_store = (TicketStore(c) for c in clients)
+        threads_store, small_store, big_store = (bench_store(c) for c in clients)
         # Threads (db 0).
         tickets = {cfg.small_thread: await make_thread(
             threads_store, 0, cfg.small_thread, bulk=False, run="a0")}

@@ -40,6 +40,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.corpus import BUSINESS_NUMBER, contact_address
+from bench.data import CONTACT_KEY, bench_store
 from bench.outbound import CpuWatch, WorkerMode, Workers
 from bench.report import Context, Row, Target, fmt, table
 from bench.stats import percentile
@@ -53,7 +54,6 @@ from bridge.jobs import QUEUE_HOUSEKEEPING, JobQueues
 from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis
 from bridge.store.macros import MacroStore, load_shipped
-from bridge.store.tickets import TicketStore
 from config.settings import DEFAULT_CONFIG_DIR
 from workers.automations import Deps, schedule_timer
 
@@ -136,7 +136,7 @@ async def _solved_round(url: str, conn: redis.Redis, first: int, cfg: TimersConf
     """K WhatsApp tickets solved just under an hour ago, their close timers set by
     workers.automations.schedule_timer. [(ticket id, due ms)]."""
     client = redis.asyncio.Redis.from_url(url)
-    store = TicketStore(client)
+    store = bench_store(client)
     deps = Deps(store=store, macros=MacroStore(client, load_shipped()), queues=JobQueues(conn),
                 config=load_config(DEFAULT_CONFIG_DIR / "automations.toml"))
     automation = _automation(AUTOMATION)
@@ -168,7 +168,7 @@ async def _solved_round(url: str, conn: redis.Redis, first: int, cfg: TimersConf
 
 async def _closings(url: str, tickets: list[tuple[str, int]]) -> list[Fired | None]:
     client = redis.asyncio.Redis.from_url(url)
-    store = TicketStore(client)
+    store = bench_store(client)
     out: list[Fired | None] = []
     try:
         for tid, due in tickets:
@@ -241,6 +241,7 @@ def measure(cfg: TimersConfig, workdir: Path, *, log: Callable[[str], None] = pr
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_", "PUBLIC_BASE_URL"))}
         env.update(REDIS_URL=rds.url, BRIDGE_DATA_DIR=str(workdir / "var"),
+                   BRIDGE_CONTACT_KEY=CONTACT_KEY,
                    PYTHONUNBUFFERED="1")
         workers = Workers(cfg.mode, cfg.processes, env, workdir)
         conn = redis.Redis.from_url(rds.url)

@@ -29,7 +29,8 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
         sync_client = sync_redis(settings)
         app[redis_key] = client
         app[sync_redis_key] = sync_client
-        app[store_key] = TicketStore(client, dedupe_ttl_s=settings.dedupe_ttl_s)
+        app[store_key] = TicketStore(client, contact_key=settings.contact_key_bytes,
+                                     dedupe_ttl_s=settings.dedupe_ttl_s)
         app[queues_key] = JobQueues(sync_client)
         yield
         if redis_client is None:

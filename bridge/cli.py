@@ -14,6 +14,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from bridge.commands.check import check
+from bridge.commands.migrate import migrate
 from bridge.commands.outbound import failed, outbox, retry
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
@@ -171,3 +172,4 @@ main.add_command(outbox)
 main.add_command(failed)
 main.add_command(retry)
 main.add_command(check)
+main.add_command(migrate)

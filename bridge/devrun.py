@@ -1,45 +1,68 @@
 """`bridge run`: the whole bridge on a laptop (embedded Redis, web, worker with scheduler).
 
-Development tokens are generated once and kept in <data_dir>/dev-tokens.json so they stay
-the same across runs; <data_dir>/run.json tells the other CLI commands where Redis is.
+Development tokens, the contact key and the embedded Redis's password are generated once
+and kept in <data_dir>/dev-tokens.json so they stay the same across runs; <data_dir>/run.json
+tells the other CLI commands where Redis is (its URL carries the password). The folder is
+created 0700 and both files 0600 from the start: never readable by others, not even briefly.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
-from bridge.store.embedded import EmbeddedRedis
+from bridge.store.embedded import EmbeddedRedis, make_private_dir
 from config.settings import Settings
+
+# Kept in dev-tokens.json with the tokens but not a setting: only `bridge run` uses it.
+REDIS_PASSWORD = "EMBEDDED_REDIS_PASSWORD"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file created 0600 (O_CREAT's mode, so no chmod afterwards and no window
+    where another user can open it); an existing file is truncated and keeps its mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def dev_tokens(data_dir: Path) -> dict[str, str]:
     path = data_dir / "dev-tokens.json"
-    if path.exists():
-        tokens: dict[str, str] = json.loads(path.read_text())
-        return tokens
-    tokens = {
+    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = _new_tokens(tokens)
+    if missing:
+        # A file from an older version gains the new secrets; the others stay.
+        tokens = {**missing, **tokens}
+        make_private_dir(data_dir)
+        write_private(path, json.dumps(tokens, indent=2))
+    return tokens
+
+
+def _new_tokens(have: dict[str, str]) -> dict[str, str]:
+    generate: dict[str, Callable[[], str]] = {
         # As long as production asks (32 characters), so they can be copied there.
-        "BRIDGE_ADMIN_TOKEN": "adm_" + secrets.token_urlsafe(24),
-        "BRIDGE_AGENT_TOKENS": "alice:agt_" + secrets.token_urlsafe(24),
-        "BRIDGE_SECRET": secrets.token_urlsafe(32),
+        "BRIDGE_ADMIN_TOKEN": lambda: "adm_" + secrets.token_urlsafe(24),
+        "BRIDGE_AGENT_TOKENS": lambda: "alice:agt_" + secrets.token_urlsafe(24),
+        "BRIDGE_SECRET": lambda: secrets.token_urlsafe(32),
         # Only signs and verifies simulated webhooks; with no TWILIO_ACCOUNT_SID nothing is
         # sent to Twilio (outbound goes to the local outbox).
-        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "TWILIO_AUTH_TOKEN": lambda: secrets.token_hex(16),
+        "BRIDGE_CONTACT_KEY": lambda: secrets.token_hex(32),
+        REDIS_PASSWORD: lambda: secrets.token_urlsafe(24),
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(tokens, indent=2))
-    path.chmod(0o600)
-    return tokens
+    return {name: make() for name, make in generate.items() if name not in have}
 
 
 def runtime_info(data_dir: Path) -> dict[str, Any]:
@@ -62,10 +85,12 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
     redis_server: EmbeddedRedis | None = None
     child_env = dict(env)
     # Values the user did not set are generated for development.
-    for name, value in dev_tokens(data_dir).items():
+    tokens = dev_tokens(data_dir)
+    redis_password = tokens.pop(REDIS_PASSWORD)
+    for name, value in tokens.items():
         child_env.setdefault(name, value)
     if not settings.redis_url:
-        redis_server = EmbeddedRedis(data_dir / "redis").start()
+        redis_server = EmbeddedRedis(data_dir / "redis", password=redis_password).start()
         child_env["REDIS_URL"] = redis_server.url
     children: list[subprocess.Popen[bytes]] = []
     # A closed terminal (SIGHUP) or a process manager (SIGTERM) stops everything as Ctrl-C
@@ -73,7 +98,7 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
-        (data_dir / "run.json").write_text(json.dumps({
+        write_private(data_dir / "run.json", json.dumps({
             "redis_url": child_env["REDIS_URL"],
             "port": settings.port,
             "public_base_url": settings.public_base_url,
@@ -112,12 +137,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
 def _banner(settings: Settings, env: dict[str, str]) -> None:
     base = f"http://127.0.0.1:{settings.port}"
     agent = env["BRIDGE_AGENT_TOKENS"].split(",")[0].split(":", 1)[1]
     outbound = "Twilio" if env.get("TWILIO_ACCOUNT_SID") else "the local outbox (bridge outbox)"
     click.echo(f"""
-  Bridge running at {base}   (Redis: {env['REDIS_URL']})
+  Bridge running at {base}   (Redis: {_without_password(env['REDIS_URL'])})
   Outbound messages go to {outbound}.
 
   Admin token:  {env['BRIDGE_ADMIN_TOKEN']}

@@ -82,6 +82,12 @@ class Settings:
     secret: Secret = field(default_factory=lambda: Secret(""))
     # BRIDGE_ENV=development (`bridge run` sets it): short tokens and an open /metrics.
     development: bool = False
+    # Keys the contact ids (an HMAC of channel and address): required with REDIS_URL;
+    # `bridge run` with its embedded Redis generates one and keeps it in var/dev-tokens.json.
+    contact_key: Secret = field(default_factory=lambda: Secret(""))
+    # Dotted job names a worker runs besides the contract's (bridge/jobs.py): benchmarks'
+    # no-op jobs. Jobs are named by whoever writes to Redis; anything else is refused.
+    worker_extra_jobs: tuple[str, ...] = ()
     config_dir: Path = DEFAULT_CONFIG_DIR
     data_dir: Path = Path("var")
     max_body_bytes: int = 64 * 1024
@@ -109,6 +115,10 @@ class Settings:
     def twilio_enabled(self) -> bool:
         """Without credentials, outbound messages go to the local outbox."""
         return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def contact_key_bytes(self) -> bytes:
+        return str(self.contact_key).encode()
 
     def policy(self, channel: Channel) -> ChannelPolicy:
         return self.policies.get(channel, ChannelPolicy())
@@ -140,6 +150,9 @@ class Settings:
             secret=Secret(env.get("BRIDGE_SECRET", "")),
             development=_choice(env, "BRIDGE_ENV", "production",
                                 ("production", "development")) == "development",
+            contact_key=Secret(env.get("BRIDGE_CONTACT_KEY", "")),
+            worker_extra_jobs=tuple(filter(None, (
+                name.strip() for name in env.get("BRIDGE_WORKER_EXTRA_JOBS", "").split(",")))),
             config_dir=config_dir,
             data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
             max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
@@ -157,6 +170,17 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        # REDIS_URL unset is development (`bridge run` with its embedded Redis, which
+        # generates a key); every deployed process names its Redis.
+        if self.redis_url and not self.contact_key:
+            raise SettingsError(
+                "BRIDGE_CONTACT_KEY is not set: it keys the contact ids and is required with "
+                "REDIS_URL; generate one with `python -c 'import secrets; "
+                "print(secrets.token_hex(32))'` and keep it (changing it needs "
+                "`bridge migrate contact-ids`, see README)")
+        if self.contact_key and len(str(self.contact_key)) < _CONTACT_KEY_MIN_CHARS:
+            raise SettingsError(
+                f"BRIDGE_CONTACT_KEY must be at least {_CONTACT_KEY_MIN_CHARS} characters")
         if self.twilio_account_sid and not _TWILIO_SID["AC"].fullmatch(self.twilio_account_sid):
             raise SettingsError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
         # A token alone is enough to verify webhooks (local development, outbox only).
@@ -208,6 +232,8 @@ MIN_TOKEN_CHARS = 32
 # Authors the bridge writes itself ("admin" is the admin token's principal).
 RESERVED_AUTHORS = frozenset({"admin", "system", "customer"})
 
+
+_CONTACT_KEY_MIN_CHARS = 32
 
 # Twilio resource sids: a two-letter type prefix and 32 hex digits (34 characters).
 _TWILIO_SID = {prefix: re.compile(prefix + "[0-9a-fA-F]{32}") for prefix in ("AC", "MG")}

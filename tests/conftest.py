@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from bridge.core.messages import Channel
+from bridge.core.messages import Channel, contact_id_for
 from bridge.core.policy import ChannelPolicy
 from bridge.store.embedded import EmbeddedRedis
 from bridge.store.tickets import TicketStore
@@ -22,6 +22,7 @@ ACCOUNT_SID = "AC" + "0" * 32
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 AGENT_TOKEN = "agent-token-for-tests-0123456789abcdef"
 METRICS_TOKEN = "metrics-token-for-tests-0123456789abcdef"
+CONTACT_KEY = "contact-key-for-tests-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +68,7 @@ async def aredis(redis_url: str, sync_redis: redis.Redis) -> AsyncIterator[redis
 
 @pytest.fixture
 async def store(aredis: redis.asyncio.Redis) -> TicketStore:
-    return TicketStore(aredis)
+    return TicketStore(aredis, contact_key=CONTACT_KEY.encode())
 
 
 def make_settings(redis_url: str = "", **overrides: object) -> Settings:
@@ -81,11 +82,17 @@ def make_settings(redis_url: str = "", **overrides: object) -> Settings:
         "agent_tokens": {"alice": Secret(AGENT_TOKEN)},
         "metrics_token": Secret(METRICS_TOKEN),
         "secret": Secret("widget-secret-for-tests"),
+        "contact_key": Secret(CONTACT_KEY),
         "data_dir": Path("var-test"),
         "policies": {c: ChannelPolicy() for c in Channel},
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def contact_id(channel: Channel | str, address: str) -> str:
+    """The id the tests' contact key gives an address (what the store files it under)."""
+    return contact_id_for(CONTACT_KEY.encode(), channel, address)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from bridge.web import macros, reports
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
 from config.settings import Settings
-from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
+from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, CONTACT_KEY
 
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -40,7 +40,7 @@ def build_app(
     app[settings_key] = settings
     app[redis_key] = aredis
     app[sync_redis_key] = sync
-    app[store_key] = TicketStore(aredis)
+    app[store_key] = TicketStore(aredis, contact_key=CONTACT_KEY.encode())
     app[queues_key] = JobQueues(sync)
     if config is not None:
         app[macros.automations_key] = config

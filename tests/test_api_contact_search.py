@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.core.messages import Channel, contact_id_for
 from config.settings import Settings
-from tests.conftest import AGENT_TOKEN
+from tests.conftest import AGENT_TOKEN, CONTACT_KEY
 from tests.factories import inbound_form, post_signed
 
 Client = TestClient[Any, Any]
@@ -62,7 +62,7 @@ async def test_search_by_bare_number(client: Client, query: str) -> None:
 
 async def test_the_id_is_the_one_routing_uses(client: Client) -> None:
     """A search by number and one by contact_id_for's id list the same tickets."""
-    routing_id = contact_id_for(Channel.WHATSAPP, CAMILLE)
+    routing_id = contact_id_for(CONTACT_KEY.encode(), Channel.WHATSAPP, CAMILLE)
     assert await found(client, f"/api/v1/tickets?contact={routing_id}") == [CAMILLE]
 
 

@@ -21,7 +21,7 @@ from bridge.core.tickets import EventType, SessionState, Status
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
-from tests.conftest import make_settings
+from tests.conftest import CONTACT_KEY, make_settings
 from tests.macro_app import ids, inbound, now_ms
 from workers import automations, runtime
 from workers.automations import Deps, handle_due_timer, handle_ticket_event
@@ -98,7 +98,7 @@ def test_solved_whatsapp_ticket_closes_through_the_scheduler(
     async def setup() -> tuple[str, int, str]:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
-            store = TicketStore(client)
+            store = TicketStore(client, contact_key=CONTACT_KEY.encode())
             tid = ids(await inbound(store, at_ms=now_ms() - 10_000))
             version, event_id = await solve(store, tid, now_ms() - 3_000)
             return tid, version, event_id

@@ -15,9 +15,9 @@ import redis.asyncio
 
 from bench import ingest, memory, outbound, threads, timers
 from bench.__main__ import BENCHMARKS, load
+from bench.data import bench_store
 from bench.report import Context, Row, Target, environment, render_markdown
 from bench.svg import Series, line_chart
-from bridge.store.tickets import TicketStore
 
 
 def check_rows(rows: list[Row], *benches: str) -> None:
@@ -129,7 +129,7 @@ async def test_bulk_tickets_match_the_store_write_path(
         return out
 
     count = 30
-    await threads.make_tickets(TicketStore(aredis), count, first_contact=500, run="c1",
+    await threads.make_tickets(bench_store(aredis), count, first_contact=500, run="c1",
                                concurrency=1)
     via_store = snapshot()
     sync_redis.flushdb()

@@ -13,6 +13,7 @@ from bridge.core.macros import Macro, MacroError, parse_macro
 from bridge.core.tickets import Status
 from bridge.store.macros import SHIPPED_DIR, MacroNotFound, MacroStore, load_shipped
 from bridge.templating import Limits, validate_macro
+from tests.conftest import CONTACT_KEY
 
 REQUIRED = {"greeting", "ask_for_info", "solved", "session_closing", "thread_limit",
             "csat_survey"}
@@ -158,6 +159,7 @@ def test_bridge_check_also_renders_macros_edited_in_redis(
     sync_redis.sadd(NAMES_KEY, "greeting")
     sync_redis.hset(versions_key("greeting"), "1", json.dumps(
         {"title": "", "locales": {"en": "Hi\n{{ ''.__class__ }}"}, "actions": {}}))
-    result = CliRunner().invoke(check, [], env={"REDIS_URL": redis_url})
+    result = CliRunner().invoke(check, [], env={"REDIS_URL": redis_url,
+                                               "BRIDGE_CONTACT_KEY": CONTACT_KEY})
     assert result.exit_code == 1
     assert "macro 'greeting' (stored v1): locale:en, line 2: security" in result.output

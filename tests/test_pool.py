@@ -95,12 +95,13 @@ def test_an_rq_worker_that_quits_on_its_own_exits_non_zero(
     assert Worker.all(connection=sync_redis) == []  # it still tore down
 
 
-def run_burst_worker(redis_url: str) -> int:
-    """One in-process worker on its own connection until the queues are empty."""
+def run_burst_worker(redis_url: str, *, fork: bool = False, **settings: object) -> int:
+    """One worker on its own connection until the queues are empty (in-process unless
+    fork)."""
     connection = redis.Redis.from_url(redis_url)
     try:
-        return run_worker(connection, make_settings(redis_url), fork=False, burst=True,
-                          log_level="INFO")
+        return run_worker(connection, make_settings(redis_url, **settings), fork=fork,
+                          burst=True, log_level="INFO")
     finally:
         connection.close()
 

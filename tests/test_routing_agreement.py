@@ -18,6 +18,7 @@ from bridge.core.routing import Action
 from bridge.core.tickets import EventType, SessionState, Status
 from bridge.store import keys
 from bridge.store.tickets import Conflict, TicketStore
+from tests.conftest import contact_id
 from tests.test_routing_properties import (
     START_MS,
     Advance,
@@ -39,6 +40,10 @@ small_policies = st.builds(
     max_thread_age_s=st.sampled_from([0, 60]),
     csat_window_s=st.just(30),
 )
+
+
+def _cid(msg: InboundMessage) -> str:
+    return contact_id(msg.channel, msg.contact_address)
 
 
 def inbound(m: Msg, now_ms: int) -> InboundMessage:
@@ -97,7 +102,7 @@ class Agreement:
         if isinstance(op, SendSurvey):
             self.model.send_survey(mid, op.message_id, self.now)
             # As bridge/sending.py writes them: survey_msg only once the provider id is known.
-            key = keys.contact(inbound(Msg(op.contact, "", "text"), self.now).contact_id)
+            key = keys.contact(_cid(inbound(Msg(op.contact, "", "text"), self.now)))
             await self.aredis.hset(key, mapping={"survey_ticket": tid,
                                                  "survey_at_ms": str(self.now)})
             if op.message_id:
@@ -152,7 +157,7 @@ class Agreement:
                        if e.type is EventType.CSAT_ANSWERED]
             assert answers == mt.ratings, mid
         for c, mc in self.model.contacts.items():
-            cid = inbound(Msg(c, "", "text"), self.now).contact_id
+            cid = _cid(inbound(Msg(c, "", "text"), self.now))
             raw = await self.aredis.hgetall(keys.contact(cid))
             fields = {k.decode(): v.decode() for k, v in raw.items()}
             assert fields.get("cur", "") == (self.ids[mc.current] if mc.current else "")

@@ -17,6 +17,7 @@ ADMIN = "admin-token-" + "a" * 24
 ALICE = "alice-token-" + "b" * 24
 BOB = "bob-token-" + "c" * 24
 SAME = "same-token-" + "d" * 24
+KEY = "k" * 32
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -47,6 +48,7 @@ def test_values_from_the_environment() -> None:
         "BRIDGE_ADMIN_TOKEN": ADMIN,
         "BRIDGE_AGENT_TOKENS": f"alice:{ALICE}, bob : {BOB} ,",
         "BRIDGE_SECRET": "widget-secret",
+        "BRIDGE_CONTACT_KEY": KEY,
         "BRIDGE_IDLE_TIMEOUT_S": "95",
     })
     assert s.idle_timeout_s == 95
@@ -129,8 +131,8 @@ def test_bad_environment(env: dict[str, str], names: str) -> None:
 @pytest.mark.parametrize(
     "env",
     [
-        {"REDIS_URL": "redis://localhost:6379/0"},
-        {"REDIS_URL": "unix:///tmp/redis.sock"},
+        {"REDIS_URL": "redis://localhost:6379/0", "BRIDGE_CONTACT_KEY": KEY},
+        {"REDIS_URL": "unix:///tmp/redis.sock", "BRIDGE_CONTACT_KEY": KEY},
         {"PORT": "1"},
         {"PORT": "65535"},
         # A token alone verifies webhooks; outbound stays in the local outbox.
@@ -145,6 +147,33 @@ def test_bad_environment(env: dict[str, str], names: str) -> None:
 )
 def test_good_environment(env: dict[str, str]) -> None:
     Settings.from_env(env)
+
+
+# ---------------------------------------------------------------- contact key
+
+
+def test_a_process_with_a_redis_url_refuses_to_start_without_the_contact_key() -> None:
+    with pytest.raises(SettingsError, match="BRIDGE_CONTACT_KEY is not set") as refused:
+        Settings.from_env({"REDIS_URL": "redis://redis.example.com:6379/0"})
+    assert "token_hex" in str(refused.value)  # says how to make one
+
+
+def test_the_contact_key_is_long_enough_and_never_shown() -> None:
+    with pytest.raises(SettingsError, match="BRIDGE_CONTACT_KEY must be at least 32"):
+        Settings.from_env({"BRIDGE_CONTACT_KEY": "short"})
+    s = Settings.from_env({"REDIS_URL": "redis://r:6379/0", "BRIDGE_CONTACT_KEY": KEY})
+    assert s.contact_key_bytes == KEY.encode()
+    assert KEY not in repr(s)
+
+
+def test_development_without_redis_url_needs_no_contact_key() -> None:
+    # `bridge run` (embedded Redis) generates one for its processes.
+    assert not Settings.from_env({}).contact_key
+
+
+def test_worker_extra_jobs_from_the_environment() -> None:
+    s = Settings.from_env({"BRIDGE_WORKER_EXTRA_JOBS": "bench.outbound.noop, a.b ,"})
+    assert s.worker_extra_jobs == ("bench.outbound.noop", "a.b")
 
 
 # ---------------------------------------------------------------- bridge.toml

@@ -17,7 +17,7 @@ from bridge.core.tickets import EventType, Status
 from bridge.store import keys
 from bridge.store.connection import async_redis
 from bridge.store.tickets import RouteResult, TicketStore
-from tests.conftest import make_settings
+from tests.conftest import CONTACT_KEY, contact_id, make_settings
 
 NOW = 1_700_000_000_000
 POLICY = ChannelPolicy()
@@ -29,7 +29,7 @@ async def store(redis_url: str, sync_redis: redis.Redis) -> AsyncIterator[Ticket
     concurrent calls queue for a connection as they would in the web process."""
     settings = make_settings(redis_url, redis_max_connections=16, redis_pool_timeout_s=30.0)
     client = async_redis(settings)
-    yield TicketStore(client)
+    yield TicketStore(client, contact_key=CONTACT_KEY.encode())
     await client.aclose()
 
 
@@ -73,7 +73,8 @@ async def test_200_concurrent_messages_from_a_new_contact_make_one_ticket(
     bodies = await all_events(store, tid)
     assert len(bodies) == 200
     assert Counter(bodies) == Counter(m.body for m in messages)
-    page, cursor = await store.list_tickets(contact_id=messages[0].contact_id)
+    cid = contact_id(Channel.WHATSAPP, messages[0].contact_address)
+    page, cursor = await store.list_tickets(contact_id=cid)
     assert [t.id for t in page] == [tid] and cursor is None
     all_tickets, _ = await store.list_tickets(limit=200)
     assert [t.id for t in all_tickets] == [tid]
@@ -102,7 +103,8 @@ async def test_same_message_three_times_concurrently_is_stored_once(
     # Ticket ids allocated for the losers are left unused: only one ticket exists.
     tickets, _ = await store.list_tickets()
     assert [t.id for t in tickets] == [tid]
-    assert await aredis.zcard(keys.seen(msg("SMdup").contact_id)) == 1
+    cid = contact_id(Channel.WHATSAPP, msg("SMdup").contact_address)
+    assert await aredis.zcard(keys.seen(cid)) == 1
 
 
 async def test_retries_of_an_existing_ticket_message_concurrently(store: TicketStore) -> None:

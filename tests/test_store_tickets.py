@@ -13,6 +13,7 @@ from bridge.core.routing import Action, RatingSignal
 from bridge.core.tickets import Delivery, EventType, SessionState, Status, TransitionError
 from bridge.store import keys
 from bridge.store.tickets import SERVICE_WINDOW_S, Conflict, NotFound, TicketStore
+from tests.conftest import contact_id
 
 NOW = 1_700_000_000_123
 POLICY = ChannelPolicy()
@@ -42,7 +43,7 @@ async def test_new_ticket_fields_and_exact_times(store: TicketStore) -> None:
     assert t.status is Status.NEW and t.session is SessionState.ACTIVE
     assert t.created_at_ms == NOW and t.updated_at_ms == NOW
     assert t.message_count == 1 and t.channel == "whatsapp"
-    assert t.contact_id == msg("x").contact_id
+    assert t.contact_id == contact_id(Channel.WHATSAPP, msg("x").contact_address)
     contact = await store.get_contact(t.contact_id)
     assert contact.address == "whatsapp:+33612345678"
     # Every appended customer message refreshes the 24-hour window.
@@ -67,7 +68,7 @@ async def test_csat_answer_by_button_payload(store: TicketStore,
                                              aredis: redis.asyncio.Redis) -> None:
     tid = await open_ticket(store)
     await store.update_ticket(tid, author="alice", now_ms=NOW, status=Status.SOLVED)
-    cid = msg("x").contact_id
+    cid = contact_id(Channel.WHATSAPP, msg("x").contact_address)
     await aredis.hset(keys.contact(cid), mapping={
         "survey_ticket": tid, "survey_msg": "SMsurvey", "survey_at_ms": str(NOW)})
     result = await store.route_inbound(msg("SM2", body="Great"), RatingSignal(5, tid), POLICY,
@@ -216,7 +217,8 @@ async def test_list_filters(store: TicketStore) -> None:
     assert await ids(channel="widget") == [web]
     assert await ids(assignee="alice") == [wa1]
     assert await ids(assignee="carol") == []
-    assert await ids(contact_id=msg("x", "whatsapp:US.13491208655302741918").contact_id) == [wa2]
+    us = contact_id(Channel.WHATSAPP, "whatsapp:US.13491208655302741918")
+    assert await ids(contact_id=us) == [wa2]
     assert await ids(status=Status.OPEN, channel="whatsapp") == [wa1]
     assert await ids(status=Status.OPEN, assignee="bob", channel="widget") == [web]
     assert await ids(status=Status.NEW, assignee="bob") == []

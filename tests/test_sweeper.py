@@ -28,7 +28,7 @@ from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import queues_key
 from config.settings import Settings
-from tests.conftest import AGENT_TOKEN
+from tests.conftest import AGENT_TOKEN, CONTACT_KEY
 from tests.factories import inbound_form, post_signed
 from tests.test_worker_process import REPO, worker_env
 from workers.sweeper import SWEEP_GRACE_S, SWEEP_MAX_AGE_S, sweep_unsent
@@ -85,7 +85,7 @@ async def test_a_reply_that_could_not_be_enqueued_is_accepted_then_swept_and_sen
     assert _outbound_jobs(sync_redis) == []
     assert sync_redis.zscore(keys.UNSENT, tid) is not None
 
-    store = TicketStore(aredis)
+    store = TicketStore(aredis, contact_key=CONTACT_KEY.encode())
     queues = JobQueues(sync_redis)
     # Within the grace period the sweep leaves it alone (its own enqueue may be under way).
     early = await sweep_unsent(store, queues, now_ms=now_ms())

@@ -18,7 +18,7 @@ import redis.asyncio
 
 from bridge.jobs import JobQueues
 from bridge.store.outbox import Outbox
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONTACT_KEY
 from tests.faults.workers_support import in_store
 from tests.stubs.twilio_stub import run_in_thread
 from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields, routed_reply
@@ -36,6 +36,7 @@ def worker_env(redis_url: str | None, data_dir: Path, **extra: str) -> dict[str,
                PUBLIC_BASE_URL="https://bridge.example.com", **extra)
     if redis_url:
         env["REDIS_URL"] = redis_url
+        env["BRIDGE_CONTACT_KEY"] = CONTACT_KEY
     return env
 
 

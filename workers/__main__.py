@@ -40,6 +40,7 @@ from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.connection import RIDE_OUT, sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
+from workers.contract import CONTRACT_JOBS, ContractJobsOnly
 from workers.dequeue import ReliableDequeue, ReliableQueue
 from workers.pool import STOP_SIGNALS, Supervisor, held_stop_signals
 from workers.sweeper import SWEEP_INTERVAL_S
@@ -109,15 +110,15 @@ class _EnsuresSweep:
                             "pass tries again", exc_info=True)
 
 
-class BridgeWorker(ReliableDequeue, _EnsuresSweep, _StopSignalsAfterHandlers,
-                   _PipelinedHeartbeat, HerokuWorker):
+class BridgeWorker(ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
+                   _StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
 
 
-class InProcessWorker(ReliableDequeue, _EnsuresSweep, _StopSignalsAfterHandlers,
-                      _PipelinedHeartbeat, SimpleWorker):
+class InProcessWorker(ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
+                      _StopSignalsAfterHandlers, _PipelinedHeartbeat, SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For
@@ -142,10 +143,12 @@ def build_worker(connection: redis.Redis, *, fork: bool = True,
     queues = [ReliableQueue(name, connection=connection, serializer=JSONSerializer)
               for name in QUEUES_BY_PRIORITY]
     worker_class = BridgeWorker if fork else InProcessWorker
-    return worker_class(queues, connection=connection, serializer=JSONSerializer,
-                        worker_ttl=settings.worker_ttl_s,
-                        maintenance_interval=settings.worker_maintenance_interval_s,
-                        job_monitoring_interval=settings.worker_job_monitoring_interval_s)
+    worker = worker_class(queues, connection=connection, serializer=JSONSerializer,
+                          worker_ttl=settings.worker_ttl_s,
+                          maintenance_interval=settings.worker_maintenance_interval_s,
+                          job_monitoring_interval=settings.worker_job_monitoring_interval_s)
+    worker.allowed_jobs = CONTRACT_JOBS | frozenset(settings.worker_extra_jobs)
+    return worker
 
 
 def run_worker(connection: redis.Redis, settings: Settings, *, fork: bool, burst: bool,

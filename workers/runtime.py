@@ -55,7 +55,8 @@ class Runtime:
         # still be recorded (bridge.store.connection).
         self.redis: redis.Redis = sync_redis(settings, retry=RIDE_OUT)
         self.aredis: redis.asyncio.Redis = async_redis(settings, retry=RIDE_OUT)
-        self.store = TicketStore(self.aredis, dedupe_ttl_s=settings.dedupe_ttl_s)
+        self.store = TicketStore(self.aredis, contact_key=settings.contact_key_bytes,
+                                 dedupe_ttl_s=settings.dedupe_ttl_s)
         self.outbox = Outbox(self.aredis)
         self.sender: Sender = sender or build_sender(settings, self.outbox)
         self.outbound = OutboundService(self.store, self.sender, policy=policy or RetryPolicy())

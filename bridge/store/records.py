@@ -78,7 +78,11 @@ def _decode_map(raw: dict[Any, Any]) -> dict[str, str]:
 class StoreBase:
     """The Redis client and what every part of the ticket store uses."""
 
-    def __init__(self, redis: Redis, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, redis: Redis, *, contact_key: bytes = b"",
+                 dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = redis
         self.claims = Claims(redis)
+        # Only routing needs it (a contact's id from its address); readers get ids from
+        # tickets and URLs.
+        self.contact_key = contact_key
         self.dedupe_ttl_s = dedupe_ttl_s

@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge.core.messages import InboundMessage
+from bridge.core.messages import InboundMessage, contact_id_for
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import Action, RatingSignal
 from bridge.core.tickets import (
@@ -93,7 +93,7 @@ class TicketRouting(TicketRepair):
         again. A concurrent message may have opened the ticket meanwhile; that id is then
         left unused (ticket ids may have gaps).
         """
-        cid = msg.contact_id
+        cid = self.contact_id(msg)
         new_tid = ""
         while True:
             raw = await self._route(
@@ -150,6 +150,10 @@ class TicketRouting(TicketRepair):
             # pending -> open does, which the script reports.
             await self._reindex(cid, [result.ticket_id])
         return result
+
+    def contact_id(self, msg: InboundMessage) -> str:
+        """The keyed id of the message's sender (ValueError without a contact key)."""
+        return contact_id_for(self.contact_key, msg.channel, msg.contact_address)
 
     async def _allocate_ticket_id(self, cid: str, now_ms: int) -> str:
         async with self.redis.pipeline(transaction=False) as pipe:

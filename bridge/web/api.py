@@ -78,7 +78,7 @@ _CONTACT_HELP = ("contact must be a contact id (a ticket's contact.id) or a What
                  "whatsapp:+33612345678, or the number alone, +33612345678 (encode + as %2B)")
 
 
-def _contact_id(raw: str) -> str:
+def _contact_id(raw: str, key: bytes) -> str:
     """The `contact` filter: a contact id as is, or a customer's WhatsApp address (a bare
     number means WhatsApp) turned into its id the way routing does, so agents can search by
     phone number."""
@@ -90,7 +90,7 @@ def _contact_id(raw: str) -> str:
             raise bad_request(_CONTACT_HELP, "invalid_contact")
         return raw
     if _BSUID.fullmatch(address):
-        return contact_id_for(Channel.WHATSAPP, f"whatsapp:{address}")
+        return contact_id_for(key, Channel.WHATSAPP, f"whatsapp:{address}")
     # An unencoded + in a query string arrives as a space; agents paste "+33 6 12 34 56 78".
     if address.startswith(" "):
         address = "+" + address[1:]
@@ -98,7 +98,7 @@ def _contact_id(raw: str) -> str:
     if not _E164.fullmatch(number):
         raise bad_request(f"{_CONTACT_HELP}; {raw[:40]!r} is not a phone number with its "
                           "country code", "invalid_contact")
-    return contact_id_for(Channel.WHATSAPP, f"whatsapp:{number}")
+    return contact_id_for(key, Channel.WHATSAPP, f"whatsapp:{number}")
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
@@ -146,7 +146,8 @@ async def list_tickets(request: web.Request) -> web.Response:
         status=status,
         channel=q.get("channel", ""),
         assignee=q.get("assignee", ""),
-        contact_id=_contact_id(q.get("contact", "")),
+        contact_id=_contact_id(q.get("contact", ""),
+                               request.app[settings_key].contact_key_bytes),
         cursor=cursor,
         limit=_limit(request),
     )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bridge.store.embedded import EmbeddedRedis, free_port
-from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, AUTH_TOKEN
+from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, AUTH_TOKEN, CONTACT_KEY
 from tests.factories import PUBLIC_BASE_URL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +44,7 @@ def start_web(redis_url: str, **env: str) -> WebProcess:
     environment = {
         "PATH": os.environ.get("PATH", ""),
         "REDIS_URL": redis_url,
+        "BRIDGE_CONTACT_KEY": CONTACT_KEY,
         "PORT": str(port),
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,

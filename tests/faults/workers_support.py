@@ -27,7 +27,7 @@ import redis.asyncio
 
 from bench.procs import children_by_parent
 from bridge.store.tickets import TicketStore
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONTACT_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -72,7 +72,8 @@ def worker_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """The test process's environment without its bridge/Twilio/Redis settings, plus these."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TWILIO_", "REDIS_", "BRIDGE_", "PUBLIC_BASE_URL"))}
-    env.update(REDIS_URL=redis_url, BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
+    env.update(REDIS_URL=redis_url, BRIDGE_CONTACT_KEY=CONTACT_KEY,
+               BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
                PUBLIC_BASE_URL="https://bridge.example.com", **extra)
     return env
 
@@ -175,7 +176,7 @@ def in_store(redis_url: str, work: Callable[[TicketStore], Coroutine[Any, Any, T
     async def go() -> T:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
-            return await work(TicketStore(client))
+            return await work(TicketStore(client, contact_key=CONTACT_KEY.encode()))
         finally:
             await client.aclose()
 
