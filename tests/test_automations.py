@@ -23,7 +23,7 @@ from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
 from tests.conftest import make_settings
 from tests.macro_app import ids, inbound, now_ms
-from workers import automations, runtime
+from workers import automations, runtime, tasks
 from workers.automations import Deps, handle_due_timer, handle_ticket_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +127,7 @@ def test_solved_whatsapp_ticket_closes_through_the_scheduler(
         mine = runtime.install(previous)
         if mine is not None:
             mine.close()
-        automations._cached = None
+        tasks._automations = None
 
 
 # ------------------------------------------------------------------ timer staleness

@@ -35,14 +35,11 @@ from workers.outbound import (
     SKIPPED,
     OutboundService,
     RetryPolicy,
-    SendFailed,
     SendOutcome,
-    SendRetry,
-    finish_job,
     mask_address,
-    run_send_outbound,
 )
 from workers.senders import OutboxSender, TwilioSender, build_sender
+from workers.tasks import SendFailed, SendRetry, finish_job, send_outbound
 
 NOW = 1_700_000_000_000
 HOUR = 3600 * 1000
@@ -574,7 +571,7 @@ def test_finish_job_steers_rqs_retry(sync_redis: redis.Redis) -> None:
 
 def test_a_malformed_payload_fails_for_good() -> None:
     with pytest.raises(SendFailed, match="bad_payload"):
-        run_send_outbound({"ticket": "1"})
+        send_outbound({"ticket": "1"})
 
 
 def test_retry_policy_backs_off_exponentially_with_jitter() -> None:
