@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -25,11 +26,10 @@ Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, aredis: redis.asyncio.Redis,
-                 sync_redis: redis.Redis) -> Client:
-    app = build_app(settings, aredis, sync_redis, extra_routes=api.routes)
-    client: Client = await aiohttp_client(app)
-    return client
+def app(settings: Settings, aredis: redis.asyncio.Redis, sync_redis: redis.Redis
+        ) -> web.Application:
+    """The macro handlers and the ticket API (the shared `client` fixture talks to it)."""
+    return build_app(settings, aredis, sync_redis, extra_routes=api.routes)
 
 
 def queued(sync_redis: redis.Redis, queue: str) -> list[tuple[str, dict[str, Any]]]:

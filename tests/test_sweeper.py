@@ -19,7 +19,6 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from bridge.app import create_app
 from bridge.commands.outbound import failed_jobs
 from bridge.core.tickets import EventType
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, SWEEP_UNSENT, JobQueues, job_id
@@ -27,7 +26,6 @@ from bridge.store import keys
 from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import queues_key
-from config.settings import Settings
 from tests.conftest import AGENT_TOKEN
 from tests.factories import inbound_form, post_signed
 from tests.test_worker_process import REPO, worker_env
@@ -57,11 +55,6 @@ def _work(redis_url: str, data_dir: Path) -> None:
                           cwd=REPO, env=worker_env(redis_url, data_dir), capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
 
 
 async def _ticket_with_customer_message(client: Client) -> str:
