@@ -4,8 +4,6 @@ unsent-sends sweep enqueues them (or fails them visibly when found too late)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from bridge.store.tickets import TicketStore
 from bridge.web.keys import queues_key
 from tests.conftest import AGENT_TOKEN
 from tests.factories import inbound_form, post_signed
-from tests.test_worker_process import REPO, worker_env
+from tests.faults.workers_support import burst
 from workers.sweeper import SWEEP_GRACE_S, SWEEP_MAX_AGE_S, sweep_unsent
 
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
@@ -46,15 +44,6 @@ def _enqueue_fails(ticket_id: str, event_id: str, *, found_late: bool = False) -
 
 def _outbound_jobs(connection: redis.Redis) -> list[str]:
     return Queue(QUEUE_OUTBOUND, connection=connection, serializer=JSONSerializer).job_ids
-
-
-def _work(redis_url: str, data_dir: Path) -> None:
-    """One burst of `python -m workers` without Twilio credentials (sends go to the local
-    outbox), as a separate process: RQ's worker wants a main thread of its own."""
-    done = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-fork"],
-                          cwd=REPO, env=worker_env(redis_url, data_dir), capture_output=True,
-                          text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 async def _ticket_with_customer_message(client: Client) -> str:
@@ -94,7 +83,7 @@ async def test_a_reply_that_could_not_be_enqueued_is_accepted_then_swept_and_sen
     assert len(_outbound_jobs(sync_redis)) == 1
 
     # A worker sends it (to the local outbox); the next sweep unmarks the ticket.
-    await asyncio.to_thread(_work, redis_url, tmp_path)
+    await asyncio.to_thread(burst, redis_url, tmp_path)
     assert [e.body for e in await Outbox(aredis).latest()] == ["On regarde"]
     sent = await (await client.get(f"/api/v1/tickets/{tid}/events", headers=AGENT)).json()
     reply = next(e for e in sent["events"] if e["id"] == event["id"])
@@ -163,7 +152,7 @@ async def test_a_send_found_hours_late_fails_visibly_instead_of_going_out(
     much_later = now_ms() + (SWEEP_MAX_AGE_S + 60) * 1000
     report = await sweep_unsent(store, JobQueues(sync_redis), now_ms=much_later)
     assert report.expired == [(tid, eid)] and report.requeued == []
-    await asyncio.to_thread(_work, redis_url, tmp_path)
+    await asyncio.to_thread(burst, redis_url, tmp_path)
     assert await Outbox(store.redis).latest() == []  # nothing reached the customer
     state = await store.delivery_state(tid, eid)
     assert (state["state"], state["error_code"]) == ("failed", "not_enqueued")
@@ -206,7 +195,7 @@ def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(
     sync_redis: redis.Redis, redis_url: str, tmp_path: Path,
 ) -> None:
     job = JobQueues(sync_redis).enqueue(QUEUE_HOUSEKEEPING, SWEEP_UNSENT, {"interval_s": 60})
-    _work(redis_url, tmp_path)
+    burst(redis_url, tmp_path)
     done = Job.fetch(job, connection=sync_redis, serializer=JSONSerializer)
     assert done.return_value() == {"tickets": 0, "requeued": [], "expired": [], "waiting": 0,
                                    "cleared": 0, "listed": []}
