@@ -22,8 +22,8 @@ from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, JobQueues
 from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
 from tests.conftest import make_settings
+from tests.factories import ids, inbound, now_ms
 from tests.faults.workers_support import work_in_process
-from tests.macro_app import ids, inbound, now_ms
 from workers import automations, runtime, tasks
 from workers.automations import Deps, handle_due_timer, handle_ticket_event
 

@@ -25,7 +25,8 @@ from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
 from bridge.web.reports import aggregate
 from config.settings import Settings
-from tests.macro_app import AGENT, build_app, ids, inbound, now_ms
+from tests.factories import ids, inbound, now_ms
+from tests.macro_app import AGENT, build_app
 from workers.automations import Deps, handle_ticket_event
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,8 @@ from bridge.store.tickets import TicketStore
 from bridge.web import api
 from bridge.web.serialize import event_json, iso, ticket_json
 from config.settings import Settings
-from tests.macro_app import ADMIN, AGENT, build_app, ids, inbound, now_ms
+from tests.factories import ids, inbound, now_ms
+from tests.macro_app import ADMIN, AGENT, build_app
 from tests.relay_support import relay_all
 
 Client = TestClient[Any, Any]

@@ -73,7 +73,7 @@ async def test_without_redis_the_scrape_still_answers(aiohttp_client: Any) -> No
 
 async def test_relay_lag_is_shown_until_the_relay_hands_the_changes_on(
         aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> None:
-    from tests.macro_app import inbound
+    from tests.factories import inbound
     from tests.relay_support import relay_all
 
     client: Client = await aiohttp_client(create_app(settings))

@@ -21,13 +21,11 @@ from twilio.request_validator import RequestValidator
 
 from bridge import jobs
 from bridge.commands.outbound import failed, retry
-from bridge.core.messages import Channel, InboundMessage
-from bridge.core.policy import ChannelPolicy
-from bridge.core.routing import RatingSignal
-from bridge.core.tickets import TWILIO_DELIVERY, Delivery, EventType
+from bridge.core.tickets import TWILIO_DELIVERY, Delivery
 from bridge.jobs import CRASH_RETRY, QUEUE_OUTBOUND, JobQueues
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings
+from tests.factories import routed_reply
 from tests.faults.workers_support import work_in_process
 from tests.relay_support import relay_all
 from tests.stubs.twilio_stub import (
@@ -54,21 +52,6 @@ MESSAGES = MESSAGES_PATH.replace("{AccountSid}", ACCOUNT_SID)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def routed_reply(store: TicketStore, body: str = BODY,
-                       data: dict[str, Any] | None = None) -> tuple[str, str]:
-    """A customer message routed now (the window is open), then alice's reply."""
-    routed = await store.route_inbound(
-        InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "a" * 32,
-                       contact_address=CUSTOMER, received_at_ms=now_ms(), body="Bonjour"),
-        RatingSignal(), ChannelPolicy(), now_ms=now_ms())
-    assert routed.ticket_id
-    _, event_id = await store.update_ticket(
-        routed.ticket_id, author="alice", now_ms=now_ms(),
-        event=(EventType.AGENT_REPLY, body, data or {}))
-    assert event_id
-    return routed.ticket_id, event_id
 
 
 def fields(request: Any) -> dict[str, list[str]]:
@@ -104,7 +87,7 @@ def rt(redis_url: str, stub: TwilioStub, sync_redis: redis.Redis,
 def test_agent_reply_reaches_twilio_with_the_exact_form(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
     work_in_process(sync_redis)
@@ -141,7 +124,7 @@ def test_429s_are_retried_through_rq_then_sent(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
     stub.fail_times(2, TOO_MANY_REQUESTS)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
     work_in_process(sync_redis)
@@ -160,7 +143,7 @@ def test_transient_failures_stop_after_max_attempts(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
     stub.fail_times(10, TOO_MANY_REQUESTS)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
     work_in_process(sync_redis)
@@ -179,7 +162,7 @@ def test_a_5xx_is_not_sent_twice_but_listed_as_send_unconfirmed(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis, redis_url: str, failure: Failure
 ) -> None:
     stub.fail_times(10, failure)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
     work_in_process(sync_redis)
@@ -201,7 +184,7 @@ def test_permanent_failure_is_listed_and_can_be_retried(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     stub.fail_next(INVALID_TO)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
     work_in_process(sync_redis)
@@ -330,7 +313,7 @@ async def test_stub_posts_signed_status_callbacks_that_move_delivery_forward(
     sender = TwilioSender(make_settings(redis_url, twilio_api_url=stub.url,
                                        public_base_url=settings.public_base_url))
     try:
-        tid, eid = await routed_reply(store)
+        tid, eid = await routed_reply(store, BODY)
         outcome = await OutboundService(store, sender).send(tid, eid)
         stub.release_callbacks()
         deadline = time.monotonic() + 10

@@ -18,18 +18,19 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 from bridge.commands.outbound import failed_jobs
-from bridge.core.tickets import EventType
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, SWEEP_UNSENT, JobQueues, job_id
 from bridge.store import keys
 from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import queues_key
 from tests.conftest import AGENT_TOKEN
-from tests.factories import inbound_form, post_signed
+from tests.factories import inbound_form, inbound_message, post_signed, routed_reply
 from tests.faults.workers_support import burst
 from workers.sweeper import SWEEP_GRACE_S, SWEEP_MAX_AGE_S, sweep_unsent
 
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+# The customer of the replies the sweep tests record directly (not inbound_form's sender).
+OTHER_CUSTOMER = "whatsapp:+33611112222"
 Client = TestClient[Any, Any]
 
 
@@ -96,7 +97,7 @@ async def test_a_reply_that_could_not_be_enqueued_is_accepted_then_swept_and_sen
 async def test_events_with_a_delivery_state_are_not_requeued(
     store: TicketStore, sync_redis: redis.Redis,
 ) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     await store.set_delivery(tid, eid, {"state": "queued", "provider_id": "SM" + "b" * 32})
     report = await sweep_unsent(store, JobQueues(sync_redis),
                                 now_ms=now_ms() + (SWEEP_GRACE_S + 5) * 1000)
@@ -106,7 +107,7 @@ async def test_events_with_a_delivery_state_are_not_requeued(
 
 async def test_a_young_mark_is_kept_even_if_its_event_is_not_visible_yet(
         store: TicketStore, sync_redis: redis.Redis) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     await store.set_delivery(tid, eid, {"state": "sent"})
     later = now_ms() + (SWEEP_GRACE_S + 5) * 1000
     # A second reply is being recorded: marked (intent first), its event not written yet.
@@ -123,7 +124,7 @@ async def test_a_young_mark_is_kept_even_if_its_event_is_not_visible_yet(
 
 async def test_a_failed_send_job_is_an_answer_not_something_to_wait_for(
         store: TicketStore, sync_redis: redis.Redis) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     queues = JobQueues(sync_redis)
     job = Job.fetch(queues.send_outbound(tid, eid), connection=sync_redis,
                     serializer=JSONSerializer)
@@ -148,7 +149,7 @@ async def test_many_marked_tickets_are_all_looked_at(store: TicketStore,
 async def test_a_send_found_hours_late_fails_visibly_instead_of_going_out(
     store: TicketStore, sync_redis: redis.Redis, redis_url: str, tmp_path: Path,
 ) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     much_later = now_ms() + (SWEEP_MAX_AGE_S + 60) * 1000
     report = await sweep_unsent(store, JobQueues(sync_redis), now_ms=much_later)
     assert report.expired == [(tid, eid)] and report.requeued == []
@@ -172,23 +173,6 @@ def test_sweeps_schedule_one_successor_whoever_asks(sync_redis: redis.Redis) -> 
     assert job.func_name == "workers.tasks.sweep_unsent"
     due = registry.get_scheduled_time(first).timestamp()
     assert due % 60 == 0 and 0 < due - time.time() <= 60
-
-
-async def _recorded_reply(store: TicketStore) -> tuple[str, str]:
-    from bridge.core.messages import Channel, InboundMessage
-    from bridge.core.policy import ChannelPolicy
-    from bridge.core.routing import RatingSignal
-
-    routed = await store.route_inbound(
-        InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "c" * 32,
-                       contact_address="whatsapp:+33611112222", received_at_ms=now_ms(),
-                       body="Bonjour"),
-        RatingSignal(), ChannelPolicy(), now_ms=now_ms())
-    assert routed.ticket_id
-    _, eid = await store.update_ticket(routed.ticket_id, author="alice", now_ms=now_ms(),
-                                       event=(EventType.AGENT_REPLY, "Bonjour !", {}))
-    assert eid
-    return routed.ticket_id, eid
 
 
 def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(

@@ -18,6 +18,7 @@ import redis.asyncio
 from bridge.jobs import JobQueues
 from bridge.store.outbox import Outbox
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.factories import routed_reply
 from tests.faults.workers_support import (
     ROOT,
     WorkerProcess,
@@ -26,7 +27,7 @@ from tests.faults.workers_support import (
     worker_env,
 )
 from tests.stubs.twilio_stub import run_in_thread
-from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields, routed_reply
+from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def test_worker_sends_through_twilio_and_finishes_its_job_on_sigterm(
         worker = spawn(worker_env(
             redis_url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
             TWILIO_WHATSAPP_FROM="whatsapp:+14155238886", TWILIO_API_URL=stub.url))
-        tid, eid = in_store(redis_url, routed_reply)
+        tid, eid = in_store(redis_url, lambda s: routed_reply(s, BODY))
         JobQueues(sync_redis).send_outbound(tid, eid)
 
         def state() -> dict[str, str]:
@@ -88,7 +89,7 @@ def test_in_process_worker_without_twilio_credentials_fills_the_outbox(
     spawn: Spawn,
 ) -> None:
     worker = spawn(worker_env(redis_url, tmp_path), "--no-fork")
-    tid, eid = in_store(redis_url, routed_reply)
+    tid, eid = in_store(redis_url, lambda s: routed_reply(s, BODY))
     JobQueues(sync_redis).send_outbound(tid, eid)
 
     wait_until(lambda: in_store(redis_url, lambda s: s.delivery_state(tid, eid)).get("state")
