@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from bridge.app import create_app
 from bridge.core.messages import Channel, contact_id_for
 from bridge.core.policy import ChannelPolicy
 from bridge.store.embedded import EmbeddedRedis
@@ -23,6 +27,8 @@ ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 AGENT_TOKEN = "agent-token-for-tests-0123456789abcdef"
 METRICS_TOKEN = "metrics-token-for-tests-0123456789abcdef"
 CONTACT_KEY = "contact-key-for-tests-0123456789abcdef"
+
+Client = TestClient[Any, Any]
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +104,17 @@ def contact_id(channel: Channel | str, address: str) -> str:
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return make_settings(redis_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> web.Application:
+    """The web app `client` talks to: the real app factory. A module that tests another app
+    (tests/macro_app.py) or other settings overrides this fixture or `settings`."""
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, app: web.Application, sync_redis: redis.Redis) -> Client:
+    """A test client for `app`, on an empty Redis database."""
+    test_client: Client = await aiohttp_client(app)
+    return test_client

@@ -3,21 +3,15 @@ without the full app factory (swap in bridge.app.create_app when convenient)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from typing import Any
 
 import redis
 import redis.asyncio
 from aiohttp import web
 
-from bridge.core.csat import rating_signal
-from bridge.core.messages import Channel, InboundMessage
-from bridge.core.policy import ChannelPolicy
-from bridge.core.routing import RatingSignal
 from bridge.core.rules import AutomationConfig
 from bridge.jobs import JobQueues
-from bridge.store.tickets import RouteResult, TicketStore
+from bridge.store.tickets import TicketStore
 from bridge.web import macros, reports
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
@@ -48,37 +42,3 @@ def build_app(
     app.add_routes(reports.routes)
     app.add_routes(list(extra_routes))
     return app
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-_seq = iter(range(10**9))
-
-
-async def inbound(
-    store: TicketStore,
-    body: str = "Bonjour",
-    *,
-    address: str = "whatsapp:+33612345678",
-    name: str = "Camille Martin",
-    at_ms: int | None = None,
-    button_payload: str = "",
-    policy: ChannelPolicy | None = None,
-) -> RouteResult:
-    """Route one customer message as the webhook would (the rating signal included)."""
-    msg = InboundMessage(
-        channel=Channel.WHATSAPP, provider_id=f"SM{next(_seq):032d}",
-        contact_address=address, received_at_ms=at_ms or now_ms(), body=body,
-        profile_name=name, button_payload=button_payload,
-    )
-    signal: RatingSignal = rating_signal(body=body, button_payload=button_payload,
-                                         replied_to_id="")
-    return await store.route_inbound(msg, signal, policy or ChannelPolicy(),
-                                     now_ms=at_ms or now_ms())
-
-
-def ids(result: Any) -> str:
-    assert result.ticket_id
-    return str(result.ticket_id)

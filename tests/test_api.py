@@ -11,11 +11,9 @@ from aiohttp.test_utils import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bridge.app import create_app
 from bridge.jobs import QUEUE_OUTBOUND, SEND_OUTBOUND
 from bridge.store import keys
 from bridge.web.openapi import DOCUMENT
-from config.settings import Settings
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, METRICS_TOKEN
 from tests.factories import inbound_form, post_signed
 
@@ -23,11 +21,6 @@ Client = TestClient[Any, Any]
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
 
 
 def schema(name: str) -> dict[str, Any]:

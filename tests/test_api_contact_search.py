@@ -8,9 +8,7 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 
-from bridge.app import create_app
 from bridge.core.messages import Channel, contact_id_for
-from config.settings import Settings
 from tests.conftest import AGENT_TOKEN, CONTACT_KEY
 from tests.factories import inbound_form, post_signed
 
@@ -22,8 +20,8 @@ BSUID = "whatsapp:US.13491208655302741918"
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    client: Client = await aiohttp_client(create_app(settings))
+async def client(client: Client) -> Client:
+    """The shared client (tests/conftest.py), with these contacts' first messages routed."""
     for sender in (CAMILLE, OTHER, BSUID):
         form = inbound_form("Bonjour", sender=sender)
         assert (await post_signed(client, "/webhooks/twilio", form)).status == 200

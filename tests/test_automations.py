@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
@@ -18,12 +18,13 @@ from rq.serializers import JSONSerializer
 from bridge.core.policy import ChannelPolicy
 from bridge.core.rules import AutomationConfig, parse_config
 from bridge.core.tickets import EventType, SessionState, Status
-from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, QUEUES_BY_PRIORITY, JobQueues
+from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, JobQueues
 from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
 from tests.conftest import CONTACT_KEY, make_settings
-from tests.macro_app import ids, inbound, now_ms
-from workers import automations, runtime
+from tests.factories import ids, inbound, now_ms
+from tests.faults.workers_support import work_in_process
+from workers import automations, runtime, tasks
 from workers.automations import Deps, handle_due_timer, handle_ticket_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,16 +110,13 @@ def test_solved_whatsapp_ticket_closes_through_the_scheduler(
     JobQueues(sync_redis).ticket_event(tid, "ticket.status_changed", version, event_id)
     previous = runtime.install(runtime.Runtime(settings))
     try:
-        queues = [Queue(name, connection=sync_redis, serializer=JSONSerializer)
-                  for name in QUEUES_BY_PRIORITY]
-        worker = SimpleWorker(queues, connection=sync_redis, serializer=JSONSerializer)
         # First burst: the trigger job runs and sets the (already due) timer.
-        assert worker.work(burst=True, with_scheduler=True)
+        assert work_in_process(sync_redis, with_scheduler=True)
         timers = scheduled(sync_redis)
         assert [(t["ticket_id"], t["automation"]) for t in timers] == [
             (tid, "close_solved_whatsapp")]
         # Second burst: the scheduler moves the due timer to its queue, the worker runs it.
-        assert worker.work(burst=True, with_scheduler=True)
+        assert work_in_process(sync_redis, with_scheduler=True)
         rt = runtime.current()
         ticket = rt.run(rt.store.get_ticket(tid))
         assert ticket.status is Status.CLOSED
@@ -127,7 +125,7 @@ def test_solved_whatsapp_ticket_closes_through_the_scheduler(
         mine = runtime.install(previous)
         if mine is not None:
             mine.close()
-        automations._cached = None
+        tasks._automations = None
 
 
 # ------------------------------------------------------------------ timer staleness

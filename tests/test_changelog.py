@@ -18,7 +18,7 @@ from bridge.jobs import QUEUE_EVENTS, QUEUE_OUTBOUND, JobQueues
 from bridge.store import keys
 from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.tickets import TicketStore
-from tests.macro_app import ids, inbound, now_ms
+from tests.factories import ids, inbound, inbound_message, now_ms
 from tests.relay_support import relay_all
 from workers.relay import Relay
 
@@ -48,11 +48,8 @@ async def test_routing_writes_one_entry_per_change_and_none_for_a_duplicate(
 
 async def test_a_provider_retry_writes_no_entry(store: TicketStore) -> None:
     from bridge.core.csat import rating_signal
-    from bridge.core.messages import Channel, InboundMessage
 
-    msg = InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "d" * 32,
-                         contact_address="whatsapp:+33600000001", received_at_ms=now_ms(),
-                         body="Hi")
+    msg = inbound_message("Hi", address="whatsapp:+33600000001")
     signal = rating_signal(body="Hi", button_payload="", replied_to_id="")
     for _ in range(3):
         await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())

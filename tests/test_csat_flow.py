@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -24,7 +25,8 @@ from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
 from bridge.web.reports import aggregate
 from config.settings import Settings
-from tests.macro_app import AGENT, build_app, ids, inbound, now_ms
+from tests.factories import ids, inbound, now_ms
+from tests.macro_app import AGENT, build_app
 from workers.automations import Deps, handle_ticket_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,10 +178,10 @@ async def test_outside_the_window_only_a_template_can_carry_the_survey(
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, aredis: redis.asyncio.Redis,
-                 sync_redis: redis.Redis) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = await aiohttp_client(build_app(settings, aredis, sync_redis))
-    return client
+def app(settings: Settings, aredis: redis.asyncio.Redis, sync_redis: redis.Redis
+        ) -> web.Application:
+    """The macro and report handlers (the shared `client` fixture talks to it)."""
+    return build_app(settings, aredis, sync_redis)
 
 
 async def test_csat_report_by_channel_and_agent(

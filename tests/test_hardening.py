@@ -21,11 +21,6 @@ AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
 LONG = "x" * 32
 
 
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
-
-
 async def raw_request(client: Client, path: str, authorization: bytes) -> tuple[int, bytes,
                                                                                  bytes]:
     """Send header bytes as they are (no client library re-encodes them): status, headers,

@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bridge.app import create_app
 from bridge.jobs import QUEUE_OUTBOUND
 from bridge.store import keys
 from config.settings import Secret, Settings
@@ -24,10 +23,10 @@ BOB_TOKEN = "bob-token-for-tests"
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, redis_url: str, sync_redis: redis.Redis) -> Client:
-    settings: Settings = make_settings(redis_url, agent_tokens={
+def settings(redis_url: str) -> Settings:
+    """Two agents (the shared `client` fixture serves the app built on these settings)."""
+    return make_settings(redis_url, agent_tokens={
         "alice": Secret(AGENT_TOKEN), "bob": Secret(BOB_TOKEN)})
-    return await aiohttp_client(create_app(settings))
 
 
 def keyed(key: str, token: str = AGENT_TOKEN) -> dict[str, str]:

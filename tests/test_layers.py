@@ -88,3 +88,78 @@ def test_only_the_store_sends_redis_commands(path: Path) -> None:
 
 def test_the_redis_checker_sees_commands() -> None:
     assert any(c.startswith("xadd") for c in redis_calls(ROOT / "bridge/store/updates.py"))
+
+
+def workers_import_graph() -> dict[str, set[str]]:
+    """workers/*.py: module -> the workers modules it imports, at module level or inside a
+    function (a function-local import is still a dependency, only a later one)."""
+    modules = {path.stem for path in (ROOT / "workers").glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        tree = ast.parse((ROOT / "workers" / f"{name}.py").read_text(encoding="utf-8"))
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                dotted = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ("workers." * bool(node.level)) + (node.module or "")
+                # `from workers import runtime` imports the module workers.runtime.
+                dotted = [base.rstrip(".")] + [f"{base.rstrip('.')}.{a.name}" for a in node.names]
+            else:
+                continue
+            for module in dotted:
+                parts = module.split(".")
+                if parts[0] == "workers" and len(parts) > 1 and parts[1] in modules:
+                    targets.add(parts[1])
+        graph[name] = targets - {name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_workers_imports_point_one_way() -> None:
+    """No import cycle among workers/ modules, function-local imports included: the job
+    entry points (workers.tasks) import the runtime and the services, never the reverse."""
+    graph = workers_import_graph()
+    assert import_cycles(graph) == [], graph
+
+
+def test_the_cycle_checker_sees_cycles_and_local_imports() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+    graph = workers_import_graph()
+    assert "runtime" in graph["tasks"]  # from workers import runtime
+    assert "twilio_client" in graph["runtime"]  # imported inside preload()

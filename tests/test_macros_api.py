@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -18,18 +19,18 @@ from bridge.store.tickets import TicketStore
 from bridge.web import api
 from bridge.web.serialize import event_json, iso, ticket_json
 from config.settings import Settings
-from tests.macro_app import ADMIN, AGENT, build_app, ids, inbound, now_ms
+from tests.factories import ids, inbound, now_ms
+from tests.macro_app import ADMIN, AGENT, build_app
 from tests.relay_support import relay_all
 
 Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, aredis: redis.asyncio.Redis,
-                 sync_redis: redis.Redis) -> Client:
-    app = build_app(settings, aredis, sync_redis, extra_routes=api.routes)
-    client: Client = await aiohttp_client(app)
-    return client
+def app(settings: Settings, aredis: redis.asyncio.Redis, sync_redis: redis.Redis
+        ) -> web.Application:
+    """The macro handlers and the ticket API (the shared `client` fixture talks to it)."""
+    return build_app(settings, aredis, sync_redis, extra_routes=api.routes)
 
 
 def queued(sync_redis: redis.Redis, queue: str) -> list[tuple[str, dict[str, Any]]]:

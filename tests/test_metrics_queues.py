@@ -8,8 +8,6 @@ from typing import Any
 
 import redis
 from aiohttp.test_utils import TestClient
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
 from bridge.app import create_app
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, JobQueues
@@ -17,6 +15,7 @@ from bridge.store.embedded import free_port
 from bridge.web.keys import store_key
 from config.settings import Settings
 from tests.conftest import METRICS_TOKEN, make_settings
+from tests.faults.workers_support import work_in_process
 
 Client = TestClient[Any, Any]
 SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -43,8 +42,7 @@ async def test_queue_depths_overdue_timers_and_workers(
     queues.enqueue(QUEUE_HOUSEKEEPING, "builtins.len", {}, job_id="later",
                    at=now + timedelta(hours=1))
     queues.enqueue(QUEUE_HOUSEKEEPING, "builtins.int", {"not": "a number"}, job_id="bad")
-    SimpleWorker([queues.queues[QUEUE_HOUSEKEEPING]], connection=sync_redis,
-                 serializer=JSONSerializer).work(burst=True)  # "bad" fails
+    work_in_process(sync_redis, [QUEUE_HOUSEKEEPING])  # "bad" fails
 
     client: Client = await aiohttp_client(create_app(settings))
     text = await (await client.get("/metrics", headers=SCRAPER)).text()
@@ -75,7 +73,7 @@ async def test_without_redis_the_scrape_still_answers(aiohttp_client: Any) -> No
 
 async def test_relay_lag_is_shown_until_the_relay_hands_the_changes_on(
         aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> None:
-    from tests.macro_app import inbound
+    from tests.factories import inbound
     from tests.relay_support import relay_all
 
     client: Client = await aiohttp_client(create_app(settings))

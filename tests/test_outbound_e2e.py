@@ -14,20 +14,19 @@ import pytest
 import redis
 from aiohttp import web
 from click.testing import CliRunner
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from twilio.request_validator import RequestValidator
 
 from bridge import jobs
 from bridge.commands.outbound import failed, retry
-from bridge.core.messages import Channel, InboundMessage
-from bridge.core.policy import ChannelPolicy
-from bridge.core.routing import RatingSignal
-from bridge.core.tickets import TWILIO_DELIVERY, Delivery, EventType
-from bridge.jobs import CRASH_RETRY, QUEUE_OUTBOUND, QUEUES_BY_PRIORITY, JobQueues
+from bridge.core.tickets import TWILIO_DELIVERY, Delivery
+from bridge.jobs import CRASH_RETRY, QUEUE_OUTBOUND, JobQueues
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings
+from tests.factories import routed_reply
+from tests.faults.workers_support import work_in_process
 from tests.relay_support import relay_all
 from tests.stubs.twilio_stub import (
     INVALID_TO,
@@ -53,27 +52,6 @@ MESSAGES = MESSAGES_PATH.replace("{AccountSid}", ACCOUNT_SID)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def routed_reply(store: TicketStore, body: str = BODY,
-                       data: dict[str, Any] | None = None) -> tuple[str, str]:
-    """A customer message routed now (the window is open), then alice's reply."""
-    routed = await store.route_inbound(
-        InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "a" * 32,
-                       contact_address=CUSTOMER, received_at_ms=now_ms(), body="Bonjour"),
-        RatingSignal(), ChannelPolicy(), now_ms=now_ms())
-    assert routed.ticket_id
-    _, event_id = await store.update_ticket(
-        routed.ticket_id, author="alice", now_ms=now_ms(),
-        event=(EventType.AGENT_REPLY, body, data or {}))
-    assert event_id
-    return routed.ticket_id, event_id
-
-
-def work(connection: redis.Redis) -> None:
-    queues = [Queue(name, connection=connection, serializer=JSONSerializer)
-              for name in QUEUES_BY_PRIORITY]
-    SimpleWorker(queues, connection=connection, serializer=JSONSerializer).work(burst=True)
 
 
 def fields(request: Any) -> dict[str, list[str]]:
@@ -109,10 +87,10 @@ def rt(redis_url: str, stub: TwilioStub, sync_redis: redis.Redis,
 def test_agent_reply_reaches_twilio_with_the_exact_form(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
-    work(sync_redis)
+    work_in_process(sync_redis)
 
     [request] = stub.requests
     assert stub.invalid == []
@@ -138,7 +116,7 @@ def test_agent_reply_reaches_twilio_with_the_exact_form(
     # The same send enqueued again (a duplicate job) does not reach Twilio again.
     Queue(QUEUE_OUTBOUND, connection=sync_redis, serializer=JSONSerializer).enqueue(
         "workers.tasks.send_outbound", {"ticket_id": tid, "event_id": eid})
-    work(sync_redis)
+    work_in_process(sync_redis)
     assert len(stub.requests) == 1
 
 
@@ -146,10 +124,10 @@ def test_429s_are_retried_through_rq_then_sent(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
     stub.fail_times(2, TOO_MANY_REQUESTS)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
-    work(sync_redis)
+    work_in_process(sync_redis)
 
     assert [r.status for r in stub.requests] == [429, 429, 201]
     assert stub.invalid == []
@@ -165,10 +143,10 @@ def test_transient_failures_stop_after_max_attempts(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis
 ) -> None:
     stub.fail_times(10, TOO_MANY_REQUESTS)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
-    work(sync_redis)
+    work_in_process(sync_redis)
 
     # RetryPolicy.max_attempts API calls, whatever RQ's crash-retry budget was.
     assert [r.status for r in stub.requests] == [429] * 5
@@ -184,10 +162,10 @@ def test_a_5xx_is_not_sent_twice_but_listed_as_send_unconfirmed(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis, redis_url: str, failure: Failure
 ) -> None:
     stub.fail_times(10, failure)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
-    work(sync_redis)
+    work_in_process(sync_redis)
 
     # One POST: Twilio may have created the message, so neither the job's own retry nor
     # RQ's crash retry sends it again.
@@ -206,10 +184,10 @@ def test_permanent_failure_is_listed_and_can_be_retried(
     rt: Runtime, stub: TwilioStub, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     stub.fail_next(INVALID_TO)
-    tid, eid = rt.run(routed_reply(rt.store))
+    tid, eid = rt.run(routed_reply(rt.store, BODY))
     job_id = JobQueues(sync_redis).send_outbound(tid, eid)
 
-    work(sync_redis)
+    work_in_process(sync_redis)
 
     # Failed at once: RQ's enqueue-time retry (bridge.jobs.CRASH_RETRY) is not spent on it.
     assert [r.status for r in stub.requests] == [400]
@@ -234,7 +212,7 @@ def test_permanent_failure_is_listed_and_can_be_retried(
     assert (reopened["state"], reopened["attempts"], reopened["previous_error_code"]) == (
         "queued", "0", "21211")
 
-    work(sync_redis)  # the stub answers normally now
+    work_in_process(sync_redis)  # the stub answers normally now
 
     assert [r.status for r in stub.requests] == [400, 201]
     state = rt.run(rt.store.delivery_state(tid, eid))
@@ -276,9 +254,9 @@ def test_a_63016_callback_parked_before_the_sid_still_sends_the_template(
     tid, eid = rt.run(routed_reply(rt.store, "Hello", {"fallback_content_sid": TEMPLATE}))
     JobQueues(sync_redis).send_outbound(tid, eid)
 
-    work(sync_redis)  # the send: it stores the sid, which applies the parked 63016
+    work_in_process(sync_redis)  # the send: it stores the sid, which applies the parked 63016
     rt.run(relay_all(rt.store.redis, sync_redis))  # the change -> the fallback job
-    work(sync_redis)  # the template
+    work_in_process(sync_redis)  # the template
 
     assert early.parked == [True]
     assert [(m.get("Body"), m.get("ContentSid")) for m in stub.messages] == [
@@ -335,7 +313,7 @@ async def test_stub_posts_signed_status_callbacks_that_move_delivery_forward(
     sender = TwilioSender(make_settings(redis_url, twilio_api_url=stub.url,
                                        public_base_url=settings.public_base_url))
     try:
-        tid, eid = await routed_reply(store)
+        tid, eid = await routed_reply(store, BODY)
         outcome = await OutboundService(store, sender).send(tid, eid)
         stub.release_callbacks()
         deadline = time.monotonic() + 10

@@ -19,15 +19,14 @@ from click.testing import CliRunner
 from rq.job import Job
 
 from bridge.commands.outbound import outbox as outbox_command
-from bridge.core.messages import Channel, InboundMessage
-from bridge.core.policy import ChannelPolicy
-from bridge.core.routing import RatingSignal
+from bridge.core.messages import Channel
 from bridge.core.tickets import Delivery, EventType
 from bridge.store import keys
 from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
 from config.settings import Secret, Settings
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings
+from tests.factories import inbound_message, routed_reply
 from workers.outbound import (
     FAILED,
     RETRY,
@@ -35,14 +34,11 @@ from workers.outbound import (
     SKIPPED,
     OutboundService,
     RetryPolicy,
-    SendFailed,
     SendOutcome,
-    SendRetry,
-    finish_job,
     mask_address,
-    run_send_outbound,
 )
 from workers.senders import OutboxSender, TwilioSender, build_sender
+from workers.tasks import SendFailed, SendRetry, finish_job, send_outbound
 
 NOW = 1_700_000_000_000
 HOUR = 3600 * 1000
@@ -100,15 +96,9 @@ async def reply(store: TicketStore, body: str = "Bonjour & <bienvenue> 👋",
                 channel: Channel = Channel.WHATSAPP, etype: EventType = EventType.AGENT_REPLY,
                 sid: str = "SM" + "a" * 32) -> tuple[str, str]:
     """A routed customer message (opens the window at NOW), then an agent reply."""
-    routed = await store.route_inbound(
-        InboundMessage(channel=channel, provider_id=sid, contact_address=address,
-                       received_at_ms=NOW, body="Bonjour"),
-        RatingSignal(), ChannelPolicy(), now_ms=NOW)
-    assert routed.ticket_id
-    _, eid = await store.update_ticket(routed.ticket_id, author="alice", now_ms=NOW + 1000,
-                                       event=(etype, body, data or {}))
-    assert eid
-    return routed.ticket_id, eid
+    message = inbound_message(sid=sid, address=address, at_ms=NOW, channel=channel)
+    return await routed_reply(store, body, data, message=message, etype=etype,
+                              reply_at_ms=NOW + 1000)
 
 
 # ------------------------------------------------------------------------------ success
@@ -574,7 +564,7 @@ def test_finish_job_steers_rqs_retry(sync_redis: redis.Redis) -> None:
 
 def test_a_malformed_payload_fails_for_good() -> None:
     with pytest.raises(SendFailed, match="bad_payload"):
-        run_send_outbound({"ticket": "1"})
+        send_outbound({"ticket": "1"})
 
 
 def test_retry_policy_backs_off_exponentially_with_jitter() -> None:

@@ -12,13 +12,14 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.core.messages import Channel, InboundMessage
+from bridge.core.messages import InboundMessage
 from bridge.core.policy import ChannelPolicy, SolvedReply
 from bridge.core.routing import Action
 from bridge.core.tickets import EventType, SessionState, Status
 from bridge.store import keys
 from bridge.store.tickets import Conflict, TicketStore
 from tests.conftest import contact_id
+from tests.factories import inbound_message
 from tests.test_routing_properties import (
     START_MS,
     Advance,
@@ -47,9 +48,8 @@ def _cid(msg: InboundMessage) -> str:
 
 
 def inbound(m: Msg, now_ms: int) -> InboundMessage:
-    return InboundMessage(channel=Channel.WHATSAPP, provider_id=m.pid,
-                          contact_address=ADDRESSES[m.contact], received_at_ms=now_ms,
-                          body=f"body of {m.pid}")
+    return inbound_message(f"body of {m.pid}", sid=m.pid, address=ADDRESSES[m.contact],
+                           at_ms=now_ms)
 
 
 class Agreement:

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from bridge.core.messages import Channel, InboundMessage
+from bridge.core.messages import InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import Action, RatingSignal
 from bridge.core.tickets import Status
 from bridge.store.tickets import TicketStore
+from tests.factories import inbound_message
 
 
 def msg(sid: str, body: str = "hi", address: str = "whatsapp:+33612345678") -> InboundMessage:
-    return InboundMessage(channel=Channel.WHATSAPP, provider_id=sid, contact_address=address,
-                          received_at_ms=0, body=body)
+    return inbound_message(body, sid=sid, address=address, at_ms=0)
 
 
 async def test_first_message_opens_ticket_then_appends(store: TicketStore) -> None:

@@ -18,6 +18,7 @@ from bridge.store import keys
 from bridge.store.connection import async_redis
 from bridge.store.tickets import RouteResult, TicketStore
 from tests.conftest import CONTACT_KEY, contact_id, make_settings
+from tests.factories import inbound_message
 
 NOW = 1_700_000_000_000
 POLICY = ChannelPolicy()
@@ -34,8 +35,7 @@ async def store(redis_url: str, sync_redis: redis.Redis) -> AsyncIterator[Ticket
 
 
 def msg(pid: str, address: str = "whatsapp:+33612345678", body: str = "") -> InboundMessage:
-    return InboundMessage(channel=Channel.WHATSAPP, provider_id=pid, contact_address=address,
-                          received_at_ms=NOW, body=body or f"body {pid}")
+    return inbound_message(body or f"body {pid}", sid=pid, address=address, at_ms=NOW)
 
 
 async def route_all(store: TicketStore, messages: list[InboundMessage],
@@ -167,8 +167,7 @@ async def test_concurrent_burst_over_the_thread_limit(store: TicketStore) -> Non
 async def test_concurrent_status_changes_leave_the_status_index_consistent(
     store: TicketStore,
 ) -> None:
-    msg = InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "c" * 32,
-                         contact_address="whatsapp:+33699999999", received_at_ms=0, body="x")
+    msg = inbound_message("x", address="whatsapp:+33699999999", at_ms=0)
     routed = await store.route_inbound(msg, RatingSignal(), ChannelPolicy(), now_ms=1)
     tid = routed.ticket_id or ""
     cycle = [Status.OPEN, Status.PENDING, Status.HOLD, Status.SOLVED] * 25

@@ -14,6 +14,7 @@ from bridge.core.tickets import Delivery, EventType, SessionState, Status, Trans
 from bridge.store import keys
 from bridge.store.tickets import SERVICE_WINDOW_S, Conflict, NotFound, TicketStore
 from tests.conftest import contact_id
+from tests.factories import inbound_message
 
 NOW = 1_700_000_000_123
 POLICY = ChannelPolicy()
@@ -21,8 +22,8 @@ POLICY = ChannelPolicy()
 
 def msg(pid: str, address: str = "whatsapp:+33612345678", *, body: str = "",
         channel: Channel = Channel.WHATSAPP) -> InboundMessage:
-    return InboundMessage(channel=channel, provider_id=pid, contact_address=address,
-                          received_at_ms=NOW, body=body or f"body {pid}")
+    return inbound_message(body or f"body {pid}", sid=pid, address=address, at_ms=NOW,
+                           channel=channel)
 
 
 async def open_ticket(store: TicketStore, pid: str = "SM1",

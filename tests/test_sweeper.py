@@ -4,8 +4,6 @@ unsent-sends sweep enqueues them (or fails them visibly when found too late)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,20 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from bridge.app import create_app
 from bridge.commands.outbound import failed_jobs
-from bridge.core.tickets import EventType
 from bridge.jobs import QUEUE_HOUSEKEEPING, QUEUE_OUTBOUND, SWEEP_UNSENT, JobQueues, job_id
 from bridge.store import keys
 from bridge.store.outbox import Outbox
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import queues_key
-from config.settings import Settings
 from tests.conftest import AGENT_TOKEN, CONTACT_KEY
-from tests.factories import inbound_form, post_signed
-from tests.test_worker_process import REPO, worker_env
+from tests.factories import inbound_form, inbound_message, post_signed, routed_reply
+from tests.faults.workers_support import burst
 from workers.sweeper import SWEEP_GRACE_S, SWEEP_MAX_AGE_S, sweep_unsent
 
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+# The customer of the replies the sweep tests record directly (not inbound_form's sender).
+OTHER_CUSTOMER = "whatsapp:+33611112222"
 Client = TestClient[Any, Any]
 
 
@@ -48,20 +45,6 @@ def _enqueue_fails(ticket_id: str, event_id: str, *, found_late: bool = False) -
 
 def _outbound_jobs(connection: redis.Redis) -> list[str]:
     return Queue(QUEUE_OUTBOUND, connection=connection, serializer=JSONSerializer).job_ids
-
-
-def _work(redis_url: str, data_dir: Path) -> None:
-    """One burst of `python -m workers` without Twilio credentials (sends go to the local
-    outbox), as a separate process: RQ's worker wants a main thread of its own."""
-    done = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-fork"],
-                          cwd=REPO, env=worker_env(redis_url, data_dir), capture_output=True,
-                          text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
 
 
 async def _ticket_with_customer_message(client: Client) -> str:
@@ -101,7 +84,7 @@ async def test_a_reply_that_could_not_be_enqueued_is_accepted_then_swept_and_sen
     assert len(_outbound_jobs(sync_redis)) == 1
 
     # A worker sends it (to the local outbox); the next sweep unmarks the ticket.
-    await asyncio.to_thread(_work, redis_url, tmp_path)
+    await asyncio.to_thread(burst, redis_url, tmp_path)
     assert [e.body for e in await Outbox(aredis).latest()] == ["On regarde"]
     sent = await (await client.get(f"/api/v1/tickets/{tid}/events", headers=AGENT)).json()
     reply = next(e for e in sent["events"] if e["id"] == event["id"])
@@ -114,7 +97,7 @@ async def test_a_reply_that_could_not_be_enqueued_is_accepted_then_swept_and_sen
 async def test_events_with_a_delivery_state_are_not_requeued(
     store: TicketStore, sync_redis: redis.Redis,
 ) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     await store.set_delivery(tid, eid, {"state": "queued", "provider_id": "SM" + "b" * 32})
     report = await sweep_unsent(store, JobQueues(sync_redis),
                                 now_ms=now_ms() + (SWEEP_GRACE_S + 5) * 1000)
@@ -124,7 +107,7 @@ async def test_events_with_a_delivery_state_are_not_requeued(
 
 async def test_a_young_mark_is_kept_even_if_its_event_is_not_visible_yet(
         store: TicketStore, sync_redis: redis.Redis) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     await store.set_delivery(tid, eid, {"state": "sent"})
     later = now_ms() + (SWEEP_GRACE_S + 5) * 1000
     # A second reply is being recorded: marked (intent first), its event not written yet.
@@ -141,7 +124,7 @@ async def test_a_young_mark_is_kept_even_if_its_event_is_not_visible_yet(
 
 async def test_a_failed_send_job_is_an_answer_not_something_to_wait_for(
         store: TicketStore, sync_redis: redis.Redis) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     queues = JobQueues(sync_redis)
     job = Job.fetch(queues.send_outbound(tid, eid), connection=sync_redis,
                     serializer=JSONSerializer)
@@ -166,11 +149,11 @@ async def test_many_marked_tickets_are_all_looked_at(store: TicketStore,
 async def test_a_send_found_hours_late_fails_visibly_instead_of_going_out(
     store: TicketStore, sync_redis: redis.Redis, redis_url: str, tmp_path: Path,
 ) -> None:
-    tid, eid = await _recorded_reply(store)
+    tid, eid = await routed_reply(store, message=inbound_message(address=OTHER_CUSTOMER))
     much_later = now_ms() + (SWEEP_MAX_AGE_S + 60) * 1000
     report = await sweep_unsent(store, JobQueues(sync_redis), now_ms=much_later)
     assert report.expired == [(tid, eid)] and report.requeued == []
-    await asyncio.to_thread(_work, redis_url, tmp_path)
+    await asyncio.to_thread(burst, redis_url, tmp_path)
     assert await Outbox(store.redis).latest() == []  # nothing reached the customer
     state = await store.delivery_state(tid, eid)
     assert (state["state"], state["error_code"]) == ("failed", "not_enqueued")
@@ -192,28 +175,11 @@ def test_sweeps_schedule_one_successor_whoever_asks(sync_redis: redis.Redis) -> 
     assert due % 60 == 0 and 0 < due - time.time() <= 60
 
 
-async def _recorded_reply(store: TicketStore) -> tuple[str, str]:
-    from bridge.core.messages import Channel, InboundMessage
-    from bridge.core.policy import ChannelPolicy
-    from bridge.core.routing import RatingSignal
-
-    routed = await store.route_inbound(
-        InboundMessage(channel=Channel.WHATSAPP, provider_id="SM" + "c" * 32,
-                       contact_address="whatsapp:+33611112222", received_at_ms=now_ms(),
-                       body="Bonjour"),
-        RatingSignal(), ChannelPolicy(), now_ms=now_ms())
-    assert routed.ticket_id
-    _, eid = await store.update_ticket(routed.ticket_id, author="alice", now_ms=now_ms(),
-                                       event=(EventType.AGENT_REPLY, "Bonjour !", {}))
-    assert eid
-    return routed.ticket_id, eid
-
-
 def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(
     sync_redis: redis.Redis, redis_url: str, tmp_path: Path,
 ) -> None:
     job = JobQueues(sync_redis).enqueue(QUEUE_HOUSEKEEPING, SWEEP_UNSENT, {"interval_s": 60})
-    _work(redis_url, tmp_path)
+    burst(redis_url, tmp_path)
     done = Job.fetch(job, connection=sync_redis, serializer=JSONSerializer)
     assert done.return_value() == {"tickets": 0, "requeued": [], "expired": [], "waiting": 0,
                                    "cleared": 0, "listed": []}

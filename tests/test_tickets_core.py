@@ -37,17 +37,40 @@ def test_status_order_is_zendesks() -> None:
 # ---------------------------------------------------------------- transitions
 
 
-def expected_error(current: Status, requested: Status) -> str | None:
-    if current is Status.CLOSED:
-        return "ticket_closed"
-    if requested is Status.NEW and current is not Status.NEW:
-        return "invalid_transition"
-    return None
+# Written from DESIGN §1, not from check_transition: statuses new < open < pending < hold <
+# solved < closed; `new` is never re-entered once left; `closed` is final (nothing reopens
+# it). Anything else an agent may do, backwards included (solved -> open reopens).
+# Rows: the current status; columns: the requested one.
+#   ok: allowed   back-to-new: refused, invalid_transition   final: refused, ticket_closed
+TRANSITIONS = """
+            new          open   pending  hold   solved  closed
+new         ok           ok     ok       ok     ok      ok
+open        back-to-new  ok     ok       ok     ok      ok
+pending     back-to-new  ok     ok       ok     ok      ok
+hold        back-to-new  ok     ok       ok     ok      ok
+solved      back-to-new  ok     ok       ok     ok      ok
+closed      final        final  final    final  final   final
+"""
+ERROR_CODES = {"ok": None, "back-to-new": "invalid_transition", "final": "ticket_closed"}
+
+
+def transition_table() -> dict[tuple[str, str], str | None]:
+    header, *rows = [line.split() for line in TRANSITIONS.strip().splitlines()]
+    table: dict[tuple[str, str], str | None] = {}
+    for current, *cells in rows:
+        assert len(cells) == len(header), current
+        for requested, cell in zip(header, cells, strict=True):
+            table[current, requested] = ERROR_CODES[cell]
+    return table
+
+
+def test_the_table_covers_every_pair_of_statuses() -> None:
+    assert set(transition_table()) == {(a.value, b.value) for a in Status for b in Status}
 
 
 @pytest.mark.parametrize(("current", "requested"), list(itertools.product(Status, Status)))
 def test_check_transition(current: Status, requested: Status) -> None:
-    code = expected_error(current, requested)
+    code = transition_table()[current.value, requested.value]
     if code is None:
         check_transition(current, requested)
     else:

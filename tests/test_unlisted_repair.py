@@ -18,7 +18,6 @@ from bridge.core.tickets import Status
 from bridge.store import keys
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import store_key
-from config.settings import Settings
 from tests.conftest import AGENT_TOKEN, make_settings
 from tests.factories import inbound_form, post_signed
 from workers.sweeper import SWEEP_GRACE_S, list_unlisted
@@ -30,11 +29,6 @@ Client = TestClient[Any, Any]
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
 
 
 async def _listed_ids(client: Client) -> list[str]:

@@ -26,11 +26,6 @@ Client = TestClient[Any, Any]
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
-
-
 def store_of(client: Client) -> TicketStore:
     from bridge.web.keys import store_key
 

@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import pytest
 import redis
@@ -18,52 +17,19 @@ import redis.asyncio
 
 from bridge.jobs import JobQueues
 from bridge.store.outbox import Outbox
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONTACT_KEY
-from tests.faults.workers_support import in_store
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.factories import routed_reply
+from tests.faults.workers_support import (
+    ROOT,
+    WorkerProcess,
+    in_store,
+    wait_until,
+    worker_env,
+)
 from tests.stubs.twilio_stub import run_in_thread
-from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields, routed_reply
-
-REPO = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
+from tests.test_outbound_e2e import BODY, CUSTOMER, STATUS_URL, fields
 
 pytestmark = pytest.mark.slow
-
-
-def worker_env(redis_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TWILIO_", "REDIS_", "BRIDGE_", "PUBLIC_BASE_URL"))}
-    env.update(BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
-               PUBLIC_BASE_URL="https://bridge.example.com", **extra)
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-        env["BRIDGE_CONTACT_KEY"] = CONTACT_KEY
-    return env
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
-        self.log = log
-        self._out = log.open("wb")
-        # Its own session: signals reach it only from this test.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers", *args], cwd=REPO, env=env, stdout=self._out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 30) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.process.poll() is None:  # only when the test failed
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self._out.close()
 
 
 class Spawn(Protocol):
@@ -84,17 +50,6 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         worker.close()
 
 
-def wait_for(check: Callable[[], bool], what: str, worker: WorkerProcess,
-             timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if worker.process.poll() is not None:
-            pytest.fail(f"the worker exited while waiting for {what}:\n{worker.output()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}:\n{worker.output()}")
-        time.sleep(0.05)
-
-
 def test_worker_sends_through_twilio_and_finishes_its_job_on_sigterm(
     redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
     spawn: Spawn,
@@ -104,13 +59,14 @@ def test_worker_sends_through_twilio_and_finishes_its_job_on_sigterm(
         worker = spawn(worker_env(
             redis_url, tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
             TWILIO_WHATSAPP_FROM="whatsapp:+14155238886", TWILIO_API_URL=stub.url))
-        tid, eid = in_store(redis_url, routed_reply)
+        tid, eid = in_store(redis_url, lambda s: routed_reply(s, BODY))
         JobQueues(sync_redis).send_outbound(tid, eid)
 
         def state() -> dict[str, str]:
             return in_store(redis_url, lambda s: s.delivery_state(tid, eid))
 
-        wait_for(lambda: state().get("state") == "sending", "the send attempt", worker)
+        wait_until(lambda: state().get("state") == "sending", "the send attempt",
+                   timeout_s=30, interval_s=0.05, workers=[worker])
         code = worker.stop()
 
         assert code == 0, worker.output()
@@ -133,11 +89,11 @@ def test_in_process_worker_without_twilio_credentials_fills_the_outbox(
     spawn: Spawn,
 ) -> None:
     worker = spawn(worker_env(redis_url, tmp_path), "--no-fork")
-    tid, eid = in_store(redis_url, routed_reply)
+    tid, eid = in_store(redis_url, lambda s: routed_reply(s, BODY))
     JobQueues(sync_redis).send_outbound(tid, eid)
 
-    wait_for(lambda: in_store(redis_url, lambda s: s.delivery_state(tid, eid)).get("state")
-             == "delivered", "the outbox delivery", worker)
+    wait_until(lambda: in_store(redis_url, lambda s: s.delivery_state(tid, eid)).get("state")
+               == "delivered", "the outbox delivery", timeout_s=30, workers=[worker])
     assert worker.stop() == 0, worker.output()
 
     entries = in_store(redis_url, lambda s: Outbox(s.redis).latest())
@@ -147,7 +103,7 @@ def test_in_process_worker_without_twilio_credentials_fills_the_outbox(
 
 
 def test_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "workers"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "workers"], cwd=ROOT,
                           env=worker_env(None, tmp_path), capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0
@@ -165,12 +121,14 @@ def test_supervisor_runs_k_workers_respawns_a_dead_one_and_stops_them_all(
     redis_url: str, sync_redis: redis.Redis, tmp_path: Path, spawn: Spawn,
 ) -> None:
     pool = spawn(worker_env(redis_url, tmp_path), "--processes", "3")
-    wait_for(lambda: len(_worker_pids(sync_redis)) == 3, "3 registered workers", pool)
+    wait_until(lambda: len(_worker_pids(sync_redis)) == 3, "3 registered workers",
+               timeout_s=30, workers=[pool])
     first = _worker_pids(sync_redis)
     assert pool.process.pid not in first  # the supervisor itself takes no job
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(_worker_pids(sync_redis) - first) == 1, "a replacement worker", pool)
+    wait_until(lambda: len(_worker_pids(sync_redis) - first) == 1, "a replacement worker",
+               timeout_s=30, workers=[pool])
     survivors = _worker_pids(sync_redis) - {victim}
     assert pool.stop() == 0, pool.output()
     for pid in survivors:

@@ -40,6 +40,7 @@ from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
 from bridge.store.connection import RIDE_OUT, sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
+from workers import tasks as _jobs  # noqa: F401  (loaded once, before any fork)
 from workers.contract import CONTRACT_JOBS, ContractJobsOnly
 from workers.dequeue import ReliableDequeue, ReliableQueue
 from workers.pool import STOP_SIGNALS, Supervisor, held_stop_signals

@@ -1,6 +1,6 @@
 """Triggers and timed automations (config/automations.toml) run by the workers.
 
-`workers.tasks.on_ticket_event` -> `run_ticket_event(payload)`, payload
+`workers.tasks.on_ticket_event` -> `handle_ticket_event(deps, payload)`, payload
 `{"ticket_id", "trigger", "version", "event_id"}`:
   1. every enabled trigger listening to `trigger` whose conditions hold on the ticket as it
      is now runs its actions, at most once per (trigger, ticket, event): a Redis SET NX
@@ -8,7 +8,7 @@
   2. the timers of the automations whose conditions (other than time) hold are set with
      RQ's scheduler (`enqueue_at` on the housekeeping queue).
 
-`workers.tasks.run_timer` -> `run_due_timer(payload)`, payload
+`workers.tasks.run_timer` -> `handle_due_timer(deps, payload)`, payload
 `{"ticket_id", "automation", "version", "anchor_ms", "due_ms"}`: does nothing when the
 ticket's moment (`since`: solved / created / updated) is no longer `anchor_ms` (re-solved,
 updated again: a newer timer exists) or the conditions stopped holding (reopened,
@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import redis
+import redis.asyncio
 
 from bridge import jobs
 from bridge.core.changes import Origin
@@ -77,7 +80,7 @@ class ActionReport:
     touched: set[str] = field(default_factory=set)
 
 
-# ------------------------------------------------------------------ RQ entry points
+# ------------------------------------------------------------------ worker dependencies
 
 
 @functools.lru_cache(maxsize=4)
@@ -85,36 +88,16 @@ def _config(path: Path) -> AutomationConfig:
     return load_config(path)
 
 
-_cached: tuple[object, Deps] | None = None
-
-
-def _deps() -> tuple[Any, Deps]:
-    """This process's runtime (one event loop and Redis pools, workers.runtime) and the
-    automation dependencies built on it."""
-    global _cached
-    from workers import runtime
-
-    rt = runtime.current()
-    if _cached is None or _cached[0] is not rt:
-        _cached = (rt, Deps(
-            store=rt.store,
-            macros=MacroStore(rt.aredis, load_shipped()),
-            queues=JobQueues(rt.redis),
-            config=_config(rt.settings.config_dir / "automations.toml"),
-        ))
-    return rt, _cached[1]
-
-
-def run_ticket_event(payload: dict[str, Any]) -> dict[str, Any]:
-    rt, deps = _deps()
-    result: dict[str, Any] = rt.run(handle_ticket_event(deps, payload))
-    return result
-
-
-def run_due_timer(payload: dict[str, Any]) -> dict[str, Any]:
-    rt, deps = _deps()
-    result: dict[str, Any] = rt.run(handle_due_timer(deps, payload))
-    return result
+def worker_deps(store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
+                config_dir: Path) -> Deps:
+    """The automations' dependencies on a worker's Redis pools (workers.tasks builds them
+    once per worker runtime)."""
+    return Deps(
+        store=store,
+        macros=MacroStore(aredis, load_shipped()),
+        queues=JobQueues(sync_redis),
+        config=_config(config_dir / "automations.toml"),
+    )
 
 
 # ------------------------------------------------------------------ triggers

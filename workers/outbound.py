@@ -1,9 +1,9 @@
 """Send one outbound event (agent reply, macro, CSAT survey, automation notice) to the customer.
 
-The job `workers.tasks.send_outbound` calls `run_send_outbound(payload)`; the decisions live in
-`OutboundService.send`, which is async (the ticket store is) and knows nothing about RQ.
+The job `workers.tasks.send_outbound` runs `OutboundService.send`, which is async (the ticket
+store is) and knows nothing about RQ.
 
-What is sent (an event's `data` may name Content API templates):
+What is sent (an event's `data` may name Content API templates; workers.compose builds it):
 - inside WhatsApp's 24-hour window: `content_sid` + `content_variables` if given, else the
   body (+ `media_urls`);
 - outside it: `fallback_content_sid` + `fallback_content_variables`, or nothing: the send fails
@@ -33,11 +33,11 @@ the message, so it does not send again blindly: it fails with `send_unconfirmed`
 shows it, and `bridge retry` re-sends it if a human decides so. Two runs for one event never
 overlap: each holds a short Redis lock while it reads and writes the delivery state.
 
-In RQ terms (`finish_job`): a sent or skipped message finishes the job; a transient failure
-raises SendRetry after telling RQ to run the job again after our backoff; a final failure
-raises SendFailed with no RQ retry left, so the job sits in the FailedJobRegistry with its
-reason (`bridge failed`, `bridge retry`). Web-chat tickets need no provider: their replies
-are marked `sent` (the widget reads the thread).
+In RQ terms (`workers.tasks.finish_job`): a sent or skipped message finishes the job; a
+transient failure raises SendRetry after telling RQ to run the job again after our backoff; a
+final failure raises SendFailed with no RQ retry left, so the job sits in the
+FailedJobRegistry with its reason (`bridge failed`, `bridge retry`). Web-chat tickets need no
+provider: their replies are marked `sent` (the widget reads the thread).
 """
 
 from __future__ import annotations
@@ -50,24 +50,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rq import get_current_job
-from rq.job import Job
-
 from bridge.channels.twilio import OPTED_OUT, OUTSIDE_WINDOW
 from bridge.core.messages import Channel
 from bridge.core.tickets import OUTBOUND_EVENTS, Contact, Delivery, Event, EventType
 from bridge.store import keys
 from bridge.store.claims import new_token
 from bridge.store.tickets import NotFound, TicketStore
+from workers.compose import VIA_BODY, VIA_FALLBACK, InvalidEvent, compose, fallback_message
 from workers.senders import OutboundMessage, Sender, SendError
 
 log = logging.getLogger(__name__)
-
-# How a message went out (the state's "via"): the body, a Content API message, or the
-# approved template used outside the window.
-VIA_BODY = "body"
-VIA_CONTENT = "content"
-VIA_FALLBACK = "fallback"
 
 # Outcome actions.
 SENT = "sent"
@@ -135,67 +127,6 @@ class SendOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in ("", None)}
-
-
-class InvalidEvent(ValueError):
-    """The event's data cannot be turned into a message (a bug in whoever recorded it)."""
-
-
-def _str_map(value: Any, name: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidEvent(f"{name} must be an object")
-    out: dict[str, str] = {}
-    for k, v in value.items():
-        if isinstance(v, Mapping | list | tuple):
-            raise InvalidEvent(f"{name}.{k} must be a text or a number")
-        out[str(k)] = "" if v is None else str(v)
-    return out
-
-
-def compose(event: Event, contact: Contact, *, at_ms: int, fallback_only: bool = False
-            ) -> tuple[OutboundMessage, str]:
-    """The message for an event and how it goes out (VIA_*). Raises InvalidEvent, or
-    SendError(outside_window) when only a template may go out and there is none."""
-    data = event.data
-    fallback = fallback_message(event, contact)
-    if fallback_only or (contact.channel == Channel.WHATSAPP and not contact.window_open(at_ms)):
-        if fallback is None:
-            raise SendError(
-                "outside_window",
-                "the customer's last message is more than 24 hours old: WhatsApp only allows "
-                "an approved template now, and this message names none",
-                transient=False,
-            )
-        return fallback, VIA_FALLBACK
-    content_sid = data.get("content_sid")
-    if content_sid:
-        if not isinstance(content_sid, str):
-            raise InvalidEvent("content_sid must be a text")
-        variables = _str_map(data.get("content_variables"), "content_variables")
-        return OutboundMessage(ticket_id=event.ticket_id, event_id=event.id, to=contact.address,
-                               content_sid=content_sid, content_variables=variables), VIA_CONTENT
-    media = data.get("media_urls") or []
-    if not isinstance(media, list) or not all(isinstance(m, str) for m in media):
-        raise InvalidEvent("media_urls must be a list of URLs")
-    if not event.body and not media:
-        raise InvalidEvent("nothing to send: no body, no media, no content_sid")
-    return OutboundMessage(ticket_id=event.ticket_id, event_id=event.id, to=contact.address,
-                           body=event.body, media_urls=tuple(media)), VIA_BODY
-
-
-def fallback_message(event: Event, contact: Contact) -> OutboundMessage | None:
-    sid = event.data.get("fallback_content_sid")
-    if not sid:
-        return None
-    if not isinstance(sid, str):
-        raise InvalidEvent("fallback_content_sid must be a text")
-    return OutboundMessage(
-        ticket_id=event.ticket_id, event_id=event.id, to=contact.address, content_sid=sid,
-        content_variables=_str_map(event.data.get("fallback_content_variables"),
-                                   "fallback_content_variables"),
-    )
 
 
 class OutboundService:
@@ -404,64 +335,5 @@ class OutboundService:
         return keys.send_lock(contact.id, tid, eid)
 
 
-# ------------------------------------------------------------------------------ the RQ job
-
-
-class SendRetry(Exception):
-    """Raised so that RQ runs the job again after the delay the job chose."""
-
-
-class SendFailed(Exception):
-    """Raised so that the job lands in RQ's FailedJobRegistry with its reason
-    (`bridge failed` lists it, `bridge retry` re-sends it)."""
-
-
 # The sweep found a send that was never enqueued, too old to go out unannounced.
 NOT_ENQUEUED = "not_enqueued"
-
-
-def _payload_ids(payload: Mapping[str, Any]) -> tuple[str, str]:
-    ticket_id, event_id = payload.get("ticket_id"), payload.get("event_id")
-    if not isinstance(ticket_id, str | int) or not isinstance(event_id, str) or not event_id:
-        raise ValueError(f"send_outbound needs ticket_id and event_id, got {dict(payload)!r}")
-    return str(ticket_id), event_id
-
-
-def finish_job(outcome: SendOutcome, job: Job | None) -> dict[str, Any]:
-    """Turn an outcome into what RQ understands: a result, a retry or a failure.
-
-    RQ's retry settings come from the enqueuer (bridge.jobs.CRASH_RETRY) and are meant for a
-    worker that died mid-job. For errors the job understands it steers the retry itself on
-    the running job: one more run after its own delay (the attempt cap is the `attempts`
-    count kept in Redis), or none at all for a permanent failure.
-    """
-    if outcome.action == RETRY:
-        if job is not None:
-            # RQ takes one retry off after this; adding one keeps the crash budget intact.
-            job.retries_left = (job.retries_left or 0) + 1
-            job.retry_intervals = [outcome.retry_in_s or 0]
-        raise SendRetry(f"{outcome.error_code}: {outcome.error_message} "
-                        f"(ticket {outcome.ticket_id} event {outcome.event_id})")
-    if outcome.action == FAILED:
-        if job is not None:
-            job.retries_left = 0  # running it again cannot help
-        raise SendFailed(f"{outcome.error_code}: {outcome.error_message} "
-                         f"(ticket {outcome.ticket_id} event {outcome.event_id})")
-    return outcome.as_dict()
-
-
-def run_send_outbound(payload: dict[str, Any]) -> dict[str, Any]:
-    """The body of `workers.tasks.send_outbound`: payload {"ticket_id", "event_id"}."""
-    from workers import runtime
-
-    try:
-        ticket_id, event_id = _payload_ids(payload)
-    except ValueError as exc:
-        return finish_job(SendOutcome(str(payload.get("ticket_id", "")),
-                               str(payload.get("event_id", "")), FAILED,
-                               error_code="bad_payload", error_message=str(exc)),
-                   get_current_job())
-    rt = runtime.current()
-    found_late = payload.get("found_late") is True
-    outcome = rt.run(rt.outbound.send(ticket_id, event_id, found_late=found_late))
-    return finish_job(outcome, get_current_job())

@@ -88,11 +88,11 @@ def preload(settings: Settings) -> None:
     Building a runtime imports what twilio-python, httpx and redis-py load lazily and
     loads the CA bundle (together ~300 ms); done once here, every child inherits it. The
     throwaway runtime is closed before any connection is opened, so no socket is shared
-    with the children.
+    with the children. (The job modules, workers.tasks, are imported by `python -m workers`
+    itself: they import this module, not the other way round.)
     """
     import twilio.rest.api.v2010.account.message  # noqa: F401  (twilio imports it lazily)
 
-    import workers.tasks  # noqa: F401
     from workers.twilio_client import tls_context
 
     tls_context()

@@ -152,20 +152,3 @@ def _send_job_status(queues: JobQueues, ticket_id: str, event_id: str) -> JobSta
     except NoSuchJobError:
         return None
     return job.get_status(refresh=False)
-
-
-def run_sweep_unsent(payload: dict[str, Any]) -> dict[str, Any]:
-    """The body of `workers.tasks.sweep_unsent`: schedule the next sweep, then sweep the
-    unsent sends and the unlisted tickets."""
-    from workers import runtime
-
-    rt = runtime.current()
-    interval_s = int(payload.get("interval_s") or SWEEP_INTERVAL_S)
-    queues = JobQueues(rt.redis)
-    queues.schedule_sweep(interval_s)
-    now_ms = int(time.time() * 1000)
-    report = rt.run(sweep_unsent(rt.store, queues, now_ms=now_ms))
-    if report.requeued:
-        log.warning("unsent-sends sweep: %d send(s) enqueued again", len(report.requeued))
-    listed = rt.run(list_unlisted(rt.store, now_ms=now_ms))
-    return {**report.as_dict(), "listed": listed}

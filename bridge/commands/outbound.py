@@ -128,7 +128,7 @@ def _error_line(job: Job) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return "failed (no error recorded: retries exhausted or worker lost)"
-    # "workers.outbound.SendFailed: ..." -> "SendFailed: ..."
+    # "workers.tasks.SendFailed: ..." -> "SendFailed: ..."
     kind, sep, message = lines[-1].strip().partition(": ")
     return f"{kind.rsplit('.', 1)[-1]}{sep}{message}"
 

@@ -12,9 +12,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -45,26 +42,14 @@ def _config_with_greeting(tmp_path: Path) -> Path:
     return config
 
 
-class RelayProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._out = log.open("ab")
-        self.log = log
-        self.process = subprocess.Popen([sys.executable, "-m", "workers.relay"], cwd=ROOT,
-                                        env=env, stdout=self._out, stderr=subprocess.STDOUT)
+def start_relay(env: dict[str, str], log: Path) -> WorkerProcess:
+    """`python -m workers.relay`; successive relays write to one log."""
+    return WorkerProcess(env, log, module="workers.relay", append=True)
 
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._out.close()
+def stop_relay(relay: WorkerProcess) -> None:
+    relay.stop(timeout_s=20)
+    relay.close()
 
 
 def _lag_events(url: str) -> int:
@@ -121,7 +106,7 @@ def test_web_sigkilled_after_routing_loses_no_trigger(aof_redis: EmbeddedRedis,
                                                       tmp_path: Path) -> None:
     contacts, kills = 400, 3
     config = _config_with_greeting(tmp_path)
-    relay = RelayProcess(_relay_env(aof_redis.url, tmp_path, config), tmp_path / "relay.log")
+    relay = start_relay(_relay_env(aof_redis.url, tmp_path, config), tmp_path / "relay.log")
     # Every message from a new contact: each routing opens a ticket and fires a trigger.
     forms = [inbound_form("Bonjour", sender=f"whatsapp:+3367{n:07d}") for n in range(contacts)]
     pending = forms
@@ -143,7 +128,7 @@ def test_web_sigkilled_after_routing_loses_no_trigger(aof_redis: EmbeddedRedis,
         wait_until(lambda: _lag_events(aof_redis.url) == 0, "the relay to catch up",
                    timeout_s=120)
     finally:
-        relay.stop()
+        stop_relay(relay)
     _run_triggers(aof_redis.url, tmp_path, config)
     greetings = _greetings_per_ticket(aof_redis.url)
     print(f"\n{contacts} new contacts, web SIGKILLed {kills} times ({outcomes}): "
@@ -160,7 +145,7 @@ def test_relay_sigkilled_mid_batch_and_redis_restarted_lose_and_double_nothing(
     forms = [inbound_form("Hello", sender=f"whatsapp:+3368{n:07d}") for n in range(contacts)]
     web = start_web(aof_redis.url, BRIDGE_CONFIG_DIR=str(config))
     relay_log = tmp_path / "relay.log"
-    relays = [RelayProcess(env, relay_log)]
+    relays = [start_relay(env, relay_log)]
     acked: list[str] = []
 
     async def paced_load() -> None:
@@ -178,12 +163,12 @@ def test_relay_sigkilled_mid_batch_and_redis_restarted_lose_and_double_nothing(
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.3)
-            relays[-1].kill()  # SIGKILL: no release of the lease, no position saved
+            relays[-1].kill_tree()  # SIGKILL: no release of the lease, no position saved
             if n == relay_kills // 2:
                 aof_redis.process.kill()  # and Redis, once, with AOF everysec
                 aof_redis.process.wait()
                 aof_redis.start()
-            relays.append(RelayProcess(env, relay_log))
+            relays.append(start_relay(env, relay_log))
 
     async def load_with_chaos() -> None:
         await asyncio.gather(paced_load(), chaos())
@@ -199,7 +184,7 @@ def test_relay_sigkilled_mid_batch_and_redis_restarted_lose_and_double_nothing(
     finally:
         web.stop()
         for relay in relays:
-            relay.stop()
+            stop_relay(relay)
     _run_triggers(aof_redis.url, tmp_path, config)
     greetings = _greetings_per_ticket(aof_redis.url)
     leases = _leases_taken(relay_log)

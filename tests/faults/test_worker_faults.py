@@ -34,7 +34,6 @@ from rq.serializers import JSONSerializer
 from bench.timers import scheduled_timers
 from bridge import jobs
 from bridge.commands.outbound import failed
-from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import RatingSignal
 from bridge.core.rules import load_config
@@ -44,6 +43,7 @@ from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.factories import inbound_message
 from tests.faults.workers_support import (
     FAST_RECOVERY,
     ROOT,
@@ -117,9 +117,7 @@ async def open_tickets_with_replies(store: TicketStore, count: int) -> list[tupl
     out: list[tuple[str, str]] = []
     for n in range(count):
         routed = await store.route_inbound(
-            InboundMessage(channel=Channel.WHATSAPP, provider_id=f"SM{n:032x}",
-                           contact_address=customer(n), received_at_ms=now_ms(),
-                           body=f"question {n}"),
+            inbound_message(f"question {n}", sid=f"SM{n:032x}", address=customer(n)),
             RatingSignal(), ChannelPolicy(), now_ms=now_ms())
         assert routed.ticket_id
         _, eid = await store.update_ticket(
@@ -277,9 +275,8 @@ async def solved_tickets_due_soon(store: TicketStore, count: int, due_in_s: int,
     solved_at = now + due_in_s * 1000 - automation.after_s * 1000
     for n in range(count):
         routed = await store.route_inbound(
-            InboundMessage(channel=Channel.WHATSAPP, provider_id=f"SM{n + 500:032x}",
-                           contact_address=customer(500 + n), received_at_ms=solved_at - 60_000,
-                           body=f"question {n}"),
+            inbound_message(f"question {n}", sid=f"SM{n + 500:032x}", address=customer(500 + n),
+                            at_ms=solved_at - 60_000),
             RatingSignal(), ChannelPolicy(), now_ms=solved_at - 60_000)
         assert routed.ticket_id
         ticket, _ = await store.update_ticket(routed.ticket_id, author="alice",

@@ -1,9 +1,11 @@
-"""Support for the worker fault scenarios (tests/faults/test_worker_faults.py).
+"""Running workers in tests: the one place that starts them (the fault scenarios in
+tests/faults and the worker, sweep, outbound and automation tests all come here).
 
-Workers run as the real `python -m workers`, with RQ's timing shortened through the
-settings it reads (BRIDGE_WORKER_TTL_S, BRIDGE_WORKER_MAINTENANCE_INTERVAL_S,
-BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S; see config/settings.py) so recoveries take about a
-minute in tests.
+Workers run as the real `python -m workers` (WorkerProcess, or `burst` for one pass), or in
+this process with RQ's SimpleWorker (`work_in_process`). In the fault scenarios RQ's timing
+is shortened through the settings it reads (BRIDGE_WORKER_TTL_S,
+BRIDGE_WORKER_MAINTENANCE_INTERVAL_S, BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S; see
+config/settings.py) so recoveries take about a minute in tests.
 
 The rest: a worker subprocess that can be SIGKILLed with its work horse (the horse leads
 its own process group, so killing the worker's group alone leaves it running), bounded
@@ -23,9 +25,13 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
 import redis.asyncio
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
 
 from bench.procs import children_by_parent
+from bridge.jobs import QUEUES_BY_PRIORITY
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONTACT_KEY
 
@@ -68,24 +74,28 @@ def sending_worker_env(redis_url: str, data_dir: Path, twilio_api_url: str) -> d
                       TWILIO_API_URL=twilio_api_url, **FAST_RECOVERY)
 
 
-def worker_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The test process's environment without its bridge/Twilio/Redis settings, plus these."""
+def worker_env(redis_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The test process's environment without its bridge/Twilio/Redis settings, plus these
+    (no REDIS_URL when redis_url is None)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TWILIO_", "REDIS_", "BRIDGE_", "PUBLIC_BASE_URL"))}
-    env.update(REDIS_URL=redis_url, BRIDGE_CONTACT_KEY=CONTACT_KEY,
-               BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
+    env.update(BRIDGE_CONTACT_KEY=CONTACT_KEY, BRIDGE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
                PUBLIC_BASE_URL="https://bridge.example.com", **extra)
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
     return env
 
 
 class WorkerProcess:
-    """`python -m workers` in its own session (process group)."""
+    """`python -m workers` (or another worker program, `module`) in its own session
+    (process group), its output in `log` (`append`: after what earlier processes wrote)."""
 
-    def __init__(self, env: dict[str, str], log: Path, args: Iterable[str] = ()) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: Iterable[str] = (), *,
+                 module: str = "workers", append: bool = False) -> None:
         self.log = log
-        self._out = log.open("wb")
+        self._out = log.open("ab" if append else "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
+            [sys.executable, "-m", module, *args], cwd=ROOT, env=env,
             stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -141,6 +151,28 @@ class WorkerProcess:
         if self.alive():
             self.kill_tree()
         self._out.close()
+
+
+def burst(redis_url: str, data_dir: Path, *args: str) -> None:
+    """One burst of `python -m workers --burst --no-fork` (without Twilio credentials sends
+    go to the local outbox), as a separate process: RQ's worker wants a main thread of its
+    own, which an async test (running this in a thread) cannot give it."""
+    done = subprocess.run([sys.executable, "-m", "workers", "--burst", "--no-fork", *args],
+                          cwd=ROOT, env=worker_env(redis_url, data_dir), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def work_in_process(connection: redis.Redis, queue_names: Iterable[str] = QUEUES_BY_PRIORITY,
+                    *, with_scheduler: bool = False) -> bool:
+    """Run the jobs queued on these queues in this process, in priority order, with RQ's
+    SimpleWorker (the real job entry points on the runtime workers.runtime holds); whether
+    the worker did any job. `with_scheduler`: due scheduled jobs are moved to their queue
+    first."""
+    queues = [Queue(name, connection=connection, serializer=JSONSerializer)
+              for name in queue_names]
+    worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    return bool(worker.work(burst=True, with_scheduler=with_scheduler))
 
 
 # ------------------------------------------------------------------ waiting and the store

@@ -18,7 +18,6 @@ import redis
 from aiohttp.test_utils import TestClient
 from multidict import MultiDict
 
-from bridge.app import create_app
 from config.settings import Settings
 from tests.factories import inbound_form, sign
 from tests.hostile.conftest import ADMIN, AGENT, FORM_TYPE, customer_messages, snapshot
@@ -28,11 +27,6 @@ INBOUND = "/webhooks/twilio"
 STATUS = "/webhooks/twilio/status"
 JSON = {"Content-Type": "application/json"}
 MACROS_SERVED = importlib.util.find_spec("bridge.web.macros") is not None
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture

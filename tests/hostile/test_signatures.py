@@ -22,9 +22,7 @@ from aiohttp.test_utils import TestClient
 from multidict import MultiDict, MultiDictProxy
 from yarl import URL
 
-from bridge.app import create_app
 from bridge.channels import twilio
-from config.settings import Settings
 from tests.conftest import AUTH_TOKEN
 from tests.factories import PUBLIC_BASE_URL, inbound_form, new_sid, sign
 from tests.hostile.conftest import FORM_TYPE, customer_messages, snapshot
@@ -36,12 +34,12 @@ HOST = PUBLIC_BASE_URL.removeprefix("https://")
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    app = await aiohttp_client(create_app(settings))
+async def client(client: Client) -> Client:
+    """The shared client (tests/conftest.py), with one message already stored."""
     form = inbound_form("already here", sender="whatsapp:+33600000000")
     body, headers = encode(form), signed_headers(INBOUND, form)
-    assert (await app.post(INBOUND, data=body, headers=headers)).status == 200
-    return app
+    assert (await client.post(INBOUND, data=body, headers=headers)).status == 200
+    return client
 
 
 def encode(form: dict[str, str] | list[tuple[str, str]]) -> str:

@@ -20,9 +20,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict, MultiDictProxy
 
-from bridge.app import create_app
 from bridge.channels import twilio
-from config.settings import Settings
 from tests.conftest import ACCOUNT_SID
 from tests.hostile.conftest import FORM_TYPE, customer_messages, signed_request, snapshot
 
@@ -234,11 +232,6 @@ def test_parser_refuses_a_trailing_newline(field: str) -> None:
 
 
 # --------------------------------------------------------------------------- live handler
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings, sync_redis: redis.Redis) -> Client:
-    return await aiohttp_client(create_app(settings))
-
 
 @pytest.fixture
 def history() -> dict[str, set[Any]]:
