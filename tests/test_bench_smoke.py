@@ -13,7 +13,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from bench import ingest, memory, outbound, threads, timers
+from bench import ingest, ingest_report, memory, outbound, threads, timers
 from bench.__main__ import BENCHMARKS, load
 from bench.report import Context, Row, Target, environment, render_markdown
 from bench.svg import Series, line_chart
@@ -37,21 +37,33 @@ def ctx(tmp_path: Path) -> Context:
 
 
 def test_ingest_smoke(tmp_path: Path) -> None:
+    """Both workloads run with the worker and the relay beside the web process; every 200
+    answer is stored, every new conversation opened a ticket, and the relay handed every
+    change log entry on."""
     outcome = ingest.measure(ingest.SMOKE, tmp_path / "ingest")
     assert outcome.acknowledged > 0
     assert outcome.bridge_errors == 0 and outcome.base_errors == 0
     assert outcome.stored == outcome.acknowledged == outcome.distinct_sids
-    rows = ingest.rows(outcome)
+    new_messages = sum(r.ok for r in [*outcome.new.rounds, *outcome.new.latency_rounds])
+    assert new_messages > 0
+    # Every new-conversation message opened a ticket; appends added at most `contacts`.
+    assert new_messages <= outcome.tickets <= new_messages + ingest.SMOKE.contacts
+    assert outcome.relay_pending == 0
+    rows = ingest_report.rows(outcome)
     check_rows(rows, "ingest")
     by_name = {r.name.split(" (")[0]: r for r in rows}
-    throughput = rows[0]
-    p50, p99 = by_name["p50 latency at half max"], by_name["p99 latency at half max"]
-    assert throughput.value > 0 and throughput.baseline and throughput.ratio
-    assert p50.value > 0 and p99.value >= p50.value
-    cpu = by_name["server CPU time per webhook"]
-    assert cpu.value > 0 and cpu.baseline
-    correctness = rows[-1]
-    assert correctness.passed is True
+    appends, new = rows[0], rows[1]
+    assert appends.value > 0 and appends.baseline and appends.ratio
+    assert new.value > 0 and new.baseline == appends.baseline
+    assert by_name["new conversations/s vs appends/s"].baseline == appends.value
+    for workload in ("appends to open tickets", "new conversations"):
+        p50 = by_name[f"{workload}: p50 latency at half max"]
+        p99 = by_name[f"{workload}: p99 latency at half max"]
+        assert p50.value > 0 and p99.value >= p50.value
+        cpu = by_name[f"{workload}: server CPU time per webhook"]
+        assert cpu.value > 0 and cpu.baseline
+    assert by_name["customer_message events stored vs 200 answers"].passed is True
+    assert rows[-1].passed is True
 
 
 def test_threads_smoke(ctx: Context) -> None:
