@@ -1,56 +1,67 @@
 """Ingest: signed Twilio webhooks verified, routed and stored per second by ONE bridge web
-process, against a bare aiohttp handler that only parses the same form (DESIGN §8).
+process, against a bare aiohttp handler that only parses the same form (DESIGN §8), for
+two workloads: appends to open tickets, and new conversations (every message from a
+contact never seen before: a contact, a ticket, its indexes and a change log entry the
+relay turns into a ticket.created job).
 
 Set-up: an embedded Redis with AOF on (appendfsync everysec, as in production), one
-`python -m bridge serve` process and one `python -m bench.baseline_server` process. When
-the machine has two or more CPUs the server under test runs alone on the first one, and
-the load generator (bench/loadgen.py, its own process) and Redis share the others: a web
-dyno does not host its Redis, and the generator must not steal the server's core.
+`python -m bridge serve` process and one `python -m bench.baseline_server` process, and
+the worker and the relay running as `make run` runs them (`python -m workers`,
+`python -m workers.relay`): they take the change log's entries and the trigger jobs while
+the web process is measured. When the machine has two or more CPUs the server under test
+runs alone on the first one, and the load generator (bench/loadgen.py, its own process),
+Redis, the worker and the relay share the others: a web dyno hosts none of them, and they
+must not steal the server's core.
 
 Phases, every one bounded in request count and in time:
-1. warm-up, closed loop, each server (this first touches every contact: the tickets exist
-   afterwards, so the measured traffic mostly appends to open tickets, as in production);
-2. max rate: `rounds` alternating closed-loop rounds, baseline then bridge, so slow spells
-   of a shared machine hit both; the best round of each is kept (noise only slows down);
-3. latency: open loop (constant arrival rate) at half the bridge's max rate, bridge and
-   then baseline at the same rate (the baseline shows the generator's own floor), in
-   `latency_rounds` alternating rounds: a p99 is a tail, and one slow spell of a shared
-   machine moves it several-fold, so the median of the rounds' p50 and p99 is reported;
-4. a sweep of offered loads (fractions of the max) for docs/ingest-latency.svg;
-5. correctness: customer_message events stored in Redis == 200 answers received.
+1. warm-up, closed loop, each server (this first touches every contact of the appends
+   workload: their tickets exist afterwards, so its traffic appends to open tickets);
+2. max rate: `rounds` alternating closed-loop rounds, baseline, appends, new
+   conversations, so slow spells of a shared machine hit all three; the best round of
+   each is kept (noise only slows down);
+3. latency, per workload: open loop (constant arrival rate) at half that workload's max
+   rate, bridge and then baseline at the same rate (the baseline shows the generator's
+   own floor), in `latency_rounds` alternating rounds: a p99 is a tail, and one slow spell
+   of a shared machine moves it several-fold, so the median of the rounds' p50 and p99 is
+   reported;
+4. a sweep of offered loads (fractions of the appends' max) for docs/ingest-latency.svg;
+5. correctness: customer_message events stored in Redis == 200 answers received, and the
+   relay has handed every change log entry on once the load stops.
+
+The rows, the details section and the plot are bench/ingest_report.py's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import os
 import secrets
-import statistics
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
+import redis.asyncio
 
+from bench import ingest_report
 from bench.data import CONTACT_KEY
 from bench.loadgen import LoadResult, LoadSpec, run_load
-from bench.procs import Server, cpu_layout, own_affinity, python_module
-from bench.report import Context, Row, Target, fmt, table
-from bench.svg import Series, line_chart
+from bench.procs import Background, Server, cpu_layout, own_affinity, python_module
+from bench.report import Context, Row
 from bridge.store import keys
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.embedded import EmbeddedRedis, free_port
 
 PUBLIC_BASE_URL = "https://bridge.example.com"
 TOKEN = "bench-auth-token-" + "0123456789abcdef"
-BASELINE_NAME = "bare aiohttp: parse form + empty TwiML"
-SVG_NAME = "ingest-latency.svg"
 
 
 @dataclass(frozen=True, kw_only=True)
 class IngestConfig:
-    contacts: int = 1000
+    contacts: int = 1000  # the appends workload's contacts
     concurrency: int = 64  # connections, closed and open loop alike
     warmup_s: float = 3.0
     rounds: int = 3
@@ -65,15 +76,31 @@ class IngestConfig:
     # phase early (reported), it never cycles requests.
     max_rate: float = 30_000.0
     timeout_s: float = 10.0
+    relay_drain_s: float = 60.0  # after the load: the relay's time to hand everything on
     write_svg: bool = True
 
 
 SMOKE = IngestConfig(contacts=20, concurrency=4, warmup_s=0, rounds=1, round_s=0.5,
                      round_warmup_s=0.2, latency_rounds=1, latency_s=0.5,
-                     baseline_latency_s=0.3, sweep=(),
+                     baseline_latency_s=0.3, sweep=(), relay_drain_s=30,
                      max_rate=30_000, write_svg=False)
 QUICK = IngestConfig(warmup_s=1.5, rounds=2, round_s=2.0, round_warmup_s=0.5, latency_rounds=2,
                      latency_s=2.0, baseline_latency_s=1.0, sweep=(0.25, 0.9), sweep_s=2.0)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload's measurements: closed-loop rounds and open-loop latency rounds (with
+    the baseline at the same rates)."""
+
+    name: str
+    rounds: list[LoadResult]
+    latency_rounds: list[LoadResult]  # bridge, open loop at half this workload's max
+    base_latency_rounds: list[LoadResult]
+
+    @property
+    def max_rate(self) -> float:
+        return max(r.rate for r in self.rounds)
 
 
 @dataclass(frozen=True)
@@ -81,16 +108,19 @@ class Outcome:
     """Everything measured, for the rows and for the smoke test."""
 
     base_rounds: list[LoadResult]
-    bridge_rounds: list[LoadResult]
-    latency_rounds: list[LoadResult]  # bridge, open loop at half the max rate
-    base_latency_rounds: list[LoadResult]
-    sweep: list[LoadResult]
+    appends: Workload
+    new: Workload  # new conversations
+    sweep: list[LoadResult]  # appends
     acknowledged: int  # 200 answers from the bridge, every phase
     bridge_errors: int  # non-200 answers and failures from the bridge, every phase
     base_errors: int
     stored: int  # customer_message events found in Redis afterwards
     distinct_sids: int  # distinct provider ids among them
+    tickets: int  # ticket streams in Redis afterwards
+    relay_pending: int  # change log entries not handed on after relay_drain_s
+    relay_drain_s: float  # time the relay took to catch up once the load stopped
     layout: str
+    pool_exhausted: bool
 
 
 class _Runner:
@@ -99,37 +129,44 @@ class _Runner:
         self.cpus = cpus
         self.nonce = secrets.token_hex(4)
         self.phase = 0
+        self.next_new_contact = cfg.contacts  # new conversations: contacts never seen
 
-    def spec(self, port: int, watch: dict[str, int], **kw: Any) -> LoadSpec:
+    def spec(self, port: int, watch: dict[str, int], new_contacts: bool, max_requests: int,
+             **kw: Any) -> LoadSpec:
         self.phase += 1
+        first = self.next_new_contact
+        if new_contacts:
+            self.next_new_contact += max_requests
         return LoadSpec(
             port=port, concurrency=self.cfg.concurrency, token=TOKEN,
             public_base_url=PUBLIC_BASE_URL, contacts=self.cfg.contacts,
+            new_contacts=new_contacts, first_contact=first, max_requests=max_requests,
             sid_prefix=f"{self.nonce}{self.phase:04x}", seed=self.phase,
             timeout_s=self.cfg.timeout_s, watch_pids=watch, cpus=self.cpus, **kw,
         )
 
     def closed(self, port: int, watch: dict[str, int], duration: float, warmup: float,
-               rate_cap: float | None = None) -> LoadResult:
+               rate_cap: float | None = None, *, new_contacts: bool = False) -> LoadResult:
         """rate_cap bounds the request pool (generating it takes ~10 µs a request)."""
         n = int(min(rate_cap or self.cfg.max_rate, self.cfg.max_rate) * (duration + warmup)) + 100
-        return run_load(self.spec(port, watch, mode="closed", duration_s=duration,
-                                  warmup_s=warmup, max_requests=n))
+        return run_load(self.spec(port, watch, new_contacts, n, mode="closed",
+                                  duration_s=duration, warmup_s=warmup))
 
-    def open(self, port: int, watch: dict[str, int], rate: float, duration: float
-             ) -> LoadResult:
+    def open(self, port: int, watch: dict[str, int], rate: float, duration: float, *,
+             new_contacts: bool = False) -> LoadResult:
         n = int(rate * duration) + 1
-        return run_load(self.spec(port, watch, mode="open", rate=rate, duration_s=duration,
-                                  max_requests=n))
+        return run_load(self.spec(port, watch, new_contacts, n, mode="open", rate=rate,
+                                  duration_s=duration))
 
 
-def count_stored(url: str) -> tuple[int, int]:
-    """(customer_message events, distinct provider ids) over every ticket stream."""
+def count_stored(url: str) -> tuple[int, int, int]:
+    """(customer_message events, distinct provider ids, ticket streams) in Redis."""
     client = redis.Redis.from_url(url)
-    count = 0
+    count = streams = 0
     sids: set[str] = set()
     try:
         for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
+            streams += 1
             start = "-"
             while True:
                 batch = client.xrange(key, start, "+", count=2000)
@@ -142,15 +179,39 @@ def count_stored(url: str) -> tuple[int, int]:
                 start = "(" + batch[-1][0].decode()
     finally:
         client.close()
-    return count, len(sids)
+    return count, len(sids), streams
+
+
+def wait_for_relay(url: str, timeout_s: float) -> tuple[int, float]:
+    """(change log entries the relay has not handed on, seconds waited): polls until none
+    is left or timeout_s passed."""
+
+    async def pending() -> int:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            return (await ChangeLog(client).lag(RELAY_CONSUMER)).events
+        finally:
+            await client.aclose()
+
+    t0 = time.monotonic()
+    while True:
+        left = asyncio.run(pending())
+        waited = time.monotonic() - t0
+        if left == 0 or waited > timeout_s:
+            return left, waited
+        time.sleep(0.2)
+
+
+def _round_line(label: str, r: LoadResult) -> str:
+    return (f"{label} {r.rate:,.0f}/s (server CPU {r.cpu_percent.get('server', 0):.0f}%)")
 
 
 def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
             log: Callable[[str], None] = print) -> Outcome:
     layout_cpus = cpu_layout() if pin else None
     server_cpus, other_cpus = layout_cpus if layout_cpus else (None, None)
-    layout = (f"server under test on CPU {server_cpus}, load generator and Redis on CPU "
-              f"{other_cpus}" if layout_cpus else "no CPU pinning")
+    layout = (f"server under test on CPU {server_cpus}; load generator, Redis, worker and "
+              f"relay on CPU {other_cpus}" if layout_cpus else "no CPU pinning")
     runner = _Runner(cfg, other_cpus)
     workdir.mkdir(parents=True, exist_ok=True)
     with own_affinity(other_cpus), EmbeddedRedis(workdir / "redis", appendonly=True) as rds:
@@ -167,11 +228,19 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                       port=base_port, log_path=workdir / "baseline.log")
         bridge = Server("bridge", python_module("bridge", "serve"), port=bridge_port,
                         log_path=workdir / "bridge.log", env=env)
-        with base, bridge:
+        # As `make run` (bridge run) starts them.
+        worker = Background("worker", python_module("workers"), log_path=workdir / "worker.log",
+                            env=env)
+        relay = Background("relay", python_module("workers.relay"),
+                           log_path=workdir / "relay.log", env=env)
+        with base, bridge, worker, relay:
+            worker.start(cpus=other_cpus)
+            relay.start(cpus=other_cpus)
             base.start(cpus=server_cpus)
             bridge.start(cpus=server_cpus)
             bw = {"server": base.pid}
-            rw = {"server": bridge.pid, "redis": redis_pid}
+            rw = {"server": bridge.pid, "redis": redis_pid, "worker": worker.pid,
+                  "relay": relay.pid}
             bridge_runs: list[LoadResult] = []
             base_runs: list[LoadResult] = []
 
@@ -186,205 +255,71 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                 base_cap = max(2000.0, 6 * base_runs[-1].rate)
                 bridge_cap = max(2000.0, 6 * bridge_runs[-1].rate)
             base_rounds: list[LoadResult] = []
-            bridge_rounds: list[LoadResult] = []
+            rounds: dict[str, list[LoadResult]] = {"appends": [], "new": []}
             for i in range(cfg.rounds):
                 b = runner.closed(base_port, bw, cfg.round_s, cfg.round_warmup_s, base_cap)
-                r = runner.closed(bridge_port, rw, cfg.round_s, cfg.round_warmup_s, bridge_cap)
+                a = runner.closed(bridge_port, rw, cfg.round_s, cfg.round_warmup_s, bridge_cap)
+                n = runner.closed(bridge_port, rw, cfg.round_s, cfg.round_warmup_s, bridge_cap,
+                                  new_contacts=True)
                 base_rounds.append(b)
-                bridge_rounds.append(r)
-                log(f"  ingest: round {i + 1}/{cfg.rounds}: baseline {b.rate:,.0f}/s "
-                    f"(server CPU {b.cpu_percent.get('server', 0):.0f}%), bridge "
-                    f"{r.rate:,.0f}/s (server CPU {r.cpu_percent.get('server', 0):.0f}%)")
+                rounds["appends"].append(a)
+                rounds["new"].append(n)
+                log(f"  ingest: round {i + 1}/{cfg.rounds}: " + _round_line("baseline", b)
+                    + ", " + _round_line("appends", a) + ", "
+                    + _round_line("new conversations", n))
+                worker.check_running()
+                relay.check_running()
             base_runs += base_rounds
-            bridge_runs += bridge_rounds
-            max_bridge = max(r.rate for r in bridge_rounds)
-            half = max_bridge / 2
-            latency_rounds: list[LoadResult] = []
-            base_latency_rounds: list[LoadResult] = []
-            for i in range(cfg.latency_rounds):
-                latency = runner.open(bridge_port, rw, half, cfg.latency_s)
-                log(f"  ingest: open loop at {half:,.0f}/s, round {i + 1}/"
-                    f"{cfg.latency_rounds}: bridge p50 {latency.latency_ms['p50']:.2f} ms "
-                    f"p99 {latency.latency_ms['p99']:.2f} ms")
-                latency_rounds.append(latency)
-                base_latency_rounds.append(
-                    runner.open(base_port, bw, half, cfg.baseline_latency_s))
-            bridge_runs += latency_rounds
-            base_runs += base_latency_rounds
+            bridge_runs += rounds["appends"] + rounds["new"]
+            workloads: dict[str, Workload] = {}
+            for name, new_contacts in (("appends", False), ("new", True)):
+                half = max(r.rate for r in rounds[name]) / 2
+                lat: list[LoadResult] = []
+                base_lat: list[LoadResult] = []
+                for i in range(cfg.latency_rounds):
+                    res = runner.open(bridge_port, rw, half, cfg.latency_s,
+                                      new_contacts=new_contacts)
+                    log(f"  ingest: {name}, open loop at {half:,.0f}/s, round {i + 1}/"
+                        f"{cfg.latency_rounds}: bridge p50 {res.latency_ms['p50']:.2f} ms "
+                        f"p99 {res.latency_ms['p99']:.2f} ms")
+                    lat.append(res)
+                    base_lat.append(runner.open(base_port, bw, half, cfg.baseline_latency_s))
+                bridge_runs += lat
+                base_runs += base_lat
+                workloads[name] = Workload(name, rounds[name], lat, base_lat)
+            max_appends = workloads["appends"].max_rate
             sweep = []
             for f in cfg.sweep:
-                res = runner.open(bridge_port, rw, f * max_bridge, cfg.sweep_s)
-                log(f"  ingest: sweep {f:.0%} ({f * max_bridge:,.0f}/s): p50 "
+                res = runner.open(bridge_port, rw, f * max_appends, cfg.sweep_s)
+                log(f"  ingest: sweep {f:.0%} ({f * max_appends:,.0f}/s): p50 "
                     f"{res.latency_ms['p50']:.2f} ms p99 {res.latency_ms['p99']:.2f} ms")
                 sweep.append(res)
             bridge_runs += sweep
             # Stop the bridge before counting: nothing is in flight any more.
             bridge.stop()
-            if any(r.pool_exhausted for r in [*bridge_runs, *base_runs]):
+            relay_pending, relay_drain_s = wait_for_relay(rds.url, cfg.relay_drain_s)
+            log(f"  ingest: relay caught up in {relay_drain_s:.1f} s ({relay_pending} "
+                "entries left)")
+            relay.check_running()
+            exhausted = any(r.pool_exhausted for r in [*bridge_runs, *base_runs])
+            if exhausted:
                 log("  ingest: warning: a request pool ran out before the end of its phase")
-        stored, distinct = count_stored(rds.url)
+        stored, distinct, tickets = count_stored(rds.url)
     return Outcome(
-        base_rounds=base_rounds, bridge_rounds=bridge_rounds, latency_rounds=latency_rounds,
-        base_latency_rounds=base_latency_rounds, sweep=sweep,
-        acknowledged=sum(r.ok for r in bridge_runs),
+        base_rounds=base_rounds, appends=workloads["appends"], new=workloads["new"],
+        sweep=sweep, acknowledged=sum(r.ok for r in bridge_runs),
         bridge_errors=sum(r.errors for r in bridge_runs),
         base_errors=sum(r.errors for r in base_runs),
-        stored=stored, distinct_sids=distinct, layout=layout,
+        stored=stored, distinct_sids=distinct, tickets=tickets,
+        relay_pending=relay_pending, relay_drain_s=relay_drain_s, layout=layout,
+        pool_exhausted=exhausted,
     )
-
-
-def cpu_us_per_request(r: LoadResult) -> float:
-    """Server CPU time per 200 answer over the measured window (µs): unlike the rate, it
-    barely moves when other processes take CPU away from the server."""
-    if "server" not in r.cpu_percent or not r.window_ok:
-        return math.nan
-    return r.cpu_percent["server"] / 100 * r.window_s / r.window_ok * 1e6
-
-
-def _median_measured(values: Iterable[float]) -> float:
-    """The median of the rounds whose CPU could be read (a NaN sorts anywhere)."""
-    measured = [v for v in values if math.isfinite(v)]
-    return statistics.median(measured) if measured else math.nan
-
-
-def others_percent(runs: list[LoadResult]) -> float:
-    """Mean CPU used by other processes of the machine during these windows (% of a core)."""
-    values = [r.cpu_percent["others"] for r in runs if "others" in r.cpu_percent]
-    return sum(values) / len(values) if values else math.nan
-
-
-def rows(o: Outcome) -> list[Row]:
-    best_base = max(o.base_rounds, key=lambda r: r.rate)
-    best_bridge = max(o.bridge_rounds, key=lambda r: r.rate)
-    half = o.latency_rounds[0].offered_rate
-
-    def median_ms(runs: list[LoadResult], q: str) -> float:
-        return statistics.median(r.latency_ms[q] for r in runs)
-
-    lat = {q: median_ms(o.latency_rounds, q) for q in ("p50", "p99")}
-    blat = {q: median_ms(o.base_latency_rounds, q) for q in ("p50", "p99")}
-    of_rounds = f", median of {len(o.latency_rounds)} rounds" if len(o.latency_rounds) > 1 \
-        else ""
-    return [
-        Row(bench="ingest", name="signed webhooks/s, one web process (max, closed loop)",
-            value=best_bridge.rate, unit="req/s", baseline=best_base.rate,
-            baseline_name=BASELINE_NAME, target=Target(op=">=", threshold=0.30, on="ratio")),
-        Row(bench="ingest", name="server CPU time per webhook (median of rounds)",
-            value=_median_measured(cpu_us_per_request(r) for r in o.bridge_rounds),
-            unit="µs", baseline=_median_measured(cpu_us_per_request(r)
-                                                 for r in o.base_rounds),
-            baseline_name=BASELINE_NAME),
-        Row(bench="ingest",
-            name=f"p50 latency at half max ({half:,.0f} req/s, open loop{of_rounds})",
-            value=lat["p50"], unit="ms", baseline=blat["p50"],
-            baseline_name="baseline at the same rate"),
-        Row(bench="ingest",
-            name=f"p99 latency at half max ({half:,.0f} req/s, open loop{of_rounds})",
-            value=lat["p99"], unit="ms", baseline=blat["p99"],
-            baseline_name="baseline at the same rate", target=Target(op="<", threshold=20)),
-        Row(bench="ingest", name="bridge non-200 answers and failures, all phases",
-            value=o.bridge_errors, unit="req", baseline=o.base_errors,
-            baseline_name="baseline, all phases", target=Target(op="==", threshold=0)),
-        Row(bench="ingest", name="customer_message events stored vs 200 answers",
-            value=o.stored, unit="events", baseline=o.acknowledged,
-            baseline_name="200 answers", target=Target(op="==", threshold=1.0, on="ratio"),
-            note=f"{o.distinct_sids} distinct MessageSids stored"),
-    ]
-
-
-def median_round(runs: list[LoadResult]) -> LoadResult:
-    """The round whose p99 is the median (the sweep's point at half the max rate)."""
-    return sorted(runs, key=lambda r: r.latency_ms["p99"])[len(runs) // 2]
-
-
-def _result_line(label: str, r: LoadResult) -> list[str]:
-    cpu = r.cpu_percent
-    errs = r.errors
-    if r.pool_exhausted:
-        label += " (request pool ran out early)"
-    return [label, f"{r.rate:,.0f}", fmt(r.latency_ms["p50"]), fmt(r.latency_ms["p99"]),
-            f"{cpu.get('server', 0):.0f}%", f"{cpu.get('loadgen', 0):.0f}%",
-            f"{cpu['redis']:.0f}%" if "redis" in cpu else "—",
-            f"{cpu['others']:.0f}%" if "others" in cpu else "—", str(errs)]
-
-
-def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
-    head = ["Phase", "200/s", "p50 ms", "p99 ms", "server CPU", "generator CPU",
-            "Redis CPU", "other processes CPU", "errors"]
-    lines = []
-    for i, (b, r) in enumerate(zip(o.base_rounds, o.bridge_rounds, strict=True), 1):
-        lines.append(_result_line(f"round {i}: baseline (closed, {b.concurrency} conns)", b))
-        lines.append(_result_line(f"round {i}: bridge (closed, {r.concurrency} conns)", r))
-    for i, (r, b) in enumerate(zip(o.latency_rounds, o.base_latency_rounds, strict=True), 1):
-        lines.append(_result_line(f"open loop {r.offered_rate:,.0f}/s, round {i}: bridge", r))
-        lines.append(_result_line(f"open loop {b.offered_rate:,.0f}/s, round {i}: baseline",
-                                  b))
-    points = sorted([median_round(o.latency_rounds), *o.sweep], key=lambda r: r.offered_rate)
-    max_bridge = max(r.rate for r in o.bridge_rounds)
-    sweep_lines = [[f"{r.offered_rate / max_bridge:.0%}", f"{r.offered_rate:,.0f}",
-                    f"{r.rate:,.0f}", fmt(r.latency_ms["p50"]), fmt(r.latency_ms["p99"]),
-                    fmt(r.latency_ms["max"]), str(r.errors)] for r in points]
-    noise = others_percent([*o.base_rounds, *o.bridge_rounds, *o.latency_rounds,
-                            *o.base_latency_rounds])
-    warning = (f"**Noisy run:** other processes used {noise:.0f}% of a core on average "
-               "during the measured windows: absolute rates may be lower and latency "
-               "percentiles higher than on a quiet machine (ratios suffer less).\n\n"
-               if noise > 25 else "")
-    text = [
-        warning + f"One `bridge serve` web process against `bench/baseline_server.py`, {o.layout}. "
-        f"Load: bench/loadgen.py, HTTP/1.1 keep-alive over {cfg.concurrency} connections, "
-        f"pre-built correctly signed Twilio WhatsApp inbound forms (unique MessageSid each, "
-        f"{cfg.contacts} contacts `whatsapp:+336…`, so after the warm-up nearly every "
-        "message appends to an open ticket). Max rate: closed loop, best of "
-        f"{cfg.rounds} alternating rounds of {cfg.round_s:g} s (after {cfg.round_warmup_s:g} s "
-        "not counted). Latency: open loop (constant arrival rate, measured from the "
-        "scheduled send time, so queueing counts), "
-        f"{cfg.latency_rounds} alternating rounds of {cfg.latency_s:g} s (bridge) and "
-        f"{cfg.baseline_latency_s:g} s (baseline); the results table gives the median of "
-        "the rounds' p50 and p99. CPU is % of one core over the measured "
-        "window; \"other processes\" is what the rest of the machine used meanwhile "
-        "(other tenants of a shared machine: high values mean a noisy run).",
-        "",
-        table(head, lines),
-        "",
-        "Server CPU time per webhook (in the results table) is the steadier figure on a "
-        "shared machine: other processes take CPU time away from the server, which lowers "
-        "its rate but not the CPU each request costs. When the server is CPU-bound, the 30% "
-        "target means at most 3.3× the baseline's CPU time per request.",
-        "",
-        f"Correctness: {o.stored:,} customer_message events stored for {o.acknowledged:,} "
-        f"200 answers ({o.distinct_sids:,} distinct MessageSids); {o.bridge_errors} bridge "
-        "errors.",
-    ]
-    if points and len(points) > 1:
-        text += [
-            "",
-            f"### Latency against offered load\n\n![ingest latency]({SVG_NAME})\n",
-            table(["of max", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms",
-                   "errors"], sweep_lines),
-        ]
-    ctx.add_section("Ingest details", "\n".join(text))
-
-
-def write_svg(path: Path, o: Outcome) -> None:
-    points = sorted([median_round(o.latency_rounds), *o.sweep], key=lambda r: r.offered_rate)
-    max_bridge = max(r.rate for r in o.bridge_rounds)
-    svg = line_chart(
-        [Series("p50", "#2c7fb8", [(r.offered_rate, r.latency_ms["p50"]) for r in points]),
-         Series("p99", "#e6550d", [(r.offered_rate, r.latency_ms["p99"]) for r in points])],
-        title=f"Ingest latency, one web process (max {max_bridge:,.0f} webhooks/s)",
-        x_label="offered load (signed webhooks/s, constant arrival rate)",
-        y_label="latency (ms, log scale)",
-        hline=(20.0, "p99 target 20 ms"),
-    )
-    path.write_text(svg)
 
 
 def run(ctx: Context, cfg: IngestConfig | None = None) -> list[Row]:
     cfg = cfg or (QUICK if ctx.quick else IngestConfig())
     outcome = measure(cfg, ctx.workdir / "ingest", pin=ctx.pin_cpus, log=ctx.log)
     if cfg.write_svg and outcome.sweep:
-        write_svg(ctx.docs_dir / SVG_NAME, outcome)
-    sections(ctx, outcome, cfg)
-    return rows(outcome)
-
+        ingest_report.write_svg(ctx.docs_dir / ingest_report.SVG_NAME, outcome)
+    ingest_report.sections(ctx, outcome, cfg)
+    return ingest_report.rows(outcome)

@@ -24,13 +24,8 @@ the parsed result.
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
-import hashlib
-import hmac
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -38,24 +33,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote_plus, urlencode
 
-from bench.corpus import ACCOUNT_SID, BODIES, BUSINESS_NUMBER, NAMES, contact_address
+from bench.cpuwatch import ProcessCpu
+from bench.forms import TWILIO_PATH, build_requests
 from bench.stats import summary_ms
 
 ROOT = Path(__file__).resolve().parent.parent
-TWILIO_PATH = "/webhooks/twilio"
-
-def inbound_form(sid: str, contact: int, body: str) -> dict[str, str]:
-    """The fields Twilio posts for an inbound WhatsApp text (as tests/factories.py)."""
-    address = contact_address(contact)
-    return {
-        "SmsMessageSid": sid, "NumMedia": "0", "ProfileName": NAMES[contact % len(NAMES)],
-        "MessageType": "text", "SmsSid": sid, "WaId": address.removeprefix("whatsapp:+"),
-        "SmsStatus": "received", "Body": body, "To": BUSINESS_NUMBER, "NumSegments": "1",
-        "ReferralNumMedia": "0", "MessageSid": sid, "AccountSid": ACCOUNT_SID,
-        "From": address, "ApiVersion": "2010-04-01",
-    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +55,11 @@ class LoadSpec:
     token: str
     public_base_url: str
     path: str = TWILIO_PATH
-    contacts: int = 1000
+    contacts: int = 1000  # messages come from contacts 0..contacts-1, drawn at random
+    # …unless new_contacts: then request i comes from contact first_contact + i, each
+    # message from a contact never seen before (every message opens a conversation).
+    new_contacts: bool = False
+    first_contact: int = 0
     sid_prefix: str  # 12 hex digits: makes every MessageSid of the whole run unique
     seed: int = 1
     # Processes whose CPU use is read over the measured window: label -> pid.
@@ -102,66 +89,6 @@ class LoadResult:
     @property
     def errors(self) -> int:
         return sum(self.statuses.values()) + sum(self.failures.values()) + self.dropped
-
-
-# ----------------------------------------------------------------------- requests
-
-
-# Every form has the same fields, so Twilio's signing order (parameter names sorted) is fixed.
-_FORM_KEYS: tuple[str, ...] = tuple(sorted(inbound_form("SM" + "0" * 32, 0, "x")))
-
-
-class Signer:
-    """Twilio's webhook signature (HMAC-SHA1 of the URL followed by every parameter name
-    and value, names sorted), with the URL part of the HMAC computed once. Checked against
-    twilio-python's RequestValidator on a sample of every batch (see build_requests)."""
-
-    def __init__(self, token: str, url: str) -> None:
-        self._base = hmac.new(token.encode(), url.encode(), hashlib.sha1)
-
-    def sign(self, form: dict[str, str]) -> str:
-        mac = self._base.copy()
-        mac.update("".join(k + form[k] for k in _FORM_KEYS).encode())
-        return base64.b64encode(mac.digest()).decode()
-
-
-@functools.lru_cache(maxsize=65536)
-def _quote(value: str) -> str:
-    return quote_plus(value)
-
-
-def _urlencode(form: dict[str, str]) -> bytes:
-    """urllib's urlencode with the (repeated) values' quoting cached."""
-    return "&".join(
-        k + "=" + (v if v.isascii() and v.isalnum() else _quote(v)) for k, v in form.items()
-    ).encode()
-
-
-def build_requests(spec: LoadSpec) -> list[bytes]:
-    """`max_requests` complete HTTP requests, each a signed form with its own MessageSid."""
-    from twilio.request_validator import RequestValidator
-
-    url = spec.public_base_url + spec.path
-    signer = Signer(spec.token, url)
-    reference = RequestValidator(spec.token)
-    rng = random.Random(spec.seed)
-    head = (
-        f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
-        "User-Agent: TwilioProxy/1.1\r\nAccept: */*\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-    ).encode()
-    out: list[bytes] = []
-    for i in range(spec.max_requests):
-        sid = f"SM{spec.sid_prefix}{i:020x}"
-        form = inbound_form(sid, rng.randrange(spec.contacts), rng.choice(BODIES))
-        signature = signer.sign(form)
-        body = _urlencode(form)
-        if i % 1000 == 0 and (signature != reference.compute_signature(url, form)
-                              or body != urlencode(form).encode()):
-            raise AssertionError("fast signer/encoder disagree with twilio/urllib")
-        out.append(head + b"X-Twilio-Signature: " + signature.encode()
-                   + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    return out
 
 
 # ----------------------------------------------------------------------- client
@@ -285,59 +212,7 @@ class _Tally:
     last_done: float = 0.0
 
 
-class _Cpu:
-    """CPU seconds of the watched processes and of this one, between two snapshots."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.start: dict[str, float] = {}
-        self.t0 = 0.0
-
-    def _read(self) -> dict[str, float]:
-        out = {"loadgen": time.process_time()}
-        try:  # every process on the machine: user nice system idle iowait irq softirq steal
-            cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-            out["machine"] = (sum(int(x) for x in cpu) - int(cpu[3]) - int(cpu[4])) / self.tick
-        except (OSError, ValueError, IndexError):
-            pass
-        for label, pid in self.pids.items():
-            seconds = self._process_cpu_s(pid)
-            if seconds is not None:
-                out[label] = seconds
-        return out
-
-    def _process_cpu_s(self, pid: int) -> float | None:
-        """On-CPU time of all the process's threads: schedstat counts nanoseconds, where
-        /proc/<pid>/stat counts clock ticks (10 ms: a short round could read 0)."""
-        try:
-            total_ns = 0
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                total_ns += int((task / "schedstat").read_text().split()[0])
-            return total_ns / 1e9
-        except (OSError, ValueError, IndexError):
-            pass
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / self.tick
-
-    def begin(self) -> None:
-        self.t0 = time.perf_counter()
-        self.start = self._read()
-
-    def end(self) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.t0
-        now = self._read()
-        out = {k: round(100 * (now[k] - v) / elapsed, 1)
-               for k, v in self.start.items() if k in now and elapsed > 0}
-        if "machine" in out:  # what the rest of the machine (other tenants) used
-            out["others"] = round(max(0.0, out.pop("machine") - sum(out.values())), 1)
-        return out
-
-
-async def _closed(spec: LoadSpec, reqs: list[bytes], tally: _Tally, cpu: _Cpu
+async def _closed(spec: LoadSpec, reqs: list[bytes], tally: _Tally, cpu: ProcessCpu
                   ) -> tuple[float, dict[str, float], bool]:
     clients = [_Client(spec, tally) for _ in range(spec.concurrency)]
     for c in clients:
@@ -387,7 +262,7 @@ async def _closed(spec: LoadSpec, reqs: list[bytes], tally: _Tally, cpu: _Cpu
     return max(window, 1e-9), cpu_window, exhausted
 
 
-async def _open(spec: LoadSpec, reqs: list[bytes], tally: _Tally, cpu: _Cpu
+async def _open(spec: LoadSpec, reqs: list[bytes], tally: _Tally, cpu: ProcessCpu
                 ) -> tuple[float, dict[str, float], int]:
     clients = [_Client(spec, tally) for _ in range(spec.concurrency)]
     for c in clients:
@@ -437,7 +312,7 @@ async def _open(spec: LoadSpec, reqs: list[bytes], tally: _Tally, cpu: _Cpu
 
 async def run_async(spec: LoadSpec, reqs: list[bytes], generation_s: float) -> LoadResult:
     tally = _Tally()
-    cpu = _Cpu(spec.watch_pids)
+    cpu = ProcessCpu(spec.watch_pids)
     dropped = 0
     exhausted = False
     if spec.mode == "closed":

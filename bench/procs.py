@@ -148,3 +148,57 @@ def children_by_parent() -> dict[int, list[int]]:
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         out.setdefault(ppid, []).append(int(entry))
     return out
+
+
+class Background:
+    """A child process that serves no HTTP (a worker, the relay): started, pinned, stopped
+    with SIGTERM like a platform stops a dyno; its output goes to a log file."""
+
+    def __init__(self, name: str, args: Sequence[str], *, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, *, cpus: Sequence[int] | None = None) -> Background:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        if cpus:
+            pin(self.process.pid, cpus)
+        return self
+
+    def check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n"
+                               + self.log_path.read_text(errors="replace")[-3000:])
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -41,9 +41,9 @@ from rq.serializers import JSONSerializer
 
 from bench.corpus import BUSINESS_NUMBER, contact_address
 from bench.data import CONTACT_KEY, bench_store
-from bench.outbound import CpuWatch, WorkerMode, Workers
 from bench.report import Context, Row, Target, fmt, table
 from bench.stats import percentile
+from bench.workerprocs import CpuWatch, WorkerMode, Workers
 from bridge import jobs
 from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy

@@ -13,11 +13,12 @@ import pytest
 import redis
 import redis.asyncio
 
-from bench import ingest, memory, outbound, threads, timers
+from bench import ingest, ingest_report, memory, outbound, relay, threads, timers
 from bench.__main__ import BENCHMARKS, load
-from bench.data import bench_store
+from bench.data import bench_store, inbound, route, whatsapp_policy
 from bench.report import Context, Row, Target, environment, render_markdown
 from bench.svg import Series, line_chart
+from bridge.store import keys
 
 
 def check_rows(rows: list[Row], *benches: str) -> None:
@@ -37,21 +38,67 @@ def ctx(tmp_path: Path) -> Context:
 
 
 def test_ingest_smoke(tmp_path: Path) -> None:
+    """Both workloads run with the worker and the relay beside the web process; every 200
+    answer is stored, every new conversation opened a ticket, and the relay handed every
+    change log entry on."""
     outcome = ingest.measure(ingest.SMOKE, tmp_path / "ingest")
     assert outcome.acknowledged > 0
     assert outcome.bridge_errors == 0 and outcome.base_errors == 0
     assert outcome.stored == outcome.acknowledged == outcome.distinct_sids
-    rows = ingest.rows(outcome)
+    new_messages = sum(r.ok for r in [*outcome.new.rounds, *outcome.new.latency_rounds])
+    assert new_messages > 0
+    # Every new-conversation message opened a ticket; appends added at most `contacts`.
+    assert new_messages <= outcome.tickets <= new_messages + ingest.SMOKE.contacts
+    assert outcome.relay_pending == 0
+    rows = ingest_report.rows(outcome)
     check_rows(rows, "ingest")
     by_name = {r.name.split(" (")[0]: r for r in rows}
-    throughput = rows[0]
-    p50, p99 = by_name["p50 latency at half max"], by_name["p99 latency at half max"]
-    assert throughput.value > 0 and throughput.baseline and throughput.ratio
-    assert p50.value > 0 and p99.value >= p50.value
-    cpu = by_name["server CPU time per webhook"]
-    assert cpu.value > 0 and cpu.baseline
-    correctness = rows[-1]
-    assert correctness.passed is True
+    appends, new = rows[0], rows[1]
+    assert appends.value > 0 and appends.baseline and appends.ratio
+    assert new.value > 0 and new.baseline == appends.baseline
+    assert by_name["new conversations/s vs appends/s"].baseline == appends.value
+    for workload in ("appends to open tickets", "new conversations"):
+        p50 = by_name[f"{workload}: p50 latency at half max"]
+        p99 = by_name[f"{workload}: p99 latency at half max"]
+        assert p50.value > 0 and p99.value >= p50.value
+        cpu = by_name[f"{workload}: server CPU time per webhook"]
+        assert cpu.value > 0 and cpu.baseline
+    assert by_name["customer_message events stored vs 200 answers"].passed is True
+    assert rows[-1].passed is True
+
+
+def test_relay_smoke(ctx: Context) -> None:
+    """`python -m workers.relay` turns every written change into one trigger job, through a
+    backlog and at a steady rate; latencies are measured for every change."""
+    outcome = relay.measure(relay.SMOKE, ctx.workdir / "relay", log=lambda m: None)
+    written = relay.SMOKE.backlog * relay.SMOKE.rounds + int(relay.SMOKE.rate
+                                                             * relay.SMOKE.steady_s)
+    assert outcome.changes == outcome.jobs == written
+    assert outcome.latency_ms["n"] == int(relay.SMOKE.rate * relay.SMOKE.steady_s)
+    rows = relay.rows(outcome)
+    check_rows(rows, "relay")
+    assert rows[0].value > 0 and rows[0].baseline and rows[0].baseline > 0
+    assert rows[-1].passed is True
+    p50, p99 = rows[2], rows[3]
+    assert p99.value >= p50.value > 0
+
+
+async def test_relay_bench_writes_the_entry_route_lua_writes(
+        aredis: redis.asyncio.Redis) -> None:
+    """The relay benchmark's changes are what routing a new contact's first message writes
+    (same stream, same fields but for the ids), and the relay makes the same job of them."""
+    result = await route(bench_store(aredis), inbound(7, 0, run="fmt"), whatsapp_policy())
+    assert result.ticket_id is not None
+    stream = keys.change_log_of(result.contact_id)
+    [(_, raw)] = await aredis.xrange(stream)
+    real = {k.decode(): v.decode() for k, v in raw.items()}
+    bench = relay.new_ticket_change(7, int(result.ticket_id))
+    assert bench.stream == stream
+    assert bench.fields.keys() == real.keys()
+    assert {k: v for k, v in bench.fields.items() if k != "e"} == {
+        k: v for k, v in real.items() if k != "e"}
+    assert bench.job.func == "workers.tasks.on_ticket_event"
+    assert bench.job.payload["trigger"] == "ticket.created"
 
 
 def test_threads_smoke(ctx: Context) -> None:
@@ -148,6 +195,7 @@ def test_every_listed_module_has_run_or_is_planned() -> None:
         assert fn is None or callable(fn)
     assert load("ingest") is ingest.run
     assert load("outbound") is outbound.run and load("timers") is timers.run
+    assert load("relay") is relay.run
 
 
 def test_report_and_svg(tmp_path: Path) -> None:

@@ -1,0 +1,217 @@
+"""The ingest benchmark's rows, details section and latency plot (bench/ingest.py measures)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.loadgen import LoadResult
+from bench.report import Context, Row, Target, fmt, table
+from bench.svg import Series, line_chart
+
+if TYPE_CHECKING:
+    from bench.ingest import IngestConfig, Outcome, Workload
+
+BASELINE_NAME = "bare aiohttp: parse form + empty TwiML"
+SVG_NAME = "ingest-latency.svg"
+# DESIGN §8, against the baseline's max rate in the same run.
+APPENDS_RATIO = 0.40
+NEW_RATIO = 0.20
+NEW_VS_APPENDS = 0.5
+P99_MS = 20.0
+
+TITLES = {"appends": "appends to open tickets", "new": "new conversations"}
+
+
+def cpu_us_per_request(r: LoadResult) -> float:
+    """Server CPU time per 200 answer over the measured window (µs): unlike the rate, it
+    barely moves when other processes take CPU away from the server."""
+    if "server" not in r.cpu_percent or not r.window_ok:
+        return math.nan
+    return r.cpu_percent["server"] / 100 * r.window_s / r.window_ok * 1e6
+
+
+def _median_measured(values: Iterable[float]) -> float:
+    """The median of the rounds whose CPU could be read (a NaN sorts anywhere)."""
+    measured = [v for v in values if math.isfinite(v)]
+    return statistics.median(measured) if measured else math.nan
+
+
+def others_percent(runs: list[LoadResult]) -> float:
+    """Mean CPU used by other processes of the machine during these windows (% of a core)."""
+    values = [r.cpu_percent["others"] for r in runs if "others" in r.cpu_percent]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _median_ms(runs: list[LoadResult], q: str) -> float:
+    return statistics.median(r.latency_ms[q] for r in runs)
+
+
+def _latency_rows(w: Workload) -> list[Row]:
+    half = w.latency_rounds[0].offered_rate
+    rounds = len(w.latency_rounds)
+    of_rounds = f", median of {rounds} rounds" if rounds > 1 else ""
+    out = []
+    for q in ("p50", "p99"):
+        out.append(Row(
+            bench="ingest",
+            name=f"{TITLES[w.name]}: {q} latency at half max ({half:,.0f} req/s, open loop"
+                 f"{of_rounds})",
+            value=_median_ms(w.latency_rounds, q), unit="ms",
+            baseline=_median_ms(w.base_latency_rounds, q),
+            baseline_name="baseline at the same rate",
+            target=Target(op="<", threshold=P99_MS) if q == "p99" else None))
+    return out
+
+
+def rows(o: Outcome) -> list[Row]:
+    best_base = max(r.rate for r in o.base_rounds)
+    base_cpu = _median_measured(cpu_us_per_request(r) for r in o.base_rounds)
+    out = [
+        Row(bench="ingest",
+            name="appends to open tickets/s, one web process (max, closed loop)",
+            value=o.appends.max_rate, unit="req/s", baseline=best_base,
+            baseline_name=BASELINE_NAME,
+            target=Target(op=">=", threshold=APPENDS_RATIO, on="ratio")),
+        Row(bench="ingest",
+            name="new conversations/s (each message from a new contact), one web process "
+                 "(max, closed loop)",
+            value=o.new.max_rate, unit="req/s", baseline=best_base,
+            baseline_name=BASELINE_NAME,
+            target=Target(op=">=", threshold=NEW_RATIO, on="ratio")),
+        Row(bench="ingest", name="new conversations/s vs appends/s (max rates)",
+            value=o.new.max_rate, unit="req/s", baseline=o.appends.max_rate,
+            baseline_name="appends to open tickets, same run",
+            target=Target(op=">=", threshold=NEW_VS_APPENDS, on="ratio")),
+    ]
+    for w in (o.appends, o.new):
+        out.append(Row(
+            bench="ingest", name=f"{TITLES[w.name]}: server CPU time per webhook "
+                                 "(median of rounds)",
+            value=_median_measured(cpu_us_per_request(r) for r in w.rounds), unit="µs",
+            baseline=base_cpu, baseline_name=BASELINE_NAME))
+    out += _latency_rows(o.appends) + _latency_rows(o.new)
+    out += [
+        Row(bench="ingest", name="bridge non-200 answers and failures, all phases",
+            value=o.bridge_errors, unit="req", baseline=o.base_errors,
+            baseline_name="baseline, all phases", target=Target(op="==", threshold=0)),
+        Row(bench="ingest", name="customer_message events stored vs 200 answers",
+            value=o.stored, unit="events", baseline=o.acknowledged,
+            baseline_name="200 answers", target=Target(op="==", threshold=1.0, on="ratio"),
+            note=f"{o.distinct_sids} distinct MessageSids stored"),
+        Row(bench="ingest",
+            name="change log entries the relay had not handed on once the load stopped "
+                 f"(after {o.relay_drain_s:.1f} s)",
+            value=o.relay_pending, unit="entries", target=Target(op="==", threshold=0)),
+    ]
+    return out
+
+
+def median_round(runs: list[LoadResult]) -> LoadResult:
+    """The round whose p99 is the median (the sweep's point at half the max rate)."""
+    return sorted(runs, key=lambda r: r.latency_ms["p99"])[len(runs) // 2]
+
+
+def _pct(cpu: dict[str, float], key: str) -> str:
+    return f"{cpu[key]:.0f}%" if key in cpu else "—"
+
+
+def _result_line(label: str, r: LoadResult) -> list[str]:
+    cpu = r.cpu_percent
+    if r.pool_exhausted:
+        label += " (request pool ran out early)"
+    return [label, f"{r.rate:,.0f}", fmt(r.latency_ms["p50"]), fmt(r.latency_ms["p99"]),
+            _pct(cpu, "server"), _pct(cpu, "loadgen"), _pct(cpu, "redis"),
+            _pct(cpu, "worker"), _pct(cpu, "relay"), _pct(cpu, "others"), str(r.errors)]
+
+
+def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
+    head = ["Phase", "200/s", "p50 ms", "p99 ms", "server CPU", "generator CPU",
+            "Redis CPU", "worker CPU", "relay CPU", "other processes CPU", "errors"]
+    lines = []
+    for i, (b, a, n) in enumerate(zip(o.base_rounds, o.appends.rounds, o.new.rounds,
+                                      strict=True), 1):
+        lines.append(_result_line(f"round {i}: baseline (closed, {b.concurrency} conns)", b))
+        lines.append(_result_line(f"round {i}: appends (closed, {a.concurrency} conns)", a))
+        lines.append(_result_line(f"round {i}: new conversations (closed, {n.concurrency} "
+                                  "conns)", n))
+    for w in (o.appends, o.new):
+        for i, (r, b) in enumerate(zip(w.latency_rounds, w.base_latency_rounds, strict=True),
+                                   1):
+            rate = f"{r.offered_rate:,.0f}/s"
+            lines.append(_result_line(f"{TITLES[w.name]}, open loop {rate}, round {i}", r))
+            lines.append(_result_line(f"baseline, open loop {rate}, round {i}", b))
+    max_appends = o.appends.max_rate
+    points = sorted([median_round(o.appends.latency_rounds), *o.sweep],
+                    key=lambda r: r.offered_rate)
+    sweep_lines = [[f"{r.offered_rate / max_appends:.0%}", f"{r.offered_rate:,.0f}",
+                    f"{r.rate:,.0f}", fmt(r.latency_ms["p50"]), fmt(r.latency_ms["p99"]),
+                    fmt(r.latency_ms["max"]), str(r.errors)] for r in points]
+    noise = others_percent([*o.base_rounds, *o.appends.rounds, *o.new.rounds,
+                            *o.appends.latency_rounds, *o.new.latency_rounds])
+    warning = (f"**Noisy run:** other processes used {noise:.0f}% of a core on average "
+               "during the measured windows: absolute rates may be lower and latency "
+               "percentiles higher than on a quiet machine (ratios suffer less).\n\n"
+               if noise > 25 else "")
+    text = [
+        warning + f"One `bridge serve` web process against `bench/baseline_server.py`, with "
+        "`python -m workers` and `python -m workers.relay` running as `make run` runs "
+        f"them; {o.layout}. Load: bench/loadgen.py, HTTP/1.1 keep-alive over "
+        f"{cfg.concurrency} connections, pre-built correctly signed Twilio WhatsApp inbound "
+        "forms, a unique MessageSid each. Two workloads: **appends** (messages from "
+        f"{cfg.contacts} contacts `whatsapp:+336…` whose tickets the warm-up opened, so "
+        "nearly every message appends to an open ticket) and **new conversations** (every "
+        "message from a contact never seen before: a new contact, a new ticket, its "
+        "indexes, and a change log entry the relay turns into a ticket.created job). Max "
+        f"rate: closed loop, best of {cfg.rounds} alternating rounds (baseline, appends, new "
+        f"conversations) of {cfg.round_s:g} s (after {cfg.round_warmup_s:g} s not counted). "
+        "Latency: open loop at half each workload's max rate (constant arrival rate, "
+        "measured from the scheduled send time, so queueing counts), "
+        f"{cfg.latency_rounds} rounds of {cfg.latency_s:g} s (bridge) alternating with "
+        f"{cfg.baseline_latency_s:g} s of the baseline at the same rate; the results table "
+        "gives the median of the rounds' p50 and p99. CPU is % of one core over the "
+        "measured window (the worker's forked job processes count under \"other "
+        "processes\", which is otherwise what the rest of the machine used meanwhile: other "
+        "tenants of a shared machine).",
+        "",
+        table(head, lines),
+        "",
+        "Server CPU time per webhook (in the results table) is the steadier figure on a "
+        "shared machine: other processes take CPU time away from the server, which lowers "
+        "its rate but not the CPU each request costs. When the server is CPU-bound, a "
+        f"ratio target of {APPENDS_RATIO:.2f} means at most {1 / APPENDS_RATIO:.1f}× the "
+        "baseline's CPU time per request.",
+        "",
+        f"Correctness: {o.stored:,} customer_message events stored for {o.acknowledged:,} "
+        f"200 answers ({o.distinct_sids:,} distinct MessageSids, {o.tickets:,} tickets); "
+        f"{o.bridge_errors} bridge errors. Once the load stopped the relay caught up in "
+        f"{o.relay_drain_s:.1f} s ({o.relay_pending} change log entries left)."
+        + (" A request pool ran out before the end of its phase." if o.pool_exhausted
+           else ""),
+    ]
+    if len(points) > 1:
+        text += [
+            "",
+            f"### Latency against offered load (appends)\n\n![ingest latency]({SVG_NAME})\n",
+            table(["of max", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms",
+                   "errors"], sweep_lines),
+        ]
+    ctx.add_section("Ingest details", "\n".join(text))
+
+
+def write_svg(path: Path, o: Outcome) -> None:
+    points = sorted([median_round(o.appends.latency_rounds), *o.sweep],
+                    key=lambda r: r.offered_rate)
+    svg = line_chart(
+        [Series("p50", "#2c7fb8", [(r.offered_rate, r.latency_ms["p50"]) for r in points]),
+         Series("p99", "#e6550d", [(r.offered_rate, r.latency_ms["p99"]) for r in points])],
+        title=f"Ingest latency, appends, one web process (max {o.appends.max_rate:,.0f} "
+              "webhooks/s)",
+        x_label="offered load (signed webhooks/s, constant arrival rate)",
+        y_label="latency (ms, log scale)",
+        hline=(P99_MS, f"p99 target {P99_MS:g} ms"),
+    )
+    path.write_text(svg)
