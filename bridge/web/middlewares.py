@@ -59,7 +59,7 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     """Every error leaves as {"error": {"code", "message"}} with the right status; Redis
     being unreachable is a 503 so providers retry (never "200 and drop")."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:  # redirects are answers, not errors
             raise exc
