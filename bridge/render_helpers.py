@@ -41,8 +41,9 @@ from bridge.sandbox import Limits, TemplateProblem, render_one
 
 # How long a new render helper may take to start (interpreter, imports).
 STARTUP_S = 15.0
-# Added to a helper's nice value: rendering yields the CPU to request handling.
-HELPER_NICE = 10
+# Added to a helper's nice value (19 is the lowest priority): rendering gets the CPU the
+# request handlers leave, and still progresses on an otherwise idle machine.
+HELPER_NICE = 19
 
 # ------------------------------------------------------------------ render helpers
 #
@@ -124,10 +125,6 @@ def _serve_one(request: dict[str, Any]) -> list[list[Any]]:
 def serve() -> None:
     """The helper's main loop (run by `_Helper`, not by hand)."""
     signal.signal(signal.SIGALRM, _on_alarm)
-    try:
-        os.nice(HELPER_NICE)
-    except OSError:  # not allowed here: render at the same priority
-        pass
     baseline = _address_space()
     stdout = sys.stdout.buffer
     for line in sys.stdin.buffer:
@@ -140,7 +137,8 @@ def serve() -> None:
 class _Helper:
     def __init__(self) -> None:
         paths = [p for p in sys.path if p]
-        code = (f"import sys; sys.path[:0] = {paths!r}; "
+        # Lower the priority first: the interpreter's start and imports are CPU work too.
+        code = (f"import os, sys; os.nice({HELPER_NICE}); sys.path[:0] = {paths!r}; "
                 "from bridge.render_helpers import serve; serve()")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code],

@@ -224,6 +224,7 @@ async def put_macro(request: web.Request) -> web.Response:
 async def preview_macro(request: web.Request) -> web.Response:
     who = principal(request)
     name = _name(request)
+    request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS | {"ticket_id", "locale"})
     macro = _draft(request, name, data) or await _current(request, name)
     config = automation_config(request.app)
@@ -272,6 +273,7 @@ async def validate_macro_handler(request: web.Request) -> web.Response:
         check_name(name)
     except MacroError as exc:
         raise _invalid_macro(exc) from None
+    request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS)
     macro = _draft(request, name, data)
     if macro is None:

@@ -57,12 +57,16 @@ class RenderGate:
         self.in_flight = 0
         self.by_user: dict[str, int] = {}
 
-    def _admit(self, user: str | None) -> None:
-        # On the event loop thread only: no lock needed.
+    def check(self, user: str | None = None) -> None:
+        """Refuse early (before the body is read and parsed) when a render by `user` would
+        be refused now; `run` decides for good. On the event loop thread only."""
         if user is not None and self.by_user.get(user, 0) >= self.per_user:
             raise too_many_renders(user, self.per_user)
         if self.in_flight >= self.capacity:
             raise busy()
+
+    def _admit(self, user: str | None) -> None:
+        self.check(user)
         self.in_flight += 1
         if user is not None:
             self.by_user[user] = self.by_user.get(user, 0) + 1
