@@ -12,8 +12,8 @@ shared machine lands on both):
 * loaded: the same webhook stream while `agents` agents (one token each) post previews of
   a draft whose every template loops until stopped, so each admitted preview renders for
   the whole request budget (set to 1 s: the render threads are as busy as with the default
-  5 s, and a loaded phase winds down within about a second); a refused one (503 busy / 429) is retried after `retry_s`,
-  ignoring Retry-After, as a hammering client would.
+  5 s, and a loaded phase winds down within about a second); a refused one (503 busy /
+  429) is retried after `retry_s`, ignoring Retry-After, as a hammering client would.
 
 The figure is the p99 of the webhook latencies of all loaded phases against that of all
 idle phases; the target is a ratio of at most 1.5.
@@ -47,6 +47,10 @@ SLOW_DRAFT: dict[str, Any] = {
     "actions": {"content_sid": "HX" + "0" * 32,
                 "content_variables": {str(n): ENDLESS for n in range(1, 9)}},
 }
+
+
+def agent_token(n: int) -> str:
+    return f"bench-agent-token-{n:04d}-0123456789abcdef"  # 32+ characters
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +123,7 @@ class _Bench:
         await asyncio.gather(*tasks)
 
     async def agent(self, session: aiohttp.ClientSession, n: int, stop: asyncio.Event) -> None:
-        headers = {"Authorization": f"Bearer agent-token-{n:04d}"}
+        headers = {"Authorization": f"Bearer {agent_token(n)}"}
         url = f"{self.base}/api/v1/macros/greeting/preview"
         while not stop.is_set():
             try:
@@ -140,7 +144,7 @@ class _Bench:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             # Warm-up, not counted: connections, and the render helpers (started on demand).
             url = f"{self.base}/api/v1/macros/greeting/preview"
-            headers = [{"Authorization": f"Bearer agent-token-{n:04d}"} for n in range(2)]
+            headers = [{"Authorization": f"Bearer {agent_token(n)}"} for n in range(2)]
             await asyncio.gather(self.webhooks(session, 2.0, []), *(
                 session.post(url, json={}, headers=h) for h in headers))
             for _ in range(self.cfg.rounds):
@@ -169,7 +173,7 @@ def measure(cfg: RenderIsolationConfig, workdir: Path, *, pin: bool = True) -> O
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_"))}
-        agents = ",".join(f"agent{n}:agent-token-{n:04d}" for n in range(cfg.agents))
+        agents = ",".join(f"agent{n}:{agent_token(n)}" for n in range(cfg.agents))
         env.update(REDIS_URL=rds.url, PORT=str(port), HOST="127.0.0.1",
                    PUBLIC_BASE_URL=PUBLIC_BASE_URL, TWILIO_AUTH_TOKEN=TOKEN,
                    BRIDGE_AGENT_TOKENS=agents, BRIDGE_DATA_DIR=str(workdir / "var"),
@@ -202,10 +206,11 @@ def rows(o: Outcome, cfg: RenderIsolationConfig) -> list[Row]:
 
 def section(ctx: Context, o: Outcome, cfg: RenderIsolationConfig) -> None:
     idle, loaded = summary_ms(o.idle_s), summary_ms(o.loaded_s)
+    templates = len(SLOW_DRAFT["actions"]["content_variables"]) + 1
     lines = [
         f"New-contact webhooks at {fmt(cfg.webhook_rate)}/s (open loop), {cfg.rounds} rounds "
         f"of {fmt(cfg.phase_s)} s idle then {fmt(cfg.phase_s)} s with {cfg.agents} agents "
-        f"(one token each) posting previews of a draft whose {len(SLOW_DRAFT['actions']['content_variables']) + 1} "
+        f"(one token each) posting previews of a draft whose {templates} "
         "templates never finish, retrying a refusal after "
         f"{fmt(cfg.retry_s * 1000)} ms; render budget {cfg.budget_s} s a request; "
         f"{o.layout}.",

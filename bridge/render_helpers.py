@@ -48,12 +48,13 @@ HELPER_NICE = 19
 # ------------------------------------------------------------------ render helpers
 #
 # A helper is a fresh interpreter (`python -I -c "... serve()"`) that imports only this
-# module and bridge.sandbox. It reads one JSON request per line on stdin and answers one JSON line on stdout.
-# It renders in its own main thread, so SIGALRM (setitimer) stops a template at the time
-# limit; its address space is capped (RLIMIT_AS) so a blow-up is a MemoryError, not an
-# OOM kill of the web process. The parent keeps a few helpers per process and kills and
-# replaces one that does not answer within the budget plus a grace second (a template
-# stuck in one long C call, a crash). A forked process (an RQ work horse) never uses its
+# module and bridge.sandbox. It reads one JSON request per line on stdin and answers one
+# JSON line on stdout. It renders in its own main thread, so SIGALRM (setitimer) stops a
+# template at its time limit or at the end of the request's budget; its address space is
+# capped (RLIMIT_AS) so a blow-up is a MemoryError, not an OOM kill of the web process.
+# The parent keeps a few helpers per process and kills and replaces one that does not
+# answer within the budget plus a grace second (a template stuck in one long C call, a
+# crash). A forked process (an RQ work horse) never uses its
 # parent's helpers: the pool is per process id.
 
 

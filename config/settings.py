@@ -77,10 +77,10 @@ class Settings:
     # aiohttp's default; keep it above the router's idle timeout towards the dyno.
     idle_timeout_s: float = 75.0
     policies: Mapping[Channel, ChannelPolicy] = field(default_factory=dict)
-    # Macro rendering in the web process (README, "Macros"): the wall clock one request
-    # may spend rendering, the locale variants a macro may hold, the render threads (each
-    # drives one helper process) and the requests that may wait for one, the renders one
-    # user may have running at once.
+    # Macro rendering in the web process (README, "Macro rendering limits"): the wall
+    # clock one request may spend rendering, the locale variants a macro may hold, the
+    # render threads (each drives one helper process) and the requests that may wait for
+    # one, the renders one user may have running at once.
     render_request_budget_s: float = 5.0
     max_variants_per_macro: int = 50
     render_workers: int = 2

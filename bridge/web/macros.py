@@ -14,7 +14,7 @@ A draft is the PUT body (title / locales / actions): preview and validate check 
 before it is saved. A template that fails answers 422 with code "invalid_template", a
 message naming the template, line and reason, and the list in "problems".
 
-Rendering is bounded (README "Macros", bridge/web/rendering.py): too many locales is 422
+Rendering is bounded (README "Macro rendering limits", web/rendering.py): too many locales is 422
 "too_many_variants"; a spent request budget 422 "render_budget_exceeded" (the templates not
 reached under "unchecked"); a full render gate 503 "busy" or 429 "too_many_renders".
 
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import replace
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -91,10 +92,9 @@ class RenderGate:
             raise
 
         def done(_: concurrent.futures.Future[T]) -> None:
-            try:
+            # A closed loop raises RuntimeError: nobody is left to admit then.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._release, user)
-            except RuntimeError:  # the loop is closed: nobody is left to admit
-                pass
 
         future.add_done_callback(done)
         return await asyncio.wrap_future(future)
