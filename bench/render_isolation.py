@@ -13,7 +13,8 @@ shared machine lands on both):
   a draft whose every template loops until stopped, so each admitted preview renders for
   the whole request budget (set to 1 s: the render threads are as busy as with the default
   5 s, and a loaded phase winds down within about a second); a refused one (503 busy /
-  429) is retried after `retry_s`, ignoring Retry-After, as a hammering client would.
+  429) is retried after `retry_s`, ignoring Retry-After, as a hammering client would (the
+  agents run in a process of their own, on the clients' CPUs).
 
 The figure is the p99 of the webhook latencies of all loaded phases against that of all
 idle phases; the target is a ratio of at most 1.5.
@@ -22,7 +23,9 @@ idle phases; the target is a ratio of at most 1.5.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from bench.loadgen import TWILIO_PATH, Signer, inbound_form
-from bench.procs import Server, cpu_layout, own_affinity, python_module
+from bench.procs import ROOT, Server, cpu_layout, own_affinity, python_module
 from bench.report import Context, Row, Target, fmt, table
 from bench.stats import summary_ms
 from bridge.store.embedded import EmbeddedRedis, free_port
@@ -122,22 +125,6 @@ class _Bench:
             tasks.append(asyncio.create_task(self.webhook(session, into)))
         await asyncio.gather(*tasks)
 
-    async def agent(self, session: aiohttp.ClientSession, n: int, stop: asyncio.Event) -> None:
-        headers = {"Authorization": f"Bearer {agent_token(n)}"}
-        url = f"{self.base}/api/v1/macros/greeting/preview"
-        while not stop.is_set():
-            try:
-                async with session.post(url, json=SLOW_DRAFT, headers=headers) as response:
-                    body = await response.json()
-                    code = body.get("error", {}).get("code", "ok")
-                    self.out.previews[f"{response.status} {code}"] += 1
-                    refused = response.status in (429, 503)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.out.previews[type(exc).__name__] += 1
-                refused = True
-            if refused:
-                await asyncio.sleep(self.cfg.retry_s)
-
     async def main(self) -> Outcome:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         connector = aiohttp.TCPConnector(limit=0)
@@ -145,24 +132,65 @@ class _Bench:
             # Warm-up, not counted: connections, and the render helpers (started on demand).
             url = f"{self.base}/api/v1/macros/greeting/preview"
             headers = [{"Authorization": f"Bearer {agent_token(n)}"} for n in range(2)]
-            await asyncio.gather(self.webhooks(session, 2.0, []), *(
-                session.post(url, json={}, headers=h) for h in headers))
+
+            async def preview(h: dict[str, str]) -> None:
+                async with session.post(url, json={}, headers=h) as response:
+                    await response.read()
+
+            await asyncio.gather(self.webhooks(session, 2.0, []), *map(preview, headers))
             for _ in range(self.cfg.rounds):
                 idle: list[float] = []
                 loaded: list[float] = []
                 await self.webhooks(session, self.cfg.phase_s, idle)
-                stop = asyncio.Event()
-                agents = [asyncio.create_task(self.agent(session, n, stop))
-                          for n in range(self.cfg.agents)]
+                # The agents are another process (their browsers are not Twilio's
+                # client): their answers do not queue up in this measuring event loop.
+                agents = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bench.render_isolation", "hammer", self.base,
+                    str(self.cfg.agents), str(self.cfg.retry_s), cwd=ROOT,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                assert agents.stdin is not None
                 await asyncio.sleep(self.cfg.load_warmup_s)
                 await self.webhooks(session, self.cfg.phase_s, loaded)
-                stop.set()
-                await asyncio.gather(*agents)  # in-flight previews end within the budget
+                agents.stdin.close()  # stop; in-flight previews end within the budget
+                answers, _ = await agents.communicate()
+                self.out.previews.update(json.loads(answers))
                 self.out.idle_s += idle
                 self.out.loaded_s += loaded
                 self.out.round_p99_ms.append((summary_ms(idle)["p99"],
                                               summary_ms(loaded)["p99"]))
         return self.out
+
+
+async def _agent(session: aiohttp.ClientSession, base: str, n: int, retry_s: float,
+                 stop: asyncio.Event, answers: Counter[str]) -> None:
+    headers = {"Authorization": f"Bearer {agent_token(n)}"}
+    url = f"{base}/api/v1/macros/greeting/preview"
+    while not stop.is_set():
+        try:
+            async with session.post(url, json=SLOW_DRAFT, headers=headers) as response:
+                body = await response.json()
+                code = body.get("error", {}).get("code", "ok")
+                answers[f"{response.status} {code}"] += 1
+                refused = response.status in (429, 503)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            answers[type(exc).__name__] += 1
+            refused = True
+        if refused:
+            await asyncio.sleep(retry_s)
+
+
+async def hammer(base: str, agents: int, retry_s: float) -> Counter[str]:
+    """The agents' process: preview the slow draft until stdin closes."""
+    answers: Counter[str] = Counter()
+    stop = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        tasks = [asyncio.create_task(_agent(session, base, n, retry_s, stop, answers))
+                 for n in range(agents)]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        stop.set()
+        await asyncio.gather(*tasks)
+    return answers
 
 
 def measure(cfg: RenderIsolationConfig, workdir: Path, *, pin: bool = True) -> Outcome:
@@ -232,8 +260,22 @@ def section(ctx: Context, o: Outcome, cfg: RenderIsolationConfig) -> None:
     ctx.add_section("Render isolation", "\n".join(lines))
 
 
+def main(argv: list[str]) -> int:
+    """`python -m bench.render_isolation hammer BASE_URL AGENTS RETRY_S` (see _Bench)."""
+    if len(argv) != 4 or argv[0] != "hammer":
+        print(__doc__)
+        return 2
+    answers = asyncio.run(hammer(argv[1], int(argv[2]), float(argv[3])))
+    print(json.dumps(answers))
+    return 0
+
+
 def run(ctx: Context, cfg: RenderIsolationConfig | None = None) -> list[Row]:
     cfg = cfg or (QUICK if ctx.quick else RenderIsolationConfig())
     o = measure(cfg, ctx.workdir / "render_isolation", pin=ctx.pin_cpus)
     section(ctx, o, cfg)
     return rows(o, cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
