@@ -13,6 +13,7 @@ from bridge.store.tickets import TicketStore
 from bridge.web import api, health, macros, openapi, reports, webhooks
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
+from bridge.web.rendering import render_gate_ctx
 from config.settings import Settings
 
 
@@ -38,6 +39,8 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
         sync_client.close()
 
     app.cleanup_ctx.append(redis_ctx)
+    # Rendering's own executor: webhooks never wait behind a slow template.
+    app.cleanup_ctx.append(render_gate_ctx)
     app.add_routes(health.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(api.routes)

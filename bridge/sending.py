@@ -32,6 +32,7 @@ from bridge.store.tickets import Conflict, Idempotency, NotFound, TicketStore
 from bridge.templating import (
     DEFAULT_LIMITS,
     Limits,
+    RenderRunner,
     TemplateErrors,
     TemplateProblem,
     arender_all,
@@ -91,9 +92,11 @@ async def render_macro(
     agent_name: str,
     locale: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    run: RenderRunner | None = None,
 ) -> Rendered:
     """Render a macro's text and template variables for one ticket. `locale` forces a
-    variant; otherwise the contact's locale picks it, falling back to the default.
+    variant; otherwise the contact's locale picks it, falling back to the default. `run`
+    is where the blocking render runs (the web process's render gate; default: a thread).
     Raises TemplateErrors."""
     wanted = locale or general.locale_for(contact.locale if contact else "",
                                           contact.address if contact else "")
@@ -106,7 +109,7 @@ async def render_macro(
     for key in ("content_variables", "fallback_content_variables"):
         for var, text in getattr(macro.actions, key).items():
             sources[f"{key}.{var}"] = text
-    texts, problems = await arender_all(sources, context, limits)
+    texts, problems = await arender_all(sources, context, limits, run=run)
     body = texts.get(f"locale:{chosen}", "")
     if not problems and macro.locales and not body and not macro.actions.content_sid:
         problems = [TemplateProblem(f"locale:{chosen}", "empty",
@@ -140,6 +143,7 @@ async def apply_macro(
     extra_data: Mapping[str, Any] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     idempotency: Idempotency | None = None,
+    run: RenderRunner | None = None,
 ) -> MacroOutcome:
     """Render and apply a macro: one recorded event carrying the text, the macro's ticket
     changes in the same update, then the send is enqueued.
@@ -160,7 +164,7 @@ async def apply_macro(
             template_hint=f"macro {name!r} names none (fallback_content_sid)")):
         raise Conflict(refusal.code, refusal.message)
     rendered = await render_macro(macro, ticket=ticket, contact=contact, general=general,
-                                  agent_name=agent_name, limits=limits)
+                                  agent_name=agent_name, limits=limits, run=run)
     actions = macro.actions
     kind = "automation" if event_type is EventType.AUTOMATION else "macro"
     data: dict[str, Any] = {"kind": kind, **rendered.data, **(extra_data or {})}

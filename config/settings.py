@@ -98,6 +98,15 @@ class Settings:
     # aiohttp's default; keep it above the router's idle timeout towards the dyno.
     idle_timeout_s: float = 75.0
     policies: Mapping[Channel, ChannelPolicy] = field(default_factory=dict)
+    # Macro rendering in the web process (README, "Macro rendering limits"): the wall
+    # clock one request may spend rendering, the locale variants a macro may hold, the
+    # render threads (each drives one helper process) and the requests that may wait for
+    # one, the renders one user may have running at once.
+    render_request_budget_s: float = 5.0
+    max_variants_per_macro: int = 50
+    render_workers: int = 2
+    render_queue: int = 2
+    render_per_user: int = 2
     # Seconds a "seen" provider id is remembered for deduplication.
     dedupe_ttl_s: int = 7 * 24 * 3600
     # RQ worker timing (`python -m workers`). A worker loops at least every ttl - 15 s and
@@ -165,6 +174,11 @@ class Settings:
                 env, "BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S", 30, minimum=1),
             relay_lease_ttl_s=_int(env, "BRIDGE_RELAY_LEASE_TTL_S", 15, minimum=2),
             policies=load_policies(config_dir / "bridge.toml"),
+            render_request_budget_s=_int(env, "BRIDGE_RENDER_REQUEST_BUDGET_S", 5, minimum=1),
+            max_variants_per_macro=_int(env, "BRIDGE_MAX_VARIANTS_PER_MACRO", 50, minimum=1),
+            render_workers=_int(env, "BRIDGE_RENDER_WORKERS", 2, minimum=1, maximum=4),
+            render_queue=_int(env, "BRIDGE_RENDER_QUEUE", 2, minimum=0),
+            render_per_user=_int(env, "BRIDGE_RENDER_PER_USER", 2, minimum=1),
         )
         settings.validate()
         return settings

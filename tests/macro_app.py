@@ -15,6 +15,7 @@ from bridge.store.tickets import TicketStore
 from bridge.web import macros, reports
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
+from bridge.web.rendering import render_gate_ctx
 from config.settings import Settings
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, CONTACT_KEY
 
@@ -38,6 +39,7 @@ def build_app(
     app[queues_key] = JobQueues(sync)
     if config is not None:
         app[macros.automations_key] = config
+    app.cleanup_ctx.append(render_gate_ctx)
     app.add_routes(macros.routes)
     app.add_routes(reports.routes)
     app.add_routes(list(extra_routes))

@@ -169,10 +169,10 @@ def test_validate_macro_names_locale_line_and_reason() -> None:
 
 
 def test_a_dead_render_helper_is_replaced() -> None:
-    from bridge import templating
+    from bridge import render_helpers
 
     assert render("{{ 1 + 1 }}", CTX, FAST) == "2"
-    pool = templating._pool()
+    pool = render_helpers._pool()
     assert pool.idle
     for helper in pool.idle:
         helper.proc.kill()
@@ -181,13 +181,13 @@ def test_a_dead_render_helper_is_replaced() -> None:
 
 
 def test_a_timed_out_helper_is_killed_and_the_next_render_works() -> None:
-    from bridge import templating
+    from bridge import render_helpers
 
     p = problem("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
                 "{% endfor %}", Limits(time_limit_s=0.2))
     assert p.kind == "timeout"
     assert render("{{ ticket.id }}", CTX, FAST) == "12345"
-    assert all(h.proc.poll() is None for h in templating._pool().idle)
+    assert all(h.proc.poll() is None for h in render_helpers._pool().idle)
 
 
 def test_a_helper_that_stops_answering_is_killed_by_the_parent(
@@ -196,11 +196,11 @@ def test_a_helper_that_stops_answering_is_killed_by_the_parent(
     import os
     import signal
 
-    from bridge import templating
+    from bridge import render_helpers
 
     assert render("ok", CTX, FAST) == "ok"
-    monkeypatch.setattr(templating, "GRACE_S", 0.2)
-    stuck = list(templating._pool().idle)
+    monkeypatch.setattr(render_helpers, "GRACE_S", 0.2)
+    stuck = list(render_helpers._pool().idle)
     for helper in stuck:
         os.kill(helper.proc.pid, signal.SIGSTOP)  # as if stuck in one long C call
     try:

@@ -277,6 +277,15 @@ def parse_macro(name: str, data: Any, *, source_limit: int = 4096, version: int 
     )
 
 
+def check_variants(macro: Macro, max_variants: int) -> None:
+    """Saving and validating render every locale variant one after another: a macro may
+    hold at most `max_variants` of them. Raises MacroError (field "locales")."""
+    count = len(macro.locales)
+    if count > max_variants:
+        raise MacroError("locales", f"{count} locale variants; a macro may have at most "
+                         f"{max_variants}")
+
+
 def pick_locale(available: Iterable[str], wanted: str, default: str) -> str | None:
     """The variant to use for a contact: the exact locale, then its language (`fr-CA` ->
     `fr`), then a regional variant of that language, then the default locale, then

@@ -14,22 +14,26 @@ A draft is the PUT body (title / locales / actions): preview and validate check 
 before it is saved. A template that fails answers 422 with code "invalid_template", a
 message naming the template, line and reason, and the list in "problems".
 
+Rendering is bounded (README "Macro rendering limits", web/rendering.py): too many locales is 422
+"too_many_variants"; a spent request budget 422 "render_budget_exceeded" (the templates not
+reached under "unchecked"); a full render gate 503 "busy" or 429 "too_many_renders".
+
 The app may put a MacroStore under `macros_key` and the rules under `automations_key`;
 otherwise they are built from the Redis client and `config_dir/automations.toml`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from bridge.core.macros import Macro, MacroError, check_name, parse_macro
+from bridge.core.macros import Macro, MacroError, check_name, check_variants, parse_macro
 from bridge.core.rules import AutomationConfig, load_config
 from bridge.sending import apply_macro as apply_macro_to_ticket
 from bridge.sending import render_macro
@@ -38,16 +42,18 @@ from bridge.store.tickets import Conflict, Idempotency, NotFound, Replayed
 from bridge.templating import (
     DEFAULT_LIMITS,
     FIXTURE_TICKET,
+    Limits,
     TemplateErrors,
     TemplateProblem,
     fixture_contact,
     validate_macro,
 )
-from bridge.web.auth import principal, require_admin
+from bridge.web.auth import Principal, principal, require_admin
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key
+from bridge.web.rendering import render_gate_key
 from bridge.web.serialize import event_json, iso
 
 log = logging.getLogger("bridge.macros")
@@ -105,12 +111,22 @@ def macro_json(macro: Macro) -> dict[str, Any]:
 
 
 def invalid_template(problems: list[TemplateProblem]) -> web.Response:
-    message = "; ".join(p.describe() for p in problems)
-    return web.json_response(
-        {"error": {"code": "invalid_template", "message": message,
-                   "problems": [p.to_dict() for p in problems]}},
-        status=422,
-    )
+    """422: `invalid_template` when every template was checked, else
+    `render_budget_exceeded` with the templates not checked under "unchecked" (the macro
+    as a whole takes too long to render: it cannot be saved as it is)."""
+    unchecked = [p.key for p in problems if p.kind == "budget"]
+    found = [p for p in problems if p.kind != "budget"]
+    error: dict[str, Any] = {"code": "invalid_template",
+                             "message": "; ".join(p.describe() for p in problems),
+                             "problems": [p.to_dict() for p in problems]}
+    if unchecked:
+        error["code"] = "render_budget_exceeded"
+        error["message"] = (
+            "the render budget for this request was spent before every template was "
+            f"checked; not checked: {', '.join(unchecked)}"
+            + "".join(f"; {p.describe()}" for p in found))
+        error["unchecked"] = unchecked
+    return web.json_response({"error": error}, status=422)
 
 
 def _invalid_macro(exc: MacroError) -> ApiError:
@@ -137,19 +153,39 @@ async def _current(request: web.Request, name: str) -> Macro:
         raise not_found(str(exc)) from None
 
 
-def _draft(name: str, data: dict[str, Any]) -> Macro | None:
+def _check_variants(request: web.Request, macro: Macro) -> Macro:
+    try:
+        check_variants(macro, request.app[settings_key].max_variants_per_macro)
+    except MacroError as exc:
+        raise unprocessable(f"{exc.field}: {exc.message}", "too_many_variants") from None
+    return macro
+
+
+def _draft(request: web.Request, name: str, data: dict[str, Any]) -> Macro | None:
     draft = {k: v for k, v in data.items() if k in _DRAFT_FIELDS}
     if not draft:
         return None
     try:
-        return parse_macro(name, draft, source_limit=DEFAULT_LIMITS.source_max)
+        macro = parse_macro(name, draft, source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
         raise _invalid_macro(exc) from None
+    return _check_variants(request, macro)
 
 
-async def _validate(request: web.Request, macro: Macro) -> list[TemplateProblem]:
+def _limits(request: web.Request) -> Limits:
+    """One request's render limits: the defaults with the configured total budget."""
+    budget_s = request.app[settings_key].render_request_budget_s
+    return replace(DEFAULT_LIMITS, budget_s=budget_s)
+
+
+async def _validate(request: web.Request, macro: Macro, who: Principal) -> list[TemplateProblem]:
+    """Every template of the macro, rendered on the render gate as `who` (429/503 when
+    full); refuses a macro over the variant cap first."""
+    _check_variants(request, macro)
     company = automation_config(request.app).general.company_name
-    return await asyncio.to_thread(validate_macro, macro, company_name=company)
+    job = functools.partial(validate_macro, macro, company_name=company,
+                            limits=_limits(request))
+    return await request.app[render_gate_key].run(job, user=who.name)
 
 
 # ------------------------------------------------------------------ handlers
@@ -176,7 +212,7 @@ async def put_macro(request: web.Request) -> web.Response:
         macro = parse_macro(name, data, source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
         raise _invalid_macro(exc) from None
-    problems = await _validate(request, macro)
+    problems = await _validate(request, macro, who)
     if problems:
         return invalid_template(problems)
     saved = await macro_store(request.app).save(macro, author=who.name, now_ms=now_ms())
@@ -187,8 +223,9 @@ async def put_macro(request: web.Request) -> web.Response:
 async def preview_macro(request: web.Request) -> web.Response:
     who = principal(request)
     name = _name(request)
+    request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS | {"ticket_id", "locale"})
-    macro = _draft(name, data) or await _current(request, name)
+    macro = _draft(request, name, data) or await _current(request, name)
     config = automation_config(request.app)
     locale = data.get("locale")
     if locale is not None and not isinstance(locale, str):
@@ -212,7 +249,8 @@ async def preview_macro(request: web.Request) -> web.Response:
     try:
         rendered = await render_macro(macro, ticket=ticket, contact=contact,
                                       general=config.general, agent_name=who.name,
-                                      locale=locale)
+                                      locale=locale, limits=_limits(request),
+                                      run=request.app[render_gate_key].runner(who.name))
     except TemplateErrors as exc:
         return invalid_template(exc.problems)
     return web.json_response({
@@ -228,14 +266,15 @@ async def preview_macro(request: web.Request) -> web.Response:
 
 
 async def validate_macro_handler(request: web.Request) -> web.Response:
-    principal(request)
+    who = principal(request)
     name = request.match_info["name"]
     try:
         check_name(name)
     except MacroError as exc:
         raise _invalid_macro(exc) from None
+    request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS)
-    macro = _draft(name, data)
+    macro = _draft(request, name, data)
     if macro is None:
         try:
             macro = await macro_store(request.app).get(name)
@@ -243,7 +282,7 @@ async def validate_macro_handler(request: web.Request) -> web.Response:
             # Validation is about a text: with no draft and no stored macro there is none.
             raise unprocessable(f"macro {name!r} does not exist: send a draft (locales, "
                                 "actions) to validate a new one", "invalid_macro") from None
-    problems = await _validate(request, macro)
+    problems = await _validate(request, macro, who)
     if problems:
         return invalid_template(problems)
     return web.json_response({"valid": True, "macro": name, "problems": []})
@@ -261,7 +300,7 @@ async def rollback_macro(request: web.Request) -> web.Response:
         old = await store.get_version(name, version)
     except MacroNotFound as exc:
         raise not_found(str(exc)) from None
-    problems = await _validate(request, old)
+    problems = await _validate(request, old, who)
     if problems:
         return invalid_template(problems)
     saved = await store.rollback(name, version, author=who.name, now_ms=now_ms())
@@ -312,6 +351,7 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
             store=store, macros=macro_store(app), queues=queues,
             general=automation_config(app).general, ticket_id=ticket_id, name=name,
             author=who.name, agent_name=who.name, now_ms=now_ms(), idempotency=idempotency,
+            limits=_limits(request), run=app[render_gate_key].runner(),
         )
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None

@@ -66,7 +66,7 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     """Every error leaves as {"error": {"code", "message"}} with the right status; Redis
     being unreachable is a 503 so providers retry (never "200 and drop")."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
     # The store's refusals, mapped here once rather than in each handler.
     if isinstance(exc, Conflict):
         api = conflict_error(exc)

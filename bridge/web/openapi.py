@@ -142,7 +142,9 @@ _RESPONSES = {
         400: "Malformed request", 401: "Missing or unknown token", 403: "Forbidden",
         408: "Body not received in time",
         404: "Not found", 409: "Conflict with the ticket's state", 413: "Body too large",
-        415: "Unsupported media type", 422: "Invalid field", 503: "Storage unavailable",
+        415: "Unsupported media type", 422: "Invalid field",
+        429: "Too many template renders by this agent (Retry-After)",
+        503: "Storage unavailable (or, rendering macros: every renderer busy); Retry-After",
     }.items()
 }
 
@@ -243,22 +245,23 @@ PATHS: dict[str, Any] = {
         "put": {"summary": "Save a new version (admin)", "parameters": [_NAME],
                 "requestBody": _body({"type": "object"}),
                 "responses": {"200": _json({"type": "object"}),
-                              **_errors(400, 401, 403, 415, 422, 503)}},
+                              **_errors(400, 401, 403, 415, 422, 429, 503)}},
     },
     "/api/v1/macros/{name}/preview": {"post": {
         "summary": "Render against a ticket", "parameters": [_NAME],
         "requestBody": _body({"type": "object"}),
         "responses": {"200": _json({"type": "object"}),
-                      **_errors(400, 401, 404, 415, 422, 503)}}},
+                      **_errors(400, 401, 404, 415, 422, 429, 503)}}},
     "/api/v1/macros/{name}/validate": {"post": {
         "summary": "Validate a template without saving", "parameters": [_NAME],
         "requestBody": _body({"type": "object"}),
-        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 415, 422, 503)}}},
+        "responses": {"200": _json({"type": "object"}),
+                      **_errors(400, 401, 415, 422, 429, 503)}}},
     "/api/v1/macros/{name}/rollback": {"post": {
         "summary": "Roll back to an earlier version (admin)", "parameters": [_NAME],
         "requestBody": _body({"type": "object"}),
         "responses": {"200": _json({"type": "object"}),
-                      **_errors(400, 401, 403, 404, 415, 422, 503)}}},
+                      **_errors(400, 401, 403, 404, 415, 422, 429, 503)}}},
     "/api/v1/macros/{name}/versions": {"get": {
         "summary": "Version history", "parameters": [_NAME],
         "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 503)}}},
