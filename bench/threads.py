@@ -147,7 +147,6 @@ async def bulk_tickets(client: redis.asyncio.Redis, count: int, *, first_contact
                 pipe.zadd(keys.seen(cid), {msg.provider_id: now})
                 pipe.xadd(keys.events(cid, tid), event_fields(msg))
                 pipe.hset(keys.TICKET_CONTACT, tid, cid)
-                pipe.zadd(keys.OPENING, {cid: now})
                 score = {tid: int(tid)}
                 for index in (keys.index("all"), keys.index("contact", cid),
                               keys.index("channel", msg.channel.value),

@@ -198,3 +198,20 @@ async def test_the_job_payloads_are_json(store: TicketStore, sync_redis: redis.R
     await relay_all(store.redis, sync_redis)
     [(_, payload)] = queued(sync_redis, QUEUE_EVENTS)
     assert json.loads(json.dumps(payload)) == payload
+
+
+async def test_reindex_all_rebuilds_the_lists_from_the_tickets(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    """`bridge reindex`: the lists are derived data; wiped, they come back whole."""
+    opened = [ids(await inbound(store, address=f"whatsapp:+3361111200{n}")) for n in range(3)]
+    await store.update_ticket(opened[0], author="alice", now_ms=now_ms(), status=Status.SOLVED)
+    before, _ = await store.list_tickets()
+    for key in sync_redis.scan_iter(match="bridge:idx:*"):
+        sync_redis.delete(key)
+    sync_redis.delete(keys.TICKET_CONTACT)
+    assert (await store.list_tickets())[0] == []
+    assert await store.reindex_all() == 3
+    after, _ = await store.list_tickets()
+    assert [t.id for t in after] == [t.id for t in before]
+    solved, _ = await store.list_tickets(status=Status.SOLVED)
+    assert [t.id for t in solved] == [opened[0]]

@@ -16,10 +16,11 @@ from bridge.core.messages import Channel
 from bridge.core.policy import ChannelPolicy
 from bridge.core.tickets import Status
 from bridge.store import keys
+from bridge.store.changelog import REPAIR_CONSUMER, ChangeLog
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import store_key
 from tests.conftest import AGENT_TOKEN, make_settings
-from tests.factories import inbound_form, post_signed
+from tests.factories import inbound_form, inbound_message, post_signed
 from workers.sweeper import SWEEP_GRACE_S, list_unlisted
 
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
@@ -36,8 +37,8 @@ async def _listed_ids(client: Client) -> list[str]:
     return [t["id"] for t in listing["tickets"]]
 
 
-async def _open_with_interrupted_indexing(client: Client, monkeypatch: pytest.MonkeyPatch
-                                          ) -> str:
+async def _open_with_interrupted_indexing(client: Client, monkeypatch: pytest.MonkeyPatch,
+                                          sender: str = CUSTOMER) -> str:
     """The first message opens a ticket; the process 'dies' before the index update."""
     store = client.app[store_key]
 
@@ -46,11 +47,13 @@ async def _open_with_interrupted_indexing(client: Client, monkeypatch: pytest.Mo
 
     with monkeypatch.context() as patch:
         patch.setattr(store, "_reindex", dies)
-        answer = await post_signed(client, "/webhooks/twilio", inbound_form("Bonjour"))
+        answer = await post_signed(client, "/webhooks/twilio",
+                                   inbound_form("Bonjour", sender=sender))
         assert answer.status == 503  # unanswered, as far as Twilio can tell
-    seq = await store.redis.get(keys.TICKET_SEQ)
-    assert seq is not None
-    return str(int(seq))
+    [opened] = [c for c in await ChangeLog(store.redis).all_entries()
+                if c.action in ("new_ticket", "follow_up") and c.contact_id == store.contact_id(
+                    inbound_message(address=sender))][-1:]
+    return opened.ticket_id
 
 
 async def test_an_interrupted_opening_is_listed_by_the_sweep(
@@ -68,7 +71,6 @@ async def test_an_interrupted_opening_is_listed_by_the_sweep(
     store: TicketStore = client.app[store_key]
     # Within the grace period the sweep leaves it (the request may still be under way).
     assert await list_unlisted(store, now_ms=now_ms()) == []
-    assert sync_redis.zcard(keys.OPENING) == 1
 
     later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
     assert await list_unlisted(store, now_ms=later) == [ticket_id]
@@ -76,31 +78,38 @@ async def test_an_interrupted_opening_is_listed_by_the_sweep(
     ticket = await (await client.get(f"/api/v1/tickets/{ticket_id}", headers=AGENT)).json()
     assert ticket["message_count"] == 2
     assert ticket["status"] == "new"
-    assert sync_redis.zcard(keys.OPENING) == 0  # checked: forgotten
-    assert await list_unlisted(store, now_ms=later) == []
+    assert await list_unlisted(store, now_ms=later) == []  # read once: not again
 
 
-async def test_openings_that_were_indexed_are_only_forgotten(
+async def test_openings_that_were_indexed_are_only_read(
     client: Client, sync_redis: redis.Redis
 ) -> None:
     for n in range(3):
         form = inbound_form(f"hello {n}", sender=f"whatsapp:+3361234560{n}")
         assert (await post_signed(client, "/webhooks/twilio", form)).status == 200
-    assert sync_redis.zcard(keys.OPENING) == 3
     before = sync_redis.dump(keys.index("all"))
     later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
     assert await list_unlisted(client.app[store_key], now_ms=later) == []
-    assert sync_redis.zcard(keys.OPENING) == 0
     assert sync_redis.dump(keys.index("all")) == before
+    # The repair's position moved past them: the change log keeps them for other
+    # consumers only.
+    lag = await ChangeLog(client.app[store_key].redis).lag(REPAIR_CONSUMER)
+    assert lag.events == 0
 
 
-async def test_a_newer_opening_keeps_its_mark(client: Client, sync_redis: redis.Redis) -> None:
+async def test_an_opening_within_the_grace_period_waits_for_the_next_sweep(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store: TicketStore = client.app[store_key]
-    sync_redis.zadd(keys.OPENING, {"old": 1_000, "new": 5_000})
-    assert await store.forget_openings(["old", "new"], checked_before_ms=2_000) == 1
-    assert sync_redis.zrange(keys.OPENING, 0, -1) == [b"new"]
-    assert await store.contacts_opening(before_ms=4_999) == []
-    assert await store.contacts_opening(before_ms=5_000) == ["new"]
+    early = now_ms() + (SWEEP_GRACE_S + 1) * 1000
+    first = await _open_with_interrupted_indexing(client, monkeypatch)
+    assert await list_unlisted(store, now_ms=early) == [first]
+    second = await _open_with_interrupted_indexing(
+        client, monkeypatch, sender="whatsapp:+33612345699")
+    # The sweep that ran before the second opening's grace ended leaves it...
+    assert await list_unlisted(store, now_ms=now_ms()) == []
+    # ...and the next one, later, lists it.
+    assert await list_unlisted(store, now_ms=now_ms() + (SWEEP_GRACE_S + 1) * 1000) == [second]
 
 
 async def test_every_opening_is_looked_at_however_many(
@@ -112,7 +121,6 @@ async def test_every_opening_is_looked_at_however_many(
     ticket_id = await _open_with_interrupted_indexing(client, monkeypatch)  # the newest
     later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
     assert await list_unlisted(client.app[store_key], now_ms=later, batch=2) == [ticket_id]
-    assert sync_redis.zcard(keys.OPENING) == 0
 
 
 async def test_a_thread_limit_opening_interrupted_lists_both_tickets_correctly(

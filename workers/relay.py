@@ -42,6 +42,9 @@ CONSUMER = RELAY_CONSUMER
 # Refused free-form messages that the approved template replaces (the send job knows how).
 _TEMPLATE_FALLBACK_CODES = frozenset({OUTSIDE_WINDOW})
 
+# Trimming reads every consumer's positions and touches every partition: not per batch.
+TRIM_INTERVAL_S = 5.0
+
 RELAYED = Counter("bridge_relay_changes", "Change log entries handed on by this relay")
 
 
@@ -76,6 +79,7 @@ class Relay:
     token: str = field(default_factory=new_token)
     handed_on: int = 0
     _positions: dict[int, str] | None = None
+    _next_trim: float = 0.0
 
     async def hold_lease(self) -> bool:
         if self._positions is not None:
@@ -107,7 +111,9 @@ class Relay:
         await asyncio.to_thread(self.queues.enqueue_many, specs)
         self._positions.update(batch.positions)
         await self.log.save_positions(CONSUMER, batch.positions)
-        await self.log.trim(batch.positions)
+        if time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + TRIM_INTERVAL_S
+            await self.log.trim()
         RELAYED.inc(len(batch.changes))
         self.handed_on += len(batch.changes)
         return len(batch.changes)

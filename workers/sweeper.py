@@ -18,11 +18,11 @@ SWEEP_GRACE_S ago:
 - a ticket with nothing left to wait for is unmarked, unless it was marked within the
   grace period (an event recorded then may still be on its way to the stream).
 
-The same job then looks at the contacts that opened a ticket more than SWEEP_GRACE_S ago
-(keys.OPENING, marked when the ticket id was allocated): a web process that died between
-the routing script and the index update left that ticket out of the lists and unknown by
-id, and the customer's next messages, plain appends, would not index it either (only a
-redelivery of the same message does). Such a ticket is indexed now, and logged.
+The same job then looks at the tickets opened more than SWEEP_GRACE_S ago (the change log's
+routing entries, written by the routing script with the ticket itself): a web process that
+died between the routing script and the index update left that ticket out of the lists and
+unknown by id, and the customer's next messages, plain appends, would not index it either
+(only a redelivery of the same message does). Such a ticket is indexed now, and logged.
 
 Each sweep schedules the next one first (RQ's scheduler; one job per moment, whichever
 worker asks), and every worker asks for it again at each of its maintenance passes (at
@@ -42,7 +42,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from bridge.core.changes import OPENING_ACTIONS, ChangeKind
 from bridge.jobs import JobQueues, job_id
+from bridge.store.changelog import REPAIR_CONSUMER, ChangeLog
 from bridge.store.tickets import TicketStore
 
 log = logging.getLogger("workers.sweeper")
@@ -121,21 +123,28 @@ async def list_unlisted(store: TicketStore, *, now_ms: int, grace_s: int = SWEEP
                         budget_s: float = LISTING_BUDGET_S, batch: int = 1000) -> list[str]:
     """Index the tickets opened before the grace period that the lists do not know, with
     the ticket each follows up (closed by the opening); the ids indexed now (each opening
-    one a web process that died mid-request). Every opening since
-    the last sweep is looked at, `batch` contacts at a time, within the time budget."""
-    cutoff_ms = now_ms - grace_s * 1000
+    one a web process that died mid-request). The openings come from the change log (the
+    routing script writes them with the ticket), read by the `repair` consumer from its own
+    position, a grace period behind the writers, `batch` entries per partition at a time,
+    within the time budget."""
+    change_log = ChangeLog(store.redis)
+    positions = await change_log.positions(REPAIR_CONSUMER)
     listed: list[str] = []
     stop_at = time.monotonic() + budget_s
     while time.monotonic() < stop_at:
-        contacts = await store.contacts_opening(before_ms=cutoff_ms, limit=batch)
-        for ticket_id in await store.list_if_unlisted(contacts):
+        read = await change_log.read_until(positions, until_ms=now_ms - grace_s * 1000, count=batch)
+        openings = [(c.contact_id, c.ticket_id, c.previous_ticket_id)
+                    for c in read.changes if c.kind is ChangeKind.ROUTED
+                    and c.action in OPENING_ACTIONS]
+        for ticket_id in await store.index_if_unlisted(openings):
             listed.append(ticket_id)
             log.warning("ticket %s was not (or not correctly) in the ticket lists: its "
-                        "opening was interrupted before the index update; listed now",
-                        ticket_id)
-        await store.forget_openings(contacts, checked_before_ms=cutoff_ms)
-        if len(contacts) < batch:
+                         "opening was interrupted before the index update; listed now",
+                         ticket_id)
+        if not read.positions:
             break
+        positions.update(read.positions)
+        await change_log.save_positions(REPAIR_CONSUMER, read.positions)
     return listed
 
 

@@ -119,13 +119,13 @@ def delivery_fields(*, ticket_id: str, contact_id: str, event_id: str, delivery:
 
 
 # The routing actions (bridge.core.routing.Action values) that open a ticket.
-_OPENING_ACTIONS = frozenset({"new_ticket", "follow_up"})
+OPENING_ACTIONS = frozenset({"new_ticket", "follow_up"})
 
 
 def triggers_of(change: Change) -> list[tuple[str, TriggerName]]:
     """The (ticket id, trigger) pairs a change fires, in the order they are handed on."""
     if change.kind is ChangeKind.ROUTED:
-        if change.action in _OPENING_ACTIONS:
+        if change.action in OPENING_ACTIONS:
             fired = [(change.ticket_id, TriggerName.CREATED)]
             if change.close_reason == "thread_limit" and change.previous_ticket_id:
                 fired.append((change.previous_ticket_id, TriggerName.CLOSED_THREAD_LIMIT))

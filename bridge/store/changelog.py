@@ -24,6 +24,12 @@ START = "0-0"
 # The consumer that turns changes into RQ jobs (workers/relay.py); the widget fan-out and
 # the webhook export will be consumers of their own, each with its own positions.
 RELAY_CONSUMER = "jobs"
+# The sweep's index repair (workers/sweeper.py): it reads the openings a grace period late,
+# so the log keeps at least that much; trimming follows the slowest consumer.
+REPAIR_CONSUMER = "repair"
+CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER)
+# Lag is counted up to this many entries per partition (a scrape stays cheap).
+LAG_COUNT_CAP = 1000
 
 # Renews the lease only for its holder (a paused relay whose lease expired and was taken
 # must not extend the new holder's).
@@ -41,6 +47,11 @@ return 0
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _after(position: str) -> str:
+    """XRANGE's start just after a position (exclusive), or the whole stream."""
+    return "-" if position == START else f"({position}"
 
 
 def _id_key(log_id: str) -> tuple[int, int]:
@@ -112,34 +123,55 @@ class ChangeLog:
                     unreadable += 1
         return Batch(changes, reached, unreadable)
 
-    async def trim(self, positions: dict[int, str]) -> None:
-        """Drop what every consumer has handed on (entries before the positions)."""
+    async def read_until(self, positions: dict[int, str], *, until_ms: int, count: int
+                         ) -> Batch:
+        """Up to `count` entries per partition after the positions and written before
+        until_ms (a consumer that must stay a grace period behind the writers)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for partition, pos in positions.items():
+            for p, pos in positions.items():
+                pipe.xrange(keys.change_log(p), _after(pos), str(until_ms - 1), count=count)
+            replies: list[Any] = await pipe.execute()
+        changes: list[Change] = []
+        reached: dict[int, str] = {}
+        unreadable = 0
+        for p, entries in zip(positions, replies, strict=True):
+            for entry_id, fields in entries:
+                log_id = _s(entry_id)
+                reached[p] = log_id
+                try:
+                    changes.append(Change.from_fields(
+                        log_id, {_s(k): _s(v) for k, v in fields.items()}))
+                except ValueError:
+                    unreadable += 1
+        return Batch(changes, reached, unreadable)
+
+    async def trim(self) -> None:
+        """Drop what every consumer has handed on (entries before the slowest position)."""
+        slowest = dict.fromkeys(self.partitions, "")
+        for consumer in CONSUMERS:
+            for p, pos in (await self.positions(consumer)).items():
+                if not slowest[p] or _id_key(pos) < _id_key(slowest[p]):
+                    slowest[p] = pos
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, pos in slowest.items():
                 if pos != START:
                     pipe.xtrim(keys.change_log(partition), minid=pos)
             await pipe.execute()
 
     async def lag(self, consumer: str, *, now_ms: int | None = None) -> Lag:
+        """Entries after the consumer's positions (counted up to LAG_COUNT_CAP per
+        partition) and the age of the oldest of them."""
         positions = await self.positions(consumer)
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in self.partitions:
-                pipe.xlen(keys.change_log(p))
-                pipe.xrange(keys.change_log(p), "-", "+", count=1)
-                pipe.xrange(keys.change_log(p), f"({positions[p]}" if positions[p] != START
-                            else "-", "+", count=1)
+                pipe.xrange(keys.change_log(p), _after(positions[p]), "+", count=LAG_COUNT_CAP)
             replies: list[Any] = await pipe.execute()
         events = 0
         oldest_ms: int | None = None
-        for i, p in enumerate(self.partitions):
-            length, first, pending = replies[3 * i: 3 * i + 3]
+        for pending in replies:
             if not pending:
                 continue
-            # The log is trimmed to the position, so what is left is at most the position's
-            # own entry and what follows it.
-            first_id = _s(first[0][0])
-            handed = positions[p] != START and _id_key(first_id) <= _id_key(positions[p])
-            events += int(length) - (1 if handed else 0)
+            events += len(pending)
             pending_ms = _id_key(_s(pending[0][0]))[0]
             oldest_ms = pending_ms if oldest_ms is None else min(oldest_ms, pending_ms)
         now = now_ms if now_ms is not None else int(time.time() * 1000)

@@ -74,12 +74,12 @@ class TicketIndexes(TicketReads):
     async def reindex_all(self) -> int:
         """Rebuild every index from the tickets themselves (`bridge reindex`)."""
         count = 0
-        async for key in self.redis.scan_iter(match="{c:*}:t:*", count=1000):
-            name = _s(key)
-            parts = name.split(":")
-            if len(parts) != 4:
+        async for key in self.redis.scan_iter(match=keys.TICKETS_GLOB, count=1000):
+            # {p:NNN}:c:<contact>:t:<ticket>, not the ticket's events, deliveries, ...
+            parts = _s(key).split(":")
+            if len(parts) != 6:
                 continue
-            cid, tid = parts[1].rstrip("}"), parts[3]
+            cid, tid = parts[3], parts[5]
             await self._reindex(cid, [tid])
             count += 1
         return count

@@ -41,6 +41,7 @@ def change_log_of(contact_id: str) -> str:
 
 # Glob patterns over every contact's keys (tests, benchmarks, migrations).
 EVENT_STREAMS_GLOB = "{p:*}:c:*:t:*:events"
+TICKETS_GLOB = "{p:*}:c:*:t:*"  # also matches each ticket's other keys: filter by shape
 
 
 # SCAN MATCH pattern of every contact hash (`bridge migrate contact-ids`).

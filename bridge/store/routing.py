@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -32,6 +34,11 @@ _STATUSES = {s.value: s for s in Status}
 _JSON_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
 
 
+# Routing results that prove the call's reserved ticket id was not used.
+_ID_UNUSED_ACTIONS = frozenset({Action.APPEND.value, Action.REOPEN.value,
+                                Action.CSAT_ANSWER.value})
+# Ticket ids a process reserves at a time (TicketIds).
+TICKET_ID_BLOCK = 16
 _ROUTE_SCRIPT = resources.files("bridge.store").joinpath("route.lua").read_text("utf-8")
 
 
@@ -71,12 +78,39 @@ def message_data(msg: InboundMessage) -> dict[str, Any]:
 
 
 
+class TicketIds:
+    """Ticket ids reserved by this process from the global sequence, a block at a time
+    (INCRBY: one round trip per TICKET_ID_BLOCK new tickets). The smallest free id goes
+    first, so one process numbers its tickets in order; across processes an id is at most
+    a block out of creation order (the lists sort by id). Ids reserved by a process that
+    stops are never used: ticket ids may have gaps."""
+
+    def __init__(self, redis: Redis, *, block: int = TICKET_ID_BLOCK) -> None:
+        self.redis = redis
+        self.block = block
+        self._free: list[int] = []
+        self._refill = asyncio.Lock()
+
+    async def take(self) -> int:
+        while not self._free:
+            async with self._refill:
+                if not self._free:
+                    last = int(await self.redis.incrby(keys.TICKET_SEQ, self.block))
+                    for tid in range(last - self.block + 1, last + 1):
+                        heapq.heappush(self._free, tid)
+        return heapq.heappop(self._free)
+
+    def give_back(self, ticket_id: int) -> None:
+        heapq.heappush(self._free, ticket_id)
+
+
 class TicketRouting(TicketRepair):
     def __init__(self, redis: Redis, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
         # One call per webhook: concurrent calls share round trips (see pipelining.py),
         # and the script is reloaded on NOSCRIPT (Redis restarted or SCRIPT FLUSH).
         self._route = PipelinedScript(redis, _ROUTE_SCRIPT)
+        self._ticket_ids = TicketIds(redis)
 
     async def route_inbound(
         self,
@@ -89,12 +123,23 @@ class TicketRouting(TicketRepair):
         """Apply the routing rules to one message in one atomic script call.
 
         A new ticket needs a global id, which cannot be allocated inside the contact's slot:
-        the script answers `need_id` without writing, we INCR the global sequence and run it
-        again. A concurrent message may have opened the ticket meanwhile; that id is then
-        left unused (ticket ids may have gaps).
+        every call brings one from this process's reserve (TicketIds), which the script uses
+        only if it opens a ticket; an unused id goes back to the reserve. A new conversation
+        then costs one round trip, like an append.
         """
         cid = self.contact_id(msg)
-        new_tid = ""
+        new_tid = await self._ticket_ids.take()
+        values = await self._route_once(msg, signal, policy, cid, str(new_tid), now_ms)
+        # Given back only when this very call routed the message without opening a ticket.
+        # Not on an error, nor on `duplicate`: an earlier try of this call whose reply was
+        # lost may have opened a ticket under that id (the id is then simply skipped).
+        if values[0] in _ID_UNUSED_ACTIONS:
+            self._ticket_ids.give_back(new_tid)
+        return await self._after_routing(cid, values)
+
+    async def _route_once(self, msg: InboundMessage, signal: RatingSignal,
+                          policy: ChannelPolicy, cid: str, new_tid: str, now_ms: int
+                          ) -> list[str]:
         while True:
             raw = await self._route(
                 keys=[keys.contact(cid), keys.seen(cid), keys.change_log_of(cid)],
@@ -124,8 +169,11 @@ class TicketRouting(TicketRepair):
             )
             values = [_s(v) for v in raw]
             if values[0] != "need_id":
-                break
-            new_tid = await self._allocate_ticket_id(cid, now_ms)
+                return values
+            # Only when called without an id (the script's own contract).
+            new_tid = str(await self._ticket_ids.take())
+
+    async def _after_routing(self, cid: str, values: list[str]) -> RouteResult:
         result = RouteResult(
             action=_ACTIONS[values[0]],
             ticket_id=values[1] or None,
@@ -155,11 +203,4 @@ class TicketRouting(TicketRepair):
         """The keyed id of the message's sender (ValueError without a contact key)."""
         return contact_id_for(self.contact_key, msg.channel, msg.contact_address)
 
-    async def _allocate_ticket_id(self, cid: str, now_ms: int) -> str:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(keys.TICKET_SEQ)
-            # Intent first, in the same round trip: should this process die between the
-            # routing script and the index update, the sweep lists the ticket.
-            pipe.zadd(keys.OPENING, {cid: now_ms})
-            ticket_id, _ = await pipe.execute()
-        return str(ticket_id)
+
