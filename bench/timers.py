@@ -48,7 +48,8 @@ from bridge import jobs
 from bridge.core.messages import Channel, InboundMessage
 from bridge.core.policy import ChannelPolicy
 from bridge.core.routing import RatingSignal
-from bridge.core.rules import Automation, load_config
+from bridge.core.rule_model import Automation
+from bridge.core.rule_parsing import load_config
 from bridge.core.tickets import EventType, Status
 from bridge.jobs import QUEUE_HOUSEKEEPING, JobQueues
 from bridge.store import keys

@@ -24,7 +24,7 @@ from bridge.core.changes import Origin
 from bridge.core.csat import survey_payload
 from bridge.core.macros import SELF_ASSIGNEE, Macro, pick_locale
 from bridge.core.outbound import public_message_refusal, session_refusal
-from bridge.core.rules import AutomationConfig, General
+from bridge.core.rule_model import AutomationConfig, General
 from bridge.core.tickets import Contact, EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.store.macros import MacroStore

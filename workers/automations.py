@@ -43,7 +43,8 @@ import redis.asyncio
 
 from bridge import jobs
 from bridge.core.changes import Origin
-from bridge.core.rules import Automation, AutomationConfig, RuleActions, load_config
+from bridge.core.rule_model import Automation, AutomationConfig, RuleActions
+from bridge.core.rule_parsing import load_config
 from bridge.core.tickets import EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.sending import apply_macro, send_csat

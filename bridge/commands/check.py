@@ -18,7 +18,8 @@ from pathlib import Path
 import click
 
 from bridge.core.macros import Macro, MacroError
-from bridge.core.rules import AutomationConfig, RuleError, load_config
+from bridge.core.rule_model import AutomationConfig
+from bridge.core.rule_parsing import RuleError, load_config
 from bridge.store.macros import SHIPPED_DIR, MacroStore, load_shipped
 from bridge.templating import validate_macro
 from config.settings import DEFAULT_CONFIG_DIR, Settings, SettingsError

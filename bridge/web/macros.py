@@ -34,7 +34,8 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.macros import Macro, MacroError, check_name, check_variants, parse_macro
-from bridge.core.rules import AutomationConfig, load_config
+from bridge.core.rule_model import AutomationConfig
+from bridge.core.rule_parsing import load_config
 from bridge.sending import apply_macro as apply_macro_to_ticket
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
