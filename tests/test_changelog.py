@@ -215,3 +215,35 @@ async def test_reindex_all_rebuilds_the_lists_from_the_tickets(
     assert [t.id for t in after] == [t.id for t in before]
     solved, _ = await store.list_tickets(status=Status.SOLVED)
     assert [t.id for t in solved] == [opened[0]]
+
+
+async def test_ticket_ids_are_reserved_in_blocks_and_never_given_twice(
+        store: TicketStore, aredis: redis.asyncio.Redis) -> None:
+    import asyncio
+
+    from bridge.store.routing import TicketIds
+
+    ticket_ids = TicketIds(aredis, block=4)
+    taken = await asyncio.gather(*(ticket_ids.take() for _ in range(10)))
+    assert sorted(taken) == list(range(1, 11))
+    assert int(await aredis.get(keys.TICKET_SEQ)) == 12  # three blocks, one refill each
+    ticket_ids.give_back(3)
+    assert await ticket_ids.take() == 3  # the smallest free id first
+
+
+async def test_an_id_is_not_reused_after_a_duplicate(store: TicketStore) -> None:
+    """A provider retry answers `duplicate`: the id that call brought may have been used by
+    an earlier try whose reply was lost, so it is not given back."""
+    first = await inbound(store, address="whatsapp:+33611113000")
+    msg_sid = "SM" + "9" * 32
+    from bridge.core.csat import rating_signal
+    from tests.factories import inbound_message
+
+    msg = inbound_message("hi", sid=msg_sid, address="whatsapp:+33611113001")
+    signal = rating_signal(body="hi", button_payload="", replied_to_id="")
+    opened = await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())
+    again = await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())
+    assert again.ticket_id is None
+    nxt = await inbound(store, address="whatsapp:+33611113002")
+    used = {first.ticket_id, opened.ticket_id, nxt.ticket_id}
+    assert len(used) == 3  # all distinct

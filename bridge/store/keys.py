@@ -44,6 +44,11 @@ EVENT_STREAMS_GLOB = "{p:*}:c:*:t:*:events"
 TICKETS_GLOB = "{p:*}:c:*:t:*"  # also matches each ticket's other keys: filter by shape
 
 
+def ticket_id_of(key: str) -> str:
+    """The ticket id in one of a ticket's key names ({p:NNN}:c:<contact>:t:<ticket>...)."""
+    return key.split(":")[5]
+
+
 # SCAN MATCH pattern of every contact hash (`bridge migrate contact-ids`).
 CONTACTS_GLOB = "{p:*}:c:*:contact"
 

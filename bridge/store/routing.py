@@ -89,16 +89,23 @@ class TicketIds:
         self.redis = redis
         self.block = block
         self._free: list[int] = []
-        self._refill = asyncio.Lock()
+        self._refilling: asyncio.Task[None] | None = None
 
     async def take(self) -> int:
         while not self._free:
-            async with self._refill:
-                if not self._free:
-                    last = int(await self.redis.incrby(keys.TICKET_SEQ, self.block))
-                    for tid in range(last - self.block + 1, last + 1):
-                        heapq.heappush(self._free, tid)
+            # Callers that find the reserve empty share one refill: one INCRBY, and when
+            # Redis does not answer, one failure for all of them at once (a lock would
+            # make each wait out its own timeout in turn).
+            task = self._refilling
+            if task is None or task.done():
+                task = self._refilling = asyncio.create_task(self._reserve_block())
+            await asyncio.shield(task)
         return heapq.heappop(self._free)
+
+    async def _reserve_block(self) -> None:
+        last = int(await self.redis.incrby(keys.TICKET_SEQ, self.block))
+        for tid in range(last - self.block + 1, last + 1):
+            heapq.heappush(self._free, tid)
 
     def give_back(self, ticket_id: int) -> None:
         heapq.heappush(self._free, ticket_id)

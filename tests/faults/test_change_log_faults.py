@@ -68,7 +68,7 @@ def _greetings_per_ticket(url: str) -> Counter[str]:
     client = redis.Redis.from_url(url)
     greetings: Counter[str] = Counter()
     for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
-        ticket = key.decode().split(":")[3]
+        ticket = keys.ticket_id_of(key.decode())
         greetings[ticket] += 0
         for _, fields in client.xrange(key):
             data = json.loads(fields[b"data"])

@@ -73,7 +73,7 @@ def _stored(url: str) -> tuple[Counter[str], set[str]]:
     stored: Counter[str] = Counter()
     tickets: set[str] = set()
     for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
-        tickets.add(key.decode().split(":")[3])
+        tickets.add(keys.ticket_id_of(key.decode()))
         for _, fields in client.xrange(key):
             if fields[b"type"] == b"customer_message":
                 stored[json.loads(fields[b"data"])["provider_id"]] += 1
