@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 import redis.asyncio
 from rq import Queue
@@ -231,19 +232,22 @@ async def test_ticket_ids_are_reserved_in_blocks_and_never_given_twice(
     assert await ticket_ids.take() == 3  # the smallest free id first
 
 
-async def test_an_id_is_not_reused_after_a_duplicate(store: TicketStore) -> None:
+async def test_an_id_goes_back_only_when_the_call_provably_did_not_use_it(
+        store: TicketStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """A provider retry answers `duplicate`: the id that call brought may have been used by
-    an earlier try whose reply was lost, so it is not given back."""
-    first = await inbound(store, address="whatsapp:+33611113000")
-    msg_sid = "SM" + "9" * 32
+    an earlier try whose reply was lost, so it is not given back; an append's is."""
     from bridge.core.csat import rating_signal
     from tests.factories import inbound_message
 
-    msg = inbound_message("hi", sid=msg_sid, address="whatsapp:+33611113001")
+    given_back: list[int] = []
+    real = store._ticket_ids.give_back
+    monkeypatch.setattr(store._ticket_ids, "give_back",
+                        lambda tid: (given_back.append(tid), real(tid)))
+    msg = inbound_message("hi", sid="SM" + "9" * 32, address="whatsapp:+33611113001")
     signal = rating_signal(body="hi", button_payload="", replied_to_id="")
     opened = await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())
-    again = await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())
-    assert again.ticket_id is None
-    nxt = await inbound(store, address="whatsapp:+33611113002")
-    used = {first.ticket_id, opened.ticket_id, nxt.ticket_id}
-    assert len(used) == 3  # all distinct
+    assert opened.opened_ticket and given_back == []  # used
+    await store.route_inbound(msg, signal, ChannelPolicy(), now_ms=now_ms())
+    assert given_back == []  # duplicate: kept out of the reserve
+    await inbound(store, "more", address="whatsapp:+33611113001")
+    assert len(given_back) == 1  # append: back in the reserve
