@@ -3,10 +3,15 @@ the tickets after each change (outside the contact's slot: see repair.py for cra
 
 from __future__ import annotations
 
+from typing import Any
+
+from redis.asyncio import Redis
+
 from bridge.core.tickets import (
     Status,
 )
 from bridge.store import keys
+from bridge.store.pipelining import AutoPipeline
 from bridge.store.reads import TicketReads
 from bridge.store.records import _s
 
@@ -16,6 +21,10 @@ _INDEXED = ("status", "channel", "assignee")
 
 
 class TicketIndexes(TicketReads):
+    def __init__(self, redis: Redis, **kwargs: Any) -> None:
+        super().__init__(redis, **kwargs)
+        self._index_writes = AutoPipeline(redis)
+
     async def _reindex_current(self, cid: str) -> None:
         """Reindex the contact's current ticket and the one it follows up, if any."""
         current = _s(await self.redis.hget(keys.contact(cid), "cur"))
@@ -25,7 +34,8 @@ class TicketIndexes(TicketReads):
         await self._reindex(cid, [current, *filter(None, [previous])])
 
     async def _reindex(
-        self, cid: str, ticket_ids: list[str], *, stale_assignees: dict[str, str] | None = None
+        self, cid: str, ticket_ids: list[str], *, stale_assignees: dict[str, str] | None = None,
+        known: dict[str, tuple[str, str, str]] | None = None,
     ) -> None:
         """Bring the global list indexes in line with the tickets' current fields.
 
@@ -36,38 +46,51 @@ class TicketIndexes(TicketReads):
         their index entries in the opposite order: each pass re-reads the ticket's fields
         afterwards and redoes the tickets whose indexed fields changed meanwhile, so the
         last pass wins.
+
+        `known`: ticket id -> (status, channel, assignee) the caller just wrote (a ticket the
+        routing script opened): the first read is skipped, and a new ticket, in no status
+        index yet, needs no removal from the others. A concurrent change is still caught by
+        the read that follows the writes.
         """
         pending = list(ticket_ids)
         stale = dict(stale_assignees or {})
+        fresh = dict(known or {})
         for _ in range(10):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for tid in pending:
-                    pipe.hmget(keys.ticket(cid, tid), *_INDEXED)
-                rows = await pipe.execute()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for tid, old_assignee in stale.items():
-                    if old_assignee:
-                        pipe.zrem(keys.index("assignee", old_assignee), tid)
-                for tid, (status, channel, assignee) in zip(pending, rows, strict=True):
-                    score = {tid: int(tid)}
-                    pipe.hset(keys.TICKET_CONTACT, tid, cid)
-                    pipe.zadd(keys.index("all"), score)
-                    pipe.zadd(keys.index("contact", cid), score)
-                    pipe.zadd(keys.index("channel", _s(channel)), score)
-                    for s in Status:
-                        if s.value == _s(status):
-                            pipe.zadd(keys.index("status", s.value), score)
-                        else:
-                            pipe.zrem(keys.index("status", s.value), tid)
-                    if _s(assignee):
-                        pipe.zadd(keys.index("assignee", _s(assignee)), score)
-                for tid in pending:
-                    pipe.hmget(keys.ticket(cid, tid), *_INDEXED)
-                results = await pipe.execute()
+            if all(tid in fresh for tid in pending):
+                rows: list[Any] = [list(fresh[tid]) for tid in pending]
+            else:
+                fresh = {}
+                rows = await self._index_writes(
+                    [("HMGET", keys.ticket(cid, tid), *_INDEXED) for tid in pending])
+            commands: list[tuple[Any, ...]] = []
+            for tid, old_assignee in stale.items():
+                if old_assignee:
+                    commands.append(("ZREM", keys.index("assignee", old_assignee), tid))
+            for tid, (status, channel, assignee) in zip(pending, rows, strict=True):
+                score = int(tid)
+                commands += [("HSET", keys.TICKET_CONTACT, tid, cid),
+                             ("ZADD", keys.index("all"), score, tid),
+                             ("ZADD", keys.index("contact", cid), score, tid),
+                             ("ZADD", keys.index("channel", _s(channel)), score, tid)]
+                for s in Status:
+                    if s.value == _s(status):
+                        commands.append(("ZADD", keys.index("status", s.value), score, tid))
+                    elif tid not in fresh:
+                        commands.append(("ZREM", keys.index("status", s.value), tid))
+                if _s(assignee):
+                    commands.append(("ZADD", keys.index("assignee", _s(assignee)), score, tid))
+            for tid in pending:
+                commands.append(("HMGET", keys.ticket(cid, tid), *_INDEXED))
+            # Shared round trips with the other requests of this loop iteration.
+            results = await self._index_writes(commands)
+            for reply in results:
+                if isinstance(reply, Exception):
+                    raise reply
             fields_after = results[-len(pending):]
             pending = [tid for tid, row, after in zip(pending, rows, fields_after, strict=True)
                        if list(map(_s, row)) != list(map(_s, after))]
             stale = {}
+            fresh = {}
             if not pending:
                 return
 

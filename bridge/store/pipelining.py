@@ -195,3 +195,84 @@ def _fresh(exc: BaseException) -> BaseException:
     except Exception:
         return exc
     return fresh
+
+
+class AutoPipeline:
+    """Groups of plain commands whose concurrent calls share round trips, as PipelinedScript
+    does for the routing script: the index update after a new ticket is a handful of
+    commands, and through redis-py's pipeline object it cost more of the web process's CPU
+    than the routing itself (packing in Python, a pool checkout per request).
+
+    Only for commands that are safe to send twice (ZADD, ZREM, HSET, HMGET): a group whose
+    connection was lost is sent again once, whole. A group is not a transaction: each
+    command runs on its own, in order."""
+
+    def __init__(self, client: Redis) -> None:
+        self._pool = client.connection_pool
+        timeout_s = self._pool.connection_kwargs.get("socket_timeout")
+        self._timeout_s = float(timeout_s) if timeout_s else DEFAULT_TIMEOUT_S
+        self._pending: list[tuple[list[bytes], asyncio.Future[list[Any]]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+
+    def __call__(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append(([_pack(*c) for c in commands], future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _run(self, batch: list[tuple[list[bytes], asyncio.Future[list[Any]]]]) -> None:
+        commands = [c for group, _ in batch for c in group]
+        replies: dict[int, Any] = {}
+        try:
+            for attempt in range(2):
+                connection = await self._pool.get_connection()
+                try:
+                    async with asyncio.timeout(self._timeout_s) as deadline:
+                        todo = [i for i in range(len(commands)) if i not in replies]
+                        await _read_all(connection, todo, commands, replies, deadline)
+                    break
+                except TimeoutError:
+                    await connection.disconnect(nowait=True)
+                    raise RedisTimeoutError(
+                        f"no reply from Redis within {self._timeout_s:g} s") from None
+                except RedisConnectionError:
+                    if attempt:
+                        raise
+                finally:
+                    await self._pool.release(connection)
+                await asyncio.sleep(RETRY_DELAY_S)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RedisConnectionError(
+                "the Redis batch was cancelled (shutting down)")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(_fresh(error))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for group, future in batch:
+            if not future.done():
+                future.set_result([replies[i] for i in range(start, start + len(group))])
+            start += len(group)
+
+
+async def _read_all(connection: Any, todo: list[int], commands: list[bytes],
+                    replies: dict[int, Any], deadline: asyncio.Timeout) -> None:
+    await connection.send_packed_command([commands[i] for i in todo])
+    if deadline.expired():  # see _roundtrip
+        raise TimeoutError
+    for i in todo:
+        try:
+            replies[i] = await connection.read_response(timeout=_NO_READ_TIMER)
+        except ResponseError as exc:
+            replies[i] = exc

@@ -142,7 +142,7 @@ class TicketRouting(TicketRepair):
         # lost may have opened a ticket under that id (the id is then simply skipped).
         if values[0] in _ID_UNUSED_ACTIONS:
             self._ticket_ids.give_back(new_tid)
-        return await self._after_routing(cid, values)
+        return await self._after_routing(cid, msg.channel.value, values)
 
     async def _route_once(self, msg: InboundMessage, signal: RatingSignal,
                           policy: ChannelPolicy, cid: str, new_tid: str, now_ms: int
@@ -180,7 +180,7 @@ class TicketRouting(TicketRepair):
             # Only when called without an id (the script's own contract).
             new_tid = str(await self._ticket_ids.take())
 
-    async def _after_routing(self, cid: str, values: list[str]) -> RouteResult:
+    async def _after_routing(self, cid: str, channel: str, values: list[str]) -> RouteResult:
         result = RouteResult(
             action=_ACTIONS[values[0]],
             ticket_id=values[1] or None,
@@ -196,7 +196,9 @@ class TicketRouting(TicketRepair):
             # died between the routing script and the index update below: redo that (rare).
             await self._reindex_current(cid)
         elif result.opened_ticket and result.ticket_id:
-            await self._reindex(cid, [result.ticket_id, *filter(None, [result.previous_ticket_id])])
+            # The script wrote the new ticket's indexed fields: status new, no assignee.
+            await self._reindex(cid, [result.ticket_id, *filter(None, [result.previous_ticket_id])],
+                                known={result.ticket_id: (Status.NEW.value, channel, "")})
         elif result.ticket_id and (
             result.action is Action.REOPEN
             or (result.action is Action.APPEND and len(values) > 7 and values[7])
