@@ -229,8 +229,8 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
         bridge = Server("bridge", python_module("bridge", "serve"), port=bridge_port,
                         log_path=workdir / "bridge.log", env=env)
         # As `make run` (bridge run) starts them.
-        worker = Background("worker", python_module("workers"), log_path=workdir / "worker.log",
-                            env=env)
+        worker = Background("worker", python_module("workers", "--no-fork"),
+                            log_path=workdir / "worker.log", env=env)
         relay = Background("relay", python_module("workers.relay"),
                            log_path=workdir / "relay.log", env=env)
         with base, bridge, worker, relay:

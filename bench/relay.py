@@ -24,6 +24,7 @@ Phases, bounded in count and in time:
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from bridge.core.messages import Channel, contact_id_for
 from bridge.jobs import QUEUE_EVENTS, JobQueues, JobSpec, trigger_job
 from bridge.store import keys
 from bridge.store.embedded import EmbeddedRedis
+from config.settings import DEFAULT_CONFIG_DIR
 
 P99_TARGET_MS = 1000.0  # the webhook export's bar (DESIGN): p99 < 1 s from commit
 PIPELINE_CHUNK = 1000  # XADDs per round trip when writing a backlog
@@ -187,6 +189,18 @@ def _steady(w: _Writer, relay: Background, cfg: RelayConfig) -> tuple[list[float
     return latencies, written_s
 
 
+def _config_with_a_created_rule(workdir: Path) -> Path:
+    """The shipped rules plus one on ticket.created: with the shipped ones a new ticket's
+    change needs no job (the relay skips it), and this benchmark times changes to jobs."""
+    config = workdir / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, config, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.py", "__*"))
+    with (config / "automations.toml").open("a") as rules:
+        rules.write('\n[[triggers]]\nname = "bench_on_created"\non = ["ticket.created"]\n'
+                    'when = { status = ["new"] }\nthen = { add_tags = ["bench"] }\n')
+    return config
+
+
 def measure(cfg: RelayConfig, workdir: Path, *, pin: bool = True,
             log: Callable[[str], None] = print) -> Outcome:
     layout_cpus = cpu_layout() if pin else None
@@ -196,7 +210,8 @@ def measure(cfg: RelayConfig, workdir: Path, *, pin: bool = True,
     workdir.mkdir(parents=True, exist_ok=True)
     with own_affinity(other_cpus), EmbeddedRedis(workdir / "redis", appendonly=True) as rds:
         env = {"REDIS_URL": rds.url, "BRIDGE_DATA_DIR": str(workdir / "var"),
-               "BRIDGE_CONTACT_KEY": CONTACT_KEY, "PATH": "/usr/bin:/bin"}
+               "BRIDGE_CONTACT_KEY": CONTACT_KEY, "PATH": "/usr/bin:/bin",
+               "BRIDGE_CONFIG_DIR": str(_config_with_a_created_rule(workdir))}
         client = redis.Redis.from_url(rds.url)
         w = _Writer(client, JobQueues(client))
         relay = Background("relay", python_module("workers.relay"),

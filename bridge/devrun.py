@@ -105,7 +105,11 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
         }))
         children.append(subprocess.Popen([sys.executable, "-m", "bridge", "serve"],
                                          env=child_env))
-        children.append(subprocess.Popen([sys.executable, "-m", "workers"], env=child_env))
+        # Jobs in the worker process, as the Procfile's worker runs them (--processes 16
+        # defaults to it): a fork per job costs ~50-100 ms of set-up, which every new
+        # conversation's trigger would pay.
+        children.append(subprocess.Popen([sys.executable, "-m", "workers", "--no-fork"],
+                                         env=child_env))
         children.append(subprocess.Popen([sys.executable, "-m", "workers.relay"],
                                          env=child_env))
         _banner(settings, child_env)

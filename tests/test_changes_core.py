@@ -88,3 +88,29 @@ def test_an_entry_without_its_required_fields_is_refused(missing: str) -> None:
 def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError):
         Change.from_fields("1-0", {"k": "exploded", "t": "7", "c": "c1"})
+
+
+def test_only_triggers_something_can_act_on_get_a_job() -> None:
+    """With the shipped rules a new conversation needs no worker (no rule listens to
+    ticket.created, no automation sets a timer for a new ticket); a solve does (the survey,
+    the close timers); a rule on ticket.created brings its job back."""
+    from bridge.core.rule_model import Conditions, RuleActions, Trigger
+    from bridge.core.rule_parsing import load_config
+    from config.settings import DEFAULT_CONFIG_DIR
+    from workers.relay import jobs_for
+
+    shipped = load_config(DEFAULT_CONFIG_DIR / "automations.toml")
+    created = routed("new_ticket")
+    solved = updated(Origin.AGENT, status_from="open", status_to="solved")
+    thread_limit = routed("follow_up", prev="6", reason="thread_limit")
+    assert [j.payload["trigger"] for j in jobs_for([created, solved, thread_limit], shipped)
+            ] == ["ticket.status_changed", "ticket.closed_thread_limit"]
+    # Without the rules (tests, tools), every trigger is handed on.
+    assert len(jobs_for([created, solved], None)) == 2
+    greeting = Trigger(name="greet", on=frozenset({"ticket.created"}), when=Conditions(),
+                       then=RuleActions(add_tags=("greeted",)))
+    with_greeting = type(shipped)(general=shipped.general, csat=shipped.csat,
+                                  triggers=(*shipped.triggers, greeting),
+                                  automations=shipped.automations)
+    assert [j.payload["trigger"] for j in jobs_for([created], with_greeting)] == [
+        "ticket.created"]

@@ -17,9 +17,9 @@ fork per job; the event loop, Redis pools and the HTTP keep-alive connection to 
 warm), `--fork` keeps a forked child per job. The supervisor warms everything up once and
 forks the K workers, which share that memory copy-on-write (docs/performance.md: memory per
 process). SIGTERM to the supervisor is the same warm shutdown for every worker; a worker
-that dies is started again. `--processes 1` (the default) is the single worker above, as
-`bridge run` and the Procfile's `worker: python -m workers` run it; for a worker dyno
-sending volume: `worker: python -m workers --processes 16`.
+that dies is started again. `--processes 1` (the default) is the single worker above;
+`bridge run` starts it with `--no-fork`, as jobs run in the Procfile's worker
+(`worker: python -m workers --processes 16`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,10 @@ import redis
 from prometheus_client import Counter
 
 from bridge.channels.twilio import OUTSIDE_WINDOW
-from bridge.core.changes import Change, failed_with, triggers_of
+from bridge.core.changes import Change, failed_with, status_after, triggers_of
+from bridge.core.rule_model import AutomationConfig
+from bridge.core.rule_parsing import load_config
+from bridge.core.tickets import Status
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
 from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import new_token
@@ -48,12 +51,20 @@ TRIM_INTERVAL_S = 5.0
 RELAYED = Counter("bridge_relay_changes", "Change log entries handed on by this relay")
 
 
-def jobs_for(changes: list[Change]) -> list[JobSpec]:
-    """The jobs a batch of changes asks for, in log order, each job once."""
+def jobs_for(changes: list[Change], config: AutomationConfig | None = None) -> list[JobSpec]:
+    """The jobs a batch of changes asks for, in log order, each job once. With the rule
+    configuration, a trigger that nothing can act on (no rule listens, no automation can
+    set a timer for the ticket's status) gets no job: a new conversation costs a worker
+    nothing unless a rule asks for it."""
     specs: list[JobSpec] = []
     seen: set[str] = set()
     for change in changes:
         for ticket_id, trigger in triggers_of(change):
+            if config is not None:
+                after = status_after(change, trigger)
+                if not config.may_act_on(trigger.value,
+                                         Status(after) if after is not None else None):
+                    continue
             # A routed message names its event (the marker the rules claimed before the
             # change log existed); other changes are identified by their entry.
             spec = trigger_job(ticket_id, trigger.value, change.version,
@@ -73,6 +84,7 @@ def jobs_for(changes: list[Change]) -> list[JobSpec]:
 class Relay:
     log: ChangeLog
     queues: JobQueues
+    config: AutomationConfig | None = None  # None: hand every trigger on
     batch_size: int = 500
     block_ms: int = 1000
     lease_ttl_ms: int = 15_000
@@ -107,7 +119,7 @@ class Relay:
         if batch.unreadable:
             log.error("%d change log entries could not be read and were skipped",
                       batch.unreadable)
-        specs = jobs_for(batch.changes)
+        specs = jobs_for(batch.changes, self.config)
         await asyncio.to_thread(self.queues.enqueue_many, specs)
         self._positions.update(batch.positions)
         await self.log.save_positions(CONSUMER, batch.positions)
@@ -141,7 +153,9 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    relay = Relay(ChangeLog(aredis), JobQueues(connection),
+    # The rules as the workers load them; like the workers, the relay reads them at start.
+    config = load_config(settings.config_dir / "automations.toml")
+    relay = Relay(ChangeLog(aredis), JobQueues(connection), config=config,
                   lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
     started = time.monotonic()
     try:

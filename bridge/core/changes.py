@@ -150,3 +150,21 @@ def failed_with(change: Change, codes: frozenset[str]) -> bool:
     channel adapter names the codes: the relay asks for Twilio's 63016)."""
     return (change.kind is ChangeKind.DELIVERY and change.delivery in ("failed", "undelivered")
             and change.error_code in codes)
+
+
+# The ticket's status after the event, where the trigger alone tells it.
+_STATUS_AFTER = {
+    TriggerName.CREATED: "new",
+    TriggerName.REOPENED: "open",
+    TriggerName.CLOSED_THREAD_LIMIT: "closed",
+}
+
+
+def status_after(change: Change, trigger: TriggerName) -> str | None:
+    """The ticket's status once the change is made, when the change says it (None: not
+    known without reading the ticket)."""
+    if trigger in _STATUS_AFTER:
+        return _STATUS_AFTER[trigger]
+    if change.kind is ChangeKind.UPDATED and change.status_to:
+        return change.status_to
+    return None

@@ -211,6 +211,23 @@ class AutomationConfig:
     def triggers_for(self, trigger_name: str) -> list[Trigger]:
         return [t for t in self.triggers if t.enabled and trigger_name in t.on]
 
+    def may_act_on(self, trigger_name: str, status_after: Status | None) -> bool:
+        """Whether a ticket event can lead to anything: a rule that listens to it, or a
+        timer that an automation could set for a ticket in that status (None: the status
+        is not known, so any enabled automation could). When not, the event needs no job."""
+        if self.triggers_for(trigger_name):
+            return True
+        for automation in self.automations:
+            if not automation.enabled:
+                continue
+            when = automation.when
+            if status_after is not None and (
+                    (when.status and status_after not in when.status)
+                    or status_after in when.status_not):
+                continue
+            return True
+        return False
+
     def automation(self, name: str) -> Automation | None:
         for a in self.automations:
             if a.name == name:
