@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,14 +52,14 @@ def own_affinity(cpus: Sequence[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-class Server:
-    """A server child process with its output in a log file."""
+class Background:
+    """A child process that serves no HTTP (a worker, the relay): started, pinned, stopped
+    with SIGTERM like a platform stops a dyno; its output goes to a log file."""
 
-    def __init__(self, name: str, args: Sequence[str], *, port: int, log_path: Path,
+    def __init__(self, name: str, args: Sequence[str], *, log_path: Path,
                  env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.args = list(args)
-        self.port = port
         self.log_path = log_path
         self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -70,7 +70,7 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, *, timeout_s: float = 30.0, cpus: Sequence[int] | None = None) -> Server:
+    def spawn(self, cpus: Sequence[int] | None = None) -> subprocess.Popen[bytes]:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -78,36 +78,22 @@ class Server:
         )
         if cpus:
             pin(self.process.pid, cpus)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n"
-                                   + self.log_tail())
-            if self._healthy():
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} did not answer /healthz in {timeout_s}s")
-            time.sleep(0.1)
-        if cpus:  # again: threads started during start-up
-            pin(self.process.pid, cpus)
-        return self
+        return self.process
 
-    def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-        try:
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
+    def start(self, *, cpus: Sequence[int] | None = None) -> Background:
+        self.spawn(cpus)
+        return self
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+    def check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n"
+                               + self.log_tail())
 
     def stop(self, timeout_s: float = 15.0) -> None:
         proc = self.process
@@ -123,11 +109,45 @@ class Server:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Server(Background):
+    """A server child process with its output in a log file, started once /healthz answers."""
+
+    def __init__(self, name: str, args: Sequence[str], *, port: int, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__(name, args, log_path=log_path, env=env)
+        self.port = port
+
+    def start(self, *, timeout_s: float = 30.0, cpus: Sequence[int] | None = None) -> Server:
+        process = self.spawn(cpus)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_running()
+            if self._healthy():
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not answer /healthz in {timeout_s}s")
+            time.sleep(0.1)
+        if cpus:  # again: threads started during start-up
+            pin(process.pid, cpus)
+        return self
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -150,55 +170,3 @@ def children_by_parent() -> dict[int, list[int]]:
     return out
 
 
-class Background:
-    """A child process that serves no HTTP (a worker, the relay): started, pinned, stopped
-    with SIGTERM like a platform stops a dyno; its output goes to a log file."""
-
-    def __init__(self, name: str, args: Sequence[str], *, log_path: Path,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.name = name
-        self.args = list(args)
-        self.log_path = log_path
-        self.env = dict(env) if env is not None else None
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, *, cpus: Sequence[int] | None = None) -> Background:
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        if cpus:
-            pin(self.process.pid, cpus)
-        return self
-
-    def check_running(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n"
-                               + self.log_path.read_text(errors="replace")[-3000:])
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> Background:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

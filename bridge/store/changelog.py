@@ -12,6 +12,7 @@ ticket. One relay runs at a time, under a lease; others wait to take over.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,25 @@ return 0
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _change(entry_id: bytes | str, fields: dict[Any, Any]) -> Change:
+    return Change.from_fields(_s(entry_id), {_s(k): _s(v) for k, v in fields.items()})
+
+
+def _batch(per_partition: Iterable[tuple[int, list[Any]]]) -> Batch:
+    """Parse stream entries read per partition; the positions reached are the last ids."""
+    changes: list[Change] = []
+    reached: dict[int, str] = {}
+    unreadable = 0
+    for partition, entries in per_partition:
+        for entry_id, fields in entries:
+            reached[partition] = _s(entry_id)
+            try:
+                changes.append(_change(entry_id, fields))
+            except ValueError:
+                unreadable += 1
+    return Batch(changes, reached, unreadable)
 
 
 def _after(position: str) -> str:
@@ -88,11 +108,14 @@ class ChangeLog:
     # ---------------------------------------------------------------- positions
 
     async def positions(self, consumer: str) -> dict[int, str]:
-        raw = await self.redis.hgetall(keys.RELAY_POSITIONS)
-        prefix = f"{consumer}:"
-        saved = {int(_s(k)[len(prefix):]): _s(v) for k, v in raw.items()
-                 if _s(k).startswith(prefix)}
-        return {p: saved.get(p, START) for p in self.partitions}
+        return (await self._all_positions((consumer,)))[consumer]
+
+    async def _all_positions(self, consumers: Iterable[str]) -> dict[str, dict[int, str]]:
+        """Each consumer's position per partition (START where it has none), one read."""
+        saved = {_s(k): _s(v) for k, v in (await self.redis.hgetall(keys.RELAY_POSITIONS)
+                                           ).items()}
+        return {c: {p: saved.get(f"{c}:{p}", START) for p in self.partitions}
+                for c in consumers}
 
     async def save_positions(self, consumer: str, positions: dict[int, str]) -> None:
         if positions:
@@ -108,20 +131,7 @@ class ChangeLog:
         streams = {keys.change_log(p): pos for p, pos in positions.items()}
         partition_of_stream = {keys.change_log(p): p for p in positions}
         raw = await self.redis.xread(streams, count=count, block=block_ms)
-        changes: list[Change] = []
-        reached: dict[int, str] = {}
-        unreadable = 0
-        for stream, entries in raw or []:
-            partition = partition_of_stream[_s(stream)]
-            for entry_id, fields in entries:
-                log_id = _s(entry_id)
-                reached[partition] = log_id
-                try:
-                    changes.append(Change.from_fields(
-                        log_id, {_s(k): _s(v) for k, v in fields.items()}))
-                except ValueError:
-                    unreadable += 1
-        return Batch(changes, reached, unreadable)
+        return _batch((partition_of_stream[_s(stream)], entries) for stream, entries in raw or [])
 
     async def read_until(self, positions: dict[int, str], *, until_ms: int, count: int
                          ) -> Batch:
@@ -131,27 +141,13 @@ class ChangeLog:
             for p, pos in positions.items():
                 pipe.xrange(keys.change_log(p), _after(pos), str(until_ms - 1), count=count)
             replies: list[Any] = await pipe.execute()
-        changes: list[Change] = []
-        reached: dict[int, str] = {}
-        unreadable = 0
-        for p, entries in zip(positions, replies, strict=True):
-            for entry_id, fields in entries:
-                log_id = _s(entry_id)
-                reached[p] = log_id
-                try:
-                    changes.append(Change.from_fields(
-                        log_id, {_s(k): _s(v) for k, v in fields.items()}))
-                except ValueError:
-                    unreadable += 1
-        return Batch(changes, reached, unreadable)
+        return _batch(zip(positions, replies, strict=True))
 
     async def trim(self) -> None:
         """Drop what every consumer has handed on (entries before the slowest position)."""
-        slowest = dict.fromkeys(self.partitions, "")
-        for consumer in CONSUMERS:
-            for p, pos in (await self.positions(consumer)).items():
-                if not slowest[p] or _id_key(pos) < _id_key(slowest[p]):
-                    slowest[p] = pos
+        every = (await self._all_positions(CONSUMERS)).values()
+        slowest = {p: min((positions[p] for positions in every), key=_id_key)
+                   for p in self.partitions}
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition, pos in slowest.items():
                 if pos != START:
@@ -180,8 +176,7 @@ class ChangeLog:
     async def entries(self, partition: int) -> list[Change]:
         """Every entry of one partition still in the log (tests, inspection)."""
         raw = await self.redis.xrange(keys.change_log(partition))
-        return [Change.from_fields(_s(i), {_s(k): _s(v) for k, v in f.items()})
-                for i, f in raw]
+        return [_change(entry_id, fields) for entry_id, fields in raw]
 
     async def all_entries(self) -> list[Change]:
         out: list[Change] = []

@@ -17,7 +17,7 @@ from bridge.core.tickets import (
     delivery_advances,
 )
 from bridge.store import keys
-from bridge.store.records import AppliedStatus, NotFound, _s
+from bridge.store.records import NotFound, _s
 from bridge.store.updates import TicketUpdates
 
 _CLEAR_MARK_SCRIPT = """
@@ -81,32 +81,33 @@ class TicketDeliveries(TicketUpdates):
         return json.loads(raw) if raw else {}
 
     async def set_delivery(self, ticket_id: str, event_id: str, state: dict[str, str]
-                           ) -> list[AppliedStatus]:
-        """Worker-side: record a send attempt, its provider id, or its failure. Returns the
-        status callbacks that had been parked for that provider id and changed the state
-        now: the caller acts on them as the status webhook would have (a 63016)."""
+                           ) -> None:
+        """Worker-side: record a send attempt, its provider id, or its failure. Status
+        callbacks parked for that provider id are applied now; like every delivery change
+        they reach the change log (the relay acts on a 63016)."""
         cid = await self.contact_of(ticket_id)
         await self._set_delivery(cid, ticket_id, event_id, state)
         sid = state.get("provider_id")
         if not sid:
-            return []
+            return
         await self.redis.set(
             keys.provider_message(sid), f"{cid} {ticket_id} {event_id}", ex=30 * 24 * 3600
         )
-        return await self._apply_early_statuses(sid)
+        await self._apply_early_statuses(sid)
 
-    async def _apply_early_statuses(self, provider_id: str) -> list[AppliedStatus]:
+    async def _apply_early_statuses(self, provider_id: str) -> list[tuple[Delivery, str]]:
         """Apply the callbacks parked for a provider id before it was recorded; returns
-        those that changed the state. Each is removed once applied (applying one twice
-        changes nothing; a pop whose reply was lost to a dropped connection would lose it)."""
+        (state, error code) of those that changed the state. Each is removed once applied
+        (applying one twice changes nothing; a pop whose reply was lost to a dropped
+        connection would lose it)."""
         early = keys.early_status(provider_id)
         parked = await self.redis.lrange(early, 0, -1)
-        applied: list[AppliedStatus] = []
+        applied: list[tuple[Delivery, str]] = []
         for raw in parked:
             item = json.loads(_s(raw))
-            status = AppliedStatus(Delivery(item["state"]), item.get("error_code", ""))
+            status = (Delivery(item["state"]), item.get("error_code", ""))
             if await self.record_status_callback(
-                    provider_id, status.delivery, error_code=status.error_code,
+                    provider_id, status[0], error_code=status[1],
                     error_message=item.get("error_message", "")):
                 applied.append(status)
         if parked:
@@ -152,7 +153,7 @@ class TicketDeliveries(TicketUpdates):
             # tell the caller if that applied ours (it acts on a 63016).
             if await self.redis.exists(keys.provider_message(provider_id)):
                 applied = await self._apply_early_statuses(provider_id)
-                return AppliedStatus(delivery, error_code) in applied
+                return (delivery, error_code) in applied
             return False
         cid, tid, eid = ref.split(" ")
         dkey = keys.deliveries(cid, tid)

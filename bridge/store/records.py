@@ -8,9 +8,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge.core.tickets import (
-    Delivery,
-)
 from bridge.store.claims import Claims
 
 # WhatsApp's customer-service window.
@@ -45,14 +42,6 @@ class Replayed(Exception):
     def __init__(self, event_id: str) -> None:
         super().__init__(event_id)
         self.event_id = event_id
-
-
-@dataclass(frozen=True)
-class AppliedStatus:
-    """A parked status callback that changed a delivery state when it was applied."""
-
-    delivery: Delivery
-    error_code: str
 
 
 class Conflict(Exception):
