@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from bridge.core.messages import Channel
 from bridge.core.policy import ChannelPolicy, SolvedReply
+from bridge.core.teams import TeamConfig, parse_team_config
+from bridge.core.ticket_fields import FieldDef, parse_definition
 
 
 def _packaged_config_dir() -> Path:
@@ -119,6 +121,9 @@ class Settings:
     worker_job_monitoring_interval_s: int = 30
     # The relay's lease (workers/relay.py): how long a dead relay holds up its standby.
     relay_lease_ttl_s: int = 15
+    # config/teams.toml: on hold, automatic assignment, the ticket fields of config/.
+    teams: TeamConfig = field(default_factory=TeamConfig)
+    config_fields: tuple[FieldDef, ...] = ()
 
     @property
     def twilio_enabled(self) -> bool:
@@ -179,6 +184,7 @@ class Settings:
             render_workers=_int(env, "BRIDGE_RENDER_WORKERS", 2, minimum=1, maximum=4),
             render_queue=_int(env, "BRIDGE_RENDER_QUEUE", 2, minimum=0),
             render_per_user=_int(env, "BRIDGE_RENDER_PER_USER", 2, minimum=1),
+            **load_teams(config_dir / "teams.toml"),
         )
         settings.validate()
         return settings
@@ -277,6 +283,20 @@ def load_policies(path: Path) -> dict[Channel, ChannelPolicy]:
         channel: _policy(path, channel.value, {**defaults, **channels.get(channel.value, {})})
         for channel in Channel
     }
+
+
+def load_teams(path: Path) -> dict[str, Any]:
+    """The `teams` and `config_fields` settings from teams.toml (optional file)."""
+    if not path.exists():
+        return {}
+    try:
+        teams = parse_team_config(tomllib.loads(path.read_text(encoding="utf-8")))
+        fields = tuple(parse_definition(table) for table in teams.field_tables)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+    if len({f.key for f in fields}) != len(fields):
+        raise SettingsError(f"{path}: two [[fields]] share a key")
+    return {"teams": teams, "config_fields": fields}
 
 
 _POLICY_FIELDS = {

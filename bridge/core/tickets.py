@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -171,6 +172,10 @@ class Ticket:
     version: int = 0
     csat_rating: int = 0
     csat_sent_at_ms: int = 0
+    # The agents' group the ticket belongs to ("" : the shared pool) and its ticket field
+    # values (bridge/core/ticket_fields.py), stored as JSON under "fields".
+    group: str = ""
+    field_values: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Ticket:
@@ -195,6 +200,8 @@ class Ticket:
             version=int(fields.get("version") or 0),
             csat_rating=int(fields.get("csat_rating") or 0),
             csat_sent_at_ms=int(fields.get("csat_sent_at_ms") or 0),
+            group=fields.get("group", ""),
+            field_values=json.loads(fields.get("fields") or "{}"),
         )
 
     def age_s(self, now_ms: int) -> float:

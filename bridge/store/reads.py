@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from bridge.core.tickets import (
     OUTBOUND_EVENTS,
@@ -67,10 +68,11 @@ class TicketReads(StoreBase):
         contact_id: str = "",
         cursor: int | None = None,
         limit: int = 50,
+        keep: Callable[[Ticket], bool] | None = None,
     ) -> tuple[list[Ticket], int | None]:
         """Newest tickets first, in pages. The cursor is the last ticket id of the previous
         page. One filter costs O(page); several are read from the most selective index and
-        the rest are checked on the loaded tickets."""
+        the rest are checked on the loaded tickets, as is `keep` (what the caller may see)."""
         filters: list[str] = []
         if status:
             filters.append(keys.index("status", status.value))
@@ -104,6 +106,7 @@ class TicketReads(StoreBase):
                     and (not channel or t.channel == channel)
                     and (not assignee or t.assignee == assignee)
                     and (not contact_id or t.contact_id == contact_id)
+                    and (keep is None or keep(t))
                 ):
                     page.append(t)
                     if len(page) > limit:

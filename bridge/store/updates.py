@@ -48,6 +48,22 @@ return 1
 
 
 
+def _team_changes(current: Ticket, group: str | None, field_values: dict[str, Any] | None,
+                  changes: dict[str, str], data: dict[str, Any]) -> None:
+    """The group and field changes of an update (bridge/core/teams.py, ticket_fields.py)."""
+    if (group is not None or field_values) and current.status is Status.CLOSED:
+        raise Conflict("ticket_closed", "a closed ticket cannot change")
+    if group is not None and group != current.group:
+        changes["group"] = group
+        data["group"] = group
+    if field_values:
+        after = {**current.field_values, **field_values}
+        after = {k: v for k, v in after.items() if v is not None}
+        if after != dict(current.field_values):
+            changes["fields"] = json.dumps(after, ensure_ascii=False, sort_keys=True)
+            data["fields"] = {k: after.get(k) for k in field_values}
+
+
 class TicketUpdates(TicketRouting):
     def __init__(self, redis: Redis, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
@@ -63,6 +79,8 @@ class TicketUpdates(TicketRouting):
         assignee: str | None = None,
         tags: list[str] | None = None,
         end_session_reason: str | None = None,
+        group: str | None = None,
+        field_values: dict[str, Any] | None = None,
         event: tuple[EventType, str, dict[str, Any]] | None = None,
         guard: Callable[[Ticket], None] | None = None,
         idempotency: Idempotency | None = None,
@@ -80,6 +98,8 @@ class TicketUpdates(TicketRouting):
         another request, `idempotency_key_in_progress` while the first one runs).
         The change log entry (bridge/core/changes.py) is written in the same transaction;
         `origin` says who made the change (only agents' changes fire triggers).
+        `group` moves the ticket to an agents' group ("" : none); `field_values` is a patch
+        of ticket field values, already checked (None clears a field).
         """
         cid = await self.contact_of(ticket_id)
         tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
@@ -119,6 +139,7 @@ class TicketUpdates(TicketRouting):
                     changes, change_data = self._changes(
                         current, status, assignee, norm_tags, end_session_reason, now_ms
                     )
+                    _team_changes(current, group, field_values, changes, change_data)
                     if not changes and event is None:
                         await pipe.reset()
                         return current, None

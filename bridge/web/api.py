@@ -12,6 +12,7 @@ from aiohttp import web
 from bridge.core.changes import Origin
 from bridge.core.messages import Channel, contact_id_for
 from bridge.core.outbound import public_message_refusal, session_refusal
+from bridge.core.teams import Access, Permission
 from bridge.core.tickets import (
     Contact,
     EventType,
@@ -21,7 +22,16 @@ from bridge.core.tickets import (
 )
 from bridge.sending import enqueue_send
 from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, Replayed, TicketStore
-from bridge.web.auth import principal
+from bridge.web.access import (
+    check_assignment,
+    checked_fields,
+    field_definitions,
+    need,
+    solve_guard,
+    status_allowed,
+    visible_to,
+)
+from bridge.web.auth import principal, require
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, bad_request, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
@@ -130,6 +140,7 @@ async def ticket_body(request: web.Request, ticket: Ticket) -> dict[str, Any]:
 
 @routes.get("/api/v1/tickets")
 async def list_tickets(request: web.Request) -> web.Response:
+    who = require(request, Permission.TICKETS_READ)
     q = request.query
     status = None
     if q.get("status"):
@@ -150,6 +161,7 @@ async def list_tickets(request: web.Request) -> web.Response:
                                request.app[settings_key].contact_key_bytes),
         cursor=cursor,
         limit=_limit(request),
+        keep=visible_to(who),
     )
     bodies = [await ticket_body(request, t) for t in tickets]
     return web.json_response(
@@ -159,7 +171,9 @@ async def list_tickets(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/tickets/{id}")
 async def get_ticket(request: web.Request) -> web.Response:
+    who = require(request, Permission.TICKETS_READ)
     ticket = await _ticket(request.app[store_key], request.match_info["id"])
+    need(who, ticket, Access.READ)
     return await ticket_response(request, ticket)
 
 
@@ -167,6 +181,8 @@ async def get_ticket(request: web.Request) -> web.Response:
 async def list_events(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
+    need(require(request, Permission.TICKETS_READ), await _ticket(store, ticket_id),
+         Access.READ)
     raw_cursor = request.query.get("cursor")
     cursor = _event_cursor(raw_cursor) if raw_cursor else None
     events, next_cursor = await store.events(ticket_id, cursor=cursor, limit=_limit(request))
@@ -179,7 +195,9 @@ async def list_events(request: web.Request) -> web.Response:
 async def patch_ticket(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
-    data = await json_object(request, frozenset({"status", "assignee", "tags"}))
+    who = require(request, Permission.TICKETS_READ)
+    data = await json_object(request, frozenset({"status", "assignee", "tags", "group",
+                                                 "fields"}))
     status = None
     if "status" in data:
         try:
@@ -189,22 +207,33 @@ async def patch_ticket(request: web.Request) -> web.Response:
     assignee = data.get("assignee")
     if assignee is not None and (not isinstance(assignee, str) or len(assignee) > 100):
         raise unprocessable("assignee must be a string of at most 100 characters (or null)")
-    if assignee is not None and assignee not in request.app[settings_key].agent_tokens:
-        # Lists are filtered by assignee: a name no one logs in as would hide the ticket.
-        raise unprocessable("assignee must name an agent of BRIDGE_AGENT_TOKENS (or be null)",
-                            "unknown_agent")
     if "assignee" in data and assignee is None:
         assignee = ""
+    group = data.get("group")
+    if group is not None and (not isinstance(group, str) or len(group) > 64):
+        raise unprocessable("group must be a group name (or null)")
+    if "group" in data and group is None:
+        group = ""
     tags = data.get("tags")
     if tags is not None and (
         not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
     ):
         raise unprocessable("tags must be a list of strings")
-    await _ticket(store, ticket_id)
+    status_allowed(request.app, status)
+    ticket = await _ticket(store, ticket_id)
+    if status is not None or tags is not None or "fields" in data:
+        need(who, ticket, Access.WORK)
+    else:
+        need(who, ticket, Access.READ)
+    if assignee is not None or group is not None:
+        await check_assignment(request.app, who, ticket, group=group, assignee=assignee)
+    values = await checked_fields(request.app, ticket, group, data.get("fields"))
     try:
         ticket, _ = await store.update_ticket(
-            ticket_id, author=principal(request).name, now_ms=now_ms(),
+            ticket_id, author=who.name, now_ms=now_ms(),
             status=status, assignee=assignee, tags=tags, origin=Origin.AGENT,
+            group=group, field_values=values,
+            guard=solve_guard(await field_definitions(request.app), status, group, values),
         )
     except TransitionError as exc:
         raise unprocessable(exc.message, exc.code) from None
@@ -216,10 +245,11 @@ async def add_note(request: web.Request) -> web.Response:
     """Internal notes are allowed whatever the session state, even on closed tickets."""
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
+    who = require(request, Permission.TICKETS_NOTE)
     data = await json_object(request, frozenset({"body"}))
     body = _text(data, "body", MAX_NOTE_CHARS)
     idempotency = idempotency_of(request, data)
-    await _ticket(store, ticket_id)
+    need(who, await _ticket(store, ticket_id), Access.READ)
     if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
         return web.json_response(event_json(earlier), status=201)
     try:
@@ -244,8 +274,10 @@ def public_reply_allowed(ticket: Ticket) -> None:
 async def reply(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
+    who = require(request, Permission.TICKETS_WORK)
     data = await json_object(request, frozenset({"body", "macro"}))
     idempotency = idempotency_of(request, data)
+    need(who, await _ticket(store, ticket_id), Access.WORK)
     if "macro" in data:
         if "body" in data:
             raise unprocessable("send either body or macro, not both")
@@ -280,6 +312,7 @@ async def reply(request: web.Request) -> web.Response:
 async def end_session(request: web.Request) -> web.Response:
     store = request.app[store_key]
     ticket_id = request.match_info["id"]
+    who = require(request, Permission.TICKETS_WORK)
     reason = "agent"
     if request.can_read_body:
         data = await json_object(request, frozenset({"reason"}))
@@ -287,7 +320,7 @@ async def end_session(request: web.Request) -> web.Response:
             reason = data["reason"]
             if not isinstance(reason, str) or not _REASON.fullmatch(reason):
                 raise unprocessable("reason must be 1-64 letters, digits, _ or -")
-    await _ticket(store, ticket_id)
+    need(who, await _ticket(store, ticket_id), Access.WORK)
     ticket, _ = await store.update_ticket(
         ticket_id, author=principal(request).name, now_ms=now_ms(),
         end_session_reason=reason, origin=Origin.AGENT,

@@ -1,26 +1,34 @@
-"""Bearer tokens: agents (BRIDGE_AGENT_TOKENS) and the admin (BRIDGE_ADMIN_TOKEN)."""
+"""Bearer tokens: the bootstrap admin (BRIDGE_ADMIN_TOKEN), agents of BRIDGE_AGENT_TOKENS, and
+the people managed through the API (`bridge agents ...`), whose tokens are kept hashed in
+Redis. A person's role and groups come from Redis (an environment agent without a record
+there is an agent of no group); the permission table is bridge/core/teams.py."""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bridge.core.teams import Actor, Permission, Role, allowed
+from bridge.store.teams import TeamStore
 from bridge.web.errors import ApiError
+from bridge.web.keys import redis_key, settings_key
 from config.settings import Settings
 
-
-class Role(StrEnum):
-    AGENT = "agent"
-    ADMIN = "admin"
+__all__ = ["PRINCIPAL", "Principal", "Role", "authenticate", "authenticate_request",
+           "principal", "require", "require_admin"]
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: Role
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(name=self.name, role=self.role, groups=self.groups)
 
 
 # request[PRINCIPAL] is set by the API middleware.
@@ -36,6 +44,28 @@ def authenticate(settings: Settings, header: str) -> Principal:
         if hmac.compare_digest(supplied, str(secret).encode()):
             return Principal(name, Role.AGENT)
     raise ApiError(401, "unauthorized", "unknown token")
+
+
+async def authenticate_request(request: web.Request) -> Principal:
+    """The principal of an API request: the environment's tokens first (no round trip for
+    the bootstrap admin), then the tokens of people in Redis; role and groups from Redis."""
+    settings = request.app[settings_key]
+    header = request.headers.get("Authorization", "")
+    try:
+        found = authenticate(settings, header)
+    except ApiError:
+        supplied = _bearer(header)
+        name = await TeamStore(request.app[redis_key]).name_of_token(
+            supplied.decode(errors="replace"))
+        if name is None:
+            raise
+        found = Principal(name, Role.AGENT)
+    if found.role is Role.ADMIN and found.name == "admin":
+        return found
+    person = await TeamStore(request.app[redis_key]).find_person(found.name)
+    if person is None:
+        return found
+    return Principal(found.name, person.role, person.groups)
 
 
 def authorize_metrics(settings: Settings, header: str) -> None:
@@ -66,6 +96,15 @@ def principal(request: web.Request) -> Principal:
     if found is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     return found
+
+
+def require(request: web.Request, permission: Permission) -> Principal:
+    """The principal, when their role has `permission` (403 otherwise)."""
+    who = principal(request)
+    if not allowed(who.role, permission):
+        raise ApiError(403, "forbidden", f"the {who.role.value} role cannot do this "
+                                         f"({permission.value})")
+    return who
 
 
 def require_admin(request: web.Request) -> Principal:

@@ -36,6 +36,7 @@ from aiohttp import web
 from bridge.core.macros import Macro, MacroError, check_name, check_variants, parse_macro
 from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
+from bridge.core.teams import Access, Permission
 from bridge.sending import apply_macro as apply_macro_to_ticket
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
@@ -49,7 +50,8 @@ from bridge.templating import (
     fixture_contact,
     validate_macro,
 )
-from bridge.web.auth import Principal, principal, require_admin
+from bridge.web.access import need
+from bridge.web.auth import Principal, principal, require, require_admin
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
@@ -333,7 +335,7 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
     """Apply a macro to a ticket as the requesting agent: 202 with the recorded event.
 
     Also used by `POST /api/v1/tickets/{id}/replies {"macro": name}`."""
-    who = principal(request)
+    who = require(request, Permission.TICKETS_WORK)
     try:
         check_name(name)
     except MacroError:
@@ -342,6 +344,7 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
     queues = app[queues_key]
     store = app[store_key]
     try:
+        need(who, await store.get_ticket(ticket_id), Access.WORK)
         earlier = await replayed(store, ticket_id, idempotency)
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None

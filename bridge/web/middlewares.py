@@ -18,9 +18,8 @@ from aiohttp.typedefs import Handler
 
 from bridge.store.tickets import Conflict, NotFound
 from bridge.web import metrics
-from bridge.web.auth import PRINCIPAL, authenticate
+from bridge.web.auth import PRINCIPAL, authenticate_request
 from bridge.web.errors import ApiError, conflict_error, error_response
-from bridge.web.keys import settings_key
 
 log = logging.getLogger("bridge.web")
 
@@ -51,8 +50,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     try:
         if request.path.startswith("/api/") and request.path not in _PUBLIC_API:
-            settings = request.app[settings_key]
-            request[PRINCIPAL] = authenticate(settings, request.headers.get("Authorization", ""))
+            request[PRINCIPAL] = await authenticate_request(request)
         response = await handler(request)
     except Exception as exc:
         response = _error_response(request, exc)

@@ -58,7 +58,9 @@ SCHEMAS: dict[str, Any] = {
                         "properties": {"id": {"type": "string"}, "address": _NULLSTR,
                                        "name": _NULLSTR}},
             "assignee": _NULLSTR,
+            "group": _NULLSTR,
             "tags": {"type": "array", "items": {"type": "string"}},
+            "fields": {"type": "object"},
             "created_at": _TIME, "updated_at": _TIME, "solved_at": _TIME, "closed_at": _TIME,
             "closed_reason": _NULLSTR,
             "session": {"type": "object", "required": ["state", "ended_reason"],
@@ -110,7 +112,10 @@ SCHEMAS: dict[str, Any] = {
                        "assignee": {**_NULLSTR, "description": "An agent's name (from "
                                     "BRIDGE_AGENT_TOKENS) or null; another name is 422 "
                                     "unknown_agent"},
-                       "tags": {"type": "array", "items": {"type": "string"}}},
+                       "tags": {"type": "array", "items": {"type": "string"}},
+                       "group": {**_NULLSTR, "description": "A group name or null"},
+                       "fields": {"type": "object", "description": "Ticket field values "
+                                  "(null clears one)"}},
     },
     "Reply": {
         "type": "object", "additionalProperties": False,
