@@ -34,7 +34,9 @@ RELAY_CONSUMER = "jobs"
 REPAIR_CONSUMER = "repair"
 # Every consumer with saved positions: trimming keeps what the slowest has not handed on.
 # A consumer listed here must run (the relay process runs them all), or the log grows.
-CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER)
+# Capacity, automatic assignment and saved views (workers/teams.py).
+TEAMS_CONSUMER = "teams"
+CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, TEAMS_CONSUMER)
 # Lag is counted up to this many entries per partition (a scrape stays cheap).
 LAG_COUNT_CAP = 1000
 

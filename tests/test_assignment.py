@@ -1,0 +1,190 @@
+"""Automatic assignment: round robin under capacity, driven by the change log (the teams
+consumer), capacity freed by session end and solve, taking tickets by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from aiohttp.test_utils import TestClient
+
+from bridge.assignment import Assigner
+from bridge.core.changes import Origin
+from bridge.core.teams import Group, Person, Role, TeamConfig
+from bridge.core.tickets import EventType, Status
+from bridge.store.teams import TeamStore, load_key
+from bridge.store.tickets import TicketStore
+from bridge.store.views import ViewStore
+from tests.conftest import ADMIN_TOKEN, CONTACT_KEY, make_settings
+from tests.factories import inbound, now_ms
+from tests.relay_support import relay_all
+from workers.teams import TeamsConsumer
+
+AUTO = TeamConfig(auto_assign=True, default_group="support")
+AGENTS = ("a1", "a2", "a3", "a4", "a5")
+
+
+async def _team(teams: TeamStore, *, capacity: int = 10, available: bool = True) -> None:
+    await teams.save_group(Group(name="support"))
+    for name in AGENTS:
+        await teams.save_person(Person(name=name, role=Role.AGENT, groups=frozenset({"support"}),
+                                       capacity=capacity, available=available))
+
+
+def _consumer(store: TicketStore, aredis: redis.asyncio.Redis,
+              config: TeamConfig = AUTO) -> TeamsConsumer:
+    return TeamsConsumer(store, TeamStore(aredis), ViewStore(aredis), config)
+
+
+async def _new_tickets(store: TicketStore, count: int) -> list[str]:
+    routed = await asyncio.gather(*(inbound(store, address=f"whatsapp:+3361{i:07d}")
+                                    for i in range(count)))
+    return [str(r.ticket_id) for r in routed]
+
+
+async def test_200_simultaneous_picks_fill_5_agents_to_capacity_evenly(
+        store: TicketStore, redis_url: str, sync_redis: redis.Redis) -> None:
+    """The round-robin script alone, from 200 concurrent callers on 8 connections."""
+    clients = [redis.asyncio.Redis.from_url(redis_url) for _ in range(8)]
+    try:
+        await _team(TeamStore(clients[0]))
+        picks = await asyncio.gather(*(TeamStore(clients[i % 8]).pick_agent("support", str(i))
+                                       for i in range(200)))
+        given = Counter(p for p in picks if p)
+        assert given == dict.fromkeys(AGENTS, 10)
+        assert picks.count(None) == 150
+        for name in AGENTS:
+            assert sync_redis.scard(load_key(name)) == 10
+        # Asking again for a ticket already given answers its holder, without a new slot.
+        assert await TeamStore(clients[0]).pick_agent("support", "3") == picks[3]
+        assert sync_redis.scard(load_key(str(picks[3]))) == 10
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_new_tickets_from_the_change_log_spread_evenly_under_capacity(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    await _team(TeamStore(aredis))
+    ids = await _new_tickets(store, 200)
+    await relay_all(aredis, sync_redis, [_consumer(store, aredis)])
+    tickets = await store.get_tickets(ids)
+    assert Counter(t.assignee for t in tickets if t.assignee) == dict.fromkeys(AGENTS, 10)
+    assert all(t.group == "support" for t in tickets)
+    assert len(await TeamStore(aredis).waiting("support", 500)) == 150
+    # The assignment is in the thread, by the automatic assigner.
+    first = next(t for t in tickets if t.assignee)
+    events, _ = await store.events(first.id)
+    assert any(e.type is EventType.TICKET_UPDATED and e.data.get("assignee") == first.assignee
+               and e.author == "auto-assign" for e in events)
+
+
+async def test_ending_a_session_or_solving_frees_capacity_for_the_next_waiting(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    teams = TeamStore(aredis)
+    await _team(teams, capacity=1)
+    ids = await _new_tickets(store, 7)
+    consumer = _consumer(store, aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    by_id = {t.id: t for t in await store.get_tickets(ids)}
+    busy = [tid for tid in ids if by_id[tid].assignee]
+    waiting = await teams.waiting("support")
+    assert len(busy) == 5 and len(waiting) == 2
+    ender, solver = busy[0], busy[1]
+    await store.update_ticket(ender, author=by_id[ender].assignee, now_ms=now_ms(),
+                              end_session_reason="agent", origin=Origin.AGENT)
+    await store.update_ticket(solver, author=by_id[solver].assignee, now_ms=now_ms(),
+                              status=Status.SOLVED, origin=Origin.AGENT)
+    await relay_all(aredis, sync_redis, [consumer])
+    after = {t.id: t for t in await store.get_tickets(waiting)}
+    assert {after[w].assignee for w in waiting} == {by_id[ender].assignee,
+                                                    by_id[solver].assignee}
+    assert await teams.waiting("support") == []
+    assert max((await teams.loads(AGENTS)).values()) == 1
+
+
+async def test_unavailable_agents_get_nothing_and_reopened_tickets_are_assigned(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    teams = TeamStore(aredis)
+    await _team(teams, available=False)
+    [tid] = await _new_tickets(store, 1)
+    consumer = _consumer(store, aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    assert (await store.get_ticket(tid)).assignee == ""
+    await store.update_ticket(tid, author="x", now_ms=now_ms(), status=Status.SOLVED)
+    await teams.save_person(Person(name="a1", role=Role.AGENT, groups=frozenset({"support"}),
+                                   capacity=10, available=True))
+    await inbound(store, address="whatsapp:+33610000000", body="again")  # reopens
+    await relay_all(aredis, sync_redis, [consumer])
+    ticket = await store.get_ticket(tid)
+    assert (ticket.status, ticket.assignee) == (Status.OPEN, "a1")
+
+
+async def test_a_ticket_taken_meanwhile_gives_the_slot_back(
+        store: TicketStore, aredis: redis.asyncio.Redis) -> None:
+    teams = TeamStore(aredis)
+    await _team(teams)
+    [tid] = await _new_tickets(store, 1)
+    await store.update_ticket(tid, author="a3", now_ms=now_ms(), assignee="a3")
+    assert await Assigner(store, teams, AUTO).assign(tid, now_ms()) is None
+    assert (await store.get_ticket(tid)).assignee == "a3"
+    assert await teams.load("a1") == 0
+
+
+async def test_without_auto_assignment_new_tickets_join_the_default_group(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    await _team(TeamStore(aredis))
+    [tid] = await _new_tickets(store, 1)
+    config = TeamConfig(channel_groups=(("whatsapp", "support"),))
+    await relay_all(aredis, sync_redis, [_consumer(store, aredis, config)])
+    ticket = await store.get_ticket(tid)
+    assert (ticket.group, ticket.assignee) == ("support", "")
+
+
+# ------------------------------------------------------------------ through the API
+
+@pytest.fixture
+def settings(redis_url: str) -> Any:
+    return make_settings(redis_url, teams=AUTO)
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def test_two_agents_taking_at_once_one_wins(client: TestClient[Any, Any],
+                                                  aredis: redis.asyncio.Redis) -> None:
+    store = TicketStore(aredis, contact_key=CONTACT_KEY.encode())
+    tokens = {}
+    await client.post("/api/v1/groups", json={"name": "support"}, headers=ADMIN)
+    for name in ("a1", "a2"):
+        made = await client.post("/api/v1/agents", headers=ADMIN,
+                                 json={"name": name, "groups": ["support"]})
+        tokens[name] = (await made.json())["token"]
+    [tid] = await _new_tickets(store, 1)
+    answers = await asyncio.gather(*(
+        client.post(f"/api/v1/tickets/{tid}/take",
+                    headers={"Authorization": f"Bearer {tokens[n]}"}) for n in ("a1", "a2")))
+    assert sorted(a.status for a in answers) == [200, 409]
+    winner = next(n for n, a in zip(("a1", "a2"), answers, strict=True) if a.status == 200)
+    assert (await store.get_ticket(tid)).assignee == winner
+
+
+async def test_becoming_available_hands_over_waiting_tickets(
+        client: TestClient[Any, Any], aredis: redis.asyncio.Redis,
+        sync_redis: redis.Redis) -> None:
+    store = TicketStore(aredis, contact_key=CONTACT_KEY.encode())
+    await client.post("/api/v1/groups", json={"name": "support"}, headers=ADMIN)
+    made = await client.post("/api/v1/agents", headers=ADMIN,
+                             json={"name": "a1", "groups": ["support"], "capacity": 2})
+    token = (await made.json())["token"]
+    ids = await _new_tickets(store, 3)
+    await relay_all(aredis, sync_redis, [_consumer(store, aredis)])
+    assert len(await TeamStore(aredis).waiting("support")) == 3
+    response = await client.put("/api/v1/me/availability", json={"available": True},
+                                headers={"Authorization": f"Bearer {token}"})
+    assert (await response.json())["load"] == 2
+    assert sorted(t.assignee for t in await store.get_tickets(ids)) == ["", "a1", "a1"]

@@ -1,0 +1,105 @@
+"""The teams consumer of the change log (run by the relay process, workers/relay.py):
+
+1. capacity: each changed ticket counts against its assignee while it is an active
+   conversation, and stops counting when it is solved, closed, its session ends or it goes
+   to someone else (then the group's waiting tickets get the freed room);
+2. automatic assignment (config/teams.toml [assignment] auto): new and reopened tickets go
+   round robin to the available agents of their group under capacity; a new ticket joins
+   the configured default group either way;
+3. saved views: each changed ticket's place in every view's sets.
+
+At least once and in order per ticket: every step is idempotent (sets, the round-robin
+script's record of who holds a ticket, updates that change nothing the second time).
+Nothing here runs on a webhook's request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio
+
+from bridge.assignment import AUTHOR, Assigner, holds_capacity
+from bridge.core.changes import OPENING_ACTIONS, Change, ChangeKind, Origin
+from bridge.core.teams import TeamConfig
+from bridge.store.changelog import TEAMS_CONSUMER
+from bridge.store.teams import TeamStore
+from bridge.store.tickets import NotFound, TicketStore
+from bridge.store.views import ViewStore
+from config.settings import Settings
+
+log = logging.getLogger("workers.teams")
+
+# Routing actions after which the ticket may want an agent.
+_WANTS_AGENT = OPENING_ACTIONS | {"reopen"}
+# Routing actions that change nothing a view or a load depends on.
+_NOTHING_TO_INDEX = frozenset({"duplicate", "csat_answer"})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class TeamsConsumer:
+    store: TicketStore
+    teams: TeamStore
+    views: ViewStore
+    config: TeamConfig
+    name: str = TEAMS_CONSUMER
+    assigned: list[str] = field(default_factory=list)  # for logs and tests
+
+    @classmethod
+    def build(cls, settings: Settings, aredis: redis.asyncio.Redis) -> TeamsConsumer:
+        return cls(TicketStore(aredis, contact_key=settings.contact_key_bytes),
+                   TeamStore(aredis), ViewStore(aredis), settings.teams)
+
+    async def handle(self, changes: list[Change]) -> None:
+        touched: dict[str, None] = {}
+        loads: dict[str, None] = {}
+        wanting: dict[str, None] = {}
+        for change in changes:
+            if change.kind is ChangeKind.UPDATED:
+                touched[change.ticket_id] = loads[change.ticket_id] = None
+            elif change.kind is ChangeKind.ROUTED and change.action not in _NOTHING_TO_INDEX:
+                touched[change.ticket_id] = None
+                if change.previous_ticket_id:  # closed at the thread limit
+                    touched[change.previous_ticket_id] = None
+                    loads[change.previous_ticket_id] = None
+                if change.action in _WANTS_AGENT:
+                    wanting[change.ticket_id] = loads[change.ticket_id] = None
+        if not touched:
+            return
+        assigner = Assigner(self.store, self.teams, self.config)
+        freed = False
+        for ticket in await self.store.get_tickets(list(loads)):
+            holder = ticket.assignee if holds_capacity(ticket) else ""
+            previous = await self.teams.hold(ticket.id, holder)
+            freed |= bool(previous) and previous != holder
+        now = now_ms()
+        for ticket_id in wanting:
+            await self._place(assigner, ticket_id, now)
+        if freed and self.config.auto_assign:
+            for group in await self.teams.waiting_groups():
+                self.assigned += await assigner.drain(group, now)
+        views = await self.views.views()
+        if views:
+            await self.views.refresh(await self.store.get_tickets(list(touched)), views)
+
+    async def _place(self, assigner: Assigner, ticket_id: str, now: int) -> None:
+        if self.config.auto_assign:
+            agent = await assigner.assign(ticket_id, now)
+            if agent:
+                self.assigned.append(ticket_id)
+            return
+        try:
+            ticket = await self.store.get_ticket(ticket_id)
+        except NotFound:
+            return
+        group = self.config.group_for_channel(ticket.channel)
+        if group and not ticket.group:
+            await self.store.update_ticket(ticket_id, author=AUTHOR, now_ms=now, group=group,
+                                           origin=Origin.AUTOMATION)
+
