@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -24,6 +25,9 @@ from bridge.store.records import NotFound, _decode_map, _s
 VIEWS = f"{keys.PREFIX}:views"  # hash id -> JSON {"owner", "version", "definition"}
 VIEW_SEQ = f"{keys.PREFIX}:seq:view"
 _REBUILD_BATCH = 500
+# Rows read beyond a page, so that tickets of the cursor's millisecond rarely need a second
+# read.
+_TIE_SLACK = 8
 
 
 def members_key(view_id: str, part: str) -> str:
@@ -150,14 +154,39 @@ class ViewStore:
         the same millisecond are ordered by id as Redis orders equal scores (bytewise)."""
         parts = [p for p in await self._parts(view.id) if _in_scope(p, scope, group)]
         descending = view.sort is Sort.CREATED_DESC
+        want = limit + 1
+        # One round trip for every part's first rows; a part that had to skip rows served
+        # on an earlier page (tickets of the cursor's millisecond) is read on alone.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part in parts:
+                self._range(pipe, members_key(view.id, part), low_ms, high_ms, cursor, 0,
+                            want + _TIE_SLACK, descending)
+            replies = await pipe.execute()
         found: list[tuple[int, str]] = []
-        for part in parts:
-            found += await self._first(members_key(view.id, part), low_ms, high_ms, cursor,
-                                       limit + 1, descending)
+        for part, rows in zip(parts, replies, strict=True):
+            kept = _after(rows, cursor, descending)
+            if len(rows) == want + _TIE_SLACK and len(kept) < want:
+                kept = await self._first(members_key(view.id, part), low_ms, high_ms, cursor,
+                                         want, descending)
+            found += kept[:want]
         found.sort(reverse=descending)
         more = len(found) > limit
         found = found[:limit]
         return [t for _, t in found], (found[-1] if more and found else None)
+
+    @staticmethod
+    def _range(client: Any, key: str, low_ms: float, high_ms: float,
+               cursor: tuple[int, str] | None, offset: int, count: int,
+               descending: bool) -> Any:
+        """The range read of a part from the cursor's millisecond on (inclusive)."""
+        if descending:
+            top = _bound(high_ms if cursor is None else min(cursor[0], high_ms))
+            return client.zrevrangebyscore(key, top, _bound(low_ms, exclusive=True),
+                                           start=offset, num=count, withscores=True)
+        bottom = (_bound(low_ms, exclusive=True) if cursor is None or cursor[0] <= low_ms
+                  else str(cursor[0]))
+        return client.zrangebyscore(key, bottom, _bound(high_ms), start=offset, num=count,
+                                    withscores=True)
 
     async def _first(self, key: str, low_ms: float, high_ms: float,
                      cursor: tuple[int, str] | None, count: int, descending: bool
@@ -165,27 +194,28 @@ class ViewStore:
         out: list[tuple[int, str]] = []
         offset = 0
         while len(out) < count:
-            want = count - len(out) + 8
-            if descending:
-                top = _bound(high_ms if cursor is None else min(cursor[0], high_ms))
-                rows = await self.redis.zrevrangebyscore(
-                    key, top, _bound(low_ms, exclusive=True), start=offset, num=want,
-                    withscores=True)
-            else:
-                bottom = (_bound(low_ms, exclusive=True) if cursor is None
-                          or cursor[0] <= low_ms else str(cursor[0]))
-                rows = await self.redis.zrangebyscore(
-                    key, bottom, _bound(high_ms), start=offset, num=want, withscores=True)
+            want = count - len(out) + _TIE_SLACK
+            rows = await self._range(self.redis, key, low_ms, high_ms, cursor, offset, want,
+                                     descending)
             offset += len(rows)
-            for member, score in rows:
-                tid, at = _s(member), int(score)
-                if cursor is not None and at == cursor[0] and (
-                        tid >= cursor[1] if descending else tid <= cursor[1]):
-                    continue  # served on an earlier page
-                out.append((at, tid))
+            out += _after(rows, cursor, descending)
             if len(rows) < want:
                 break
         return out[:count]
+
+
+def _after(rows: list[tuple[bytes, float]], cursor: tuple[int, str] | None,
+           descending: bool) -> list[tuple[int, str]]:
+    """(ms, id) of the rows past the cursor: of the cursor's millisecond, those Redis
+    orders after its ticket (equal scores go by member, bytewise)."""
+    out = []
+    for member, score in rows:
+        tid, at = _s(member), int(score)
+        if cursor is not None and at == cursor[0] and (
+                tid >= cursor[1] if descending else tid <= cursor[1]):
+            continue  # served on an earlier page
+        out.append((at, tid))
+    return out
 
 
 def _bound(ms: float, *, exclusive: bool = False) -> str:
