@@ -13,6 +13,7 @@ import click
 import httpx
 from twilio.request_validator import RequestValidator
 
+from bridge.commands.agents import team_commands
 from bridge.commands.check import check
 from bridge.commands.migrate import migrate
 from bridge.commands.outbound import failed, outbox, retry
@@ -173,3 +174,5 @@ main.add_command(failed)
 main.add_command(retry)
 main.add_command(check)
 main.add_command(migrate)
+for team_command in team_commands:
+    main.add_command(team_command)

@@ -1,0 +1,61 @@
+"""`bridge agents|groups|views ...` against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+from click.testing import CliRunner
+
+from bridge.cli import main
+from bridge.core.teams import Role
+from bridge.store.teams import TeamStore
+from tests.conftest import CONTACT_KEY
+
+
+def _bridge(redis_url: str, *args: str) -> str:
+    result = CliRunner().invoke(main, list(args), env={
+        "REDIS_URL": redis_url, "BRIDGE_CONTACT_KEY": CONTACT_KEY, "BRIDGE_ADMIN_TOKEN": "",
+        "BRIDGE_AGENT_TOKENS": ""})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_people_and_groups_from_the_command_line(redis_url: str,
+                                                 sync_redis: redis.Redis) -> None:
+    _bridge(redis_url, "groups", "add", "fr", "--description", "France desk")
+    out = _bridge(redis_url, "agents", "add", "awa", "--role", "manager", "--group", "fr",
+                  "--time-zone", "Africa/Dakar", "--capacity", "8")
+    token = out.rsplit(" ", 1)[-1].strip()
+
+    async def check() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            teams = TeamStore(client)
+            assert await teams.name_of_token(token) == "awa"
+            person = await teams.get_person("awa")
+            assert (person.role, person.groups, person.capacity, person.time_zone) == (
+                Role.MANAGER, frozenset({"fr"}), 8, "Africa/Dakar")
+        finally:
+            await client.aclose()
+
+    asyncio.run(check())
+    _bridge(redis_url, "agents", "set", "awa", "--available", "--capacity", "3")
+    listing = _bridge(redis_url, "agents", "list")
+    assert "awa" in listing and "0/3" in listing and "yes" in listing
+    assert "awa" in _bridge(redis_url, "groups", "list")
+    new_token = _bridge(redis_url, "agents", "token", "awa").rsplit(" ", 1)[-1].strip()
+    assert new_token != token
+    _bridge(redis_url, "agents", "remove", "awa")
+    assert "no agents yet" in _bridge(redis_url, "agents", "list")
+
+
+def test_bad_input_is_refused_and_writes_nothing(redis_url: str,
+                                                 sync_redis: redis.Redis) -> None:
+    env = {"REDIS_URL": redis_url, "BRIDGE_CONTACT_KEY": CONTACT_KEY}
+    for args in (["agents", "add", "Bad Name"], ["agents", "add", "system"],
+                 ["agents", "add", "x", "--group", "nope"],
+                 ["agents", "add", "x", "--time-zone", "Mars/Olympus"]):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code != 0, args
+    assert sync_redis.dbsize() == 0
