@@ -118,6 +118,8 @@ def parse_conditions(data: Mapping[str, Any]) -> ViewConditions:
     if unknown:
         raise ValueError(f"unknown condition(s): {', '.join(sorted(unknown))}")
     try:
+        if not isinstance(data.get("status", []), list):
+            raise TypeError
         status = frozenset(Status(s) for s in data.get("status", []))
     except (ValueError, TypeError):
         raise ValueError(f"conditions.status must list statuses of {', '.join(Status)}") from None
@@ -131,9 +133,10 @@ def parse_conditions(data: Mapping[str, Any]) -> ViewConditions:
         status = status & allowed if status else allowed
         if not status:
             raise ValueError("conditions.status and status_below match no status")
-    channel = frozenset(data.get("channel", []))
-    if not all(isinstance(c, str) for c in channel):
+    raw_channels = data.get("channel", [])
+    if not isinstance(raw_channels, list) or not all(isinstance(c, str) for c in raw_channels):
         raise ValueError("conditions.channel must be a list of channels")
+    channel = frozenset(raw_channels)
     unassigned = data.get("unassigned")
     if unassigned is not None and not isinstance(unassigned, bool):
         raise ValueError("conditions.unassigned must be true or false")
@@ -141,6 +144,8 @@ def parse_conditions(data: Mapping[str, Any]) -> ViewConditions:
     if not isinstance(fields, dict) or len(fields) > 20:
         raise ValueError("conditions.fields must be an object of at most 20 field values")
     try:
+        if not isinstance(data.get("aging", []), list):
+            raise TypeError
         aging = frozenset(Aging(a) for a in data.get("aging", []))
     except (ValueError, TypeError):
         raise ValueError("conditions.aging must list ok, yellow, red") from None

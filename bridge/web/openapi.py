@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.web import teams_openapi
+
 routes = web.RouteTableDef()
 
 
@@ -278,6 +280,8 @@ PATHS: dict[str, Any] = {
                        {"name": "until", "in": "query", "schema": {"type": "string"}}],
         "responses": {"200": _json({"type": "object"}), **_errors(401, 422, 503)}}},
 }
+
+teams_openapi.merge(PATHS, SCHEMAS)
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
