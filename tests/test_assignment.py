@@ -188,3 +188,42 @@ async def test_becoming_available_hands_over_waiting_tickets(
                                 headers={"Authorization": f"Bearer {token}"})
     assert (await response.json())["load"] == 2
     assert sorted(t.assignee for t in await store.get_tickets(ids)) == ["", "a1", "a1"]
+
+
+# ------------------------------------------------------------------ triggers
+
+def test_rules_read_groups_and_fields() -> None:
+    from bridge.core.rule_parsing import RuleError, parse_config
+    from bridge.core.tickets import Ticket
+    config = parse_config({"triggers": [{
+        "name": "visa_to_sn", "on": ["ticket.created"],
+        "when": {"group": [""], "fields": {"topic": "visa"}},
+        "then": {"set_group": "sn", "assign": ""}}]})
+    [rule] = config.triggers
+    ticket = Ticket(id="1", contact_id="c", channel="whatsapp", status=Status.NEW,
+                    created_at_ms=0, updated_at_ms=0, field_values={"topic": "visa"})
+    assert rule.when.matches(ticket, 0)
+    assert not rule.when.matches(Ticket(**{**ticket.__dict__, "group": "fr"}), 0)
+    assert not rule.when.matches(Ticket(**{**ticket.__dict__, "field_values": {}}), 0)
+    assert rule.then.set_group == "sn" and rule.then.changes_ticket
+    with pytest.raises(RuleError):
+        parse_config({"triggers": [{"name": "x", "on": ["ticket.created"],
+                                    "then": {"set_group": "Not A Group"}}]})
+
+
+async def test_a_trigger_moves_a_ticket_to_another_group(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    from bridge.core.rule_parsing import parse_config
+    from bridge.jobs import JobQueues
+    from bridge.store.macros import MacroStore
+    from workers.automations import Deps, handle_ticket_event
+    config = parse_config({"triggers": [{
+        "name": "widget_to_web", "on": ["ticket.created"], "when": {"group": [""]},
+        "then": {"set_group": "web"}}]})
+    [tid] = await _new_tickets(store, 1)
+    deps = Deps(store=store, macros=MacroStore(aredis, {}), queues=JobQueues(sync_redis),
+                config=config)
+    out = await handle_ticket_event(deps, {"ticket_id": tid, "trigger": "ticket.created",
+                                           "version": 1, "event_id": "e1"})
+    assert out["fired"] == ["widget_to_web"]
+    assert (await store.get_ticket(tid)).group == "web"

@@ -269,7 +269,7 @@ async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket,
             updated, _ = await deps.store.update_ticket(
                 ticket.id, author=author, now_ms=now, status=actions.set_status,
                 tags=actions.tags_after(current.tags), assignee=actions.assign,
-                origin=Origin.AUTOMATION,
+                group=actions.set_group, origin=Origin.AUTOMATION,
             )
             report.done.append("update")
             if updated.status is not current.status:

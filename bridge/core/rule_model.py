@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 from bridge.core.tickets import SessionState, Status, Ticket
+from bridge.core.views import field_matches
 
 
 class Since(StrEnum):
@@ -51,6 +53,10 @@ class Conditions:
     csat_sent: bool | None = None
     csat_rating_min: int | None = None
     csat_rating_max: int | None = None
+    # Agents' groups ("" : the shared pool) and ticket field values (bridge/core/teams.py).
+    group: frozenset[str] = frozenset()
+    group_not: frozenset[str] = frozenset()
+    fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def failing(self, t: Ticket, now_ms: int) -> list[str]:
         """The names of the conditions that do not hold (empty: the rule applies)."""
@@ -91,6 +97,10 @@ class Conditions:
         need(self.csat_rating_max is None
              or (t.csat_rating > 0 and t.csat_rating <= self.csat_rating_max),
              "csat_rating_max")
+        need(not self.group or t.group in self.group, "group")
+        need(t.group not in self.group_not, "group_not")
+        need(all(field_matches(t.field_values.get(k), v) for k, v in self.fields.items()),
+             "fields")
         return bad
 
     def matches(self, t: Ticket, now_ms: int) -> bool:
@@ -114,13 +124,14 @@ class RuleActions:
     add_tags: tuple[str, ...] = ()
     remove_tags: tuple[str, ...] = ()
     assign: str | None = None  # "" unassigns
+    set_group: str | None = None  # "" : back to the shared pool
     apply_macro: str = ""
     send_csat: bool = False
 
     @property
     def changes_ticket(self) -> bool:
         return bool(self.set_status or self.add_tags or self.remove_tags
-                    or self.assign is not None)
+                    or self.assign is not None or self.set_group is not None)
 
     def tags_after(self, current: tuple[str, ...]) -> list[str] | None:
         if not (self.add_tags or self.remove_tags):

@@ -24,6 +24,7 @@ from bridge.core.rule_model import (
     Since,
     Trigger,
 )
+from bridge.core.teams import NAME_RE as GROUP_NAME_RE
 from bridge.core.tickets import SessionState, Status, TransitionError, normalize_tags
 
 # Trigger names a rule may listen to (`on`): bridge.core.changes derives them from changes.
@@ -113,8 +114,11 @@ def parse_conditions(data: Any, where: _Where) -> Conditions:
         fld = f"when.{key}"
         if key in ("status", "status_not"):
             values[key] = _statuses(value, where, fld)
-        elif key in ("channel", "channel_not", "session_ended_reason", "closed_reason"):
+        elif key in ("channel", "channel_not", "session_ended_reason", "closed_reason",
+                     "group", "group_not"):
             values[key] = _str_set(value, where, fld)
+        elif key == "fields":
+            values[key] = _table(value, where, fld)
         elif key in ("tags_all", "tags_any", "tags_none"):
             values[key] = frozenset(_tags(value, where, fld))
         elif key == "session":
@@ -155,6 +159,10 @@ def parse_actions(data: Any, where: _Where) -> RuleActions:
             if not isinstance(value, str):
                 raise where.error(fld, "must be an agent name ('' unassigns)")
             values[key] = value.strip()
+        elif key == "set_group":
+            if not isinstance(value, str) or (value and not GROUP_NAME_RE.fullmatch(value)):
+                raise where.error(fld, "must be a group name ('' : no group)")
+            values[key] = value
         elif key == "apply_macro":
             if not isinstance(value, str) or not NAME_RE.match(value):
                 raise where.error(fld, "must be a macro name")
