@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,19 +144,28 @@ async def apply_macro(
     limits: Limits = DEFAULT_LIMITS,
     idempotency: Idempotency | None = None,
     run: RenderRunner | None = None,
+    status_check: Callable[[Ticket, Status | None], None] | None = None,
 ) -> MacroOutcome:
     """Render and apply a macro: one recorded event carrying the text, the macro's ticket
     changes in the same update, then the send is enqueued.
 
     Raises NotFound (ticket), MacroNotFound, Conflict (closed ticket, ended session for a
-    macro that sends) and TemplateErrors (the text does not render for this ticket)."""
+    macro that sends; `status_check`'s refusals of the macro's status, such as solving
+    without the required ticket fields) and TemplateErrors (the text does not render for
+    this ticket)."""
     ticket = await store.get_ticket(ticket_id)
     try:
         contact: Contact | None = await store.get_contact(ticket.contact_id)
     except NotFound:
         contact = None
     macro = await macros.get(name)
-    guard = _refuse_send if macro.sends else _refuse_closed
+    refuse = _refuse_send if macro.sends else _refuse_closed
+
+    def guard(current: Ticket) -> None:
+        refuse(current)
+        if status_check is not None:
+            status_check(current, macro.actions.status)
+
     guard(ticket)
     if macro.sends and (refusal := public_message_refusal(
             ticket, contact, now_ms=now_ms,

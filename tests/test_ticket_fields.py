@@ -189,3 +189,19 @@ async def test_on_hold_disabled_is_refused(client: Client) -> None:
     assert (await response.json())["error"]["code"] == "hold_disabled"
     ticket = await (await client.get(f"/api/v1/tickets/{tid}", headers=AGENT)).json()
     assert ticket["status"] == "new"
+
+
+async def test_a_macro_that_solves_needs_the_required_fields_too(client: Client) -> None:
+    tid = await _ticket(client)
+    response = await client.post(f"/api/v1/tickets/{tid}/macros/solved", headers=AGENT)
+    assert response.status == 409
+    assert (await response.json())["error"]["code"] == "required_fields_missing"
+    events = (await (await client.get(f"/api/v1/tickets/{tid}/events",
+                                      headers=AGENT)).json())["events"]
+    assert [e["type"] for e in events] == ["customer_message"]
+    await client.patch(f"/api/v1/tickets/{tid}", json={"fields": {"country": "fr"}},
+                       headers=AGENT)
+    response = await client.post(f"/api/v1/tickets/{tid}/macros/solved", headers=AGENT)
+    assert response.status == 202
+    ticket = await (await client.get(f"/api/v1/tickets/{tid}", headers=AGENT)).json()
+    assert ticket["status"] == "solved"

@@ -115,3 +115,16 @@ def solve_guard(definitions: list[FieldDef], status: Status | None, group: str |
             raise Conflict("required_fields_missing",
                            f"fill these fields to solve: {', '.join(missing)}")
     return guard
+
+
+async def status_check(app: web.Application) -> Any:
+    """For macros: refuse the status a macro sets where an agent would be refused it (on
+    hold disabled, solving without the required fields), inside the update."""
+    definitions = await field_definitions(app)
+    hold_enabled = app[settings_key].teams.hold_enabled
+
+    def check(current: Ticket, status: Status | None) -> None:
+        if status is Status.HOLD and not hold_enabled:
+            raise Conflict("hold_disabled", "this deployment does not use the on-hold status")
+        solve_guard(definitions, status, None, None)(current)
+    return check

@@ -50,7 +50,7 @@ from bridge.templating import (
     fixture_contact,
     validate_macro,
 )
-from bridge.web.access import need
+from bridge.web.access import need, status_check
 from bridge.web.auth import Principal, principal, require, require_admin
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
@@ -356,6 +356,7 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
             general=automation_config(app).general, ticket_id=ticket_id, name=name,
             author=who.name, agent_name=who.name, now_ms=now_ms(), idempotency=idempotency,
             limits=_limits(request), run=app[render_gate_key].runner(),
+            status_check=await status_check(app),
         )
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None
