@@ -205,3 +205,29 @@ async def test_a_macro_that_solves_needs_the_required_fields_too(client: Client)
     assert response.status == 202
     ticket = await (await client.get(f"/api/v1/tickets/{tid}", headers=AGENT)).json()
     assert ticket["status"] == "solved"
+
+
+def test_reports_group_by_agents_group_and_field_value() -> None:
+    from bridge.core.tickets import Status, Ticket
+    from bridge.web.reports import aggregate
+
+    def t(tid: str, rating: int, group: str, values: dict[str, Any]) -> Ticket:
+        return Ticket(id=tid, contact_id="c", channel="whatsapp", status=Status.SOLVED,
+                      created_at_ms=0, updated_at_ms=0, csat_rating=rating, group=group,
+                      field_values=values)
+    tickets = [t("1", 5, "fr", {"country": "fr", "topics": ["visa", "lost"]}),
+               t("2", 1, "", {}), t("3", 3, "fr", {"country": "fr"})]
+    _, by_group = aggregate(tickets, "group")
+    assert [(g.key, g.sent) for g in by_group] == [("fr", 2), ("no group", 1)]
+    _, by_country = aggregate(tickets, "field:country")
+    assert [(g.key, g.count) for g in by_country] == [("(none)", 1), ("fr", 2)]
+    _, by_topics = aggregate(tickets, "field:topics")
+    assert [g.key for g in by_topics] == ["(none)", "visa,lost"]
+
+
+async def test_report_by_field_through_the_api(client: Client) -> None:
+    response = await client.get("/api/v1/reports/csat?by=field:country", headers=AGENT)
+    assert response.status == 200
+    for bad in ("field:", "field:Bad Key", "groups"):
+        response = await client.get(f"/api/v1/reports/csat?by={bad}", headers=AGENT)
+        assert response.status == 422

@@ -5,11 +5,13 @@ The period selects surveys by the time they were SENT (bridge.sending keeps the 
 received for them, their average, the response rate and the distribution 1..5.
 `since` / `until` are ISO 8601 dates or times (UTC when no offset is given); the default
 period is the last 30 days. `by=agent` groups by the ticket's assignee ("unassigned" when
-none).
+none), `by=group` by its agents' group ("no group"), `by=field:<key>` by a ticket field's
+value ("(none)" without one; a multiselect's options joined with commas).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,8 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.csat import RATING_SCALE
+from bridge.core.teams import Permission
 from bridge.core.tickets import Ticket
-from bridge.web.auth import principal
+from bridge.web.auth import require
 from bridge.web.errors import unprocessable
 from bridge.web.keys import store_key
 from bridge.web.serialize import iso
@@ -53,9 +56,19 @@ class Group:
         }
 
 
+BY_FIELD = re.compile(r"field:[a-z0-9][a-z0-9_.-]{0,63}")
+
+
 def group_key(ticket: Ticket, by: str) -> str:
     if by == "agent":
         return ticket.assignee or "unassigned"
+    if by == "group":
+        return ticket.group or "no group"
+    if by.startswith("field:"):
+        value = ticket.field_values.get(by.removeprefix("field:"))
+        if value is None:
+            return "(none)"
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
     return ticket.channel
 
 
@@ -102,10 +115,10 @@ def period(query: Any, now: datetime) -> tuple[datetime, datetime]:
 
 
 async def csat_report(request: web.Request) -> web.Response:
-    principal(request)
+    require(request, Permission.REPORTS_READ)
     by = request.query.get("by", "channel")
-    if by not in ("channel", "agent"):
-        raise unprocessable("by must be channel or agent")
+    if by not in ("channel", "agent", "group") and not BY_FIELD.fullmatch(by):
+        raise unprocessable("by must be channel, agent, group or field:<key>")
     since, until = period(request.query, datetime.now(UTC))
     store = request.app[store_key]
     since_ms, until_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)

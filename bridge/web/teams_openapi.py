@@ -192,5 +192,9 @@ def merge(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
         if path.startswith("/api/v1/tickets"):
             for operation in item.values():
                 operation["responses"].setdefault("403", {"$ref": "#/components/responses/E403"})
+    for parameter in paths.get("/api/v1/reports/csat", {}).get("get", {}).get("parameters", []):
+        if parameter["name"] == "by":  # reports also group by agents' group and field
+            parameter["schema"] = {"type": "string", "pattern":
+                                   "^(channel|agent|group|field:[a-z0-9][a-z0-9_.-]{0,63})$"}
     paths.update(PATHS)
     schemas.update(SCHEMAS)
