@@ -62,7 +62,10 @@ class TeamsConsumer:
         wanting: dict[str, None] = {}
         for change in changes:
             if change.kind is ChangeKind.UPDATED:
-                touched[change.ticket_id] = loads[change.ticket_id] = None
+                touched[change.ticket_id] = None
+                if (change.assignee is not None or change.session_ended
+                        or change.status_from != change.status_to):
+                    loads[change.ticket_id] = None  # what an agent's capacity depends on
             elif change.kind is ChangeKind.ROUTED and change.action not in _NOTHING_TO_INDEX:
                 touched[change.ticket_id] = None
                 if change.previous_ticket_id:  # closed at the thread limit

@@ -17,7 +17,7 @@ from bridge.web.keys import redis_key, settings_key
 from config.settings import Settings
 
 __all__ = ["PRINCIPAL", "Principal", "Role", "authenticate", "authenticate_request",
-           "principal", "require", "require_admin"]
+           "principal", "principal_named", "require", "require_admin"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,17 @@ async def authenticate_request(request: web.Request) -> Principal:
         found = Principal(name, Role.AGENT)
     if found.role is Role.ADMIN and found.name == "admin":
         return found
-    person = await TeamStore(request.app[redis_key]).find_person(found.name)
+    return await principal_named(request.app, found.name, found.role)
+
+
+async def principal_named(app: web.Application, name: str, role: Role = Role.AGENT
+                          ) -> Principal:
+    """The principal of someone signed in by name (a token here, a session cookie for the
+    workspace pages): their role and groups from Redis, else `role` and no group."""
+    person = await TeamStore(app[redis_key]).find_person(name)
     if person is None:
-        return found
-    return Principal(found.name, person.role, person.groups)
+        return Principal(name, role)
+    return Principal(name, person.role, person.groups)
 
 
 def authorize_metrics(settings: Settings, header: str) -> None:
