@@ -1,0 +1,137 @@
+"""People, groups, tokens and assignment rules through the API; bad input writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from bridge.store.tickets import TicketStore
+from bridge.web.keys import store_key
+from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
+from tests.factories import inbound
+
+Client = TestClient[Any, Any]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _person(client: Client, **body: Any) -> str:
+    response = await client.post("/api/v1/agents", json=body, headers=ADMIN)
+    assert response.status == 201, await response.text()
+    return str((await response.json())["token"])
+
+
+async def _ticket(client: Client, group: str = "") -> str:
+    store: TicketStore = client.app[store_key]
+    tid = str((await inbound(store)).ticket_id)
+    if group:
+        await client.patch(f"/api/v1/tickets/{tid}", json={"group": group}, headers=ADMIN)
+    return tid
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "Awa Diop"}, {"name": "admin"}, {"name": "system"}, {"name": ""},
+    {"name": "awa", "role": "owner"}, {"name": "awa", "groups": ["nope"]},
+    {"name": "awa", "groups": "fr"}, {"name": "awa", "capacity": -1},
+    {"name": "awa", "capacity": True}, {"name": "awa", "time_zone": "Mars/Olympus"},
+    {"name": "awa", "time_zone": "../../etc/passwd"}, {"name": "awa", "locale": "French!"},
+    {"name": "awa", "display_name": "x" * 101}, {"name": "awa", "available": "yes"},
+    {"name": "awa", "token": "mine"},
+])
+async def test_bad_people_are_422_and_nothing_is_written(client: Client, body: dict[str, Any],
+                                                         sync_redis: redis.Redis) -> None:
+    response = await client.post("/api/v1/agents", json=body, headers=ADMIN)
+    assert response.status == 422, await response.text()
+    assert sync_redis.dbsize() == 0
+
+
+async def test_tokens_are_shown_once_replaced_and_removed(client: Client,
+                                                          sync_redis: redis.Redis) -> None:
+    await client.post("/api/v1/groups", json={"name": "fr"}, headers=ADMIN)
+    token = await _person(client, name="awa", role="manager", groups=["fr"],
+                          display_name="Awa Diop", locale="fr", time_zone="Africa/Dakar")
+    me = await (await client.get("/api/v1/me", headers=bearer(token))).json()
+    assert (me["name"], me["role"], me["groups"], me["display_name"]) == (
+        "awa", "manager", ["fr"], "Awa Diop")
+    assert "tickets.assign" in me["permissions"] and "people.manage" not in me["permissions"]
+    assert token.encode() not in b"".join(
+        v for k in sync_redis.scan_iter() if sync_redis.type(k) == b"string"
+        for v in [sync_redis.get(k) or b""])
+    rotated = await client.post("/api/v1/agents/awa/token", headers=ADMIN)
+    new_token = (await rotated.json())["token"]
+    assert (await client.get("/api/v1/me", headers=bearer(token))).status == 401
+    assert (await client.get("/api/v1/me", headers=bearer(new_token))).status == 200
+    assert (await client.delete("/api/v1/agents/awa", headers=ADMIN)).status == 204
+    assert (await client.get("/api/v1/me", headers=bearer(new_token))).status == 401
+
+
+async def test_a_record_gives_an_environment_agent_a_role_and_groups(client: Client) -> None:
+    await client.post("/api/v1/groups", json={"name": "fr"}, headers=ADMIN)
+    await _person(client, name="alice", role="read_only", groups=["fr"])
+    me = await (await client.get("/api/v1/me", headers=bearer(AGENT_TOKEN))).json()
+    assert (me["role"], me["groups"]) == ("read_only", ["fr"])
+    tid = await _ticket(client)
+    response = await client.post(f"/api/v1/tickets/{tid}/notes", json={"body": "x"},
+                                 headers=bearer(AGENT_TOKEN))
+    assert response.status == 403
+
+
+async def test_assignment_rules(client: Client) -> None:
+    for group in ("fr", "sn"):
+        await client.post("/api/v1/groups", json={"name": group}, headers=ADMIN)
+    manager = await _person(client, name="mgr", role="manager", groups=["fr"])
+    agent = await _person(client, name="ag", groups=["fr"])
+    await _person(client, name="other", groups=["sn"])
+    tid = await _ticket(client, "fr")
+
+    async def patch(token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        response = await client.patch(f"/api/v1/tickets/{tid}", json=body,
+                                      headers=bearer(token))
+        return response.status, await response.json()
+
+    assert (await patch(manager, {"assignee": "other"}))[0] == 422  # not a member of fr
+    assert (await patch(manager, {"group": "sn"}))[0] == 403  # not the manager's group
+    assert (await patch(ADMIN_TOKEN, {"group": "nope"}))[0] == 422
+    status, body = await patch(manager, {"assignee": "ag"})
+    assert (status, body["assignee"], body["group"]) == (200, "ag", "fr")
+    assert (await patch(agent, {"assignee": None}))[1]["assignee"] is None  # release
+    assert (await patch(agent, {"group": ""}))[0] == 403
+    status, body = await patch(ADMIN_TOKEN, {"group": "sn", "assignee": "other"})
+    assert (status, body["group"], body["assignee"]) == (200, "sn", "other")
+    # Now in sn, the ticket is out of the fr agent's sight.
+    response = await client.get(f"/api/v1/tickets/{tid}", headers=bearer(agent))
+    assert response.status == 403
+    events = (await (await client.get(f"/api/v1/tickets/{tid}/events",
+                                      headers=ADMIN)).json())["events"]
+    assert events[0]["data"] == {"group": "sn", "assignee": "other"}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/v1/groups", {"name": "Bad Name"}),
+    ("POST", "/api/v1/groups", {"name": "ok", "description": 5}),
+    ("PUT", "/api/v1/fields/country", {"type": "colour"}),
+    ("PUT", "/api/v1/fields/country", {"type": "text", "groups": ["nope"]}),
+    ("PUT", "/api/v1/me/availability", {"available": "yes"}),
+])
+async def test_other_bad_input_is_422_and_writes_nothing(
+        client: Client, sync_redis: redis.Redis, method: str, path: str,
+        body: dict[str, Any]) -> None:
+    response = await client.request(method, path, json=body, headers=ADMIN)
+    assert response.status == 422, await response.text()
+    assert sync_redis.dbsize() == 0
+
+
+async def test_a_group_with_members_is_not_removed(client: Client) -> None:
+    await client.post("/api/v1/groups", json={"name": "fr"}, headers=ADMIN)
+    await _person(client, name="awa", groups=["fr"])
+    assert (await client.delete("/api/v1/groups/fr", headers=ADMIN)).status == 409
+    assert (await client.post("/api/v1/groups", json={"name": "fr"},
+                              headers=ADMIN)).status == 409
+    listed = await (await client.get("/api/v1/groups", headers=ADMIN)).json()
+    assert listed["groups"] == [{"name": "fr", "description": "", "members": ["awa"]}]
