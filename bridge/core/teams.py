@@ -129,34 +129,42 @@ def ticket_access(actor: Actor, group: str, assignee: str) -> Access:
     return Access.WORK if assignee in ("", actor.name) else Access.READ
 
 
+@dataclass(frozen=True)
+class Refusal:
+    code: str  # "not_a_member" (the request is wrong: 422) or "forbidden" (the role: 403)
+    message: str
+
+
 def assignment_refusal(actor: Actor, *, current_group: str, current_assignee: str,
                        group: str, assignee: str, assignee_groups: frozenset[str] | None
-                       ) -> str | None:
+                       ) -> Refusal | None:
     """Why `actor` may not move a ticket from (current_group, current_assignee) to
     (group, assignee) (None: allowed). `assignee_groups` is the new assignee's groups (None
     when the new assignee is nobody). A ticket with a group goes to a member of it."""
     if assignee and group and assignee_groups is not None and group not in assignee_groups:
-        return f"{assignee} is not a member of group {group}"
+        return Refusal("not_a_member", f"{assignee} is not a member of group {group}")
     if (group, assignee) == (current_group, current_assignee):
         return None
     if allowed(actor.role, Permission.TICKETS_ALL):
         return None
     if allowed(actor.role, Permission.TICKETS_ASSIGN):
         if group and group not in actor.groups:
-            return f"a manager assigns within their groups ({', '.join(sorted(actor.groups))})"
+            return Refusal("forbidden", "a manager assigns within their groups "
+                                        f"({', '.join(sorted(actor.groups))})")
         if assignee and assignee != actor.name and not (
                 assignee_groups is not None and assignee_groups & actor.groups):
-            return f"{assignee} is in none of your groups"
+            return Refusal("forbidden", f"{assignee} is in none of your groups")
         return None
     if not allowed(actor.role, Permission.TICKETS_TAKE):
-        return "your role cannot assign tickets"
+        return Refusal("forbidden", "your role cannot assign tickets")
     if group != current_group:
-        return "agents cannot move tickets between groups"
+        return Refusal("forbidden", "agents cannot move tickets between groups")
     if assignee == actor.name and current_assignee == "":
         return None  # take
     if assignee == "" and current_assignee == actor.name:
         return None  # release
-    return "agents take unassigned tickets and release their own; ask a manager"
+    return Refusal("forbidden", "agents take unassigned tickets and release their own; "
+                                "ask a manager")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,8 +73,8 @@ async def check_assignment(app: web.Application, who: Principal, ticket: Ticket,
         group=group_after, assignee=assignee_after,
         assignee_groups=target.groups if target else None)
     if refusal is not None:
-        status = 422 if "not a member" in refusal else 403
-        raise ApiError(status, "not_a_member" if status == 422 else "forbidden", refusal)
+        raise ApiError(422 if refusal.code == "not_a_member" else 403, refusal.code,
+                       refusal.message)
 
 
 async def field_definitions(app: web.Application) -> list[FieldDef]:
