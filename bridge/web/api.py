@@ -207,10 +207,13 @@ async def patch_ticket(request: web.Request) -> web.Response:
     assignee = data.get("assignee")
     if assignee is not None and (not isinstance(assignee, str) or len(assignee) > 100):
         raise unprocessable("assignee must be a string of at most 100 characters (or null)")
+    if assignee == "":
+        # null unassigns; an empty name is no agent (lists are filtered by assignee).
+        raise unprocessable("assignee must name an agent (or be null)", "unknown_agent")
     if "assignee" in data and assignee is None:
         assignee = ""
     group = data.get("group")
-    if group is not None and (not isinstance(group, str) or len(group) > 64):
+    if group is not None and (not isinstance(group, str) or not 1 <= len(group) <= 64):
         raise unprocessable("group must be a group name (or null)")
     if "group" in data and group is None:
         group = ""
