@@ -101,7 +101,8 @@ async def test_assignment_rules(client: Client) -> None:
     status, body = await patch(manager, {"assignee": "ag"})
     assert (status, body["assignee"], body["group"]) == (200, "ag", "fr")
     assert (await patch(agent, {"assignee": None}))[1]["assignee"] is None  # release
-    assert (await patch(agent, {"group": ""}))[0] == 403
+    assert (await patch(agent, {"group": None}))[0] == 403
+    assert (await patch(ADMIN_TOKEN, {"group": ""}))[0] == 422  # null is the pool
     status, body = await patch(ADMIN_TOKEN, {"group": "sn", "assignee": "other"})
     assert (status, body["group"], body["assignee"]) == (200, "sn", "other")
     # Now in sn, the ticket is out of the fr agent's sight.
