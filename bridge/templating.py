@@ -10,7 +10,8 @@ webhooks use), the render context and the save-time validation.
 The render context (documented for admins in docs/macros.md):
 
     ticket.id, ticket.status, ticket.tags (list), ticket.assignee, ticket.channel,
-    ticket.message_count, ticket.created_at (ISO 8601 UTC)
+    ticket.message_count, ticket.created_at (ISO 8601 UTC), ticket.group,
+    ticket.fields (ticket field values: {{ ticket.fields.country | default('') }})
     contact.name, contact.first_name, contact.address (masked: whatsapp:+33•••••••78),
     contact.locale
     agent.name            the agent applying the macro (automations: the assignee or
@@ -134,6 +135,8 @@ def macro_context(
             "channel": ticket.channel,
             "message_count": ticket.message_count,
             "created_at": _iso(ticket.created_at_ms),
+            "group": ticket.group,
+            "fields": dict(ticket.field_values),
         },
         "contact": {
             "name": name,

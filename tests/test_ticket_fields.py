@@ -231,3 +231,19 @@ async def test_report_by_field_through_the_api(client: Client) -> None:
     for bad in ("field:", "field:Bad Key", "groups"):
         response = await client.get(f"/api/v1/reports/csat?by={bad}", headers=AGENT)
         assert response.status == 422
+
+
+async def test_macros_read_the_ticket_fields_and_group(client: Client) -> None:
+    tid = await _ticket(client)
+    await client.patch(f"/api/v1/tickets/{tid}", json={"fields": {"country": "sn"}},
+                       headers=AGENT)
+    draft = {"locales": {"en": "Pays {{ ticket.fields.country | default('-') }}, "
+                               "visa {{ ticket.fields.visa | default('-') }}, "
+                               "groupe '{{ ticket.group }}'"}}
+    response = await client.post("/api/v1/macros/greeting/preview", headers=AGENT,
+                                 json={"ticket_id": tid, **draft})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["body"] == "Pays sn, visa -, groupe ''"
+    # Saved only when it renders against the sample ticket (no fields): default() does.
+    saved = await client.put("/api/v1/macros/greeting", headers=ADMIN, json=draft)
+    assert saved.status == 200, await saved.text()
