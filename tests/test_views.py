@@ -198,3 +198,35 @@ async def test_bad_views_are_422_and_not_saved(client: TestClient[Any, Any],
     response = await client.post("/api/v1/views", json=body, headers=ADMIN)
     assert response.status == 422
     assert (await (await client.get("/api/v1/views", headers=ADMIN)).json())["views"] == []
+
+
+async def test_views_follow_the_change_log(client: TestClient[Any, Any],
+                                           aredis: redis.asyncio.Redis,
+                                           sync_redis: Any) -> None:
+    """The relay's teams consumer keeps a saved view in line with routing and updates."""
+    from bridge.core.teams import TeamConfig
+    from bridge.store.teams import TeamStore
+    from tests.relay_support import relay_all
+    from workers.teams import TeamsConsumer
+    store: TicketStore = client.app[store_key]
+    consumer = TeamsConsumer(store, TeamStore(aredis), ViewStore(aredis), TeamConfig())
+    created = await client.post("/api/v1/views", headers=ADMIN, json={
+        "name": "Unassigned unsolved", "shared": True,
+        "conditions": {"status_below": "solved", "unassigned": True}})
+    view_id = (await created.json())["id"]
+    first = str((await inbound(store, address="whatsapp:+33600000001")).ticket_id)
+    second = str((await inbound(store, address="whatsapp:+33600000002")).ticket_id)
+    await relay_all(aredis, sync_redis, [consumer])
+
+    async def shown() -> tuple[list[str], int]:
+        page = await (await client.get(f"/api/v1/views/{view_id}/tickets",
+                                       headers=ADMIN)).json()
+        return sorted(t["id"] for t in page["tickets"]), page["count"]
+
+    assert await shown() == (sorted([first, second]), 2)
+    await client.patch(f"/api/v1/tickets/{first}", json={"status": "solved"}, headers=ADMIN)
+    await relay_all(aredis, sync_redis, [consumer])
+    assert await shown() == ([second], 1)
+    await inbound(store, address="whatsapp:+33600000001", body="encore")  # reopens
+    await relay_all(aredis, sync_redis, [consumer])
+    assert await shown() == (sorted([first, second]), 2)
