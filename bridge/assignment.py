@@ -56,14 +56,20 @@ class Assigner:
         the capacity when it is solved, its session ends or it goes to someone else."""
         await self.teams.hold(ticket.id, ticket.assignee if holds_capacity(ticket) else "")
 
-    async def assign(self, ticket_id: str, now_ms: int) -> str | None:
-        """Give a ticket that waits for an agent to the next one of its group with room;
-        None when it does not wait or nobody has room (it then waits in its group)."""
+    async def _read(self, ticket_id: str, contact_id: str) -> Ticket | None:
+        if contact_id:  # from the change log: maybe not findable by id alone yet
+            found = await self.store.tickets_in([(contact_id, ticket_id)])
+            return found[0] if found else None
         try:
-            ticket = await self.store.get_ticket(ticket_id)
+            return await self.store.get_ticket(ticket_id)
         except NotFound:
             return None
-        if not wants_agent(ticket):
+
+    async def assign(self, ticket_id: str, now_ms: int, contact_id: str = "") -> str | None:
+        """Give a ticket that waits for an agent to the next one of its group with room;
+        None when it does not wait or nobody has room (it then waits in its group)."""
+        ticket = await self._read(ticket_id, contact_id)
+        if ticket is None or not wants_agent(ticket):
             return None
         group = ticket.group or self.config.group_for_channel(ticket.channel)
         if not group:
@@ -72,21 +78,24 @@ class Assigner:
         if agent is None:
             await self.teams.wait(group, ticket.id, now_ms)
             if ticket.group != group:
-                await self._update(ticket.id, now_ms, group=group, assignee=None)
+                await self._update(ticket, now_ms, group=group, assignee=None)
             return None
         await self.teams.stop_waiting(group, ticket.id)
-        if not await self._update(ticket.id, now_ms, group=group, assignee=agent):
+        if not await self._update(ticket, now_ms, group=group, assignee=agent):
             # Taken, solved or ended meanwhile: the slot goes back (or to whoever took it).
-            await self.sync(await self.store.get_ticket(ticket.id))
+            current = await self._read(ticket.id, ticket.contact_id)
+            if current is not None:
+                await self.sync(current)
             return None
         log.info("ticket %s assigned to %s (group %s)", ticket.id, agent, group)
         return agent
 
-    async def _update(self, ticket_id: str, now_ms: int, *, group: str,
+    async def _update(self, ticket: Ticket, now_ms: int, *, group: str,
                       assignee: str | None) -> bool:
         try:
-            await self.store.update_ticket(ticket_id, author=AUTHOR, now_ms=now_ms,
+            await self.store.update_ticket(ticket.id, author=AUTHOR, now_ms=now_ms,
                                            group=group, assignee=assignee,
+                                           contact_id=ticket.contact_id,
                                            guard=_still_wanted, origin=Origin.AUTOMATION)
         except NotWanted:
             return False

@@ -229,3 +229,16 @@ async def test_a_trigger_moves_a_ticket_to_another_group(
                                            "version": 1, "event_id": "e1"})
     assert out["fired"] == ["widget_to_web"]
     assert (await store.get_ticket(tid)).group == "web"
+
+
+async def test_a_ticket_not_indexed_yet_is_assigned_all_the_same(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    """The relay may read a new ticket's change before the web process wrote the ticket ->
+    contact index (just after the routing script): the change names the contact."""
+    from bridge.store import keys
+    await _team(TeamStore(aredis))
+    [tid] = await _new_tickets(store, 1)
+    sync_redis.hdel(keys.TICKET_CONTACT, tid)
+    await relay_all(aredis, sync_redis, [_consumer(store, aredis)])
+    ticket = await store.get_ticket(tid)  # the update indexed it again
+    assert (ticket.group, ticket.assignee) == ("support", "a1")

@@ -26,7 +26,7 @@ from bridge.core.changes import OPENING_ACTIONS, Change, ChangeKind, Origin
 from bridge.core.teams import TeamConfig
 from bridge.store.changelog import TEAMS_CONSUMER
 from bridge.store.teams import TeamStore
-from bridge.store.tickets import NotFound, TicketStore
+from bridge.store.tickets import TicketStore
 from bridge.store.views import ViewStore
 from config.settings import Settings
 
@@ -57,52 +57,51 @@ class TeamsConsumer:
                    TeamStore(aredis), ViewStore(aredis), settings.teams)
 
     async def handle(self, changes: list[Change]) -> None:
-        touched: dict[str, None] = {}
-        loads: dict[str, None] = {}
-        wanting: dict[str, None] = {}
+        # Ticket ids -> their contact (a change log entry names both; reading a ticket by
+        # id alone may come before the web process indexed a new one).
+        touched: dict[str, str] = {}
+        loads: dict[str, str] = {}
+        wanting: dict[str, str] = {}
         for change in changes:
+            cid = change.contact_id
             if change.kind is ChangeKind.UPDATED:
-                touched[change.ticket_id] = None
+                touched[change.ticket_id] = cid
                 if (change.assignee is not None or change.session_ended
                         or change.status_from != change.status_to):
-                    loads[change.ticket_id] = None  # what an agent's capacity depends on
+                    loads[change.ticket_id] = cid  # what an agent's capacity depends on
             elif change.kind is ChangeKind.ROUTED and change.action not in _NOTHING_TO_INDEX:
-                touched[change.ticket_id] = None
+                touched[change.ticket_id] = cid
                 if change.previous_ticket_id:  # closed at the thread limit
-                    touched[change.previous_ticket_id] = None
-                    loads[change.previous_ticket_id] = None
+                    touched[change.previous_ticket_id] = loads[change.previous_ticket_id] = cid
                 if change.action in _WANTS_AGENT:
-                    wanting[change.ticket_id] = loads[change.ticket_id] = None
+                    wanting[change.ticket_id] = loads[change.ticket_id] = cid
         if not touched:
             return
         assigner = Assigner(self.store, self.teams, self.config)
         freed = False
-        for ticket in await self.store.get_tickets(list(loads)):
+        for ticket in await self.store.tickets_in([(c, t) for t, c in loads.items()]):
             holder = ticket.assignee if holds_capacity(ticket) else ""
             previous = await self.teams.hold(ticket.id, holder)
             freed |= bool(previous) and previous != holder
         now = now_ms()
-        for ticket_id in wanting:
-            await self._place(assigner, ticket_id, now)
+        for ticket_id, cid in wanting.items():
+            await self._place(assigner, ticket_id, cid, now)
         if freed and self.config.auto_assign:
             for group in await self.teams.waiting_groups():
                 self.assigned += await assigner.drain(group, now)
         views = await self.views.views()
         if views:
-            await self.views.refresh(await self.store.get_tickets(list(touched)), views)
+            tickets = await self.store.tickets_in([(c, t) for t, c in touched.items()])
+            await self.views.refresh(tickets, views)
 
-    async def _place(self, assigner: Assigner, ticket_id: str, now: int) -> None:
+    async def _place(self, assigner: Assigner, ticket_id: str, cid: str, now: int) -> None:
         if self.config.auto_assign:
-            agent = await assigner.assign(ticket_id, now)
-            if agent:
+            if await assigner.assign(ticket_id, now, contact_id=cid):
                 self.assigned.append(ticket_id)
             return
-        try:
-            ticket = await self.store.get_ticket(ticket_id)
-        except NotFound:
-            return
-        group = self.config.group_for_channel(ticket.channel)
-        if group and not ticket.group:
+        found = await self.store.tickets_in([(cid, ticket_id)])
+        group = self.config.group_for_channel(found[0].channel) if found else ""
+        if group and not found[0].group:
             await self.store.update_ticket(ticket_id, author=AUTHOR, now_ms=now, group=group,
-                                           origin=Origin.AUTOMATION)
+                                           contact_id=cid, origin=Origin.AUTOMATION)
 

@@ -66,6 +66,18 @@ class TicketReads(StoreBase):
             rows = await pipe.execute()
         return [Ticket.from_fields(_decode_map(r)) for r in rows if r]
 
+    async def tickets_in(self, pairs: list[tuple[str, str]]) -> list[Ticket]:
+        """Tickets by (contact id, ticket id), the missing ones left out. A change log
+        reader uses this: the ticket -> contact index is written just after the change, so
+        the reader may get there first."""
+        if not pairs:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid, tid in pairs:
+                pipe.hgetall(keys.ticket(cid, tid))
+            rows = await pipe.execute()
+        return [Ticket.from_fields(_decode_map(r)) for r in rows if r]
+
     async def list_tickets(
         self,
         *,

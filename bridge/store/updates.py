@@ -81,6 +81,7 @@ class TicketUpdates(TicketRouting):
         end_session_reason: str | None = None,
         group: str | None = None,
         field_values: dict[str, Any] | None = None,
+        contact_id: str = "",
         event: tuple[EventType, str, dict[str, Any]] | None = None,
         guard: Callable[[Ticket], None] | None = None,
         idempotency: Idempotency | None = None,
@@ -99,9 +100,10 @@ class TicketUpdates(TicketRouting):
         The change log entry (bridge/core/changes.py) is written in the same transaction;
         `origin` says who made the change (only agents' changes fire triggers).
         `group` moves the ticket to an agents' group ("" : none); `field_values` is a patch
-        of ticket field values, already checked (None clears a field).
+        of ticket field values, already checked (None clears a field). `contact_id`, when
+        the caller knows it (a change log reader), spares the lookup by ticket id.
         """
-        cid = await self.contact_of(ticket_id)
+        cid = contact_id or await self.contact_of(ticket_id)
         tkey, ekey = keys.ticket(cid, ticket_id), keys.events(cid, ticket_id)
         ikey = keys.idempotency(cid, ticket_id, idempotency.key_id) if idempotency else ""
         norm_tags = normalize_tags(tags) if tags is not None else None
@@ -170,7 +172,7 @@ class TicketUpdates(TicketRouting):
         if idempotency:
             await self.redis.set(ikey, f"done {event_id or '-'} {idempotency.fingerprint}",
                                  ex=IDEMPOTENCY_TTL_S)
-        ticket = await self.get_ticket(ticket_id)
+        [ticket] = await self.tickets_in([(cid, ticket_id)])
         stale = {ticket_id: current.assignee} if current.assignee != ticket.assignee else {}
         await self._reindex(cid, [ticket_id], stale_assignees=stale)
         return ticket, event_id
