@@ -1,0 +1,45 @@
+// The workspace's only script (no build step): live refresh and macro previews.
+// Pages work without it; it only spares reloads.
+"use strict";
+
+// An element with data-live (a server-sent events URL) and data-fragment (the URL of its
+// own HTML) is re-fetched whenever the feed says something it shows has changed.
+function liveRegion(el) {
+  var pending = false;
+  function refresh() {
+    if (pending) { return; }
+    pending = true;
+    setTimeout(function () {
+      pending = false;
+      fetch(el.dataset.fragment, {credentials: "same-origin"}).then(function (r) {
+        return r.ok ? r.text() : null;
+      }).then(function (html) {
+        if (html !== null) { el.innerHTML = html; el.dispatchEvent(new Event("refreshed")); }
+      });
+    }, 150);
+  }
+  var source = new EventSource(el.dataset.live);
+  source.addEventListener("change", refresh);
+  // A reconnection may have missed changes: read the fragment again.
+  source.addEventListener("open", function () { if (el.dataset.connected) { refresh(); } el.dataset.connected = "1"; });
+}
+
+function macroPreview(form) {
+  var button = form.querySelector(".preview-button");
+  var target = form.querySelector(".preview");
+  if (!button || !target) { return; }
+  button.addEventListener("click", function () {
+    var params = new URLSearchParams();
+    form.querySelectorAll("[name]").forEach(function (input) {
+      if (input.name !== "csrf_token") { params.append(input.name, input.value); }
+    });
+    fetch(form.dataset.preview + "?" + params.toString(), {credentials: "same-origin"})
+      .then(function (r) { return r.text(); })
+      .then(function (html) { target.innerHTML = html; });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("[data-live]").forEach(liveRegion);
+  document.querySelectorAll("form[data-preview]").forEach(macroPreview);
+});

@@ -1,0 +1,112 @@
+"""The workspace's two languages: English (the source strings) and French.
+
+The language comes from the `lang` cookie (set by the switch in the header), else the
+browser's Accept-Language, else English. A string without a French entry shows in English.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+LANGUAGES = ("en", "fr")
+LANG_COOKIE = "lang"
+
+FRENCH: dict[str, str] = {
+    "Workspace": "Espace de travail",
+    "Sign in": "Se connecter",
+    "Sign out": "Se déconnecter",
+    "Token": "Jeton",
+    "Your agent or admin token": "Votre jeton d'agent ou d'administrateur",
+    "Unknown token": "Jeton inconnu",
+    "Tickets": "Tickets",
+    "Macros": "Macros",
+    "Reports": "Rapports",
+    "Operations": "Exploitation",
+    "Signed in as": "Connecté en tant que",
+    "Filters": "Filtres",
+    "Channel": "Canal",
+    "Assignee": "Assigné à",
+    "Tag": "Étiquette",
+    "Customer (phone or name)": "Client (téléphone ou nom)",
+    "Apply filters": "Filtrer",
+    "Show solved and closed": "Afficher résolus et fermés",
+    "any": "tous",
+    "new": "nouveau",
+    "open": "ouvert",
+    "pending": "en attente",
+    "hold": "suspendu",
+    "solved": "résolu",
+    "closed": "fermé",
+    "No tickets": "Aucun ticket",
+    "Customer": "Client",
+    "Age": "Âge",
+    "Messages": "Messages",
+    "Status": "Statut",
+    "Ticket": "Ticket",
+    "Thread": "Fil",
+    "Older messages": "Messages précédents",
+    "Reply": "Répondre",
+    "Send reply": "Envoyer la réponse",
+    "Internal note": "Note interne",
+    "Add note": "Ajouter la note",
+    "Apply a macro": "Appliquer une macro",
+    "Preview": "Aperçu",
+    "Apply": "Appliquer",
+    "Update ticket": "Mettre à jour le ticket",
+    "Tags (comma separated)": "Étiquettes (séparées par des virgules)",
+    "Save": "Enregistrer",
+    "End session": "Terminer la session",
+    "Session": "Session",
+    "Follow-up of": "Suite de",
+    "Follow-ups": "Suites",
+    "Other tickets of this customer": "Autres tickets de ce client",
+    "Window open until": "Fenêtre ouverte jusqu'à",
+    "Window closed: only a macro with an approved template can reach the customer":
+        "Fenêtre fermée : seule une macro avec un modèle approuvé peut joindre le client",
+    "unassigned": "non assigné",
+    "Done": "Fait",
+    "Error": "Erreur",
+    "failed": "échec",
+    "Edit": "Modifier",
+    "Title": "Titre",
+    "Version": "Version",
+    "History": "Historique",
+    "Roll back to this version": "Revenir à cette version",
+    "Preview against ticket": "Aperçu sur le ticket",
+    "Save macro": "Enregistrer la macro",
+    "Only admins can edit macros": "Seuls les administrateurs peuvent modifier les macros",
+    "Period": "Période",
+    "From": "Du",
+    "To": "Au",
+    "Time zone": "Fuseau horaire",
+    "Show": "Afficher",
+    "Download CSV": "Télécharger en CSV",
+    "median": "médiane",
+    "90th percentile": "90e centile",
+    "Queue depths": "Files d'attente",
+    "Failed sends": "Envois en échec",
+    "Retry": "Réessayer",
+    "Relay lag": "Retard du relais",
+    "Workers": "Workers",
+    "Live updates": "Mises à jour en direct",
+    "Language": "Langue",
+}
+
+
+def language(request: web.Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE, "")
+    if chosen in LANGUAGES:
+        return chosen
+    for part in request.headers.get("Accept-Language", "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return "en"
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    if lang == "fr":
+        return lambda text: FRENCH.get(text, text)
+    return lambda text: text
