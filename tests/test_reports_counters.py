@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +23,8 @@ from bridge.core.report_counts import (
 )
 from bridge.report_query import build_report, parse_period
 from bridge.store.report_counters import ReportCounters
+from tests.conftest import AGENT_TOKEN, Client
+from tests.workspace_support import sign_in
 
 T0 = int(datetime(2026, 11, 1, 8, tzinfo=UTC).timestamp() * 1000)
 DAY2 = int(datetime(2026, 11, 2, 9, tzinfo=UTC).timestamp() * 1000)
@@ -143,3 +147,47 @@ def test_bad_periods_are_refused(since: str, until: str, tz: str, message: str) 
 
     with pytest.raises(PeriodError, match=message):
         parse_period(since=since, until=until, tz=tz)
+
+
+# ------------------------------------------------------------------ the API and the page
+
+
+async def test_the_overview_api_answers_json_and_csv(client: Client,
+                                                      aredis: redis.asyncio.Redis) -> None:
+    await record(ReportCounters(aredis), HISTORY)
+    auth = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+    query = "since=2026-11-01&until=2026-11-03&tz=Europe/Paris"
+    answer = await client.get(f"/api/v1/reports/overview?{query}", headers=auth)
+    assert answer.status == 200
+    body = await answer.json()
+    assert body["tickets"]["created"] == 4 and body["time_zone"] == "Europe/Paris"
+    as_csv = await client.get(f"/api/v1/reports/overview?{query}",
+                              headers={**auth, "Accept": "text/csv"})
+    assert as_csv.content_type == "text/csv"
+    rows = list(csv.reader(io.StringIO(await as_csv.text())))
+    assert ["tickets", "created", "4"] in rows and ["csat", "score", "1.0"] in rows
+    assert ["quality_index", "value", "83.3"] in rows
+
+
+@pytest.mark.parametrize("query", ["since=2026-11-05&until=2026-11-01", "tz=Nowhere/City",
+                                   "channel=fax", "since=someday"])
+async def test_the_overview_api_refuses_bad_periods(client: Client, query: str) -> None:
+    answer = await client.get(f"/api/v1/reports/overview?{query}",
+                              headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
+    assert answer.status == 422
+    assert (await answer.json())["error"]["code"] == "invalid"
+
+
+async def test_the_reports_page_draws_its_charts(client: Client,
+                                                 aredis: redis.asyncio.Redis) -> None:
+    await record(ReportCounters(aredis), HISTORY)
+    await sign_in(client, AGENT_TOKEN)
+    page = await client.get("/app/reports?since=2026-11-01&until=2026-11-03")
+    html = await page.text()
+    assert page.status == 200
+    assert html.count('<svg class="chart"') == 2 and 'id="fig-created">4<' in html
+    assert 'id="fig-quality">83.3<' in html
+    download = await client.get("/app/reports?since=2026-11-01&until=2026-11-03&format=csv")
+    assert download.content_type == "text/csv" and "tickets,created,4" in await download.text()
+    bad = await client.get("/app/reports?since=2026-11-05&until=2026-11-01")
+    assert bad.status == 422 and "since must be before until" in await bad.text()

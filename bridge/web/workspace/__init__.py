@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.web.workspace import signin, ticket_page, tickets
+from bridge.web.workspace import reports_page, signin, ticket_page, tickets
 
 
 def _static_dir() -> Path:
@@ -19,6 +19,6 @@ def _static_dir() -> Path:
 
 
 routes: list[web.AbstractRouteDef] = [
-    *signin.routes, *tickets.routes, *ticket_page.routes,
+    *signin.routes, *tickets.routes, *ticket_page.routes, *reports_page.routes,
     web.static("/app/static", _static_dir()),
 ]
