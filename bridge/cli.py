@@ -16,6 +16,7 @@ from twilio.request_validator import RequestValidator
 from bridge.commands.check import check
 from bridge.commands.migrate import migrate
 from bridge.commands.outbound import failed, outbox, retry
+from bridge.commands.report import report
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
 from bridge.store.connection import async_redis
@@ -173,3 +174,4 @@ main.add_command(failed)
 main.add_command(retry)
 main.add_command(check)
 main.add_command(migrate)
+main.add_command(report)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
+from click.testing import CliRunner
 
 from bridge.core.report_counts import (
     Created,
@@ -21,6 +23,7 @@ from bridge.core.report_counts import (
     bucket_value,
     step,
 )
+from bridge.commands.report import report as report_command
 from bridge.report_query import build_report, parse_period
 from bridge.store.report_counters import ReportCounters
 from tests.conftest import AGENT_TOKEN, Client
@@ -191,3 +194,22 @@ async def test_the_reports_page_draws_its_charts(client: Client,
     assert download.content_type == "text/csv" and "tickets,created,4" in await download.text()
     bad = await client.get("/app/reports?since=2026-11-05&until=2026-11-01")
     assert bad.status == 422 and "since must be before until" in await bad.text()
+
+
+def test_bridge_report_prints_the_same_figures(redis_url: str, sync_redis: object) -> None:
+    async def fill() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            await record(ReportCounters(client), HISTORY)
+        finally:
+            await client.aclose()
+
+    asyncio.run(fill())
+    args = ["--since", "2026-11-01", "--until", "2026-11-03", "--redis-url", redis_url]
+    as_csv = CliRunner().invoke(report_command, [*args, "--format", "csv"])
+    assert as_csv.exit_code == 0, as_csv.output
+    assert "tickets,created,4" in as_csv.output and "quality_index,value,83.3" in as_csv.output
+    table = CliRunner().invoke(report_command, args)
+    assert "times first_reply.median_s" in table.output
+    bad = CliRunner().invoke(report_command, ["--tz", "Nowhere/City", "--redis-url", redis_url])
+    assert bad.exit_code != 0 and "unknown time zone" in bad.output
