@@ -20,8 +20,8 @@ function liveRegion(el) {
   }
   var source = new EventSource(el.dataset.live);
   source.addEventListener("change", refresh);
-  // A reconnection may have missed changes: read the fragment again.
-  source.addEventListener("open", function () { if (el.dataset.connected) { refresh(); } el.dataset.connected = "1"; });
+  // Whatever changed before the subscription (or while reconnecting) is read now.
+  source.addEventListener("open", refresh);
 }
 
 function macroPreview(form) {
