@@ -39,7 +39,22 @@ function macroPreview(form) {
   });
 }
 
+// The macro editor: the draft as it stands (with the session's CSRF field) rendered by the
+// server for the chosen ticket.
+function draftPreview(form) {
+  var button = form.querySelector(".preview-button");
+  var target = form.querySelector(".preview");
+  if (!button || !target) { return; }
+  button.addEventListener("click", function () {
+    fetch(form.dataset.previewPost, {method: "POST", body: new FormData(form),
+                                     credentials: "same-origin"})
+      .then(function (r) { return r.text(); })
+      .then(function (html) { target.innerHTML = html; });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("form[data-preview-post]").forEach(draftPreview);
   document.querySelectorAll("[data-live]").forEach(liveRegion);
   document.querySelectorAll("form[data-preview]").forEach(macroPreview);
 });

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.web.workspace import live, reports_page, signin, ticket_page, tickets
+from bridge.web.workspace import (
+    live,
+    macros_page,
+    reports_page,
+    signin,
+    ticket_page,
+    tickets,
+)
 
 
 def _static_dir() -> Path:
@@ -20,6 +27,6 @@ def _static_dir() -> Path:
 
 routes: list[web.AbstractRouteDef] = [
     *signin.routes, *tickets.routes, *ticket_page.routes, *reports_page.routes,
-    *live.routes,
+    *live.routes, *macros_page.routes,
     web.static("/app/static", _static_dir()),
 ]

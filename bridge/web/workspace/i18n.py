@@ -116,6 +116,16 @@ FRENCH: dict[str, str] = {
     "Agents": "Agents",
     "Agent": "Agent",
     "Median first reply": "Première réponse médiane",
+    "Read": "Lecture",
+    "Text": "Texte",
+    "New locale (code)": "Nouvelle langue (code)",
+    "Text of the new locale": "Texte de la nouvelle langue",
+    "Actions (JSON)": "Actions (JSON)",
+    "The macro was not saved": "La macro n'a pas été enregistrée",
+    "Roll back": "Restaurer",
+    "Changes from the version before": "Modifications depuis la version précédente",
+    "Locales": "Langues",
+    "Updated by": "Modifiée par",
 }
 
 
