@@ -12,6 +12,7 @@ from aiohttp import web
 from bridge.web.workspace import (
     live,
     macros_page,
+    operations,
     reports_page,
     signin,
     ticket_page,
@@ -27,6 +28,6 @@ def _static_dir() -> Path:
 
 routes: list[web.AbstractRouteDef] = [
     *signin.routes, *tickets.routes, *ticket_page.routes, *reports_page.routes,
-    *live.routes, *macros_page.routes,
+    *live.routes, *macros_page.routes, *operations.routes,
     web.static("/app/static", _static_dir()),
 ]

@@ -126,6 +126,18 @@ FRENCH: dict[str, str] = {
     "Changes from the version before": "Modifications depuis la version précédente",
     "Locales": "Langues",
     "Updated by": "Modifiée par",
+    "Queue": "File",
+    "overdue": "en retard",
+    "Consumer": "Consommateur",
+    "Changes waiting": "Changements en attente",
+    "Oldest waiting": "Plus ancien en attente",
+    "Job": "Tâche",
+    "For": "Pour",
+    "Failed at": "Échec à",
+    "No failed jobs": "Aucune tâche en échec",
+    "Local outbox": "Boîte d'envoi locale",
+    "When": "Quand",
+    "Message": "Message",
 }
 
 
