@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.web.reports_openapi import REPORT_PATHS
+
 routes = web.RouteTableDef()
 
 
@@ -279,7 +281,7 @@ DOCUMENT: dict[str, Any] = {
     "info": {"title": "Help-desk messaging bridge", "version": "1"},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "paths": PATHS,
+    "paths": {**PATHS, **REPORT_PATHS},
     "components": {
         "schemas": SCHEMAS,
         "responses": _RESPONSES,
