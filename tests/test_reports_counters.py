@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio
 from click.testing import CliRunner
 
+from bridge.commands.report import report as report_command
 from bridge.core.report_counts import (
     Created,
     Fact,
@@ -23,7 +24,6 @@ from bridge.core.report_counts import (
     bucket_value,
     step,
 )
-from bridge.commands.report import report as report_command
 from bridge.report_query import build_report, parse_period
 from bridge.store.report_counters import ReportCounters
 from tests.conftest import AGENT_TOKEN, Client
