@@ -163,7 +163,7 @@ class TicketFigures:
 
     channel: str = ""
     created_ms: int = 0
-    status: str = ""
+    status: str = ""  # "" until the opening is counted
     status_since_ms: int = 0
     requester_wait_s: float = 0.0
     agent_wait_s: float = 0.0
@@ -225,13 +225,13 @@ def _status_to(ticket: TicketFigures, fact: StatusTo) -> tuple[TicketFigures, li
 def step(ticket: TicketFigures, fact: Fact) -> tuple[TicketFigures, list[Increment]]:
     """Pure: one fact about a ticket -> its new figures and the counters that move."""
     if isinstance(fact, Created):
-        if ticket.created_ms:  # handed on again: counted already
+        if ticket.status:  # handed on again: counted already
             return ticket, []
         fresh = TicketFigures(channel=fact.channel, created_ms=fact.at_ms, status="new",
                               status_since_ms=fact.at_ms)
         return fresh, [Increment(channel_dim(fact.channel), scalar_slot(Scalar.CREATED),
                                  fact.at_ms)]
-    if not ticket.created_ms:
+    if not ticket.status:
         return ticket, []  # created before the counters began: not counted
     dim = channel_dim(ticket.channel)
     if isinstance(fact, StatusTo):
@@ -282,7 +282,7 @@ def figures_to_fields(ticket: TicketFigures) -> dict[str, str]:
 
 
 def figures_from_fields(fields: dict[str, str]) -> TicketFigures:
-    if not fields.get("cr"):
+    if not fields.get("st"):
         return TicketFigures()
     solve = None
     if fields.get("sv"):
