@@ -1,10 +1,15 @@
 """The report counters in Redis (layout and meaning: bridge/core/report_counts.py).
 
-- `bridge:rpt:<dim>:h:<epoch hour>` and `bridge:rpt:<dim>:d:<epoch day>`: strings of
+- `bridge:{rpt}:<dim>:h:<epoch hour>` and `bridge:{rpt}:<dim>:d:<epoch day>`: strings of
   SLOTS big-endian signed 32-bit counters, moved with BITFIELD INCRBY (a dimension's hour
-  and its day move together); a report reads whole days where the period covers them,
-  hours at its edges, and the scalar prefix (GETRANGE) of each hour for its per-day series.
-- `bridge:rpt:dims`: every dimension ever counted (channels and agents).
+  and its day move together); a report reads whole days where the period covers them and
+  hours at its edges.
+- `bridge:{rpt}:<dim>:s:<epoch day>`: the day's 24 hours of scalar counters (no
+  histograms), for the per-day series in any time zone.
+- `bridge:{rpt}:dims`: every dimension ever counted (channels and agents).
+
+The counters share one hash tag, so a report reads them with a few MGETs (one slot on a
+Redis Cluster): per-command overhead, not data, is what a report's reads cost.
 - `bridge:rpt:t:<ticket>`: what the consumer remembers of a ticket (figures_to_fields) and
   `log`, the last change applied: a change handed on again is skipped.
 """
@@ -30,18 +35,24 @@ from bridge.store.keys import PREFIX, index
 from bridge.store.records import _decode_map, _s
 
 HOUR_MS = 3_600_000
-DIMS = f"{PREFIX}:rpt:dims"
+_TAG = f"{PREFIX}:{{rpt}}"
+DIMS = f"{_TAG}:dims"
+MGET_CHUNK = 1000
 # Counters and ticket figures outlive any report period a viewer may ask for (366 days).
 KEEP_S = 400 * 86400
 _SWAP = sys.byteorder == "little"
 
 
 def hour_key(dim: str, hour: int) -> str:
-    return f"{PREFIX}:rpt:{dim}:h:{hour}"
+    return f"{_TAG}:{dim}:h:{hour}"
 
 
 def day_key(dim: str, day: int) -> str:
-    return f"{PREFIX}:rpt:{dim}:d:{day}"
+    return f"{_TAG}:{dim}:d:{day}"
+
+
+def series_key(dim: str, day: int) -> str:
+    return f"{_TAG}:{dim}:s:{day}"
 
 
 def ticket_key(ticket_id: str) -> str:
@@ -93,16 +104,19 @@ class ReportCounters:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
             for ticket_id, figures, log_id, increments in updates:
-                by_key: dict[str, list[Increment]] = defaultdict(list)
+                by_key: dict[str, list[tuple[int, int]]] = defaultdict(list)
                 for inc in increments:
                     hour = inc.at_ms // HOUR_MS
-                    by_key[hour_key(inc.dim, hour)].append(inc)
-                    by_key[day_key(inc.dim, hour // 24)].append(inc)
+                    by_key[hour_key(inc.dim, hour)].append((inc.slot, inc.delta))
+                    by_key[day_key(inc.dim, hour // 24)].append((inc.slot, inc.delta))
+                    if inc.slot < SCALARS:
+                        by_key[series_key(inc.dim, hour // 24)].append(
+                            ((hour % 24) * SCALARS + inc.slot, inc.delta))
                     pipe.sadd(DIMS, inc.dim)
-                for key, incs in by_key.items():
+                for key, moves in by_key.items():
                     args: list[str | int] = []
-                    for inc in incs:
-                        args += ["INCRBY", "i32", f"#{inc.slot}", inc.delta]
+                    for slot, delta in moves:
+                        args += ["INCRBY", "i32", f"#{slot}", delta]
                     pipe.execute_command("BITFIELD", key, *args)
                     pipe.expire(key, KEEP_S)
                 pipe.hset(ticket_key(ticket_id), mapping={**figures_to_fields(figures),
@@ -113,16 +127,18 @@ class ReportCounters:
     async def dims(self) -> list[str]:
         return sorted(_s(d) for d in await self.redis.smembers(DIMS))
 
+    async def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for start in range(0, len(keys), MGET_CHUNK):
+            out += await self.redis.mget(keys[start:start + MGET_CHUNK])
+        return out
+
     async def totals(self, dims: Sequence[str], *, hours: Sequence[int], days: Sequence[int]
                      ) -> dict[str, list[array[int]]]:
-        """Each dimension's counter rows over those hours and days (one round trip)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for dim in dims:
-                for h in hours:
-                    pipe.get(hour_key(dim, h))
-                for d in days:
-                    pipe.get(day_key(dim, d))
-            blobs = await pipe.execute()
+        """Each dimension's counter rows over those hours and days."""
+        keys = [key for dim in dims for key in (*(hour_key(dim, h) for h in hours),
+                                                 *(day_key(dim, d) for d in days))]
+        blobs = await self._mget(keys)
         width = len(hours) + len(days)
         return {dim: [decode(b) for b in blobs[i * width:(i + 1) * width]]
                 for i, dim in enumerate(dims)}
@@ -130,14 +146,19 @@ class ReportCounters:
     async def hourly_scalars(self, dims: Sequence[str], hours: Sequence[int]
                              ) -> dict[str, list[array[int]]]:
         """The scalar counters of each hour (not the histograms) per dimension."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for dim in dims:
-                for h in hours:
-                    pipe.getrange(hour_key(dim, h), 0, SCALARS * 4 - 1)
-            blobs = await pipe.execute()
-        n = len(hours)
-        return {dim: [decode(b, SCALARS) for b in blobs[i * n:(i + 1) * n]]
-                for i, dim in enumerate(dims)}
+        if not hours:
+            return {dim: [] for dim in dims}
+        first_day, last_day = hours[0] // 24, hours[-1] // 24
+        days = range(first_day, last_day + 1)
+        blobs = await self._mget([series_key(dim, d) for dim in dims for d in days])
+        out = {}
+        for i, dim in enumerate(dims):
+            per_hour = array("i")
+            for blob in blobs[i * len(days):(i + 1) * len(days)]:
+                per_hour += decode(blob, 24 * SCALARS)
+            base = first_day * 24
+            out[dim] = [per_hour[(h - base) * SCALARS:(h - base + 1) * SCALARS] for h in hours]
+        return out
 
     async def unsolved_by_status(self) -> dict[str, int]:
         """Tickets in each unsolved status now (the list indexes' sizes)."""
