@@ -67,3 +67,31 @@ async def test_a_pending_ticket_the_customer_answers_stops_the_agent_wait(
     await relay_all(aredis, sync_redis, [consumer])
     (figures, _), = (await consumer.counters.figures([tid])).values()
     assert figures.status == "open"
+
+
+async def test_a_thread_limit_follow_up_closes_the_previous_ticket_once(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    from bridge.core.policy import ChannelPolicy
+
+    limit = ChannelPolicy(max_thread_messages=2)
+    first = ids(await inbound(store, "un", policy=limit))
+    await inbound(store, "deux", policy=limit)
+    second = ids(await inbound(store, "trois", policy=limit))
+    assert second != first
+    await relay_all(aredis, sync_redis, [ReportConsumer.on(aredis)])
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 2 and report["tickets"]["closed"] == 1
+
+
+async def test_a_follow_up_of_a_solved_ticket_does_not_close_it(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    from bridge.core.policy import ChannelPolicy, SolvedReply
+
+    policy = ChannelPolicy(solved_reply=SolvedReply.FOLLOW_UP)
+    first = ids(await inbound(store, "Bonjour", policy=policy))
+    await store.update_ticket(first, author="alice", now_ms=now_ms(), status=Status.SOLVED)
+    assert ids(await inbound(store, "Encore moi", policy=policy)) != first
+    await relay_all(aredis, sync_redis, [ReportConsumer.on(aredis)])
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 2 and report["tickets"]["closed"] == 0
+    assert report["tickets"]["solved"] == 1

@@ -85,8 +85,8 @@ class ReportConsumer:
         if change.kind is ChangeKind.ROUTED:
             out: list[tuple[str, list[Fact]]] = []
             if change.action in OPENING_ACTIONS:
-                if change.previous_ticket_id:
-                    # Routing closed the previous ticket in the same step.
+                if change.previous_ticket_id and change.close_reason:
+                    # Routing closed the previous ticket in the same step (thread limit).
                     out.append((change.previous_ticket_id, [StatusTo(at, "closed")]))
                 out.append((ticket.id, [Created(ticket.created_at_ms or at, ticket.channel)]))
             elif change.action == "reopen":

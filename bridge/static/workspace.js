@@ -3,8 +3,10 @@
 "use strict";
 
 // An element with data-live (a server-sent events URL) and data-fragment (the URL of its
-// own HTML) is re-fetched whenever the feed says something it shows has changed.
+// own HTML) is re-fetched whenever the feed says something it shows has changed, at most
+// once per data-throttle milliseconds (a busy desk changes many tickets a second).
 function liveRegion(el) {
+  var throttle = parseInt(el.dataset.throttle || "150", 10);
   var pending = false;
   function refresh() {
     if (pending) { return; }
@@ -16,7 +18,7 @@ function liveRegion(el) {
       }).then(function (html) {
         if (html !== null) { el.innerHTML = html; el.dispatchEvent(new Event("refreshed")); }
       });
-    }, 150);
+    }, throttle);
   }
   var source = new EventSource(el.dataset.live);
   source.addEventListener("change", refresh);
