@@ -4,9 +4,11 @@ rolled back; the reports page with its charts and the CSV download."""
 from __future__ import annotations
 
 import pytest
+import redis.asyncio
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import LiveBridge, assert_accessible
+from bench import reports as bench_reports
+from tests.browser.conftest import LiveBridge, assert_accessible, run_async
 from tests.browser.workspace_flow import sign_in
 from tests.conftest import ADMIN_TOKEN
 
@@ -45,12 +47,23 @@ def test_an_admin_edits_a_macro_sees_the_error_line_and_rolls_back(
 
 
 def test_the_reports_page_and_its_csv(page: Page, live_bridge: LiveBridge) -> None:
+    async def history() -> None:
+        client = redis.asyncio.Redis.from_url(live_bridge.settings.redis_url)
+        try:
+            await bench_reports.fill(client, 300, bench_reports.SMOKE, seed=3)
+        finally:
+            await client.aclose()
+
+    run_async(history)  # 300 tickets over the 32 days before 2026-11-01
     base = live_bridge.url
     sign_in(page, base, ADMIN_TOKEN)
     page.get_by_role("link", name="Reports").click()
+    page.get_by_label("From").fill("2026-10-02")
+    page.get_by_label("To").fill("2026-11-01")
     page.get_by_label("Time zone").select_option("Europe/Paris")
     page.get_by_role("button", name="Show").click()
     expect(page.locator("svg.chart")).to_have_count(2)
+    assert int(page.locator("#fig-created").inner_text()) > 200
     assert_accessible(page)
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download CSV").click()
