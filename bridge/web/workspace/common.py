@@ -99,6 +99,13 @@ def redirect(request: web.Request, location: str, *, notice: str = "",
     return response
 
 
+def error_page(request: web.Request, who: Principal | None, status: int, message: str
+               ) -> web.Response:
+    """A refusal as a page (the API's answers stay JSON)."""
+    return render(request, "error.html", status=status, who=who, status_code=status,
+                  message=message)
+
+
 def sign_in_url(request: web.Request) -> str:
     return f"/app/sign-in?next={quote(request.path_qs, safe='')}"
 
@@ -117,14 +124,22 @@ def page(*, admin: bool = False, back: Callable[[web.Request], str] | None = Non
             if who is None:
                 if request.method == "GET":
                     raise web.HTTPSeeOther(sign_in_url(request))
-                raise ApiError(401, "unauthorized", "sign in first")
-            if request.method == "POST":
-                form = await request.post()
-                check_csrf(request, str(form.get(CSRF_FIELD, "")))
-            if admin and who.role is not Role.ADMIN:
-                raise ApiError(403, "forbidden", "this page is for admins")
+                return error_page(request, None, 401, "Sign in first")
+            try:
+                if request.method == "POST":
+                    form = await request.post()
+                    check_csrf(request, str(form.get(CSRF_FIELD, "")))
+                if admin and who.role is not Role.ADMIN:
+                    raise ApiError(403, "forbidden", "This page is for admins")
+            except ApiError as exc:
+                return error_page(request, who, exc.status, exc.message)
             if request.method != "POST" or back is None:
-                return await handler(request, who)
+                try:
+                    return await handler(request, who)
+                except ApiError as exc:
+                    return error_page(request, who, exc.status, exc.message)
+                except NotFound as exc:
+                    return error_page(request, who, 404, str(exc) or "Not found")
             try:
                 return await handler(request, who)
             except ApiError as exc:

@@ -138,6 +138,10 @@ FRENCH: dict[str, str] = {
     "Local outbox": "Boîte d'envoi locale",
     "When": "Quand",
     "Message": "Message",
+    "Sign in first": "Connectez-vous d'abord",
+    "This page is for admins": "Cette page est réservée aux administrateurs",
+    "missing or wrong CSRF token: reload the page":
+        "jeton CSRF absent ou erroné : rechargez la page",
 }
 
 
