@@ -55,7 +55,17 @@ function draftPreview(form) {
   });
 }
 
+// Reports are in the viewer's time zone: a first visit without one asks for the browser's.
+function viewerTimeZone(form) {
+  var params = new URLSearchParams(window.location.search);
+  var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (params.has("tz") || !zone || zone === "UTC") { return; }
+  params.set("tz", zone);
+  window.location.replace(form.action + "?" + params.toString());
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("form[data-viewer-tz]").forEach(viewerTimeZone);
   document.querySelectorAll("form[data-preview-post]").forEach(draftPreview);
   document.querySelectorAll("[data-live]").forEach(liveRegion);
   document.querySelectorAll("form[data-preview]").forEach(macroPreview);

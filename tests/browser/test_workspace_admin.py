@@ -3,9 +3,11 @@ rolled back; the reports page with its charts and the CSV download."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import redis.asyncio
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from bench import reports as bench_reports
 from tests.browser.conftest import LiveBridge, assert_accessible, run_async
@@ -78,3 +80,19 @@ def test_the_operations_page(page: Page, live_bridge: LiveBridge) -> None:
     expect(page.get_by_role("heading", name="Queue depths")).to_be_visible()
     expect(page.locator("#workers")).to_have_text("0")
     assert_accessible(page)
+
+
+def test_reports_open_in_the_browsers_time_zone(chromium: Browser,
+                                                live_bridge: LiveBridge) -> None:
+    context = chromium.new_context(locale="fr-FR", timezone_id="America/New_York")
+    try:
+        page = context.new_page()
+        sign_in(page, live_bridge.url, ADMIN_TOKEN, button="Se connecter",
+                label="Votre jeton d'agent ou d'administrateur")
+        page.goto(f"{live_bridge.url}/app/reports")
+        expect(page).to_have_url(re.compile(r"tz=America%2FNew_York"))
+        expect(page.get_by_label("Fuseau horaire")).to_have_value("America/New_York")
+        expect(page.locator("html")).to_have_attribute("lang", "fr")
+        assert_accessible(page)
+    finally:
+        context.close()

@@ -24,10 +24,11 @@ from tests.relay_support import relay_all
 from workers import runtime
 
 
-def sign_in(page: Page, base_url: str, token: str) -> None:
+def sign_in(page: Page, base_url: str, token: str, *, label: str = "Your agent or admin token",
+            button: str = "Sign in") -> None:
     page.goto(f"{base_url}/app/")
-    page.get_by_label("Your agent or admin token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label(label).fill(token)
+    page.get_by_role("button", name=button).click()
     page.wait_for_url(f"{base_url}/app/")
 
 
