@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bridge.core.tickets import Status
+from bridge.core.tickets import EventType, Status
 from bridge.store.tickets import TicketStore
 from tests.conftest import AGENT_TOKEN, Client
 from tests.factories import ids, inbound, now_ms
@@ -107,3 +107,55 @@ async def test_the_french_workspace(client: Client, store: TicketStore) -> None:
     await sign_in(client, AGENT_TOKEN)
     html = await (await client.get("/app/", headers={"Accept-Language": "fr-FR,fr"})).text()
     assert '<html lang="fr">' in html and "Filtrer" in html
+
+
+async def test_the_thread_pages_back_and_shows_failures_with_twilios_reason(
+        client: Client, store: TicketStore) -> None:
+    tid = ids(await inbound(store, "message 0"))
+    for n in range(1, 35):
+        await store.add_event(tid, EventType.NOTE, author="alice", body=f"note {n}",
+                              now_ms=now_ms())
+    _, failed_id = await store.update_ticket(
+        tid, author="alice", now_ms=now_ms(),
+        event=(EventType.AGENT_REPLY, "Are you there?", {"kind": "reply"}))
+    assert failed_id
+    await store.set_delivery(tid, failed_id, {
+        "state": "failed", "error_code": "63016",
+        "error_message": "Failed to send freeform message because you are outside the "
+                         "allowed window"})
+    await sign_in(client, AGENT_TOKEN)
+    newest = await (await client.get(f"/app/tickets/{tid}/thread")).text()
+    assert "message 0" not in newest and "Are you there?" in newest
+    assert "63016 Failed to send freeform message" in newest and "✗" in newest
+    assert newest.index("note 34") < newest.index("Are you there?")  # newest last
+    older = re.search(r'\?before=([0-9-]+)"', newest)
+    assert older
+    page = await (await client.get(f"/app/tickets/{tid}?before={older.group(1)}")).text()
+    assert "message 0" in page and "Are you there?" not in page
+    bad = await client.get(f"/app/tickets/{tid}?before=nonsense")
+    assert bad.status == 422
+
+
+async def test_follow_ups_link_both_ways_and_list_the_customers_tickets(
+        client: Client, store: TicketStore) -> None:
+    first = ids(await inbound(store, "Bonjour"))
+    await store.update_ticket(first, author="alice", now_ms=now_ms(), status=Status.CLOSED)
+    second = ids(await inbound(store, "Re-bonjour"))
+    await sign_in(client, AGENT_TOKEN)
+    old_page = await (await client.get(f"/app/tickets/{first}")).text()
+    new_page = await (await client.get(f"/app/tickets/{second}")).text()
+    assert f'Follow-ups: <a href="/app/tickets/{second}">' in old_page
+    assert f'Follow-up of <a href="/app/tickets/{first}">' in new_page
+    others = new_page[new_page.index('id="others-h"'):]
+    assert f'href="/app/tickets/{first}"' in others
+
+
+async def test_outside_the_window_only_template_macros_are_offered(
+        client: Client, store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour", at_ms=now_ms() - 25 * 3600 * 1000))
+    await sign_in(client, AGENT_TOKEN)
+    page = await (await client.get(f"/app/tickets/{tid}")).text()
+    assert "window-closed" in page and 'id="reply-body"' not in page
+    macro_select = page[page.index('id="macro-name"'):page.index("</select>",
+                                                                 page.index('id="macro-name"'))]
+    assert 'value="greeting"' not in macro_select  # a free-form text: not outside the window

@@ -51,6 +51,9 @@ def test_an_agent_works_a_new_whatsapp_ticket(page: Page, live_bridge: LiveBridg
     expect(page.locator("#thread")).to_contain_text("Bonjour, où est ma commande ?")
     expect(page.locator(".window-open")).to_be_visible()
     assert_accessible(page)
+    customer_writes(base, "Le numéro est 4521.")  # appears without a reload
+    expect(page.locator("#thread li.inbound")).to_have_count(2, timeout=15_000)
+    expect(page.locator("#thread")).to_contain_text("Le numéro est 4521.")
 
     page.get_by_label("Message to the customer").fill("Elle part demain matin.")
     page.get_by_role("button", name="Send reply").click()
