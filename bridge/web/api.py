@@ -26,13 +26,11 @@ from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import settings_key, store_key
 from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
+from bridge.web.ticket_actions import MAX_NOTE_CHARS, MAX_REPLY_CHARS
 
 log = logging.getLogger("bridge.api")
 routes = web.RouteTableDef()
 
-# Twilio's limit for one WhatsApp body.
-MAX_REPLY_CHARS = 1600
-MAX_NOTE_CHARS = 10_000
 
 
 def now_ms() -> int:
@@ -40,14 +38,7 @@ def now_ms() -> int:
 
 
 def _text(data: dict[str, Any], name: str, max_chars: int) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise unprocessable(f"{name} must be a non-empty string")
-    if len(value) > max_chars:
-        raise unprocessable(f"{name} is longer than {max_chars} characters", "too_long")
-    if "\x00" in value:
-        raise unprocessable(f"{name} must not contain NUL characters")
-    return value
+    return ticket_actions.checked_text(data.get(name), name, max_chars)
 
 
 # ASCII digits only: str.isdigit() is also true for '²', which int() refuses.
