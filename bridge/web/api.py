@@ -32,7 +32,6 @@ log = logging.getLogger("bridge.api")
 routes = web.RouteTableDef()
 
 
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
