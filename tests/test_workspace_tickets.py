@@ -159,3 +159,14 @@ async def test_outside_the_window_only_template_macros_are_offered(
     macro_select = page[page.index('id="macro-name"'):page.index("</select>",
                                                                  page.index('id="macro-name"'))]
     assert 'value="greeting"' not in macro_select  # a free-form text: not outside the window
+
+
+async def test_a_views_count_is_every_ticket_in_it_not_just_the_page(
+        client: Client, store: TicketStore) -> None:
+    for n in range(53):
+        await inbound(store, "Bonjour", address=f"whatsapp:+336000001{n:02d}")
+    await sign_in(client, AGENT_TOKEN)
+    html = await (await client.get("/app/")).text()
+    assert 'data-count="new">53<' in html and html.count("data-ticket=") == 50
+    filtered = await (await client.get("/app/?channel=whatsapp")).text()
+    assert 'data-count="new">50+<' in filtered

@@ -162,7 +162,10 @@ class ReportCounters:
 
     async def unsolved_by_status(self) -> dict[str, int]:
         """Tickets in each unsolved status now (the list indexes' sizes)."""
-        statuses = ("new", "open", "pending", "hold")
+        return await self.by_status(("new", "open", "pending", "hold"))
+
+    async def by_status(self, statuses: Sequence[str]) -> dict[str, int]:
+        """Tickets in each of these statuses now (the list indexes' sizes)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for status in statuses:
                 pipe.zcard(index("status", status))

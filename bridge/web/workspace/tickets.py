@@ -13,9 +13,10 @@ from aiohttp import web
 
 from bridge.core.messages import Channel
 from bridge.core.tickets import Status
+from bridge.store.report_counters import ReportCounters
 from bridge.web.api import _contact_id
 from bridge.web.auth import Principal
-from bridge.web.keys import settings_key, store_key
+from bridge.web.keys import redis_key, settings_key, store_key
 from bridge.web.serialize import ticket_json
 from bridge.web.ticket_actions import contact_or_none
 from bridge.web.workspace.common import page, render
@@ -44,6 +45,10 @@ class Filters:
                    customer=query.get("customer", "").strip()[:100],
                    closed=query.get("closed") == "1")
 
+    @property
+    def filtered(self) -> bool:
+        return bool(self.channel or self.assignee or self.tag or self.customer)
+
     def query_string(self) -> str:
         pairs = {k: v for k, v in (("channel", self.channel), ("assignee", self.assignee),
                                    ("tag", self.tag), ("customer", self.customer)) if v}
@@ -68,8 +73,12 @@ async def views(request: web.Request, filters: Filters) -> list[dict[str, Any]]:
         else:
             name_part = filters.customer.lower()
     now_ms = int(time.time() * 1000)
+    shown = ALL_VIEWS if filters.closed else UNSOLVED_VIEWS
+    # Without filters a view's count is its index's size; with them, what the page found.
+    totals = ({} if filters.filtered else
+              await ReportCounters(request.app[redis_key]).by_status([s.value for s in shown]))
     out = []
-    for status in ALL_VIEWS if filters.closed else UNSOLVED_VIEWS:
+    for status in shown:
         tickets, more = await store.list_tickets(
             status=status, channel=filters.channel, assignee=filters.assignee,
             contact_id=contact_id, limit=VIEW_LIMIT)
@@ -82,7 +91,8 @@ async def views(request: web.Request, filters: Filters) -> list[dict[str, Any]]:
                 continue
             rows.append(ticket_json(ticket, contact, settings=settings, now_ms=now_ms))
         out.append({"status": status.value, "tickets": rows,
-                    "more": more is not None})
+                    "count": totals.get(status.value, len(rows)),
+                    "more": more is not None and status.value not in totals})
     return out
 
 
