@@ -1,0 +1,127 @@
+"""HTTP for the webhook export: signed requests (Standard Webhooks) through a transport that
+only connects to public addresses.
+
+The guard (an httpx transport, so it sees every request, each redirect hop included) resolves
+the host itself, checks every address it resolves to (bridge.core.export_policy
+.address_refusal) and connects to the address it checked: the URL's host is replaced by that
+address, the Host header and TLS's server name (SNI, and so the certificate check) keep the
+name. A DNS answer that changes between the check and the connection (DNS rebinding) cannot
+send the request elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from datetime import UTC, datetime
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from bridge.core.export_policy import address_refusal
+
+# Resolved and checked addresses are reused this long (a delivery burst resolves once).
+RESOLVE_CACHE_S = 30.0
+
+
+class RefusedTarget(Exception):
+    """The URL or the address it resolves to is not allowed (SSRF guard)."""
+
+
+def signature_header(secrets: list[str], webhook_id: str, timestamp_s: int, body: str) -> str:
+    """`webhook-signature`: one `v1,<base64 HMAC-SHA256>` per valid secret, space-separated
+    (the previous secret signs too during a rotation's grace period)."""
+    stamp = datetime.fromtimestamp(timestamp_s, tz=UTC)
+    return " ".join(_webhook(s).sign(webhook_id, stamp, body) for s in secrets)
+
+
+_WEBHOOKS: dict[str, Webhook] = {}
+
+
+def _webhook(secret: str) -> Webhook:
+    found = _WEBHOOKS.get(secret)
+    if found is None:
+        if len(_WEBHOOKS) > 1000:
+            _WEBHOOKS.clear()
+        found = _WEBHOOKS[secret] = Webhook(secret)
+    return found
+
+
+def signed_headers(secrets: list[str], webhook_id: str, body: str,
+                   *, now_s: float | None = None) -> dict[str, str]:
+    timestamp_s = int(time.time() if now_s is None else now_s)
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp_s),
+            "webhook-signature": signature_header(secrets, webhook_id, timestamp_s, body),
+            "content-type": "application/json", "user-agent": "helpdesk-bridge-webhooks/1"}
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Refuses non-https URLs (unless allow_http) and non-public addresses (unless
+    allow_private; metadata addresses always); connects to the checked address."""
+
+    def __init__(self, *, allow_http: bool, allow_private: bool,
+                 inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.allow_http = allow_http
+        self.allow_private = allow_private
+        self.inner = inner or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
+        self._resolved: dict[tuple[str, int], tuple[float, str]] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in (("https", "http") if self.allow_http else ("https",)):
+            raise RefusedTarget(f"{url.scheme}:// is not allowed (https only)")
+        host = url.host
+        port = url.port or (443 if url.scheme == "https" else 80)
+        address = await self.checked_address(host, port)
+        if address != host:
+            request.url = url.copy_with(host=address)
+            if url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": host}
+        return await self.inner.handle_async_request(request)
+
+    async def checked_address(self, host: str, port: int) -> str:
+        """The address to connect to: a literal is checked as is; a name is resolved and
+        every address it resolves to must pass (one bad answer refuses the host)."""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            refusal = address_refusal(host, allow_private=self.allow_private)
+            if refusal:
+                raise RefusedTarget(refusal)
+            return host
+        cached = self._resolved.get((host, port))
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise RefusedTarget(f"{host} does not resolve: {exc}") from None
+        addresses = [str(info[4][0]) for info in infos]
+        if not addresses:
+            raise RefusedTarget(f"{host} does not resolve")
+        for address in addresses:
+            refusal = address_refusal(address, allow_private=self.allow_private)
+            if refusal:
+                raise RefusedTarget(f"{host} resolves to {refusal}")
+        self._resolved[(host, port)] = (time.monotonic() + RESOLVE_CACHE_S, addresses[0])
+        return addresses[0]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def export_client(*, allow_http: bool, allow_private: bool, timeout_s: float,
+                  inner: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The sender's client: guarded, no redirects unless a request asks, no cookies kept
+    between receivers, no proxy from the environment (it would bypass the guard)."""
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allow_http=allow_http, allow_private=allow_private,
+                                   inner=inner),
+        timeout=httpx.Timeout(timeout_s), follow_redirects=False, max_redirects=3,
+        trust_env=False)
