@@ -56,7 +56,7 @@ class ExportService:
         version = await self.endpoints.version()
         if version == self._version:
             return
-        wanted = {e.id: e for e in await self.endpoints.list() if e.enabled}
+        wanted = {e.id: e for e in await self.endpoints.all() if e.enabled}
         for endpoint_id, (endpoint, task) in list(self.senders.items()):
             if wanted.get(endpoint_id) != endpoint or task.done():
                 task.cancel()

@@ -31,7 +31,7 @@ from bridge.core.export_policy import (
     retry_delay_s,
 )
 from bridge.store.export_endpoints import EndpointStore
-from bridge.store.export_outbox import OutboxItem, Outbox
+from bridge.store.export_outbox import Outbox, OutboxItem
 from workers.export_http import RefusedTarget, signed_headers
 
 log = logging.getLogger("workers.export")

@@ -182,7 +182,7 @@ def _updated(change: Change, events: Sequence[Event]
 
 def subscribed(events: Iterable[str], etype: str) -> bool:
     """An endpoint's `events` list admits this type (`*`: every type)."""
-    return any(e == ALL_EVENTS or e == etype for e in events)
+    return any(e in (ALL_EVENTS, etype) for e in events)
 
 
 def check_event_filter(events: object) -> tuple[str, ...]:

@@ -148,9 +148,10 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
         return f"{ip} is a cloud metadata address"
     if allow_private:
         return None
-    for flag, what in (("is_loopback", "loopback"), ("is_link_local", "link-local"),
-                       ("is_private", "private"), ("is_reserved", "reserved"),
-                       ("is_multicast", "multicast"), ("is_unspecified", "unspecified")):
+    # Most specific first: 0.0.0.0 and 240.0.0.0/4 are also "private" to ipaddress.
+    for flag, what in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),
+                       ("is_link_local", "link-local"), ("is_multicast", "multicast"),
+                       ("is_reserved", "reserved"), ("is_private", "private")):
         if getattr(ip, flag):
             return f"{ip} is a {what} address"
     if isinstance(ip, ipaddress.IPv6Address) and (ip.sixtofour or ip.teredo):
@@ -158,3 +159,20 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
     if not ip.is_global:  # shared address space (100.64/10) and the like
         return f"{ip} is not a public address"
     return None
+
+
+def target_refusal(url: object, *, allow_http: bool, allow_private: bool) -> str | None:
+    """What an admin's URL is refused for before anything is sent: url_refusal, and a
+    host that is an address or a localhost name failing address_refusal. Other names are
+    checked after resolution, at every delivery."""
+    refusal = url_refusal(url, allow_http=allow_http)
+    if refusal or allow_private:
+        return refusal
+    host = (urlsplit(str(url)).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost is a loopback address"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return address_refusal(host, allow_private=False)

@@ -96,7 +96,7 @@ class EndpointStore:
             raise NotFound(f"webhook endpoint {endpoint_id} not found")
         return _endpoint(raw)
 
-    async def list(self) -> list[Endpoint]:
+    async def all(self) -> list[Endpoint]:
         ids = [_s(i) for i in await self.redis.zrange(ENDPOINTS, 0, -1)]
         if not ids:
             return []
