@@ -15,6 +15,7 @@ import asyncio
 import ipaddress
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -49,12 +50,22 @@ def _webhook(secret: str) -> Webhook:
     return found
 
 
-def signed_headers(secrets: list[str], webhook_id: str, body: str,
-                   *, now_s: float | None = None) -> dict[str, str]:
-    timestamp_s = int(time.time() if now_s is None else now_s)
+def signed_headers(secrets: list[str], webhook_id: str, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt, timestamped now (receivers refuse
+    timestamps more than a few minutes off, so a retry is signed afresh)."""
+    timestamp_s = int(time.time())
     return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp_s),
             "webhook-signature": signature_header(secrets, webhook_id, timestamp_s, body),
             "content-type": "application/json", "user-agent": "helpdesk-bridge-webhooks/1"}
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for a host name."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
@@ -62,7 +73,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     allow_private; metadata addresses always); connects to the checked address."""
 
     def __init__(self, *, allow_http: bool, allow_private: bool,
-                 inner: httpx.AsyncBaseTransport | None = None) -> None:
+                 inner: httpx.AsyncBaseTransport | None = None,
+                 resolve: Resolver | None = None) -> None:
+        self.resolve = resolve or resolve_host
         self.allow_http = allow_http
         self.allow_private = allow_private
         self.inner = inner or httpx.AsyncHTTPTransport(
@@ -98,11 +111,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if cached and cached[0] > time.monotonic():
             return cached[1]
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
+            addresses = await self.resolve(host, port)
         except OSError as exc:
             raise RefusedTarget(f"{host} does not resolve: {exc}") from None
-        addresses = [str(info[4][0]) for info in infos]
         if not addresses:
             raise RefusedTarget(f"{host} does not resolve")
         for address in addresses:
@@ -117,11 +128,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def export_client(*, allow_http: bool, allow_private: bool, timeout_s: float,
-                  inner: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+                  inner: httpx.AsyncBaseTransport | None = None,
+                  resolve: Resolver | None = None) -> httpx.AsyncClient:
     """The sender's client: guarded, no redirects unless a request asks, no cookies kept
     between receivers, no proxy from the environment (it would bypass the guard)."""
     return httpx.AsyncClient(
         transport=GuardedTransport(allow_http=allow_http, allow_private=allow_private,
-                                   inner=inner),
+                                   inner=inner, resolve=resolve),
         timeout=httpx.Timeout(timeout_s), follow_redirects=False, max_redirects=3,
         trust_env=False)

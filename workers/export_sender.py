@@ -85,7 +85,7 @@ class EndpointSender:
 
     async def attempt(self, item: OutboxItem, secrets: list[str]) -> Attempt:
         """One signed POST; the answer classified (never raises for the receiver's faults)."""
-        headers = signed_headers(secrets, item.webhook_id, item.body, now_s=self.clock())
+        headers = signed_headers(secrets, item.webhook_id, item.body)
         try:
             response = await self.client.post(
                 self.endpoint.url, content=item.body.encode(), headers=headers,
