@@ -10,7 +10,16 @@ from aiohttp import web
 from bridge.jobs import JobQueues
 from bridge.store.connection import async_redis, sync_redis
 from bridge.store.tickets import TicketStore
-from bridge.web import api, export_api, health, macros, openapi, reports, webhooks
+from bridge.web import (
+    api,
+    export_api,
+    export_bulk_api,
+    health,
+    macros,
+    openapi,
+    reports,
+    webhooks,
+)
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
 from bridge.web.rendering import render_gate_ctx
@@ -48,4 +57,5 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(macros.routes)
     app.add_routes(reports.routes)
     app.add_routes(export_api.routes)
+    app.add_routes(export_bulk_api.routes)
     return app
