@@ -132,6 +132,17 @@ class ChangeLog:
 
     # ---------------------------------------------------------------- reading
 
+    async def tail_positions(self) -> dict[int, str]:
+        """Each partition's newest entry id (START when it has none): reading after these
+        positions gets only what is written from now on, with nothing skipped in between
+        (XREAD's "$" would skip what a partition gets between two reads)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in self.partitions:
+                pipe.xrevrange(keys.change_log(p), "+", "-", count=1)
+            replies: list[Any] = await pipe.execute()
+        return {p: _s(newest[0][0]) if newest else START
+                for p, newest in zip(self.partitions, replies, strict=True)}
+
     async def read(self, positions: dict[int, str], *, count: int, block_ms: int | None
                    ) -> Batch:
         """Up to `count` entries per partition after the positions; waits up to block_ms
