@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.web.export_openapi import merge_export
+
 routes = web.RouteTableDef()
 
 
@@ -286,6 +288,9 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+
+
+merge_export(DOCUMENT)
 
 
 @routes.get("/api/openapi.json")
