@@ -43,8 +43,9 @@ async def fake_resolve(host: str, port: int) -> list[str]:
 @pytest.fixture
 async def sender(aredis: redis.asyncio.Redis, endpoint: tuple[Endpoint, str]
                  ) -> AsyncIterator[EndpointSender]:
+    # httpx's own transport under the guard: respx intercepts it.
     client = export_client(allow_http=False, allow_private=False, timeout_s=5,
-                           resolve=fake_resolve)
+                           resolve=fake_resolve, inner=httpx.AsyncHTTPTransport())
     made = EndpointSender(endpoint[0], Outbox(aredis, endpoint[0].id), EndpointStore(aredis),
                           client, jitter=lambda: 0.5, clock=Clock())
     yield made

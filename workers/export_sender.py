@@ -36,7 +36,7 @@ from workers.export_http import RefusedTarget, signed_headers
 
 log = logging.getLogger("workers.export")
 
-MAX_IN_FLIGHT = 64
+MAX_IN_FLIGHT = 32
 # Deliveries of one held ticket sent back to back in one step once its retry succeeds.
 HELD_BURST = 100
 
