@@ -69,7 +69,10 @@ class Receiver:
     _runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
-        await request.read()
+        try:
+            await request.read()
+        except ConnectionResetError:  # the sender stopped mid-request (end of a phase)
+            return web.Response(status=499)
         self.arrivals[request.headers["webhook-id"]] = time.time()
         return web.Response(status=204)
 
@@ -188,6 +191,8 @@ def measure(ctx: Context, config: ExportConfig) -> list[Row]:
         time.sleep(1.0)  # the second event of an opening, if it is late
         latencies = [max(0.0, at - _commit_s(wid)) for wid, at in receiver.arrivals.items()]
         lat = summary_ms(latencies)
+        ctx.log(f"export: {changes} changes, {int(lat['n'])} deliveries; change to delivery "
+                f"p50 {fmt(lat['p50'])} ms, p99 {fmt(lat['p99'])} ms, max {fmt(lat['max'])} ms")
     finally:
         relay.stop()
         sender.stop()
