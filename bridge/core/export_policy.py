@@ -24,8 +24,6 @@ MAX_ATTEMPTS = 15
 JITTER = 0.2
 # A Retry-After above this is read as this (a receiver cannot park an endpoint for weeks).
 MAX_RETRY_AFTER_S = 3600.0
-# At most this long per request: connect, send and read together (Standard Webhooks: 15-30 s).
-MAX_TIMEOUT_S = 15.0
 
 # Cloud metadata services, reachable from inside a VM without any credentials.
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"),

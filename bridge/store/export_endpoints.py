@@ -2,7 +2,9 @@
 
 One hash per endpoint (`bridge:{wh:<id>}:ep`) holds its settings and secrets; a zset lists
 the endpoints by creation; a counter (`bridge:wh:version`) moves on every change, so the
-change-log consumer and the sender re-read the list only when it changed.
+change-log consumer and the sender re-read the list only when it changed. The counter moves
+once the change is written (a round trip later: the keys live in different Redis Cluster
+slots), so a reader that sees the new version reads the change.
 
 Secrets are Standard Webhooks secrets (`whsec_` + base64 of 32 random bytes). The API shows
 a secret once, when it is created or rotated; a rotated-out secret keeps signing (beside the
@@ -86,8 +88,8 @@ class EndpointStore:
             pipe.hset(endpoint_key(endpoint.id), mapping={**_fields(endpoint),
                                                           "secret": secret})
             pipe.zadd(ENDPOINTS, {endpoint.id: now_ms})
-            pipe.incr(VERSION)
             await pipe.execute()
+        await self.redis.incr(VERSION)
         return endpoint, secret
 
     async def get(self, endpoint_id: str) -> Endpoint:
@@ -119,20 +121,16 @@ class EndpointStore:
                 values[name] = str(value)
         if changes.get("enabled"):
             values["disabled_reason"] = ""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(endpoint_key(endpoint_id), mapping=values)
-            pipe.incr(VERSION)
-            await pipe.execute()
+        await self.redis.hset(endpoint_key(endpoint_id), mapping=values)
+        await self.redis.incr(VERSION)
         return _endpoint(values)
 
     async def disable(self, endpoint_id: str, reason: str) -> None:
         """The sender's way to stop an endpoint (410 Gone); an admin re-enables it."""
         if await self.redis.exists(endpoint_key(endpoint_id)):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(endpoint_key(endpoint_id),
-                          mapping={"enabled": "0", "disabled_reason": reason})
-                pipe.incr(VERSION)
-                await pipe.execute()
+            await self.redis.hset(endpoint_key(endpoint_id),
+                                  mapping={"enabled": "0", "disabled_reason": reason})
+            await self.redis.incr(VERSION)
 
     async def delete(self, endpoint_id: str) -> None:
         await self.get(endpoint_id)
@@ -142,8 +140,8 @@ class EndpointStore:
             if doomed:
                 pipe.delete(*doomed)
             pipe.zrem(ENDPOINTS, endpoint_id)
-            pipe.incr(VERSION)
             await pipe.execute()
+        await self.redis.incr(VERSION)
 
     async def rotate_secret(self, endpoint_id: str, *, now_ms: int) -> str:
         """A new secret; the current one stays valid (it signs too) for ROTATION_GRACE_S."""
@@ -151,11 +149,10 @@ class EndpointStore:
         key = endpoint_key(endpoint_id)
         secret = new_secret()
         current = _s(await self.redis.hget(key, "secret"))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"secret": secret, "previous_secret": current,
-                                    "previous_until_ms": str(now_ms + ROTATION_GRACE_S * 1000)})
-            pipe.incr(VERSION)
-            await pipe.execute()
+        await self.redis.hset(key, mapping={
+            "secret": secret, "previous_secret": current,
+            "previous_until_ms": str(now_ms + ROTATION_GRACE_S * 1000)})
+        await self.redis.incr(VERSION)
         return secret
 
     async def signing_secrets(self, endpoint_id: str, *, now_ms: int) -> list[str]:
