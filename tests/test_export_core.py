@@ -47,6 +47,9 @@ def test_retries_back_off_exponentially_over_about_three_days() -> None:
     assert max(delays) == 12 * 3600
     assert 2.5 * 86400 <= total_retry_window_s() <= 3.5 * 86400
     assert retry_delay_s(MAX_ATTEMPTS, jitter=0.5) is None
+    # Queued longer than the whole schedule (behind a failing delivery): no more retries.
+    assert retry_delay_s(1, jitter=0.5, waited_s=total_retry_window_s() + 1) is None
+    assert retry_delay_s(1, jitter=0.5, waited_s=total_retry_window_s() - 1) == 5.0
 
 
 @pytest.mark.parametrize(("jitter", "low", "high"), [(0.0, 0.8, 0.8), (0.999, 1.19, 1.2)])

@@ -144,7 +144,8 @@ class EndpointSender:
                 return made
             attempts += 1
             delay_s = retry_delay_s(attempts, jitter=self.jitter(),
-                                    retry_after_s=attempt.retry_after_s)
+                                    retry_after_s=attempt.retry_after_s,
+                                    waited_s=(self.now_ms() - item.queued_ms) / 1000)
             if delay_s is None:
                 log.warning("webhook %s to %s failed %d times, given up: %s",
                             item.webhook_id, self.endpoint.id, attempts, attempt.error)

@@ -71,12 +71,15 @@ def outcome_of(status_code: int | None) -> Outcome:
     return Outcome.FAILED
 
 
-def retry_delay_s(attempts: int, *, jitter: float, retry_after_s: float | None = None
-                  ) -> float | None:
+def retry_delay_s(attempts: int, *, jitter: float, retry_after_s: float | None = None,
+                  waited_s: float = 0.0) -> float | None:
     """Seconds to wait after `attempts` failed attempts before the next one, or None when
-    the delivery has used up its attempts. `jitter` in [0, 1) spreads the retries of many
-    deliveries (0.5: the nominal delay); a receiver's Retry-After is honoured when longer."""
-    if attempts >= MAX_ATTEMPTS:
+    the delivery has used up its attempts, or has waited longer than the whole schedule
+    (`waited_s`: since it was queued; a delivery queued behind a failing one of its ticket
+    does not get three more days once that one gives up). `jitter` in [0, 1) spreads the
+    retries of many deliveries (0.5: the nominal delay); a receiver's Retry-After is
+    honoured when longer."""
+    if attempts >= MAX_ATTEMPTS or waited_s > total_retry_window_s():
         return None
     nominal = min(RETRY_BASE_S * RETRY_FACTOR ** (attempts - 1), RETRY_CAP_S)
     delay = nominal * (1 - JITTER + 2 * JITTER * min(max(jitter, 0.0), 1.0))

@@ -79,6 +79,11 @@ class OutboxItem:
     body: str
     created_ms: int
 
+    @property
+    def queued_ms(self) -> int:
+        """When it entered the outbox (its entry id: Redis's clock); a replay is queued anew."""
+        return int(self.entry_id.split("-", 1)[0])
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
