@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -140,8 +141,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     2-core machine; aiohttp's client does several thousand (bench/export.py). httpx stays
     the interface (the guard, redirects, respx in tests)."""
 
-    def __init__(self, *, connections: int = 100) -> None:
+    def __init__(self, *, connections: int = 100, ssl_context: ssl.SSLContext | None = None
+                 ) -> None:
         self.connections = connections
+        # None: the system's trust store (tests pass one that trusts their own certificate).
+        self.ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -161,6 +165,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             async with self._client().request(
                     request.method, str(request.url), data=await request.aread(),
                     headers=headers, allow_redirects=False, timeout=timeout,
+                    ssl=self.ssl_context if self.ssl_context is not None else True,
                     server_hostname=sni if isinstance(sni, str) else None) as answer:
                 content = await answer.content.read(MAX_ANSWER_BYTES)
                 return httpx.Response(answer.status, headers=answer.raw_headers,
