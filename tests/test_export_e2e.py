@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 import redis
 import redis.asyncio
@@ -15,6 +16,7 @@ import redis.asyncio
 from bridge.store.export_endpoints import EndpointStore
 from bridge.store.export_outbox import Outbox
 from bridge.store.tickets import TicketStore
+from bridge.web.openapi import DOCUMENT
 from config.settings import Settings
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN, Client, make_settings
 from tests.export_support import (
@@ -101,6 +103,11 @@ async def test_every_delivery_verifies_and_arrives_in_order_per_ticket(
         "ticket.created", "message.received", "ticket.status_changed", "ticket.assigned",
         "ticket.tagged", "note.added", "message.sent", "session.ended"}
     assert all(d.payload["schema_version"] == 1 for d in receiver.received)
+    for delivery in receiver.received:  # as the OpenAPI document's webhooks section says
+        documented = DOCUMENT["webhooks"][delivery.payload["type"]]["post"]
+        schema = documented["requestBody"]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator(
+            {**schema, "components": DOCUMENT["components"]}).validate(delivery.payload)
     health = await (await client.get(f"/api/v1/webhook-endpoints/{created['id']}/health",
                                      headers=ADMIN)).json()
     assert health["state"] == "healthy" and health["backlog"] == 0
