@@ -31,7 +31,7 @@ from bridge.core.tickets import Contact, Event, EventType
 @pytest.mark.parametrize(("status", "outcome"), [
     (200, Outcome.DELIVERED), (204, Outcome.DELIVERED), (299, Outcome.DELIVERED),
     (410, Outcome.GONE), (429, Outcome.THROTTLED), (502, Outcome.THROTTLED),
-    (503, Outcome.THROTTLED), (504, Outcome.THROTTLED), (500, Outcome.FAILED),
+    (503, Outcome.THROTTLED), (504, Outcome.THROTTLED), (500, Outcome.THROTTLED),
     (400, Outcome.FAILED), (404, Outcome.FAILED), (301, Outcome.FAILED), (None, Outcome.FAILED),
 ])
 def test_outcome_of_an_answer(status: int | None, outcome: Outcome) -> None:

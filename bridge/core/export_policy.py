@@ -3,10 +3,10 @@ again.
 
 Retries follow Standard Webhooks' advice: exponential backoff with jitter over about three
 days (RETRY_BASE_S * RETRY_FACTOR ** n, capped at RETRY_CAP_S, each delay drawn within
-±JITTER of it); 410 Gone disables the endpoint; 429 and the gateway errors (502, 503, 504)
-also slow the endpoint down (fewer deliveries in flight, Retry-After honoured); anything
-else that is not 2xx, a redirect included (redirects are not followed unless the endpoint
-asks), is retried on the schedule.
+±JITTER of it); 410 Gone disables the endpoint; 429 and every 5xx also slow the endpoint
+down (fewer deliveries in flight, Retry-After honoured): a struggling receiver gets less
+load; anything else that is not 2xx (other 4xx, no answer, a redirect: redirects are not
+followed unless the endpoint asks) is retried on the schedule.
 """
 
 from __future__ import annotations
@@ -51,11 +51,8 @@ class Endpoint:
 class Outcome(StrEnum):
     DELIVERED = "delivered"
     GONE = "gone"  # 410: the receiver asks us to stop; the endpoint is disabled
-    THROTTLED = "throttled"  # 429, 502, 503, 504: retry later and send less at once
+    THROTTLED = "throttled"  # 429, 5xx: retry later and send less at once
     FAILED = "failed"  # anything else: retry on the schedule
-
-
-_THROTTLING = frozenset({429, 502, 503, 504})
 
 
 def outcome_of(status_code: int | None) -> Outcome:
@@ -66,7 +63,7 @@ def outcome_of(status_code: int | None) -> Outcome:
         return Outcome.DELIVERED
     if status_code == 410:
         return Outcome.GONE
-    if status_code in _THROTTLING:
+    if status_code == 429 or status_code >= 500:
         return Outcome.THROTTLED
     return Outcome.FAILED
 
