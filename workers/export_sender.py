@@ -8,7 +8,7 @@ Redis and retried on the backoff schedule, while other tickets go on. Only then 
 watermark saved; a sender that dies before sends the batch again, with the same webhook-ids
 (at least once: receivers dedupe by webhook-id).
 
-429 and gateway errors halve the requests in flight (down to one); deliveries win them
+429 and 5xx answers halve the requests in flight (down to one); deliveries win them
 back one at a time. 410 Gone disables the endpoint and stops its sender.
 """
 
