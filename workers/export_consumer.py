@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -29,8 +28,6 @@ from config.settings import Settings
 
 # Changes whose events are read at once (one round trip each, side by side).
 READ_CONCURRENCY = 32
-# The endpoint list is read again when its version moved, looked at this often at most.
-ENDPOINTS_CHECK_S = 1.0
 
 
 @dataclass
@@ -41,7 +38,6 @@ class ExportConsumer:
     appended: int = 0
     _active: list[Endpoint] = field(default_factory=list)
     _version: int = -1
-    _checked_at: float = 0.0
 
     @classmethod
     def build(cls, settings: Settings, aredis: Redis) -> ExportConsumer:
@@ -49,12 +45,11 @@ class ExportConsumer:
                    EndpointStore(aredis))
 
     async def active_endpoints(self) -> list[Endpoint]:
-        if time.monotonic() - self._checked_at >= ENDPOINTS_CHECK_S:
-            self._checked_at = time.monotonic()
-            version = await self.endpoints.version()
-            if version != self._version:
-                self._active = [e for e in await self.endpoints.all() if e.enabled]
-                self._version = version
+        """The enabled endpoints: one GET per batch says whether the list changed."""
+        version = await self.endpoints.version()
+        if version != self._version:
+            self._active = [e for e in await self.endpoints.all() if e.enabled]
+            self._version = version
         return self._active
 
     async def _items(self, change: Change) -> list[ExportItem]:
