@@ -220,3 +220,31 @@ async def test_the_request_goes_to_the_checked_address_under_its_name(
     request = route.calls.last.request
     assert request.headers["host"] == "hooks.example.com"
     assert request.extensions["sni_hostname"] == "hooks.example.com"
+
+
+@respx.mock
+async def test_an_endpoint_that_asks_follows_307_with_the_same_signed_body(
+        aredis: redis.asyncio.Redis, endpoint: tuple[Endpoint, str],
+        sender: EndpointSender) -> None:
+    sender.endpoint = Endpoint(**{**endpoint[0].__dict__, "follow_redirects": True})
+    respx.post(URL).respond(307, headers={"Location": "https://93.184.216.35/moved"})
+    moved = respx.post("https://93.184.216.35/moved").respond(200)
+    await queue(aredis, endpoint[0].id, ("1", "evt_a"))
+    await sender.step(max_block_ms=0)
+    request = moved.calls.last.request
+    assert request.headers["webhook-id"] == "evt_a"
+    Webhook(endpoint[1]).verify(request.content, dict(request.headers))
+    assert (await sender.outbox.health()).delivered == 1
+
+
+@respx.mock
+async def test_a_302_is_not_followed_even_when_asked(
+        aredis: redis.asyncio.Redis, endpoint: tuple[Endpoint, str],
+        sender: EndpointSender) -> None:
+    sender.endpoint = Endpoint(**{**endpoint[0].__dict__, "follow_redirects": True})
+    respx.post(URL).respond(302, headers={"Location": "https://93.184.216.35/moved"})
+    moved = respx.post("https://93.184.216.35/moved").respond(200)
+    await queue(aredis, endpoint[0].id, ("1", "evt_a"))
+    await sender.step(max_block_ms=0)
+    assert not moved.called  # a 302 would turn the POST into a GET
+    assert "redirect" in (await sender.outbox.health()).last_error

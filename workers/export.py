@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 
 import click
-import httpx
 import redis
 
 from bridge.core.export_policy import Endpoint
@@ -30,7 +29,7 @@ from bridge.store.connection import RIDE_OUT, async_redis
 from bridge.store.export_endpoints import EndpointStore
 from bridge.store.export_outbox import Outbox
 from config.settings import Settings, SettingsError
-from workers.export_http import export_client
+from workers.export_http import ExportHttp, export_client
 from workers.export_sender import EndpointSender
 
 log = logging.getLogger("workers.export")
@@ -43,7 +42,7 @@ class ExportService:
     """The senders of every enabled endpoint, kept in step with the endpoint list."""
 
     endpoints: EndpointStore
-    client: httpx.AsyncClient
+    client: ExportHttp
     lease_ttl_ms: int = 15_000
     max_block_ms: int = 1000
     token: str = field(default_factory=new_token)

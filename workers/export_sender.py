@@ -32,7 +32,7 @@ from bridge.core.export_policy import (
 )
 from bridge.store.export_endpoints import EndpointStore
 from bridge.store.export_outbox import Outbox, OutboxItem
-from workers.export_http import RefusedTarget, signed_headers
+from workers.export_http import ExportHttp, RefusedTarget, signed_headers
 
 log = logging.getLogger("workers.export")
 
@@ -71,7 +71,7 @@ class EndpointSender:
     endpoint: Endpoint
     outbox: Outbox
     endpoints: EndpointStore
-    client: httpx.AsyncClient
+    client: ExportHttp
     batch_size: int = 500
     in_flight: int = MAX_IN_FLIGHT
     jitter: Callable[[], float] = random.random
