@@ -139,7 +139,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     under concurrency it spends ~2 ms of CPU per request (httpcore re-examines every pooled
     connection for each request), which caps a sender near 300-600 deliveries/s on this
     2-core machine; aiohttp's client does several thousand (bench/export.py). httpx stays
-    the interface (the guard, redirects, respx in tests)."""
+    the interface: the guard is an httpx transport, and tests put httpx's own transport
+    under it, which respx intercepts."""
 
     def __init__(self, *, connections: int = 100, ssl_context: ssl.SSLContext | None = None
                  ) -> None:
