@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.web.export_openapi import merge_export
 from bridge.web.reports_openapi import REPORT_PATHS
 
 routes = web.RouteTableDef()
@@ -288,6 +289,9 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+
+
+merge_export(DOCUMENT)
 
 
 @routes.get("/api/openapi.json")
