@@ -14,9 +14,12 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from bridge.commands.agents import team_commands
+from bridge.commands.bulk_export import export
 from bridge.commands.check import check
 from bridge.commands.migrate import migrate
 from bridge.commands.outbound import failed, outbox, retry
+from bridge.commands.report import report
+from bridge.commands.webhooks import webhooks
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
 from bridge.store.connection import async_redis
@@ -174,5 +177,8 @@ main.add_command(failed)
 main.add_command(retry)
 main.add_command(check)
 main.add_command(migrate)
+main.add_command(report)
+main.add_command(webhooks)
+main.add_command(export)
 for team_command in team_commands:
     main.add_command(team_command)

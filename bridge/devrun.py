@@ -112,6 +112,8 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
                                          env=child_env))
         children.append(subprocess.Popen([sys.executable, "-m", "workers.relay"],
                                          env=child_env))
+        children.append(subprocess.Popen([sys.executable, "-m", "workers.export"],
+                                         env=child_env))
         _banner(settings, child_env)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -154,6 +156,7 @@ def _banner(settings: Settings, env: dict[str, str]) -> None:
     outbound = "Twilio" if env.get("TWILIO_ACCOUNT_SID") else "the local outbox (bridge outbox)"
     click.echo(f"""
   Bridge running at {base}   (Redis: {_without_password(env['REDIS_URL'])})
+  Workspace:  {base}/app/   (sign in with a token below)
   Outbound messages go to {outbound}.
 
   Admin token:  {env['BRIDGE_ADMIN_TOKEN']}

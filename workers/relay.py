@@ -41,6 +41,8 @@ from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
+from workers.export_consumer import ExportConsumer
+from workers.report_counters import ReportConsumer
 from workers.teams import TeamsConsumer
 
 log = logging.getLogger("workers.relay")
@@ -194,6 +196,8 @@ def consumers_for(settings: Settings, aredis: redis.asyncio.Redis,
     config = load_config(settings.config_dir / "automations.toml")
     return [
         JobsConsumer(JobQueues(connection), config=config),
+        ExportConsumer.build(settings, aredis),
+        ReportConsumer.on(aredis),
         TeamsConsumer.build(settings, aredis),
     ]
 

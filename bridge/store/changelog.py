@@ -32,11 +32,16 @@ RELAY_CONSUMER = "jobs"
 # The sweep's index repair (workers/sweeper.py): it reads the openings a grace period late,
 # so the log keeps at least that much; trimming follows the slowest consumer.
 REPAIR_CONSUMER = "repair"
+# The report counters (workers/report_counters.py).
+REPORTS_CONSUMER = "reports"
+# The webhook export (workers/export_consumer.py): changes into per-endpoint outboxes.
+EXPORT_CONSUMER = "export"
 # Every consumer with saved positions: trimming keeps what the slowest has not handed on.
 # A consumer listed here must run (the relay process runs them all), or the log grows.
 # Capacity, automatic assignment and saved views (workers/teams.py).
 TEAMS_CONSUMER = "teams"
-CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, TEAMS_CONSUMER)
+CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, EXPORT_CONSUMER, REPORTS_CONSUMER,
+             TEAMS_CONSUMER)
 # Lag is counted up to this many entries per partition (a scrape stays cheap).
 LAG_COUNT_CAP = 1000
 

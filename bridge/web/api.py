@@ -9,42 +9,27 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.core.changes import Origin
 from bridge.core.messages import Channel, contact_id_for
-from bridge.core.outbound import public_message_refusal, session_refusal
 from bridge.core.teams import Access, Permission
 from bridge.core.tickets import (
     Contact,
-    EventType,
     Status,
     Ticket,
-    TransitionError,
 )
-from bridge.sending import enqueue_send
-from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, Replayed, TicketStore
-from bridge.web.access import (
-    check_assignment,
-    checked_fields,
-    field_definitions,
-    need,
-    solve_guard,
-    status_allowed,
-    visible_to,
-)
-from bridge.web.auth import principal, require
+from bridge.store.tickets import MAX_PAGE, NotFound, TicketStore
+from bridge.web import ticket_actions
+from bridge.web.access import need, visible_to
+from bridge.web.auth import require
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, bad_request, unprocessable
+from bridge.web.errors import bad_request, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
-from bridge.web.keys import queues_key, settings_key, store_key
+from bridge.web.keys import settings_key, store_key
 from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
+from bridge.web.ticket_actions import MAX_NOTE_CHARS, MAX_REPLY_CHARS
 
 log = logging.getLogger("bridge.api")
 routes = web.RouteTableDef()
-
-# Twilio's limit for one WhatsApp body.
-MAX_REPLY_CHARS = 1600
-MAX_NOTE_CHARS = 10_000
 
 
 def now_ms() -> int:
@@ -52,14 +37,7 @@ def now_ms() -> int:
 
 
 def _text(data: dict[str, Any], name: str, max_chars: int) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise unprocessable(f"{name} must be a non-empty string")
-    if len(value) > max_chars:
-        raise unprocessable(f"{name} is longer than {max_chars} characters", "too_long")
-    if "\x00" in value:
-        raise unprocessable(f"{name} must not contain NUL characters")
-    return value
+    return ticket_actions.checked_text(data.get(name), name, max_chars)
 
 
 # ASCII digits only: str.isdigit() is also true for '²', which int() refuses.
@@ -193,7 +171,6 @@ async def list_events(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/tickets/{id}")
 async def patch_ticket(request: web.Request) -> web.Response:
-    store = request.app[store_key]
     ticket_id = request.match_info["id"]
     who = require(request, Permission.TICKETS_READ)
     data = await json_object(request, frozenset({"status", "assignee", "tags", "group",
@@ -222,24 +199,9 @@ async def patch_ticket(request: web.Request) -> web.Response:
         not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
     ):
         raise unprocessable("tags must be a list of strings")
-    status_allowed(request.app, status)
-    ticket = await _ticket(store, ticket_id)
-    if status is not None or tags is not None or "fields" in data:
-        need(who, ticket, Access.WORK)
-    else:
-        need(who, ticket, Access.READ)
-    if assignee is not None or group is not None:
-        await check_assignment(request.app, who, ticket, group=group, assignee=assignee)
-    values = await checked_fields(request.app, ticket, group, data.get("fields"))
-    try:
-        ticket, _ = await store.update_ticket(
-            ticket_id, author=who.name, now_ms=now_ms(),
-            status=status, assignee=assignee, tags=tags, origin=Origin.AGENT,
-            group=group, field_values=values,
-            guard=solve_guard(await field_definitions(request.app), status, group, values),
-        )
-    except TransitionError as exc:
-        raise unprocessable(exc.message, exc.code) from None
+    ticket = await ticket_actions.update_ticket(
+        request.app, who, ticket_id, status=status, assignee=assignee, tags=tags, group=group,
+        fields=data.get("fields"))
     return await ticket_response(request, ticket)
 
 
@@ -255,22 +217,9 @@ async def add_note(request: web.Request) -> web.Response:
     need(who, await _ticket(store, ticket_id), Access.READ)
     if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
         return web.json_response(event_json(earlier), status=201)
-    try:
-        _, event_id = await store.update_ticket(
-            ticket_id, author=principal(request).name, now_ms=now_ms(),
-            event=(EventType.NOTE, body, {}), idempotency=idempotency,
-        )
-    except Replayed as replay:  # the same request, running alongside: it recorded the note
-        event_id = replay.event_id
-    assert event_id
+    event_id = await ticket_actions.add_note(request.app, who, ticket_id, body, idempotency)
     return web.json_response(event_json(await store.get_event(ticket_id, event_id)),
                              status=201)
-
-
-def public_reply_allowed(ticket: Ticket) -> None:
-    """The store's guard, inside the reply's transaction: the session may have ended since."""
-    if (refusal := session_refusal(ticket)) is not None:
-        raise Conflict(refusal.code, refusal.message)
 
 
 @routes.post("/api/v1/tickets/{id}/replies")
@@ -291,29 +240,13 @@ async def reply(request: web.Request) -> web.Response:
     ticket = await _ticket(store, ticket_id)
     if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
         return web.json_response(event_json(earlier), status=202)
-    refusal = public_message_refusal(
-        ticket, await _contact_or_none(store, ticket), now_ms=now_ms(), has_template=False,
-        template_hint="apply a macro that names one")
-    if refusal is not None:
-        raise ApiError(409, refusal.code, refusal.message)
-    try:
-        _, event_id = await store.update_ticket(
-            ticket_id, author=principal(request).name, now_ms=now_ms(),
-            event=(EventType.AGENT_REPLY, body, {"kind": "reply"}),
-            guard=public_reply_allowed, idempotency=idempotency,
-        )
-    except Replayed as replay:  # recorded (and enqueued) by the same request, alongside
-        return web.json_response(
-            event_json(await store.get_event(ticket_id, replay.event_id)), status=202)
-    assert event_id is not None
-    await enqueue_send(request.app[queues_key], ticket_id, event_id)
+    event_id = await ticket_actions.send_reply(request.app, who, ticket, body, idempotency)
     event = await store.get_event(ticket_id, event_id)
     return web.json_response(event_json(event), status=202)
 
 
 @routes.post("/api/v1/tickets/{id}/session/end")
 async def end_session(request: web.Request) -> web.Response:
-    store = request.app[store_key]
     ticket_id = request.match_info["id"]
     who = require(request, Permission.TICKETS_WORK)
     reason = "agent"
@@ -323,9 +256,5 @@ async def end_session(request: web.Request) -> web.Response:
             reason = data["reason"]
             if not isinstance(reason, str) or not _REASON.fullmatch(reason):
                 raise unprocessable("reason must be 1-64 letters, digits, _ or -")
-    need(who, await _ticket(store, ticket_id), Access.WORK)
-    ticket, _ = await store.update_ticket(
-        ticket_id, author=principal(request).name, now_ms=now_ms(),
-        end_session_reason=reason, origin=Origin.AGENT,
-    )
+    ticket = await ticket_actions.end_session(request.app, who, ticket_id, reason)
     return await ticket_response(request, ticket)

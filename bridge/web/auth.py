@@ -16,7 +16,7 @@ from bridge.web.errors import ApiError
 from bridge.web.keys import redis_key, settings_key
 from config.settings import Settings
 
-__all__ = ["PRINCIPAL", "Principal", "Role", "authenticate", "authenticate_request",
+__all__ = ["PRINCIPAL", "Principal", "Role", "authenticate", "authenticate_request", "demand",
            "principal", "principal_named", "require", "require_admin"]
 
 
@@ -105,12 +105,17 @@ def principal(request: web.Request) -> Principal:
     return found
 
 
-def require(request: web.Request, permission: Permission) -> Principal:
-    """The principal, when their role has `permission` (403 otherwise)."""
-    who = principal(request)
+def demand(who: Principal, permission: Permission) -> None:
+    """403 unless `who`'s role has `permission`."""
     if not allowed(who.role, permission):
         raise ApiError(403, "forbidden", f"the {who.role.value} role cannot do this "
                                          f"({permission.value})")
+
+
+def require(request: web.Request, permission: Permission) -> Principal:
+    """The principal, when their role has `permission` (403 otherwise)."""
+    who = principal(request)
+    demand(who, permission)
     return who
 
 

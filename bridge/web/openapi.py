@@ -7,6 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from bridge.web import teams_openapi
+from bridge.web.export_openapi import merge_export
+from bridge.web.reports_openapi import REPORT_PATHS
 
 routes = web.RouteTableDef()
 
@@ -288,13 +290,16 @@ DOCUMENT: dict[str, Any] = {
     "info": {"title": "Help-desk messaging bridge", "version": "1"},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "paths": PATHS,
+    "paths": {**PATHS, **REPORT_PATHS},
     "components": {
         "schemas": SCHEMAS,
         "responses": _RESPONSES,
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+
+
+merge_export(DOCUMENT)
 
 
 @routes.get("/api/openapi.json")
