@@ -16,8 +16,20 @@ from bridge.web.errors import ApiError
 from bridge.web.keys import redis_key, settings_key
 from config.settings import Settings
 
-__all__ = ["PRINCIPAL", "Principal", "Role", "authenticate", "authenticate_request", "demand",
-           "principal", "principal_named", "require", "require_admin"]
+__all__ = [
+    "PRINCIPAL",
+    "Principal",
+    "Role",
+    "authenticate",
+    "authenticate_header",
+    "authenticate_request",
+    "demand",
+    "principal",
+    "principal_named",
+    "require",
+    "require_admin",
+    "still_signed_in",
+]
 
 
 @dataclass(frozen=True)
@@ -47,22 +59,36 @@ def authenticate(settings: Settings, header: str) -> Principal:
 
 
 async def authenticate_request(request: web.Request) -> Principal:
-    """The principal of an API request: the environment's tokens first (no round trip for
-    the bootstrap admin), then the tokens of people in Redis; role and groups from Redis."""
-    settings = request.app[settings_key]
-    header = request.headers.get("Authorization", "")
+    """The principal of an API request (its Authorization header)."""
+    return await authenticate_header(request.app, request.headers.get("Authorization", ""))
+
+
+async def authenticate_header(app: web.Application, header: str) -> Principal:
+    """The environment's tokens first (no round trip for the bootstrap admin), then the
+    tokens of people in Redis; role and groups from Redis (401 for an unknown token)."""
     try:
-        found = authenticate(settings, header)
+        found = authenticate(app[settings_key], header)
     except ApiError:
         supplied = _bearer(header)
-        name = await TeamStore(request.app[redis_key]).name_of_token(
-            supplied.decode(errors="replace"))
+        name = await TeamStore(app[redis_key]).name_of_token(supplied.decode(errors="replace"))
         if name is None:
             raise
         found = Principal(name, Role.AGENT)
     if found.role is Role.ADMIN and found.name == "admin":
         return found
-    return await principal_named(request.app, found.name, found.role)
+    return await principal_named(app, found.name, found.role)
+
+
+async def still_signed_in(app: web.Application, name: str, role: Role) -> Principal | None:
+    """A workspace session's principal now: None once its token is gone (the admin token
+    unset, the agent out of BRIDGE_AGENT_TOKENS and without a record in Redis)."""
+    settings = app[settings_key]
+    if role is Role.ADMIN and name == "admin":
+        return Principal(name, role) if settings.admin_token else None
+    person = await TeamStore(app[redis_key]).find_person(name)
+    if person is not None:
+        return Principal(name, person.role, person.groups)
+    return Principal(name, Role.AGENT) if name in settings.agent_tokens else None
 
 
 async def principal_named(app: web.Application, name: str, role: Role = Role.AGENT

@@ -20,9 +20,9 @@ import secrets
 from aiohttp import web
 
 from bridge.store.sessions import SessionRecord, SessionStore
-from bridge.web.auth import PRINCIPAL, Principal, Role, authenticate
+from bridge.web.auth import PRINCIPAL, Principal, Role, authenticate_header, still_signed_in
 from bridge.web.errors import ApiError
-from bridge.web.keys import redis_key, settings_key
+from bridge.web.keys import redis_key
 
 SESSION_COOKIE = "bridge_session"
 SIGNIN_CSRF_COOKIE = "bridge_signin_csrf"
@@ -48,15 +48,13 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
                         secure=over_https(request), max_age=max_age_s)
 
 
-def _still_allowed(request: web.Request, record: SessionRecord) -> Principal | None:
-    settings = request.app[settings_key]
+async def _still_allowed(request: web.Request, record: SessionRecord) -> Principal | None:
     try:
         role = Role(record.role)
     except ValueError:
         return None
-    if role is Role.ADMIN:
-        return Principal(record.name, role) if settings.admin_token else None
-    return Principal(record.name, role) if record.name in settings.agent_tokens else None
+    # Role and groups as they are now (bridge/core/teams.py: people in Redis).
+    return await still_signed_in(request.app, record.name, role)
 
 
 async def load_session(request: web.Request) -> Principal | None:
@@ -64,7 +62,7 @@ async def load_session(request: web.Request) -> Principal | None:
     record = await sessions(request).get(request.cookies.get(SESSION_COOKIE, ""))
     if record is None:
         return None
-    who = _still_allowed(request, record)
+    who = await _still_allowed(request, record)
     if who is None:
         return None
     request[SESSION] = record
@@ -74,7 +72,7 @@ async def load_session(request: web.Request) -> Principal | None:
 
 async def sign_in(request: web.Request, token: str) -> tuple[Principal, SessionRecord]:
     """Check a token as the API would; on success a brand-new session replaces any other."""
-    who = authenticate(request.app[settings_key], f"Bearer {token.strip()}")
+    who = await authenticate_header(request.app, f"Bearer {token.strip()}")
     store = sessions(request)
     await store.delete(request.cookies.get(SESSION_COOKIE, ""))
     record = await store.create(name=who.name, role=who.role.value)
