@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bridge.core.messages import Channel
 from bridge.core.teams import Permission, Role, allowed
-from bridge.core.ticket_fields import check_value
+from bridge.core.ticket_fields import FieldType, check_value
 from bridge.core.views import View, aging_range, parse_view
 from bridge.store.records import MAX_PAGE, NotFound
 from bridge.store.views import ViewStore
@@ -61,7 +61,7 @@ def _may_edit(who: Principal, view: View) -> bool:
 def _thresholds(app: web.Application, view: View) -> tuple[int, int]:
     """The aging thresholds of the view's channels; they must agree (422 at save)."""
     settings = app[settings_key]
-    channels = [Channel(c) for c in view.conditions.channel if c in Channel.__members__.values()]
+    channels = [Channel(c) for c in view.conditions.channel]  # checked when saved
     pairs = {(p.aging_yellow_after_s, p.aging_red_after_s)
              for p in (settings.policy(c) for c in channels or list(Channel))}
     if len(pairs) != 1:
@@ -92,9 +92,11 @@ async def _checked(request: web.Request, view_id: str, owner: str, data: dict[st
     for key, value in view.conditions.fields.items():
         if key not in definitions:
             raise unprocessable(f"conditions.fields: no field {key!r}", "invalid_field")
+        definition = definitions[key]
         try:
-            check_value(definitions[key], [value] if isinstance(value, str) and
-                        definitions[key].type.value == "multiselect" else value)
+            # A multiselect condition names one option the ticket's value holds.
+            check_value(definition, [value] if definition.type is FieldType.MULTISELECT
+                        and isinstance(value, str) else value)
         except ValueError as exc:
             raise unprocessable(f"conditions.fields: {exc}", "invalid_field") from None
     return view
