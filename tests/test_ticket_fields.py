@@ -247,3 +247,15 @@ async def test_macros_read_the_ticket_fields_and_group(client: Client) -> None:
     # Saved only when it renders against the sample ticket (no fields): default() does.
     saved = await client.put("/api/v1/macros/greeting", headers=ADMIN, json=draft)
     assert saved.status == 200, await saved.text()
+
+
+def test_bulk_export_rows_carry_group_and_fields() -> None:
+    from bridge.core.export_rows import TICKET_COLUMNS, render, ticket_row
+    from bridge.core.tickets import Status, Ticket
+    ticket = Ticket(id="7", contact_id="c", channel="whatsapp", status=Status.OPEN,
+                    created_at_ms=1, updated_at_ms=1, group="sn",
+                    field_values={"country": "sn", "topics": ["visa"]})
+    row = ticket_row(ticket)
+    assert (row["group"], row["fields"]) == ("sn", {"country": "sn", "topics": ["visa"]})
+    csv_text = render([row], TICKET_COLUMNS, "csv")
+    assert '"{""country"": ""sn"", ""topics"": [""visa""]}"' in csv_text

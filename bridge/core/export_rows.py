@@ -14,7 +14,7 @@ from bridge.core.tickets import Event, Ticket
 
 TICKET_COLUMNS = ("id", "status", "channel", "contact_id", "assignee", "tags", "created_at",
                   "updated_at", "solved_at", "closed_at", "closed_reason", "session",
-                  "message_count", "follow_up_of", "csat_rating")
+                  "message_count", "follow_up_of", "csat_rating", "group", "fields")
 EVENT_COLUMNS = ("ticket_id", "id", "type", "at", "author", "body", "delivery", "error_code")
 FORMATS = ("ndjson", "csv")
 
@@ -31,7 +31,8 @@ def ticket_row(ticket: Ticket) -> dict[str, Any]:
             "closed_at": _time(ticket.closed_at_ms),
             "closed_reason": ticket.closed_reason or None, "session": ticket.session.value,
             "message_count": ticket.message_count, "follow_up_of": ticket.follow_up_of or None,
-            "csat_rating": ticket.csat_rating or None}
+            "csat_rating": ticket.csat_rating or None, "group": ticket.group or None,
+            "fields": dict(ticket.field_values)}
 
 
 def event_row(event: Event, *, anonymize: bool = False) -> dict[str, Any]:
@@ -49,6 +50,8 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, dict):  # ticket field values: one JSON object in the cell
+        return json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
     text = ";".join(str(v) for v in value) if isinstance(value, list) else str(value)
     if isinstance(value, str) and text.startswith(_FORMULA_STARTS):
         return "'" + text
