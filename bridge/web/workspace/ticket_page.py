@@ -12,11 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.core.teams import Access
 from bridge.core.tickets import OUTBOUND_EVENTS, Status
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound
 from bridge.templating import TemplateErrors
 from bridge.web import ticket_actions
+from bridge.web.access import need, visible_to
 from bridge.web.auth import Principal
 from bridge.web.errors import ApiError, unprocessable
 from bridge.web.keys import settings_key, store_key
@@ -49,9 +51,11 @@ async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]
     app = request.app
     store = app[store_key]
     ticket = await store.get_ticket(request.match_info["id"])
+    need(who, ticket, Access.READ)
     contact = await ticket_actions.contact_or_none(store, ticket)
     now_ms = int(time.time() * 1000)
-    others, _ = await store.list_tickets(contact_id=ticket.contact_id, limit=20)
+    others, _ = await store.list_tickets(contact_id=ticket.contact_id, limit=20,
+                                         keep=visible_to(who))
     macros = await macro_store(app).all()
     window_open = contact is not None and contact.window_open(now_ms)
     return {
@@ -80,7 +84,7 @@ async def ticket_page(request: web.Request, who: Principal) -> web.Response:
 async def thread_fragment(request: web.Request, who: Principal) -> web.Response:
     """The thread alone (the live refresh swaps it in)."""
     ticket_id = request.match_info["id"]
-    await request.app[store_key].get_ticket(ticket_id)
+    need(who, await request.app[store_key].get_ticket(ticket_id), Access.READ)
     return render(request, "_thread.html", who=who, ticket={"id": ticket_id},
                   thread=await thread(request, ticket_id))
 

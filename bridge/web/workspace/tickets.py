@@ -14,6 +14,7 @@ from aiohttp import web
 from bridge.core.messages import Channel
 from bridge.core.tickets import Status
 from bridge.store.report_counters import ReportCounters
+from bridge.web.access import team_store, visible_to
 from bridge.web.api import _contact_id
 from bridge.web.auth import Principal
 from bridge.web.keys import redis_key, settings_key, store_key
@@ -61,8 +62,13 @@ def _is_address(text: str) -> bool:
     return text.startswith(("+", "whatsapp:")) or text.replace(" ", "").isdigit()
 
 
-async def views(request: web.Request, filters: Filters) -> list[dict[str, Any]]:
-    """One entry per status view: its tickets (as the API shapes them) and their count."""
+async def views(request: web.Request, filters: Filters, who: Principal
+                ) -> list[dict[str, Any]]:
+    """One entry per status view: its tickets (as the API shapes them) and their count;
+    only the tickets `who` may see (bridge/core/teams.py; without groups, every one)."""
+    keep = visible_to(who)
+    if keep is not None and not await team_store(request.app).groups():
+        keep = None
     store = request.app[store_key]
     settings = request.app[settings_key]
     contact_id = ""
@@ -75,13 +81,13 @@ async def views(request: web.Request, filters: Filters) -> list[dict[str, Any]]:
     now_ms = int(time.time() * 1000)
     shown = ALL_VIEWS if filters.closed else UNSOLVED_VIEWS
     # Without filters a view's count is its index's size; with them, what the page found.
-    totals = ({} if filters.filtered else
+    totals = ({} if filters.filtered or keep is not None else
               await ReportCounters(request.app[redis_key]).by_status([s.value for s in shown]))
     out = []
     for status in shown:
         tickets, more = await store.list_tickets(
             status=status, channel=filters.channel, assignee=filters.assignee,
-            contact_id=contact_id, limit=VIEW_LIMIT)
+            contact_id=contact_id, limit=VIEW_LIMIT, keep=keep)
         rows = []
         for ticket in tickets:
             if filters.tag and filters.tag not in ticket.tags:
@@ -106,7 +112,7 @@ def _context(request: web.Request, filters: Filters) -> dict[str, Any]:
 @page()
 async def ticket_views(request: web.Request, who: Principal) -> web.Response:
     filters = Filters.of(request.query)
-    return render(request, "tickets.html", who=who, views=await views(request, filters),
+    return render(request, "tickets.html", who=who, views=await views(request, filters, who),
                   **_context(request, filters))
 
 
@@ -115,5 +121,5 @@ async def ticket_views(request: web.Request, who: Principal) -> web.Response:
 async def ticket_views_fragment(request: web.Request, who: Principal) -> web.Response:
     """The views alone (the live refresh swaps them in)."""
     filters = Filters.of(request.query)
-    return render(request, "_views.html", who=who, views=await views(request, filters),
+    return render(request, "_views.html", who=who, views=await views(request, filters, who),
                   **_context(request, filters))
