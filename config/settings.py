@@ -256,8 +256,9 @@ class Settings:
 
 # Outside development: 32 characters of token_urlsafe are 192 bits.
 MIN_TOKEN_CHARS = 32
-# Authors the bridge writes itself ("admin" is the admin token's principal).
-RESERVED_AUTHORS = frozenset({"admin", "system", "customer"})
+# Authors the bridge writes itself ("admin" is the admin token's principal, "auto-assign"
+# the automatic assignment's).
+RESERVED_AUTHORS = frozenset({"admin", "system", "customer", "auto-assign"})
 
 
 _CONTACT_KEY_MIN_CHARS = 32

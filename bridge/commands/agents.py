@@ -50,7 +50,7 @@ def _name(value: str) -> str:
         name = check_name("name", value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if name in RESERVED_AUTHORS | {"auto-assign"}:
+    if name in RESERVED_AUTHORS:
         raise click.BadParameter(f"{name} is a built-in author's name")
     return name
 

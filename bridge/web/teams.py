@@ -49,7 +49,6 @@ routes = web.RouteTableDef()
 _PERSON_KEYS = frozenset({"name", "display_name", "locale", "time_zone", "role", "groups",
                           "capacity", "available"})
 _LOCALE = re.compile(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
-_RESERVED = RESERVED_AUTHORS | {"auto-assign"}
 
 
 @functools.cache
@@ -85,7 +84,7 @@ async def _person_from(request: web.Request, data: dict[str, Any],
         name = check_name("name", merged.get("name", ""))
     except ValueError as exc:
         raise _invalid(exc) from None
-    if name in _RESERVED:
+    if name in RESERVED_AUTHORS:
         raise unprocessable(f"{name} is a built-in author's name", "reserved_name")
     try:
         role = Role(merged.get("role", Role.AGENT))
