@@ -14,6 +14,7 @@ from bridge.web import api, health, macros, openapi, reports, webhooks
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
 from bridge.web.rendering import render_gate_ctx
+from bridge.web.widget_setup import setup_widget
 from config.settings import Settings
 
 
@@ -47,4 +48,5 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(openapi.routes)
     app.add_routes(macros.routes)
     app.add_routes(reports.routes)
+    setup_widget(app)
     return app

@@ -66,6 +66,12 @@ class Visitor:
         return self.address.startswith(EXTERNAL_PREFIX)
 
 
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of visitor tokens: a digest of BRIDGE_SECRET, 32 bytes whatever the
+    secret's length (RFC 7518 asks HS256 keys for at least that)."""
+    return hashlib.sha256(b"bridge-widget-token\x00" + secret.encode()).digest()
+
+
 def key_id(secret: str) -> str:
     """A key id that names a secret without revealing it."""
     return "b" + hashlib.sha256(b"bridge-widget-kid\x00" + secret.encode()).hexdigest()[:12]
@@ -84,7 +90,8 @@ def issue_visitor_token(visitor: Visitor, *, secret: str, now_s: int, ttl_s: int
         claims["name"] = visitor.name
     if visitor.email:
         claims["email"] = visitor.email
-    return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
+    return jwt.encode(claims, signing_key(secret), algorithm=ALGORITHM,
+                      headers={"kid": key_id(secret)})
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -99,7 +106,7 @@ def _header(token: str) -> dict[str, Any]:
     return header
 
 
-def _decode(token: str, key: str, *, now_s: int, leeway_s: int = 0,
+def _decode(token: str, key: str | bytes, *, now_s: int, leeway_s: int = 0,
             issuer: str | None = None, required: tuple[str, ...] = ("exp",)) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
@@ -125,7 +132,8 @@ def verify_visitor_token(token: str, *, secrets_by_age: tuple[str, ...], now_s: 
     secret = keys.get(str(header.get("kid", "")))
     if secret is None:
         raise WidgetAuthError("unknown_key", "the token is signed with an unknown key")
-    claims = _decode(token, secret, now_s=now_s, issuer=ISSUER, required=("exp", "sub", "iss"))
+    claims = _decode(token, signing_key(secret), now_s=now_s, issuer=ISSUER,
+                     required=("exp", "sub", "iss"))
     address = claims.get("sub")
     if not isinstance(address, str) or not (
             _VISITOR.fullmatch(address) or address.startswith(EXTERNAL_PREFIX)):

@@ -58,7 +58,9 @@ def visitor_view(event: Event) -> dict[str, Any] | None:
     base: dict[str, Any] = {"key": str(EventKey.of(event.ticket_id, event.id)),
                             "at_ms": event.at_ms}
     if event.type is EventType.CUSTOMER_MESSAGE:
-        return {**base, "type": "visitor", "body": event.body}
+        # The widget's own id for the message: a tab shows its pending copy as sent.
+        client_id = str(event.data.get("provider_id", "")).removeprefix("widget:")
+        return {**base, "type": "visitor", "body": event.body, "client_id": client_id}
     if event.delivery in (Delivery.FAILED, Delivery.UNDELIVERED):
         return None
     if event.type in _AGENT_TEXT and event.body:

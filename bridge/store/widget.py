@@ -20,6 +20,8 @@ from bridge.store.tickets import TicketStore
 # The visitor's thread spans their latest tickets; older ones are history nobody pages to.
 MAX_TICKETS = 50
 TYPING_CHANNEL = f"{keys.PREFIX}:widget:typing"
+# A stream entry as redis-py returns it: (id, fields).
+RawEvent = tuple[bytes, dict[bytes, bytes]]
 
 
 def flood_key(kind: str, ident: str, window: int) -> str:
@@ -52,8 +54,7 @@ class WidgetStore:
             ids.add(_s(current))
         return sorted(ids, key=int)
 
-    async def _events(self, cid: str, raw_by_ticket: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]
-                      ) -> list[Event]:
+    async def _events(self, cid: str, raw_by_ticket: dict[str, list[RawEvent]]) -> list[Event]:
         async with self.redis.pipeline(transaction=False) as pipe:
             wanted: list[tuple[str, list[str]]] = []
             for tid, raw in raw_by_ticket.items():
@@ -103,7 +104,8 @@ class WidgetStore:
         upper = before.event_id if before else "+"
         async with self.redis.pipeline(transaction=False) as pipe:
             for tid in tids:
-                pipe.xrevrange(keys.events(cid, tid), upper, "-", count=limit + 1)
+                # +2: the cursor event itself (inclusive bound), and one to tell "more".
+                pipe.xrevrange(keys.events(cid, tid), upper, "-", count=limit + 2)
             rows = await pipe.execute()
         merged = sorted(((EventKey.of(tid, _s(eid)), tid, eid, f)
                          for tid, r in zip(tids, rows, strict=True) for eid, f in r),
@@ -112,7 +114,7 @@ class WidgetStore:
             merged = [row for row in merged if row[0] < before]
         more = len(merged) > limit
         merged = merged[:limit]
-        by_ticket: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
+        by_ticket: dict[str, list[RawEvent]] = {}
         for _, tid, eid, f in merged:
             by_ticket.setdefault(tid, []).append((eid, f))
         events = sorted(await self._events(cid, by_ticket),

@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.web import widget_openapi
+
 routes = web.RouteTableDef()
 
 
@@ -286,6 +288,7 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+widget_openapi.merge_into(DOCUMENT)
 
 
 @routes.get("/api/openapi.json")
