@@ -43,6 +43,7 @@ from bridge.core.changes import TriggerName
 from bridge.core.messages import Channel, contact_id_for
 from bridge.jobs import QUEUE_EVENTS, JobQueues, JobSpec, trigger_job
 from bridge.store import keys
+from bridge.store.changelog import RELAY_CONSUMER
 from bridge.store.embedded import EmbeddedRedis
 from config.settings import DEFAULT_CONFIG_DIR
 
@@ -220,7 +221,8 @@ def measure(cfg: RelayConfig, workdir: Path, *, pin: bool = True,
             with relay:
                 relay.start(cpus=relay_cpus)
                 deadline = time.monotonic() + 30
-                while not client.exists(keys.RELAY_LEASE):  # it reads the log once it has it
+                # It reads the log once it holds the lease.
+                while not client.exists(keys.relay_lease(RELAY_CONSUMER)):
                     relay.check_running()
                     if time.monotonic() > deadline:
                         raise RuntimeError("relay did not take its lease in 30 s")

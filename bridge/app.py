@@ -8,10 +8,19 @@ import redis.asyncio
 from aiohttp import web
 
 from bridge.jobs import JobQueues
+from bridge.store.changelog import ChangeLog
 from bridge.store.connection import async_redis, sync_redis
 from bridge.store.tickets import TicketStore
 from bridge.web import api, health, macros, openapi, reports, webhooks
-from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
+from bridge.web.keys import (
+    live_feed_key,
+    queues_key,
+    redis_key,
+    settings_key,
+    store_key,
+    sync_redis_key,
+)
+from bridge.web.live import LiveFeed
 from bridge.web.middlewares import edge_middleware
 from bridge.web.rendering import render_gate_ctx
 from bridge.web.widget_setup import setup_widget
@@ -34,7 +43,9 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
         app[store_key] = TicketStore(client, contact_key=settings.contact_key_bytes,
                                      dedupe_ttl_s=settings.dedupe_ttl_s)
         app[queues_key] = JobQueues(sync_client)
+        app[live_feed_key] = LiveFeed(ChangeLog(client))
         yield
+        await app[live_feed_key].close()
         if redis_client is None:
             await client.aclose()
         sync_client.close()

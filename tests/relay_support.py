@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis
 import redis.asyncio
 
 from bridge.jobs import JobQueues
 from bridge.store.changelog import ChangeLog
-from workers.relay import Relay
+from workers.relay import ChangeConsumer, JobsConsumer, Relay
 
 
-async def relay_all(aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> int:
-    """Hand on every change in the log (as the relay process would), without waiting for
-    new ones; returns how many changes were handed on."""
-    relay = Relay(ChangeLog(aredis), JobQueues(sync_redis))
+async def relay_all(aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
+                    consumers: Sequence[ChangeConsumer] | None = None) -> int:
+    """Hand on every change in the log (as the relay process would) to each consumer (the
+    RQ jobs consumer by default), without waiting for new ones; returns how many changes
+    were handed on, summed over the consumers."""
     total = 0
-    try:
-        while handed := await relay.step(wait=False):
-            total += handed
-    finally:
-        await relay.log.release_lease(relay.token)
+    for consumer in consumers if consumers is not None else [JobsConsumer(JobQueues(sync_redis))]:
+        relay = Relay(ChangeLog(aredis), consumer)
+        try:
+            while handed := await relay.step(wait=False):
+                total += handed
+        finally:
+            await relay.release()
     return total

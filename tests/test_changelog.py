@@ -21,7 +21,7 @@ from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.tickets import TicketStore
 from tests.factories import ids, inbound, inbound_message, now_ms
 from tests.relay_support import relay_all
-from workers.relay import Relay
+from workers.relay import JobsConsumer, Relay
 
 
 def queued(sync_redis: redis.Redis, queue: str) -> list[tuple[str, dict[str, object]]]:
@@ -167,12 +167,12 @@ async def test_only_one_relay_works_at_a_time_and_another_takes_over(
         store: TicketStore, sync_redis: redis.Redis) -> None:
     await inbound(store)
     log = ChangeLog(store.redis)
-    first = Relay(log, JobQueues(sync_redis), lease_ttl_ms=60_000)
-    second = Relay(log, JobQueues(sync_redis), lease_ttl_ms=60_000)
+    first = Relay(log, JobsConsumer(JobQueues(sync_redis)), lease_ttl_ms=60_000)
+    second = Relay(log, JobsConsumer(JobQueues(sync_redis)), lease_ttl_ms=60_000)
     assert await first.step(wait=False) == 1
     await inbound(store, address="whatsapp:+33600000002")
     assert await second.step(wait=False) == 0  # the lease is the first one's
-    await log.release_lease(first.token)  # the first stops
+    await first.release()  # the first stops
     assert await second.step(wait=False) == 1  # and the second continues after it
     assert len(queued(sync_redis, QUEUE_EVENTS)) == 2
 

@@ -2,16 +2,18 @@
 `relay` process; `bridge run` starts one).
 
 The web process records a change and its change log entry in one atomic step and answers;
-this process turns the entries into work: the trigger jobs of bridge.core.changes, and the
-send job again when Twilio refused a free-form message outside the 24-hour window (63016).
+this process hands the entries on to each consumer (consumers_for): the trigger jobs of
+bridge.core.changes and the send job again when Twilio refused a free-form message outside
+the 24-hour window (63016), handed to RQ; and whatever else keeps up with ticket changes.
 
 Delivery is at least once and in order per partition (so per ticket): a batch is read, its
 jobs are enqueued in one round trip, and only then is the position saved. A relay that dies
 in between hands the batch on again; the jobs are named after the change (same job id) and
 the trigger rules claim a marker per change before acting, so a change has its effect once.
 
-One relay works at a time, under a lease in Redis renewed every loop; more can run as
-standbys (a second dyno) and take over within the lease's lifetime when it dies.
+Each consumer has its own positions and lease, so a slow or failing consumer delays only
+itself. One relay feeds a consumer at a time, under a lease in Redis renewed every loop;
+more can run as standbys (a second dyno) and take over within the lease's lifetime.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import click
 import redis
+import redis.asyncio
 from prometheus_client import Counter
 
 from bridge.channels.twilio import OUTSIDE_WINDOW
@@ -40,15 +44,14 @@ from config.settings import Settings, SettingsError
 
 log = logging.getLogger("workers.relay")
 
-CONSUMER = RELAY_CONSUMER
-
 # Refused free-form messages that the approved template replaces (the send job knows how).
 _TEMPLATE_FALLBACK_CODES = frozenset({OUTSIDE_WINDOW})
 
 # Trimming reads every consumer's positions and touches every partition: not per batch.
 TRIM_INTERVAL_S = 5.0
 
-RELAYED = Counter("bridge_relay_changes", "Change log entries handed on by this relay")
+RELAYED = Counter("bridge_relay_changes", "Change log entries handed on by this relay",
+                  ["consumer"])
 
 
 def jobs_for(changes: list[Change], config: AutomationConfig | None = None) -> list[JobSpec]:
@@ -80,11 +83,35 @@ def jobs_for(changes: list[Change], config: AutomationConfig | None = None) -> l
     return specs
 
 
+class ChangeConsumer(Protocol):
+    """What the relay feeds: `handle` gets each batch of changes at least once, in log order
+    within each partition (so in order per ticket). It returns once the batch's effects are
+    durable (jobs enqueued, records written); raising hands the same batch on again."""
+
+    name: str
+
+    async def handle(self, changes: list[Change]) -> None: ...
+
+
 @dataclass
-class Relay:
-    log: ChangeLog
+class JobsConsumer:
+    """The trigger and template-fallback jobs, handed to RQ in one round trip per batch."""
+
     queues: JobQueues
     config: AutomationConfig | None = None  # None: hand every trigger on
+    name: str = RELAY_CONSUMER
+
+    async def handle(self, changes: list[Change]) -> None:
+        specs = jobs_for(changes, self.config)
+        await asyncio.to_thread(self.queues.enqueue_many, specs)
+
+
+@dataclass
+class Relay:
+    """Feeds one consumer from its saved positions, under the consumer's lease."""
+
+    log: ChangeLog
+    consumer: ChangeConsumer
     batch_size: int = 500
     block_ms: int = 1000
     lease_ttl_ms: int = 15_000
@@ -93,17 +120,23 @@ class Relay:
     _positions: dict[int, str] | None = None
     _next_trim: float = 0.0
 
+    @property
+    def name(self) -> str:
+        return self.consumer.name
+
     async def hold_lease(self) -> bool:
         if self._positions is not None:
-            if await self.log.renew_lease(self.token, ttl_ms=self.lease_ttl_ms):
+            if await self.log.renew_lease(self.token, ttl_ms=self.lease_ttl_ms,
+                                          consumer=self.name):
                 return True
-            log.warning("relay lease lost; waiting to take it again")
+            log.warning("relay lease of %s lost; waiting to take it again", self.name)
             self._positions = None
-        if not await self.log.acquire_lease(self.token, ttl_ms=self.lease_ttl_ms):
+        if not await self.log.acquire_lease(self.token, ttl_ms=self.lease_ttl_ms,
+                                            consumer=self.name):
             return False
         # Read the positions only once the lease is ours: the last holder saved them.
-        self._positions = await self.log.positions(CONSUMER)
-        log.info("relay lease taken")
+        self._positions = await self.log.positions(self.name)
+        log.info("relay lease of %s taken", self.name)
         return True
 
     async def step(self, *, wait: bool = True) -> int:
@@ -119,16 +152,18 @@ class Relay:
         if batch.unreadable:
             log.error("%d change log entries could not be read and were skipped",
                       batch.unreadable)
-        specs = jobs_for(batch.changes, self.config)
-        await asyncio.to_thread(self.queues.enqueue_many, specs)
+        await self.consumer.handle(batch.changes)
         self._positions.update(batch.positions)
-        await self.log.save_positions(CONSUMER, batch.positions)
+        await self.log.save_positions(self.name, batch.positions)
         if time.monotonic() >= self._next_trim:
             self._next_trim = time.monotonic() + TRIM_INTERVAL_S
             await self.log.trim()
-        RELAYED.inc(len(batch.changes))
+        RELAYED.labels(self.name).inc(len(batch.changes))
         self.handed_on += len(batch.changes)
         return len(batch.changes)
+
+    async def release(self) -> None:
+        await self.log.release_lease(self.token, consumer=self.name)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -142,8 +177,23 @@ class Relay:
             except redis.RedisError:
                 log.warning("relay: Redis unavailable; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
+            except Exception:
+                # A consumer's own failure: the batch is handed on again after a pause; the
+                # other consumers go on.
+                log.exception("relay: consumer %s failed; retrying its batch", self.name)
+                await asyncio.sleep(1.0)
         if self._positions is not None:
-            await self.log.release_lease(self.token)
+            await self.release()
+
+
+def consumers_for(settings: Settings, aredis: redis.asyncio.Redis,
+                  connection: redis.Redis) -> list[ChangeConsumer]:
+    """Every consumer the relay process feeds; each name is in changelog.CONSUMERS."""
+    # The rules as the workers load them; like the workers, the relay reads them at start.
+    config = load_config(settings.config_dir / "automations.toml")
+    return [
+        JobsConsumer(JobQueues(connection), config=config),
+    ]
 
 
 async def _serve(settings: Settings) -> None:
@@ -153,18 +203,18 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    # The rules as the workers load them; like the workers, the relay reads them at start.
-    config = load_config(settings.config_dir / "automations.toml")
-    relay = Relay(ChangeLog(aredis), JobQueues(connection), config=config,
-                  lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
+    change_log = ChangeLog(aredis)
+    relays = [Relay(change_log, consumer, lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
+              for consumer in consumers_for(settings, aredis, connection)]
     started = time.monotonic()
     try:
-        await relay.run(stop)
+        await asyncio.gather(*(relay.run(stop) for relay in relays))
     finally:
         await aredis.aclose()
         connection.close()
-        log.info("relay stopped after handing on %d changes in %.0f s", relay.handed_on,
-                 time.monotonic() - started)
+        for relay in relays:
+            log.info("relay stopped after handing %d changes on to %s in %.0f s",
+                     relay.handed_on, relay.name, time.monotonic() - started)
 
 
 @click.command()

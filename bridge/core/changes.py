@@ -60,6 +60,13 @@ class Change:
     status_from: str = ""
     status_to: str = ""
     session_ended: bool = False
+    # The update's attempt token, also written on each event it recorded (so a consumer
+    # finds them), and those events' types (bridge.core.tickets.EventType values).
+    op: str = ""
+    event_types: tuple[str, ...] = ()
+    # The new assignee when the update changed it ("" when it unassigned), else None.
+    assignee: str | None = None
+    tags_changed: bool = False
     # DELIVERY
     delivery: str = ""
     error_code: str = ""
@@ -89,6 +96,10 @@ class Change:
             status_from=fields.get("sf", ""),
             status_to=fields.get("st", ""),
             session_ended=fields.get("se") == "1",
+            op=fields.get("op", ""),
+            event_types=tuple(filter(None, fields.get("ev", "").split(","))),
+            assignee=fields.get("as"),
+            tags_changed=fields.get("tg") == "1",
             delivery=fields.get("d", ""),
             error_code=fields.get("ec", ""),
         )
@@ -96,16 +107,27 @@ class Change:
 
 def update_fields(*, ticket_id: str, contact_id: str, origin: Origin, version: int,
                   status_from: str = "", status_to: str = "",
-                  session_ended: bool = False) -> dict[str, str]:
+                  session_ended: bool = False, op: str = "",
+                  event_types: tuple[str, ...] = (), assignee: str | None = None,
+                  tags_changed: bool = False) -> dict[str, str]:
     """The log entry of an update, as the store writes it (kept beside from_fields so the
-    two spellings cannot drift). The event it recorded is not named: its id is only known
-    once the transaction ran; the entry's own id identifies the change."""
+    two spellings cannot drift). The events it recorded are not named by id (their ids are
+    only known once the transaction ran) but by the update's `op` token, which each of them
+    carries, and by type; the entry's own id identifies the change."""
     fields = {"k": ChangeKind.UPDATED.value, "t": ticket_id, "c": contact_id,
               "o": origin.value, "v": str(version)}
     if status_from != status_to:
         fields["sf"], fields["st"] = status_from, status_to
     if session_ended:
         fields["se"] = "1"
+    if op:
+        fields["op"] = op
+    if event_types:
+        fields["ev"] = ",".join(event_types)
+    if assignee is not None:
+        fields["as"] = assignee
+    if tags_changed:
+        fields["tg"] = "1"
     return fields
 
 

@@ -6,7 +6,11 @@ Each consumer (the RQ triggers today; the widget fan-out and webhook export late
 its own position per partition in one hash, so a restarted relay continues where the last
 one stopped; an entry is handed on at least once (a relay that dies after handing a batch
 on but before saving the position hands it on again), in stream order, so in order per
-ticket. One relay runs at a time, under a lease; others wait to take over.
+ticket. One relay feeds a consumer at a time, under that consumer's lease; others wait to
+take over.
+
+Web processes also tail the log (bridge/web/live.py) for real-time pages, from "now" and
+without positions: they carry no state that must survive them.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from bridge.core.changes import Change
 from bridge.store import keys
 
 START = "0-0"
-# The consumer that turns changes into RQ jobs (workers/relay.py); the widget fan-out and
-# the webhook export will be consumers of their own, each with its own positions.
+# The consumers the relay process feeds (workers/relay.py: consumers_for), each with its own
+# positions and lease. "jobs": the trigger and fallback jobs handed to RQ.
 RELAY_CONSUMER = "jobs"
 # The sweep's index repair (workers/sweeper.py): it reads the openings a grace period late,
 # so the log keeps at least that much; trimming follows the slowest consumer.
 REPAIR_CONSUMER = "repair"
+# Every consumer with saved positions: trimming keeps what the slowest has not handed on.
+# A consumer listed here must run (the relay process runs them all), or the log grows.
 CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER)
 # Lag is counted up to this many entries per partition (a scrape stays cheap).
 LAG_COUNT_CAP = 1000
@@ -124,6 +130,17 @@ class ChangeLog:
 
     # ---------------------------------------------------------------- reading
 
+    async def tail_positions(self) -> dict[int, str]:
+        """Each partition's newest entry id (START when it has none): reading after these
+        positions gets only what is written from now on, with nothing skipped in between
+        (XREAD's "$" would skip what a partition gets between two reads)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in self.partitions:
+                pipe.xrevrange(keys.change_log(p), "+", "-", count=1)
+            replies: list[Any] = await pipe.execute()
+        return {p: _s(newest[0][0]) if newest else START
+                for p, newest in zip(self.partitions, replies, strict=True)}
+
     async def read(self, positions: dict[int, str], *, count: int, block_ms: int | None
                    ) -> Batch:
         """Up to `count` entries per partition after the positions; waits up to block_ms
@@ -186,16 +203,23 @@ class ChangeLog:
 
     # ---------------------------------------------------------------- the relay's lease
 
-    async def acquire_lease(self, token: str, *, ttl_ms: int) -> bool:
-        if await self.redis.set(keys.RELAY_LEASE, token, nx=True, px=ttl_ms):
+    async def acquire_lease(self, token: str, *, ttl_ms: int,
+                            consumer: str = RELAY_CONSUMER) -> bool:
+        lease = keys.relay_lease(consumer)
+        if await self.redis.set(lease, token, nx=True, px=ttl_ms):
             return True
-        held = await self.redis.get(keys.RELAY_LEASE)
+        held = await self.redis.get(lease)
         return held is not None and _s(held) == token and await self.renew_lease(
-            token, ttl_ms=ttl_ms)
+            token, ttl_ms=ttl_ms, consumer=consumer)
 
-    async def renew_lease(self, token: str, *, ttl_ms: int) -> bool:
-        return bool(await self._renew(keys=[keys.RELAY_LEASE], args=[token, ttl_ms]))
+    async def renew_lease(self, token: str, *, ttl_ms: int,
+                          consumer: str = RELAY_CONSUMER) -> bool:
+        return bool(await self._renew(keys=[keys.relay_lease(consumer)],
+                                      args=[token, ttl_ms]))
 
-    async def release_lease(self, token: str) -> None:
-        await self._release(keys=[keys.RELAY_LEASE], args=[token])
+    async def release_lease(self, token: str, *, consumer: str = RELAY_CONSUMER) -> None:
+        await self._release(keys=[keys.relay_lease(consumer)], args=[token])
+
+    async def lease_held(self, consumer: str = RELAY_CONSUMER) -> bool:
+        return bool(await self.redis.exists(keys.relay_lease(consumer)))
 

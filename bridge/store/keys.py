@@ -92,9 +92,15 @@ def idempotency(contact_id: str, ticket_id: str, key_id: str) -> str:
 # Global keys (not in a contact's slot).
 # Hash "<consumer>:<partition>" -> the id of the last change log entry handed on.
 RELAY_POSITIONS = f"{PREFIX}:relay:pos"
-# String: the token of the relay process that holds the lease (one relay runs at a time,
-# which keeps the changes of one ticket in order).
-RELAY_LEASE = f"{PREFIX}:relay:lease"
+
+
+def relay_lease(consumer: str) -> str:
+    """String: the token of the relay that feeds this consumer (one at a time per consumer,
+    which keeps the changes of one ticket in order)."""
+    return f"{PREFIX}:relay:lease:{consumer}"
+
+
+
 TICKET_SEQ = f"{PREFIX}:seq:ticket"
 TICKET_CONTACT = f"{PREFIX}:ticket:contact"  # hash ticket id -> contact id
 # Zset contact id -> ms of its latest ticket opening, written with the id allocation (intent

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from bridge.core.changes import Change, ChangeKind
 from bridge.core.tickets import (
     OUTBOUND_EVENTS,
     Contact,
@@ -15,6 +17,11 @@ from bridge.core.tickets import (
 )
 from bridge.store import keys
 from bridge.store.records import NotFound, StoreBase, _decode_map, _s
+
+# Where events_of_change looks for an update's events: from this long before its log entry,
+# among at most this many events.
+_OP_WINDOW_MS = 5_000
+_OP_SCAN = 500
 
 
 class TicketReads(StoreBase):
@@ -123,13 +130,7 @@ class TicketReads(StoreBase):
         upper = f"({cursor}" if cursor else "+"
         raw = await self.redis.xrevrange(keys.events(cid, ticket_id), upper, "-", count=limit + 1)
         more = len(raw) > limit
-        raw = raw[:limit]
-        out_ids = [_s(eid) for eid, f in raw if _s(f.get(b"type")) in OUTBOUND_EVENTS]
-        states: dict[str, dict[str, str]] = {}
-        if out_ids:
-            vals = await self.redis.hmget(keys.deliveries(cid, ticket_id), out_ids)
-            states = {eid: json.loads(_s(v)) for eid, v in zip(out_ids, vals, strict=True) if v}
-        events = [self._event(ticket_id, _s(eid), _decode_map(f), states) for eid, f in raw]
+        events = await self._with_deliveries(cid, ticket_id, raw[:limit])
         return events, (events[-1].id if more and events else None)
 
     @staticmethod
@@ -161,3 +162,43 @@ class TicketReads(StoreBase):
         state = _s(await self.redis.hget(keys.deliveries(cid, ticket_id), event_id))
         states = {event_id: json.loads(state)} if state else {}
         return self._event(ticket_id, event_id, _decode_map(raw[0][1]), states)
+
+    async def events_after(self, ticket_id: str, after: str | None = None, *,
+                           limit: int = 100) -> list[Event]:
+        """Up to `limit` events written after the event id `after` (the whole thread from the
+        start without one), oldest first: what a client that saw `after` has not seen."""
+        cid = await self.contact_of(ticket_id)
+        lower = f"({after}" if after else "-"
+        raw = await self.redis.xrange(keys.events(cid, ticket_id), lower, "+", count=limit)
+        return await self._with_deliveries(cid, ticket_id, raw)
+
+    async def events_of_change(self, change: Change) -> list[Event]:
+        """The thread events a change log entry recorded, oldest first: the routed message
+        (or CSAT answer), the events an update wrote (found by the update's op token,
+        which each of them carries), the outbound message whose delivery moved. Empty when
+        the ticket or its events are gone (a log entry can outlive what it describes)."""
+        try:
+            if change.kind is ChangeKind.UPDATED:
+                if not change.op or not change.event_types:
+                    return []
+                cid = await self.contact_of(change.ticket_id)
+                # The events and the entry were written in one transaction, so within the
+                # entry's millisecond or just before it; the window allows for a slow EXEC.
+                raw = await self.redis.xrange(keys.events(cid, change.ticket_id),
+                                              str(max(0, change.at_ms - _OP_WINDOW_MS)), "+",
+                                              count=_OP_SCAN)
+                mine = [(eid, f) for eid, f in raw if _s(f.get(b"op")) == change.op]
+                return await self._with_deliveries(cid, change.ticket_id, mine)
+            if change.event_id:
+                return [await self.get_event(change.ticket_id, change.event_id)]
+        except NotFound:
+            return []
+        return []
+
+    async def _with_deliveries(self, cid: str, ticket_id: str, raw: list[Any]) -> list[Event]:
+        out_ids = [_s(eid) for eid, f in raw if _s(f.get(b"type")) in OUTBOUND_EVENTS]
+        states: dict[str, dict[str, str]] = {}
+        if out_ids:
+            vals = await self.redis.hmget(keys.deliveries(cid, ticket_id), out_ids)
+            states = {eid: json.loads(_s(v)) for eid, v in zip(out_ids, vals, strict=True) if v}
+        return [self._event(ticket_id, _s(eid), _decode_map(f), states) for eid, f in raw]

@@ -133,11 +133,14 @@ class TicketUpdates(TicketRouting):
                         pipe, tkey, ekey, changes=changes, op=op, author=author,
                         now_ms=now_ms, change=(change_type, change_data) if change_data
                         else None, event=event)
+                    recorded = ((change_type.value,) if change_data else ()) + (
+                        (event[0].value,) if event is not None else ())
                     pipe.xadd(keys.change_log_of(cid), update_fields(
                         ticket_id=ticket_id, contact_id=cid, origin=origin,
                         version=current.version + 1, status_from=current.status.value,
                         status_to=changes.get("status", current.status.value),
-                        session_ended="session" in changes))
+                        session_ended="session" in changes, op=op, event_types=recorded,
+                        assignee=changes.get("assignee"), tags_changed="tags" in changes))
                     results = await pipe.execute()
                     event_id = _s(results[eid_index]) if eid_index is not None else None
                     break

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.jobs import WORKERS_KEY
-from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.changelog import CONSUMERS, REPAIR_CONSUMER, ChangeLog
 from bridge.store.monitoring import read_queues
 from bridge.web import metrics as m
 from bridge.web.auth import authorize_metrics
@@ -71,13 +71,20 @@ async def _read_queues(app: web.Application) -> None:
     m.WORKERS.set(workers)
 
 
+# The consumers the relay feeds, whose lag /metrics shows. The sweep's repair consumer stays a
+# grace period behind on purpose: its lag says nothing.
+RELAYED = tuple(c for c in CONSUMERS if c != REPAIR_CONSUMER)
+
 async def _read_relay_lag(app: web.Application) -> None:
     try:
         async with asyncio.timeout(2):
-            lag = await ChangeLog(app[redis_key]).lag(RELAY_CONSUMER)
+            change_log = ChangeLog(app[redis_key])
+            lags = {consumer: await change_log.lag(consumer) for consumer in RELAYED}
     except (redis.RedisError, TimeoutError):
-        m.RELAY_LAG_EVENTS.set(float("nan"))
-        m.RELAY_LAG_SECONDS.set(float("nan"))
+        for consumer in RELAYED:
+            m.RELAY_LAG_EVENTS.labels(consumer).set(float("nan"))
+            m.RELAY_LAG_SECONDS.labels(consumer).set(float("nan"))
         return
-    m.RELAY_LAG_EVENTS.set(lag.events)
-    m.RELAY_LAG_SECONDS.set(lag.oldest_s)
+    for consumer, lag in lags.items():
+        m.RELAY_LAG_EVENTS.labels(consumer).set(lag.events)
+        m.RELAY_LAG_SECONDS.labels(consumer).set(lag.oldest_s)

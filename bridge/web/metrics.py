@@ -38,11 +38,12 @@ WORKERS = Gauge("bridge_workers", "Registered RQ workers")
 REDIS_UP = Gauge("bridge_redis_up", "Whether Redis answered this scrape's queue readings")
 RELAY_LAG_EVENTS = Gauge(
     "bridge_relay_lag_events",
-    "Change log entries the relay has not handed on yet (workers.relay)")
+    "Change log entries the relay has not handed on yet to a consumer (workers.relay)",
+    ["consumer"])
 RELAY_LAG_SECONDS = Gauge(
     "bridge_relay_lag_seconds",
     "Age of the oldest change log entry not handed on yet (0: none): above a few seconds, "
-    "no relay is running or it cannot keep up")
+    "no relay is running or it cannot keep up", ["consumer"])
 
 _inbound: dict[tuple[str, str], Any] = {}
 

@@ -99,7 +99,7 @@ def _relay_env(url: str, tmp_path: Path, config: Path) -> dict[str, str]:
 
 
 def _leases_taken(log: Path) -> int:
-    return log.read_text(errors="replace").count("relay lease taken")
+    return log.read_text(errors="replace").count("relay lease of jobs taken")
 
 
 def test_web_sigkilled_after_routing_loses_no_trigger(aof_redis: EmbeddedRedis,

@@ -1,0 +1,106 @@
+"""What consumers of the change log get: an update's entry names what it did (events by
+type, found again through the update's op token; assignee; tags), and each consumer is fed
+from its own positions, so one that fails holds back only itself and gets its batch again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from bridge.core.changes import Change, ChangeKind, Origin
+from bridge.core.tickets import EventType, Status
+from bridge.store.changelog import ChangeLog
+from bridge.store.tickets import TicketStore
+from tests.factories import ids, inbound, now_ms
+from tests.relay_support import relay_all
+from workers.relay import Relay
+
+
+async def _last_change(store: TicketStore) -> Change:
+    return (await ChangeLog(store.redis).all_entries())[-1]
+
+
+async def test_an_update_names_its_events_assignee_and_tags(store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour"))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), assignee="alice",
+                              tags=["vip"], event=(EventType.AGENT_REPLY, "Hello", {}),
+                              origin=Origin.AGENT)
+    change = await _last_change(store)
+    assert change.kind is ChangeKind.UPDATED
+    assert change.op
+    assert change.event_types == (EventType.TICKET_UPDATED.value, EventType.AGENT_REPLY.value)
+    assert (change.assignee, change.tags_changed) == ("alice", True)
+    events = await store.events_of_change(change)
+    assert [(e.type, e.body) for e in events] == [(EventType.TICKET_UPDATED, ""),
+                                                  (EventType.AGENT_REPLY, "Hello")]
+    assert events[1].data == {} and events[0].data["assignee"] == "alice"
+
+
+async def test_unassigning_is_told_apart_from_leaving_the_assignee(store: TicketStore) -> None:
+    tid = ids(await inbound(store))
+    await store.update_ticket(tid, author="a", now_ms=now_ms(), assignee="alice")
+    await store.update_ticket(tid, author="a", now_ms=now_ms(), assignee="")
+    assert (await _last_change(store)).assignee == ""
+    await store.update_ticket(tid, author="a", now_ms=now_ms(), status=Status.OPEN)
+    change = await _last_change(store)
+    assert (change.assignee, change.tags_changed) == (None, False)
+    assert change.event_types == (EventType.STATUS_CHANGED.value,)
+
+
+async def test_events_of_a_routed_message_and_of_a_delivery(store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour"))
+    routed = await _last_change(store)
+    assert [(e.type, e.body) for e in await store.events_of_change(routed)] == [
+        (EventType.CUSTOMER_MESSAGE, "Bonjour")]
+    _, eid = await store.update_ticket(tid, author="alice", now_ms=now_ms(),
+                                       event=(EventType.AGENT_REPLY, "Hi", {}))
+    assert eid
+    await store.set_delivery(tid, eid, {"state": "sent", "provider_id": "SM" + "f" * 32})
+    delivery = await _last_change(store)
+    [event] = await store.events_of_change(delivery)
+    assert (event.id, event.body, event.delivery and event.delivery.value) == (eid, "Hi", "sent")
+
+
+async def test_events_after_pages_the_thread_oldest_first(store: TicketStore) -> None:
+    tid = ids(await inbound(store, "one"))
+    await inbound(store, "two")
+    await inbound(store, "three")
+    first = await store.events_after(tid, limit=2)
+    assert [e.body for e in first] == ["one", "two"]
+    rest = await store.events_after(tid, first[-1].id)
+    assert [e.body for e in rest] == ["three"]
+    assert await store.events_after(tid, rest[-1].id) == []
+
+
+@dataclass
+class Recorder:
+    name: str
+    fail_next: int = 0
+    seen: list[str] = field(default_factory=list)
+
+    async def handle(self, changes: list[Change]) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("receiver down")
+        self.seen += [c.log_id for c in changes]
+
+
+async def test_each_consumer_has_its_own_positions_and_a_failure_repeats_only_its_batch(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    for n in range(3):
+        await inbound(store, address=f"whatsapp:+3361234500{n}")
+    healthy, failing = Recorder("healthy-test"), Recorder("failing-test", fail_next=1)
+    log = ChangeLog(store.redis)
+    relay = Relay(log, failing)
+    try:
+        await relay.step(wait=False)
+    except RuntimeError:
+        pass
+    else:  # pragma: no cover - the recorder raises once
+        raise AssertionError("the failure was swallowed")
+    await relay.release()
+    assert await relay_all(store.redis, sync_redis, [healthy]) == 3
+    assert await relay_all(store.redis, sync_redis, [failing]) == 3  # handed again
+    assert failing.seen == healthy.seen and len(healthy.seen) == 3
+    assert await relay_all(store.redis, sync_redis, [healthy, failing]) == 0

@@ -1,0 +1,105 @@
+"""The live feed against a real Redis: subscribers get the changes of what they asked for,
+from the moment they subscribe, whichever process (feed) made the change; a slow subscriber
+is told to re-read instead of being handed a partial stream; the tail stops when nobody
+listens."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio
+
+from bridge.core.changes import Change, ChangeKind
+from bridge.core.tickets import EventType
+from bridge.store.changelog import ChangeLog
+from bridge.store.tickets import TicketStore
+from bridge.web import live
+from bridge.web.live import RESYNC, LiveFeed, Resync, Subscription
+from tests.factories import ids, inbound, now_ms
+
+WAIT_S = 10
+
+
+async def _next(subscription: Subscription) -> Change | Resync:
+    return await asyncio.wait_for(subscription.get(), WAIT_S)
+
+
+async def test_a_subscriber_gets_its_contacts_changes_from_now_on(store: TicketStore) -> None:
+    earlier = await inbound(store, "before subscribing", address="whatsapp:+33600000001")
+    feed = LiveFeed(ChangeLog(store.redis), block_ms=100)
+    try:
+        async with feed.subscribe(contact_ids={earlier.contact_id}) as mine, \
+                feed.subscribe(everything=True) as everything:
+            other = await inbound(store, "someone else", address="whatsapp:+33600000002")
+            again = await inbound(store, "me again", address="whatsapp:+33600000001")
+            got = await _next(mine)
+            assert isinstance(got, Change)
+            assert (got.kind, got.ticket_id, got.event_id) == (
+                ChangeKind.ROUTED, ids(again), again.event_id)
+            seen = [await _next(everything), await _next(everything)]
+            assert [c.ticket_id for c in seen if isinstance(c, Change)] == [ids(other),
+                                                                              ids(again)]
+            await store.update_ticket(ids(again), author="alice", now_ms=now_ms(),
+                                      event=(EventType.AGENT_REPLY, "Hello", {}))
+            reply = await _next(mine)
+            assert isinstance(reply, Change)
+            assert [e.body for e in await store.events_of_change(reply)] == ["Hello"]
+            assert mine.pending() == []  # the other contact's change was not for it
+    finally:
+        await feed.close()
+
+
+async def test_two_processes_each_see_a_change_made_through_either(
+        redis_url: str, store: TicketStore) -> None:
+    """Two feeds on two connections stand for two web processes."""
+    other_process = redis.asyncio.Redis.from_url(redis_url)
+    first = LiveFeed(ChangeLog(store.redis), block_ms=100)
+    second = LiveFeed(ChangeLog(other_process), block_ms=100)
+    try:
+        message = await inbound(store, "hi")
+        async with first.subscribe(ticket_ids={ids(message)}) as on_first, \
+                second.subscribe(ticket_ids={ids(message)}) as on_second:
+            await store.update_ticket(ids(message), author="alice", now_ms=now_ms(),
+                                      event=(EventType.NOTE, "seen", {}))
+            for subscription in (on_first, on_second):
+                change = await _next(subscription)
+                assert isinstance(change, Change) and change.ticket_id == ids(message)
+    finally:
+        await first.close()
+        await second.close()
+        await other_process.aclose()
+
+
+async def test_a_subscriber_too_slow_is_told_to_resync(store: TicketStore,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "QUEUE_LIMIT", 3)
+    feed = LiveFeed(ChangeLog(store.redis), block_ms=100)
+    try:
+        async with feed.subscribe(everything=True) as slow:
+            for n in range(5):
+                await inbound(store, address=f"whatsapp:+3360000010{n}")
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while feed.changes_seen < 5:
+                assert asyncio.get_running_loop().time() < deadline, "the feed read nothing"
+                await asyncio.sleep(0.05)
+            queued = slow.pending()
+            assert RESYNC in queued and len(queued) <= 3
+    finally:
+        await feed.close()
+
+
+async def test_the_tail_stops_when_nobody_listens_and_starts_again(store: TicketStore) -> None:
+    feed = LiveFeed(ChangeLog(store.redis), block_ms=50, idle_stop_s=0.1)
+    try:
+        async with feed.subscribe(everything=True):
+            assert feed._task is not None
+        task = feed._task
+        assert task is not None
+        await asyncio.wait_for(task, WAIT_S)  # it returns on its own once idle
+        async with feed.subscribe(everything=True) as back:
+            message = await inbound(store, "after the restart")
+            change = await _next(back)
+            assert isinstance(change, Change) and change.ticket_id == ids(message)
+    finally:
+        await feed.close()
