@@ -15,6 +15,8 @@ from bridge.core.visitor_thread import EventKey, visitor_view
 NOW = 1_800_000_000
 SECRET = "current-secret-0123456789abcdef0123456789"
 OLD = "previous-secret-0123456789abcdef012345678"
+KEY = widget.signing_key(SECRET)
+KID = widget.key_id(SECRET)
 SITE_KEYS = {"site-2026": "s" * 40, "site-2025": "t" * 40}
 
 
@@ -59,13 +61,13 @@ def _forged(token: str) -> str:
                           "other-secret-0123456789abcdef0123",
                           headers={"kid": widget.key_id(SECRET)}), "invalid_token"),
     (lambda t: jwt.encode({"sub": "v_" + "a" * 22, "exp": NOW + 60, "iss": "bridge-widget"},
-                          widget.signing_key(SECRET), headers={"kid": "nope"}), "unknown_key"),
+                          KEY, headers={"kid": "nope"}), "unknown_key"),
     (lambda t: jwt.encode({"sub": "v_" + "a" * 22, "exp": NOW - 1, "iss": "bridge-widget"},
-                          widget.signing_key(SECRET), headers={"kid": widget.key_id(SECRET)}), "token_expired"),
+                          KEY, headers={"kid": KID}), "token_expired"),
     (lambda t: jwt.encode({"sub": "../../x", "exp": NOW + 60, "iss": "bridge-widget"},
-                          widget.signing_key(SECRET), headers={"kid": widget.key_id(SECRET)}), "invalid_token"),
+                          KEY, headers={"kid": KID}), "invalid_token"),
     (lambda t: jwt.encode({"sub": "v_" + "a" * 22, "exp": NOW + 60, "iss": "someone"},
-                          widget.signing_key(SECRET), headers={"kid": widget.key_id(SECRET)}), "invalid_token"),
+                          KEY, headers={"kid": KID}), "invalid_token"),
     (lambda t: jwt.encode({"sub": "v_" + "a" * 22, "exp": NOW + 60, "iss": "bridge-widget"},
                           SECRET * 2, algorithm="HS512",
                           headers={"kid": widget.key_id(SECRET)}),

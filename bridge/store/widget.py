@@ -178,9 +178,14 @@ class WidgetStore:
     async def typing_signals(self) -> AsyncIterator[tuple[str, str]]:
         """(contact id, who) for every typing signal published by any process, forever."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(TYPING_CHANNEL)
         try:
-            async for message in pubsub.listen():
+            await pubsub.subscribe(TYPING_CHANNEL)
+            while True:
+                # A bounded wait rather than listen(): a cancelled listen() can leave the
+                # connection's read lock held, and closing the pubsub then waits forever.
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
                 try:
                     data = json.loads(_s(message["data"]))
                     yield str(data["c"]), str(data["who"])

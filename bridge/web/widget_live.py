@@ -26,6 +26,7 @@ from bridge.store.widget import WidgetStore
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError
 from bridge.web.keys import live_feed_key, settings_key
+from bridge.web.live import Resync
 from bridge.web.widget import (
     check_ip_budget,
     check_origin,
@@ -77,6 +78,10 @@ class VisitorHub:
         for listener in tuple(self.by_contact.get(cid, ())):
             listener.changed(ids)
 
+    def resync(self) -> None:
+        for cid in tuple(self.by_contact):
+            self.changed(cid, ())
+
     def typing(self, cid: str, who: str) -> None:
         for listener in tuple(self.by_contact.get(cid, ())):
             listener.typing(who)
@@ -127,6 +132,7 @@ class SocketVisitor:
         self.thread = thread
         self.dirty = True
         self.pump_task: asyncio.Task[None] | None = None
+        self.typing_task: asyncio.Task[None] | None = None
 
     def changed(self, ticket_ids: Iterable[str]) -> None:
         self.thread.ticket_ids.update(ticket_ids)
@@ -135,8 +141,9 @@ class SocketVisitor:
             self.pump_task = asyncio.create_task(self.pump())
 
     def typing(self, who: str) -> None:
-        if who == "agent" and not self.ws.closed:
-            asyncio.create_task(self._send({"type": "typing", "who": who}))
+        busy = self.typing_task is not None and not self.typing_task.done()
+        if who == "agent" and not self.ws.closed and not busy:
+            self.typing_task = asyncio.create_task(self._send({"type": "typing", "who": who}))
 
     async def pump(self) -> None:
         try:
@@ -199,12 +206,18 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
         hello = await _hello(ws)
         ctx = verify_token(request.app[settings_key], hello["token"])
         after = key_param(hello, "after")
+        seen = _seen_keys(hello.get("seen", []))
     except ApiError as exc:
         await ws.send_str(json.dumps({"type": "error", "code": exc.code,
                                       "message": exc.message}))
         await ws.close(code=4000 + exc.status)
         return ws
     thread = Thread(store, ctx.contact_id, after, await store.ticket_ids(ctx.contact_id))
+    # What the visitor already shows near its cursor is not sent again; what it lacks there
+    # (another ticket's event of the same millisecond) is.
+    thread.recent.update(seen)
+    if after is not None:
+        thread.recent.add(after)
     visitor = SocketVisitor(ws, thread)
     with request.app[hub_key].listening(ctx.contact_id, visitor):
         # Listening first, then reading: a change between the two wakes the pump again.
@@ -214,6 +227,19 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     if visitor.pump_task is not None:
         visitor.pump_task.cancel()
     return ws
+
+
+MAX_SEEN = 200
+
+
+def _seen_keys(raw: Any) -> set[EventKey]:
+    if not isinstance(raw, list) or len(raw) > MAX_SEEN or not all(
+            isinstance(k, str) for k in raw):
+        raise ApiError(400, "invalid", f"seen must be a list of at most {MAX_SEEN} event keys")
+    try:
+        return {EventKey.parse(k) for k in raw}
+    except ValueError as exc:
+        raise ApiError(400, "invalid", f"seen: {exc}") from None
 
 
 async def _receive(ws: web.WebSocketResponse, store: WidgetStore, cid: str) -> None:
@@ -284,15 +310,15 @@ async def _after(store: WidgetStore, cid: str, after: EventKey | None
 
 
 async def _follow_changes(app: web.Application, hub: VisitorHub) -> None:
-    feed = app[live_feed_key]
-    async with feed.subscribe(everything=True) as changes:
+    async with app[live_feed_key].subscribe(everything=True) as changes:
         # (Re)subscribed: changes made while no subscription ran are read now.
-        for cid in tuple(hub.by_contact):
-            hub.changed(cid, ())
+        hub.resync()
         while True:
-            change = await changes.get()
-            if change.contact_id in hub.by_contact:
-                hub.changed(change.contact_id, (change.ticket_id, change.previous_ticket_id))
+            item = await changes.get()
+            if isinstance(item, Resync):
+                hub.resync()  # the feed lost track: every visitor here re-reads
+            elif item.contact_id in hub.by_contact:
+                hub.changed(item.contact_id, (item.ticket_id, item.previous_ticket_id))
 
 
 async def _follow_typing(store: WidgetStore, hub: VisitorHub) -> None:

@@ -19,7 +19,7 @@ def _json(schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
 _ORIGIN = {"name": "Origin", "in": "header", "required": True,
            "description": "a page origin listed in BRIDGE_WIDGET_ORIGINS (else 403)",
            "schema": {"type": "string"}}
-_VISITOR = [{"visitor": []}]
+_VISITOR: list[dict[str, list[str]]] = [{"visitor": []}]
 _KEY = {"type": ["string", "null"], "pattern": r"^[0-9]{1,15}-[0-9]{1,10}_[0-9]{1,15}$"}
 _EVENTS = {"type": "object", "required": ["events"],
            "properties": {"events": {"type": "array", "items": {"type": "object"}},
