@@ -352,7 +352,22 @@ async def _forever(run: Callable[[], Any]) -> None:
             await asyncio.sleep(1)
 
 
+async def close_sockets(app: web.Application) -> None:
+    """Stopping: tell every visitor to reconnect (1012, service restart) rather than leave
+    the server waiting on open sockets; the widgets resume on another process or this
+    one's successor."""
+    listening = [listener for listeners in app[hub_key].by_contact.values()
+                 for listener in listeners]
+    for listener in listening:
+        if isinstance(listener, PollVisitor):
+            listener.woken.set()  # answered now; the widget polls the next process
+    sockets = [listener.ws for listener in listening if isinstance(listener, SocketVisitor)]
+    await asyncio.gather(*(ws.close(code=1012, message=b"restarting") for ws in sockets),
+                         return_exceptions=True)
+
+
 def setup(app: web.Application) -> None:
     app[hub_key] = VisitorHub()
     app.cleanup_ctx.append(hub_ctx)
+    app.on_shutdown.append(close_sockets)
     app.add_routes(routes)

@@ -229,6 +229,7 @@
     return node;
   }
 
+  function advance(key) { if (key && newer(key, cursor)) cursor = key; }
   function receive(events, fromHistory) {
     var fresh = 0;
     events.forEach(function (ev) {
@@ -362,12 +363,12 @@
     wsOpened = false;
     ws.onopen = function () {
       wsOpened = true;
-      ws.send(JSON.stringify({ type: "hello", token: token, after: cursor }));
+      ws.send(JSON.stringify({ type: "hello", token: token, after: cursor, seen: nearCursor() }));
     };
     ws.onmessage = function (m) {
       var data;
       try { data = JSON.parse(m.data); } catch (e) { return; }
-      if (data.type === "events") receive(data.events, false);
+      if (data.type === "events") { receive(data.events, false); advance(data.cursor); }
       else if (data.type === "ready") { wsFailures = 0; retryMs = 1000; status.textContent = ""; flush(); }
       else if (data.type === "typing") showTyping();
       else if (data.type === "error" && data.code !== "too_many_requests") token = "";
@@ -379,6 +380,11 @@
       if (wsFailures >= 2) return fallback();
       setTimeout(function () { (token ? Promise.resolve() : session()).then(connect, retry); }, jitter());
     };
+  }
+  // The keys shown close to the cursor: the server sends what lies there that we lack.
+  function nearCursor() {
+    var floor = parts(cursor)[0] - 2000;
+    return Object.keys(shown).filter(function (k) { return parts(k)[0] >= floor; }).slice(-200);
   }
   function retry() { setTimeout(function () { session().then(connect, retry); }, jitter()); }
   function jitter() {
@@ -396,6 +402,7 @@
         retryMs = 1000;
         status.textContent = "";
         receive(data.events, false);
+        advance(data.cursor);
         flush();
         poll();
       }, function (err) {
