@@ -155,6 +155,7 @@ def _banner(settings: Settings, env: dict[str, str]) -> None:
     click.echo(f"""
   Bridge running at {base}   (Redis: {_without_password(env['REDIS_URL'])})
   Outbound messages go to {outbound}.
+  Chat widget demo: {base}/widget/demo   (write there, answer with the agent token)
 
   Admin token:  {env['BRIDGE_ADMIN_TOKEN']}
   Agent token:  {agent}   (agent "alice")

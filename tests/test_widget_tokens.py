@@ -57,6 +57,8 @@ def _forged(token: str) -> str:
     (lambda t: t + "x", "invalid_token"),
     (lambda t: "not-a-jwt", "invalid_token"),
     (lambda t: "", "invalid_token"),
+    (lambda t: t + "\udcff", "invalid_token"),
+    (lambda t: "é" + t, "invalid_token"),
     (lambda t: jwt.encode({"sub": "v_" + "a" * 22, "exp": NOW + 60, "iss": "bridge-widget"},
                           "other-secret-0123456789abcdef0123",
                           headers={"kid": widget.key_id(SECRET)}), "invalid_token"),

@@ -95,8 +95,9 @@ def issue_visitor_token(visitor: Visitor, *, secret: str, now_s: int, ttl_s: int
 
 
 def _header(token: str) -> dict[str, Any]:
-    if not token or len(token) > 4096:
-        raise WidgetAuthError("invalid_token", "missing or oversized token")
+    # A JWT is ASCII; aiohttp hands header bytes that are not UTF-8 over as surrogates.
+    if not token or len(token) > 4096 or not token.isascii():
+        raise WidgetAuthError("invalid_token", "missing, oversized or non-ASCII token")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:

@@ -133,16 +133,20 @@ class WidgetStore:
     async def mark_read(self, cid: str, upto: EventKey) -> int:
         """The visitor has seen everything up to `upto`: the agents' messages until then
         become `read` (forward only; each move is a delivery change in the log, as a
-        WhatsApp read receipt is). Returns how many moved."""
+        WhatsApp read receipt is). A position past the thread's newest event stops at it,
+        so a client cannot claim a future it has not seen. Returns how many moved."""
         current = await self.read_position(cid)
         if current is not None and upto <= current:
             return 0
-        await self.redis.hset(keys.contact(cid), "widget_read", str(upto))
         floor = EventKey(current.ms - LOOK_BACK_MS, 0, 0) if current else None
         page = await self.events_after(cid, floor)
+        keyed = [(EventKey.of(e.ticket_id, e.id), e) for e in page.events]
+        known = [key for key, _ in keyed if key <= upto]
+        if not known:
+            return 0
+        upto = max(known)
         moved = 0
-        for event in page.events:
-            key = EventKey.of(event.ticket_id, event.id)
+        for key, event in keyed:
             if key > upto or event.type not in READABLE:
                 continue
             if event.delivery is None or not delivery_advances(event.delivery, Delivery.READ):
@@ -151,6 +155,8 @@ class WidgetStore:
             await self.store.set_delivery(event.ticket_id, event.id,
                                           {**state, "state": Delivery.READ.value})
             moved += 1
+        # Events exist, so the contact does: no field is written onto a missing contact.
+        await self.redis.hset(keys.contact(cid), "widget_read", str(upto))
         return moved
 
     # ---------------------------------------------------------------- flood control
