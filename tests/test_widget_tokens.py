@@ -177,7 +177,8 @@ def _event(etype: EventType, **kw: Any) -> Event:
     (_event(EventType.TICKET_UPDATED), None),
     (_event(EventType.MACRO_APPLIED, body=""), None),
     (_event(EventType.SESSION_ENDED), {"type": "ended"}),
-    (_event(EventType.CSAT_ANSWERED, data={"rating": 4}), {"type": "csat_answered", "rating": 4}),
+    (_event(EventType.CSAT_ANSWERED, data={"rating": 4, "provider_id": "widget:xyz"}),
+     {"type": "csat_answered", "rating": 4, "client_id": "xyz"}),
     (_event(EventType.CSAT_SENT, body="Rate us", data={"buttons": [{"id": "csat:2:5",
                                                                     "title": "Great"}]}),
      {"type": "csat", "body": "Rate us", "buttons": [{"id": "csat:2:5", "title": "Great"}]}),
@@ -189,3 +190,38 @@ def test_the_visitor_sees_only_what_is_meant_for_them(event: Event,
         assert view is None
     else:
         assert view == {"key": "5-0_2", "at_ms": 5, **shown}
+
+
+def test_widget_settings_are_read_from_the_environment() -> None:
+    from config.settings import Settings
+
+    settings = Settings.from_env({
+        "BRIDGE_WIDGET_ORIGINS": "https://Shop.example.com, http://localhost:3000/",
+        "BRIDGE_WIDGET_JWT_KEYS": f"a:{'x' * 32}, b:{'y' * 40}",
+        "BRIDGE_SECRET_PREVIOUS": "old", "BRIDGE_WIDGET_VISITOR_RATE": "5",
+        "BRIDGE_WIDGET_TRUST_FORWARDED_FOR": "1"})
+    assert settings.widget_origins == ("https://shop.example.com", "http://localhost:3000")
+    assert {k: str(v) for k, v in settings.widget_jwt_keys.items()} == {"a": "x" * 32,
+                                                                        "b": "y" * 40}
+    assert str(settings.secret_previous) == "old" and "old" not in repr(settings)
+    assert settings.widget_visitor_messages_per_min == 5
+    assert settings.widget_trust_forwarded_for
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("BRIDGE_WIDGET_ORIGINS", "*"),
+    ("BRIDGE_WIDGET_ORIGINS", "https://shop.example.com/path"),
+    ("BRIDGE_WIDGET_ORIGINS", "ftp://shop.example.com"),
+    ("BRIDGE_WIDGET_ORIGINS", "https://user@shop.example.com"),
+    ("BRIDGE_WIDGET_JWT_KEYS", "nokey"),
+    ("BRIDGE_WIDGET_JWT_KEYS", "a:short"),
+    ("BRIDGE_WIDGET_JWT_KEYS", f"a:{'x' * 32},a:{'y' * 32}"),
+    ("BRIDGE_WIDGET_TOKEN_TTL_S", "5"),
+    ("BRIDGE_WIDGET_IP_RATE", "0"),
+    ("BRIDGE_WIDGET_TRUST_FORWARDED_FOR", "yes"),
+])
+def test_bad_widget_settings_stop_start_up(name: str, value: str) -> None:
+    from config.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

@@ -57,9 +57,9 @@ def visitor_view(event: Event) -> dict[str, Any] | None:
     """The event as the widget shows it, or None for what the visitor must not see."""
     base: dict[str, Any] = {"key": str(EventKey.of(event.ticket_id, event.id)),
                             "at_ms": event.at_ms}
+    # The widget's own id for the visitor's message: a tab replaces its pending copy.
+    client_id = str(event.data.get("provider_id", "")).removeprefix("widget:")
     if event.type is EventType.CUSTOMER_MESSAGE:
-        # The widget's own id for the message: a tab shows its pending copy as sent.
-        client_id = str(event.data.get("provider_id", "")).removeprefix("widget:")
         return {**base, "type": "visitor", "body": event.body, "client_id": client_id}
     if event.delivery in (Delivery.FAILED, Delivery.UNDELIVERED):
         return None
@@ -71,7 +71,8 @@ def visitor_view(event: Event) -> dict[str, Any] | None:
                    for b in event.data.get("buttons", []) if isinstance(b, dict)]
         return {**base, "type": "csat", "body": event.body, "buttons": buttons}
     if event.type is EventType.CSAT_ANSWERED:
-        return {**base, "type": "csat_answered", "rating": event.data.get("rating")}
+        return {**base, "type": "csat_answered", "rating": event.data.get("rating"),
+                "client_id": client_id}
     if event.type is EventType.SESSION_ENDED:
         return {**base, "type": "ended"}
     return None

@@ -33,6 +33,7 @@ from tests.browser.widget_support import (
     write,
 )
 from tests.conftest import make_settings
+from tests.faults.conftest import start_web
 
 pytestmark = pytest.mark.browser
 
@@ -169,6 +170,7 @@ def test_a_csat_button_records_the_rating_without_reopening(page: Page, world: W
     buttons.first.click()  # the shipped survey: 5 (Good), 3, 1
     widget(page).locator(".log .notice").get_by_text("Thank you!", exact=False).wait_for(
         timeout=WAIT_MS)
+    assert widget(page).locator(".pending").count() == 0  # the answer is the notice
     after = world.agent.ticket(ticket["id"])
     assert after["status"] == "solved"
     assert after["csat"]["rating"] == 5
@@ -203,7 +205,8 @@ def test_a_restarted_web_process_loses_and_doubles_nothing(page: Page, world: Wo
 
 def test_a_reply_posted_to_one_process_reaches_a_visitor_on_another(
         page: Page, world: World) -> None:
-    other = bridge(world.settings, free_port())
+    """The visitor on this test's bridge; the agent on a `bridge serve` process."""
+    other = start_web(world.redis_url)
     try:
         page.goto(world.page_url())
         open_chat(page)

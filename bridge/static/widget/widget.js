@@ -185,6 +185,9 @@
     } else if (ev.type === "csat") {
       node = csat(ev);
     } else if (ev.type === "csat_answered") {
+      // The button's answer is shown as this notice, not as a message of the visitor's.
+      var sent = ev.client_id && root.getElementById("c-" + ev.client_id);
+      if (sent) sent.remove();
       node = el("p", "notice", T.rated + ev.rating + "/5");
       var asked = root.querySelectorAll(".csat button");
       for (var i = 0; i < asked.length; i++) asked[i].disabled = true;
