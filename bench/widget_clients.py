@@ -1,10 +1,11 @@
 """Widget visitors for bench/widget.py, in their own process (the measuring process must not
 share an event loop with thousands of sockets): `python -m bench.widget_clients URL TOKENS`
 opens one WebSocket per token (a file, one per line), says `ready <n>` on stdout once every
-socket has its hello answered, then records when each agent reply arrives. A reply's body
-is `bench <sent at, ns since the epoch>`; on each `report` line (stdin) it prints one JSON
-line: the latencies in ms since the last report, and the count of sockets that closed; on
-`stop` (or the end of stdin) it exits."""
+socket has its hello answered, then records when each agent reply arrives: after its
+commit (the event key's stream id, Redis's clock) and after the call that wrote it (its
+body is `bench <ns since the epoch>`). On each `report` line (stdin) it prints one JSON
+line: both latencies in ms since the last report, and the count of sockets that closed;
+on `stop` (or the end of stdin) it exits."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ CONNECT_CONCURRENCY = 200
 class Visitors:
     def __init__(self) -> None:
         self.latencies_ms: list[float] = []
+        self.call_latencies_ms: list[float] = []
         self.closed = 0
         self.ready = 0
 
@@ -45,7 +47,11 @@ class Visitors:
                     for event in data["events"]:
                         body = event.get("body", "")
                         if event["type"] == "agent" and body.startswith("bench "):
-                            self.latencies_ms.append((now_ns - int(body[6:])) / 1e6)
+                            # From the commit: the event's stream id is Redis's clock
+                            # (this machine's) when the reply was written.
+                            committed_ms = int(event["key"].split("-", 1)[0])
+                            self.latencies_ms.append(now_ns / 1e6 - committed_ms)
+                            self.call_latencies_ms.append((now_ns - int(body[6:])) / 1e6)
         finally:
             self.closed += 1
 
@@ -66,8 +72,9 @@ async def main(url: str, tokens_path: str) -> None:
         # "report": the latencies since the last report; anything else (or EOF): stop.
         while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "report":
             print(json.dumps({"latencies_ms": visitors.latencies_ms,
+                              "call_latencies_ms": visitors.call_latencies_ms,
                               "closed": visitors.closed}), flush=True)
-            visitors.latencies_ms = []
+            visitors.latencies_ms, visitors.call_latencies_ms = [], []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -4,6 +4,8 @@ typing indicators (pub/sub: ephemeral, never stored)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -198,4 +200,7 @@ class WidgetStore:
                 except (ValueError, KeyError, TypeError):
                     continue
         finally:
-            await pubsub.aclose()
+            # Bounded: closing after a cancelled read must not hold up the process's stop.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await pubsub.aclose()

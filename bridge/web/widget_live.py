@@ -60,6 +60,8 @@ class VisitorHub:
 
     def __init__(self) -> None:
         self.by_contact: dict[str, set[Listener]] = {}
+        # Sockets still waiting for their hello (closed on shutdown too).
+        self.handshaking: set[web.WebSocketResponse] = set()
 
     @contextlib.contextmanager
     def listening(self, cid: str, listener: Listener) -> Any:
@@ -202,16 +204,22 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=8192, compress=False)
     await ws.prepare(request)
     store = request.app[widget_store_key]
+    hub = request.app[hub_key]
+    hub.handshaking.add(ws)
     try:
         hello = await _hello(ws)
         ctx = verify_token(request.app[settings_key], hello["token"])
         after = key_param(hello, "after")
         seen = _seen_keys(hello.get("seen", []))
     except ApiError as exc:
-        await ws.send_str(json.dumps({"type": "error", "code": exc.code,
-                                      "message": exc.message}))
+        # The client may be gone already (or the process stopping): nothing to tell then.
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(json.dumps({"type": "error", "code": exc.code,
+                                          "message": exc.message}))
         await ws.close(code=4000 + exc.status)
         return ws
+    finally:
+        hub.handshaking.discard(ws)
     thread = Thread(store, ctx.contact_id, after, await store.ticket_ids(ctx.contact_id))
     # What the visitor already shows near its cursor is not sent again; what it lacks there
     # (another ticket's event of the same millisecond) is.
@@ -219,11 +227,12 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     if after is not None:
         thread.recent.add(after)
     visitor = SocketVisitor(ws, thread)
-    with request.app[hub_key].listening(ctx.contact_id, visitor):
+    with hub.listening(ctx.contact_id, visitor):
         # Listening first, then reading: a change between the two wakes the pump again.
         visitor.changed(())
-        await ws.send_str('{"type":"ready"}')
-        await _receive(ws, store, ctx.contact_id)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str('{"type":"ready"}')
+            await _receive(ws, store, ctx.contact_id)
     if visitor.pump_task is not None:
         visitor.pump_task.cancel()
     return ws
@@ -362,6 +371,7 @@ async def close_sockets(app: web.Application) -> None:
         if isinstance(listener, PollVisitor):
             listener.woken.set()  # answered now; the widget polls the next process
     sockets = [listener.ws for listener in listening if isinstance(listener, SocketVisitor)]
+    sockets += app[hub_key].handshaking
     await asyncio.gather(*(ws.close(code=1012, message=b"restarting") for ws in sockets),
                          return_exceptions=True)
 
