@@ -83,7 +83,7 @@ def csp_violations(page: Page) -> list[str]:
 
 
 def test_a_visitor_message_becomes_a_ticket_and_the_reply_shows_without_a_reload(
-        page: Page, world: World) -> None:
+        world: World, page: Page) -> None:
     violations = csp_violations(page)
     page.goto(world.page_url())
     open_chat(page)
@@ -98,7 +98,7 @@ def test_a_visitor_message_becomes_a_ticket_and_the_reply_shows_without_a_reload
 
 
 def test_the_widget_is_keyboard_usable_and_announces_messages(
-        page: Page, world: World) -> None:
+        world: World, page: Page) -> None:
     page.goto(world.page_url())
     bubble = widget(page).locator("button.bubble")
     bubble.wait_for(timeout=WAIT_MS)
@@ -115,7 +115,7 @@ def test_the_widget_is_keyboard_usable_and_announces_messages(
     assert_accessible(page)
 
 
-def test_french_strings_follow_the_page(page: Page, world: World) -> None:
+def test_french_strings_follow_the_page(world: World, page: Page) -> None:
     page.goto(world.page_url("/fr"))
     bubble = widget(page).locator("button.bubble")
     bubble.wait_for(timeout=WAIT_MS)
@@ -123,7 +123,7 @@ def test_french_strings_follow_the_page(page: Page, world: World) -> None:
 
 
 def test_an_agent_reply_while_closed_shows_an_unread_count_and_is_reported_read(
-        page: Page, world: World) -> None:
+        world: World, page: Page) -> None:
     page.goto(world.page_url())
     open_chat(page)
     write(page, "hello")
@@ -144,7 +144,7 @@ def test_an_agent_reply_while_closed_shows_an_unread_count_and_is_reported_read(
     assert event["delivery"] == "read"
 
 
-def test_session_end_notice_then_a_new_ticket(page: Page, world: World) -> None:
+def test_session_end_notice_then_a_new_ticket(world: World, page: Page) -> None:
     page.goto(world.page_url())
     open_chat(page)
     write(page, "first question")
@@ -157,7 +157,7 @@ def test_session_end_notice_then_a_new_ticket(page: Page, world: World) -> None:
     assert newest["status"] == "new"
 
 
-def test_a_csat_button_records_the_rating_without_reopening(page: Page, world: World) -> None:
+def test_a_csat_button_records_the_rating_without_reopening(world: World, page: Page) -> None:
     page.goto(world.page_url())
     open_chat(page)
     write(page, "thanks")
@@ -177,7 +177,7 @@ def test_a_csat_button_records_the_rating_without_reopening(page: Page, world: W
     assert len(world.agent.tickets()) == 1
 
 
-def test_a_restarted_web_process_loses_and_doubles_nothing(page: Page, world: World) -> None:
+def test_a_restarted_web_process_loses_and_doubles_nothing(world: World, page: Page) -> None:
     page.goto(world.page_url())
     open_chat(page)
     write(page, "before the restart")
@@ -204,7 +204,7 @@ def test_a_restarted_web_process_loses_and_doubles_nothing(page: Page, world: Wo
 
 
 def test_a_reply_posted_to_one_process_reaches_a_visitor_on_another(
-        page: Page, world: World) -> None:
+        world: World, page: Page) -> None:
     """The visitor on this test's bridge; the agent on a `bridge serve` process."""
     other = start_web(world.redis_url)
     try:
@@ -219,7 +219,7 @@ def test_a_reply_posted_to_one_process_reaches_a_visitor_on_another(
 
 
 def test_long_polling_carries_the_conversation_where_websockets_are_blocked(
-        page: Page, world: World) -> None:
+        world: World, page: Page) -> None:
     page.route_web_socket("**/widget/v1/ws", lambda ws: ws.close())
     page.goto(world.page_url())
     open_chat(page)

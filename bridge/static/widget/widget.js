@@ -422,13 +422,18 @@
     typingTimer = setTimeout(function () { typing.textContent = ""; }, 6000);
   }
 
-  function start() {
-    document.body.appendChild(host);
-    state.outbox.forEach(pendingNode);
+  // Session, the newest page of the thread, then real time; again later if any step fails.
+  function boot() {
+    before = undefined;
     session().then(function () { return history(true); }).then(function () {
       flush();
       if (script.getAttribute("data-transport") === "poll") fallback(); else connect();
-    }, retry);
+    }, function () { setTimeout(boot, jitter()); });
+  }
+  function start() {
+    document.body.appendChild(host);
+    state.outbox.forEach(pendingNode);
+    boot();
   }
   window.BridgeChat = { open: open, close: close };
   if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
