@@ -13,9 +13,11 @@ import click
 import httpx
 from twilio.request_validator import RequestValidator
 
+from bridge.commands.bulk_export import export
 from bridge.commands.check import check
 from bridge.commands.migrate import migrate
 from bridge.commands.outbound import failed, outbox, retry
+from bridge.commands.webhooks import webhooks
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
 from bridge.store.connection import async_redis
@@ -173,3 +175,5 @@ main.add_command(failed)
 main.add_command(retry)
 main.add_command(check)
 main.add_command(migrate)
+main.add_command(webhooks)
+main.add_command(export)

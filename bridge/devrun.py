@@ -112,6 +112,8 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
                                          env=child_env))
         children.append(subprocess.Popen([sys.executable, "-m", "workers.relay"],
                                          env=child_env))
+        children.append(subprocess.Popen([sys.executable, "-m", "workers.export"],
+                                         env=child_env))
         _banner(settings, child_env)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

@@ -119,6 +119,10 @@ class Settings:
     worker_job_monitoring_interval_s: int = 30
     # The relay's lease (workers/relay.py): how long a dead relay holds up its standby.
     relay_lease_ttl_s: int = 15
+    # Webhook export (workers/export.py): a local receiver (loopback, private addresses)
+    # is refused unless this is set (development and tests); a request's time limit.
+    export_allow_private: bool = False
+    export_timeout_s: int = 10
     # The web chat widget (bridge/channels/widget.py, README "Web chat widget"). A rotated
     # BRIDGE_SECRET goes to BRIDGE_SECRET_PREVIOUS so visitors' tokens keep verifying.
     secret_previous: Secret = field(default_factory=lambda: Secret(""))
@@ -194,6 +198,9 @@ class Settings:
             render_workers=_int(env, "BRIDGE_RENDER_WORKERS", 2, minimum=1, maximum=4),
             render_queue=_int(env, "BRIDGE_RENDER_QUEUE", 2, minimum=0),
             render_per_user=_int(env, "BRIDGE_RENDER_PER_USER", 2, minimum=1),
+            export_allow_private=_choice(env, "BRIDGE_EXPORT_ALLOW_PRIVATE", "0",
+                                         ("0", "1")) == "1",
+            export_timeout_s=_int(env, "BRIDGE_EXPORT_TIMEOUT_S", 10, minimum=1, maximum=15),
             **widget_settings(env),
         )
         settings.validate()

@@ -103,7 +103,8 @@ def test_bridge_run_serves_and_every_process_stops_on_a_signal(
 
         children = [int(p) for p in
                     Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
-        assert len(children) == 4 and redis_pid in children, (tmp_path / "run.log").read_text()
+        # Redis, web, worker, relay, export sender.
+        assert len(children) == 5 and redis_pid in children, (tmp_path / "run.log").read_text()
         # Only `bridge run` gets the signal, as from a process manager or `kill`.
         process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0

@@ -41,6 +41,7 @@ from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
+from workers.export_consumer import ExportConsumer
 
 log = logging.getLogger("workers.relay")
 
@@ -193,6 +194,7 @@ def consumers_for(settings: Settings, aredis: redis.asyncio.Redis,
     config = load_config(settings.config_dir / "automations.toml")
     return [
         JobsConsumer(JobQueues(connection), config=config),
+        ExportConsumer.build(settings, aredis),
     ]
 
 

@@ -34,7 +34,9 @@ RELAY_CONSUMER = "jobs"
 REPAIR_CONSUMER = "repair"
 # Every consumer with saved positions: trimming keeps what the slowest has not handed on.
 # A consumer listed here must run (the relay process runs them all), or the log grows.
-CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER)
+# The webhook export (workers/export_consumer.py): changes into per-endpoint outboxes.
+EXPORT_CONSUMER = "export"
+CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, EXPORT_CONSUMER)
 # Lag is counted up to this many entries per partition (a scrape stays cheap).
 LAG_COUNT_CAP = 1000
 

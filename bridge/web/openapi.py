@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.web import widget_openapi
+from bridge.web.export_openapi import merge_export
 
 routes = web.RouteTableDef()
 
@@ -289,6 +290,9 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 widget_openapi.merge_into(DOCUMENT)
+
+
+merge_export(DOCUMENT)
 
 
 @routes.get("/api/openapi.json")

@@ -3,17 +3,24 @@
 (axe-playwright-python) for accessibility in the same browser.
 
 The tests are synchronous (Playwright's sync API); the bridge runs behind a real socket in a
-background thread (tests/live_server.py). Screenshots go to var/test-artefacts/ (git-ignored;
+background thread (tests/live_server.py). Playwright's sync API keeps an event loop running
+in the test's thread while the browser is open, so: the browser is module-scoped (pytest
+closes it before a test of another module, which may be async, runs), a browser test takes
+no async fixture, and it reaches the store through `run_async` (a loop of its own, in a
+thread of its own). Screenshots go to var/test-artefacts/ (git-ignored;
 BRIDGE_TEST_ARTEFACTS moves it) so a failing run leaves something to look at.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -39,8 +46,21 @@ AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag2
 
 pytestmark = pytest.mark.browser
 
+T = TypeVar("T")
 
-@pytest.fixture(scope="session")
+
+def run_async(work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work()` to completion on an event loop of its own, in a thread of its own (the
+    test's thread has Playwright's loop running), and return its result."""
+
+    async def main() -> T:
+        return await work()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package "

@@ -1,0 +1,78 @@
+"""The export process's endpoint tasks: a stuck endpoint never delays another, and the
+senders follow the endpoint list (disabled: stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import redis.asyncio
+from aiohttp import web
+
+from bridge.store.export_endpoints import EndpointStore
+from bridge.store.export_outbox import NewDelivery, append
+from config.settings import Settings, SettingsError
+from tests.export_support import Receiver, receiving
+from workers.export import ExportService
+from workers.export_http import export_client
+
+
+async def test_a_stuck_endpoint_does_not_delay_another(aredis: redis.asyncio.Redis) -> None:
+    unblock = asyncio.Event()
+
+    class Stuck(Receiver):
+        async def handle(self, request: web.Request) -> web.Response:
+            await unblock.wait()
+            return await super().handle(request)
+
+    store = EndpointStore(aredis)
+    async with receiving(Stuck()) as stuck, receiving(Receiver()) as fine:
+        stuck_ep, stuck_secret = await store.create(url=stuck.url, events=("*",),
+                                                    now_ms=int(time.time() * 1000))
+        fine_ep, fine_secret = await store.create(url=fine.url, events=("*",),
+                                                  now_ms=int(time.time() * 1000))
+        stuck.secrets, fine.secrets = [stuck_secret], [fine_secret]
+        await append(aredis, [NewDelivery(ep.id, f"evt_{n}", str(n), "note.added", "{}", 1)
+                              for n in range(20) for ep in (stuck_ep, fine_ep)])
+        client = export_client(allow_http=True, allow_private=True, timeout_s=15)
+        service = ExportService(store, client, max_block_ms=50)
+        stop = asyncio.Event()
+        running = asyncio.create_task(service.run(stop))
+        try:
+            for _ in range(400):
+                if len(fine.received) == 20:
+                    break
+                await asyncio.sleep(0.025)
+            assert len(fine.received) == 20
+            assert stuck.received == []  # still waiting for its first answer
+            assert set(service.senders) == {stuck_ep.id, fine_ep.id}
+            await store.update(stuck_ep.id, enabled=False)
+            for _ in range(200):
+                if set(service.senders) == {fine_ep.id}:
+                    break
+                await asyncio.sleep(0.025)
+            assert set(service.senders) == {fine_ep.id}
+        finally:
+            unblock.set()
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await client.aclose()
+
+
+def test_export_settings() -> None:
+    base = {"BRIDGE_ENV": "development"}
+    settings = Settings.from_env({**base, "BRIDGE_EXPORT_ALLOW_PRIVATE": "1",
+                                  "BRIDGE_EXPORT_TIMEOUT_S": "15"})
+    assert settings.export_allow_private and settings.export_timeout_s == 15
+    default = Settings.from_env(base)
+    assert not default.export_allow_private and default.export_timeout_s == 10
+    for bad in ({"BRIDGE_EXPORT_ALLOW_PRIVATE": "yes"}, {"BRIDGE_EXPORT_TIMEOUT_S": "30"},
+                {"BRIDGE_EXPORT_TIMEOUT_S": "0"}):
+        try:
+            Settings.from_env({**base, **bad})
+        except SettingsError as exc:
+            assert next(iter(bad)) in str(exc)
+        else:
+            raise AssertionError(f"{bad} was accepted")
