@@ -81,7 +81,14 @@
   bubble.type = "button";
   bubble.setAttribute("aria-expanded", "false");
   bubble.setAttribute("aria-controls", "bridge-chat-panel");
-  bubble.appendChild(el("span", "icon", "💬")).setAttribute("aria-hidden", "true");
+  // A speech bubble drawn as SVG (no font needs the glyph), hidden from screen readers.
+  var NS = "http://www.w3.org/2000/svg";
+  var icon = bubble.appendChild(document.createElementNS(NS, "svg"));
+  icon.setAttribute("viewBox", "0 0 24 24");
+  icon.setAttribute("aria-hidden", "true");
+  icon.setAttribute("class", "icon");
+  icon.appendChild(document.createElementNS(NS, "path")).setAttribute(
+    "d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
   var badge = bubble.appendChild(el("span", "badge"));
   badge.setAttribute("aria-hidden", "true");
   badge.hidden = true;
