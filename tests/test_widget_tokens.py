@@ -9,8 +9,9 @@ import jwt
 import pytest
 
 from bridge.channels import widget
+from bridge.core.changes import Change, ChangeKind
 from bridge.core.tickets import Delivery, Event, EventType
-from bridge.core.visitor_thread import EventKey, visitor_view
+from bridge.core.visitor_thread import EventKey, concerns_visitor, visitor_view
 
 NOW = 1_800_000_000
 SECRET = "current-secret-0123456789abcdef0123456789"
@@ -225,3 +226,25 @@ def test_bad_widget_settings_stop_start_up(name: str, value: str) -> None:
 
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def _change(kind: ChangeKind, **kw: Any) -> Change:
+    return Change(log_id="5-0", kind=kind, ticket_id="2", contact_id="c", at_ms=5, **kw)
+
+
+@pytest.mark.parametrize(("change", "reread"), [
+    (_change(ChangeKind.ROUTED, action="append"), True),
+    (_change(ChangeKind.ROUTED, action="csat_answer"), True),
+    (_change(ChangeKind.UPDATED, event_types=("agent_reply",)), True),
+    (_change(ChangeKind.UPDATED, event_types=("status_changed", "macro_applied")), True),
+    (_change(ChangeKind.UPDATED, event_types=("session_ended",)), True),
+    (_change(ChangeKind.UPDATED, event_types=("csat_sent",)), True),
+    (_change(ChangeKind.UPDATED, event_types=()), True),
+    (_change(ChangeKind.UPDATED, event_types=("note",)), False),
+    (_change(ChangeKind.UPDATED, event_types=("ticket_updated", "status_changed")), False),
+    (_change(ChangeKind.DELIVERY, delivery="sent"), False),
+    (_change(ChangeKind.DELIVERY, delivery="read"), False),
+])
+def test_only_changes_the_visitor_can_see_wake_their_widget(change: Change,
+                                                             reread: bool) -> None:
+    assert concerns_visitor(change) is reread

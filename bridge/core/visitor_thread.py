@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.changes import Change, ChangeKind
 from bridge.core.tickets import Delivery, Event, EventType
 
 # "<event stream id>_<ticket id>".
@@ -76,3 +77,22 @@ def visitor_view(event: Event) -> dict[str, Any] | None:
     if event.type is EventType.SESSION_ENDED:
         return {**base, "type": "ended"}
     return None
+
+
+# The event types a visitor sees (visitor_view shows them, given a body where it needs one).
+VISIBLE = frozenset({EventType.CUSTOMER_MESSAGE, *_AGENT_TEXT, EventType.CSAT_SENT,
+                     EventType.CSAT_ANSWERED, EventType.SESSION_ENDED})
+_VISIBLE_VALUES = frozenset(t.value for t in VISIBLE)
+
+
+def concerns_visitor(change: Change) -> bool:
+    """Whether a change can add to what the visitor sees, so their widget reads the thread
+    again. Delivery moves do not (the worker's `sent`, the visitor's own `read`: a reply
+    shows once recorded), nor updates that recorded only inside events (notes, tags,
+    assignments, status changes). An update that does not name its events (a writer from
+    before they were named) is read again, to be safe."""
+    if change.kind is ChangeKind.DELIVERY:
+        return False
+    if change.kind is ChangeKind.UPDATED and change.event_types:
+        return not _VISIBLE_VALUES.isdisjoint(change.event_types)
+    return True

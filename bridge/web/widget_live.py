@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from bridge.core.visitor_thread import LOOK_BACK_MS, EventKey, visitor_view
+from bridge.core.visitor_thread import LOOK_BACK_MS, EventKey, concerns_visitor, visitor_view
 from bridge.store.widget import WidgetStore
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError
@@ -326,7 +326,7 @@ async def _follow_changes(app: web.Application, hub: VisitorHub) -> None:
             item = await changes.get()
             if isinstance(item, Resync):
                 hub.resync()  # the feed lost track: every visitor here re-reads
-            elif item.contact_id in hub.by_contact:
+            elif item.contact_id in hub.by_contact and concerns_visitor(item):
                 hub.changed(item.contact_id, (item.ticket_id, item.previous_ticket_id))
 
 
