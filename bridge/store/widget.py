@@ -26,8 +26,21 @@ TYPING_CHANNEL = f"{keys.PREFIX}:widget:typing"
 RawEvent = tuple[bytes, dict[bytes, bytes]]
 
 
-def flood_key(kind: str, ident: str, window: int) -> str:
-    return f"{keys.PREFIX}:flood:{kind}:{ident}:{window}"
+def flood_key(kind: str, ident: str) -> str:
+    return f"{keys.PREFIX}:flood:{kind}:{ident}"
+
+
+# One atomic step: a counter that exists only with its expiry (INCR then PEXPIRE in two
+# calls could leave a counter without one, refusing its owner forever).
+_COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class WidgetStore:
     def __init__(self, store: TicketStore) -> None:
         self.store = store
         self.redis: Redis = store.redis
+        self._count = self.redis.register_script(_COUNT_SCRIPT)
 
     async def ticket_ids(self, cid: str) -> list[str]:
         """The contact's latest tickets, its current one included (listed by the routing
@@ -163,20 +177,12 @@ class WidgetStore:
 
     # ---------------------------------------------------------------- flood control
 
-    async def take(self, kind: str, ident: str, *, limit: int, window_s: int, now_ms: int
-                   ) -> float:
-        """Count one request against a fixed window; 0 when allowed, else the seconds until
-        the window ends (Retry-After)."""
-        window_ms = window_s * 1000
-        window = now_ms // window_ms
-        key = flood_key(kind, ident, window)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, window_s + 1)
-            count, _ = await pipe.execute()
-        if int(count) <= limit:
-            return 0.0
-        return ((window + 1) * window_ms - now_ms) / 1000
+    async def take(self, kind: str, ident: str, *, limit: int, window_s: int) -> float:
+        """Count one request against the caller's window (it starts with the caller's first
+        request, so a burst cannot straddle two windows); 0 when allowed, else the seconds
+        until the window ends (Retry-After)."""
+        count, ttl_ms = await self._count(keys=[flood_key(kind, ident)], args=[window_s * 1000])
+        return 0.0 if int(count) <= limit else max(int(ttl_ms), 1) / 1000
 
     # ---------------------------------------------------------------- typing indicators
 

@@ -87,7 +87,7 @@ async def check_ip_budget(request: web.Request) -> None:
     settings = request.app[settings_key]
     wait_s = await request.app[widget_store_key].take(
         "ip", client_ip(request), limit=settings.widget_ip_requests_per_min,
-        window_s=WINDOW_S, now_ms=int(time.time() * 1000))
+        window_s=WINDOW_S)
     if wait_s:
         raise too_many(wait_s, "requests from this address")
 
@@ -184,7 +184,7 @@ async def send_message(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
     wait_s = await request.app[widget_store_key].take(
         "visitor", ctx.contact_id, limit=settings.widget_visitor_messages_per_min,
-        window_s=WINDOW_S, now_ms=now_ms)
+        window_s=WINDOW_S)
     if wait_s:
         raise too_many(wait_s, "messages")
     signal = rating_signal(body=msg.body, button_payload=msg.button_payload,

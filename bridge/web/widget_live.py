@@ -345,9 +345,15 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(_forever(lambda: _follow_changes(app, hub))),
              asyncio.create_task(_follow_typing(app[widget_store_key], hub))]
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # A cancel that lands while redis-py connects can be swallowed there (the task then
+    # waits on, "cancelling" forever): cancel again until every task has ended.
+    pending = set(tasks)
+    for _ in range(10):
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        if not pending:
+            break
 
 
 async def _forever(run: Callable[[], Any]) -> None:
