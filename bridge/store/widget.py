@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -189,12 +189,14 @@ class WidgetStore:
     async def publish_typing(self, cid: str, who: str) -> None:
         await self.redis.publish(TYPING_CHANNEL, json.dumps({"c": cid, "who": who}))
 
-    async def typing_signals(self) -> AsyncIterator[tuple[str, str]]:
-        """(contact id, who) for every typing signal published by any process, forever."""
+    async def typing_signals(self, *, while_: Callable[[], bool]
+                             ) -> AsyncIterator[tuple[str, str]]:
+        """(contact id, who) for every typing signal published by any process, as long as
+        `while_()` holds (checked every second)."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(TYPING_CHANNEL)
-            while True:
+            while while_():
                 # A bounded wait rather than listen(): a cancelled listen() can leave the
                 # connection's read lock held, and closing the pubsub then waits forever.
                 message = await pubsub.get_message(timeout=1.0)

@@ -46,6 +46,8 @@ HEARTBEAT_S = 30
 # on them is cut off, the others are not slowed.
 SOCKET_MESSAGES_PER_MIN = 120
 TYPING_EVERY_S = 2.0
+# How often an idle feed checks whether anyone still listens here.
+IDLE_CHECK_S = 5.0
 
 
 class Listener(Protocol):
@@ -60,12 +62,18 @@ class VisitorHub:
 
     def __init__(self) -> None:
         self.by_contact: dict[str, set[Listener]] = {}
+        # Set while someone listens: the process follows the change log and the typing
+        # signals only then (a process serving webhooks alone holds no Redis connection
+        # blocked in a read for the widget).
+        self.active = asyncio.Event()
+        self.stopping = False  # the process is shutting down: pollers answer now
         # Sockets still waiting for their hello (closed on shutdown too).
         self.handshaking: set[web.WebSocketResponse] = set()
 
     @contextlib.contextmanager
     def listening(self, cid: str, listener: Listener) -> Any:
         self.by_contact.setdefault(cid, set()).add(listener)
+        self.active.set()
         try:
             yield
         finally:
@@ -74,6 +82,8 @@ class VisitorHub:
                 listeners.discard(listener)
                 if not listeners:
                     del self.by_contact[cid]
+                    if not self.by_contact:
+                        self.active.clear()
 
     def changed(self, cid: str, ticket_ids: Iterable[str]) -> None:
         ids = [t for t in ticket_ids if t]
@@ -289,12 +299,18 @@ async def poll(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid", f"wait_s must be 0 to {MAX_POLL_WAIT_S}")
     store = request.app[widget_store_key]
     waiter = PollVisitor()
+    deadline = asyncio.get_running_loop().time() + wait_s
     with request.app[hub_key].listening(ctx.contact_id, waiter):
         views, cursor = await _after(store, ctx.contact_id, after)
-        if not views and wait_s:
+        # A wake-up may bring nothing to show (a re-read of every visitor, an invisible
+        # event): wait again until the deadline.
+        while not views and not request.app[hub_key].stopping:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
+                async with asyncio.timeout_at(deadline):
                     await waiter.woken.wait()
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            waiter.woken.clear()
             views, cursor = await _after(store, ctx.contact_id, after)
     return web.json_response({"events": views, "cursor": str(cursor) if cursor else None})
 
@@ -319,11 +335,17 @@ async def _after(store: WidgetStore, cid: str, after: EventKey | None
 
 
 async def _follow_changes(app: web.Application, hub: VisitorHub) -> None:
+    await hub.active.wait()
     async with app[live_feed_key].subscribe(everything=True) as changes:
-        # (Re)subscribed: changes made while no subscription ran are read now.
+        # Subscribed (again): what changed before the feed's start is read now, so a
+        # visitor who connected meanwhile misses nothing.
         hub.resync()
-        while True:
-            item = await changes.get()
+        while hub.by_contact:
+            try:
+                async with asyncio.timeout(IDLE_CHECK_S):
+                    item = await changes.get()
+            except TimeoutError:
+                continue
             if isinstance(item, Resync):
                 hub.resync()  # the feed lost track: every visitor here re-reads
             elif item.contact_id in hub.by_contact and concerns_visitor(item):
@@ -331,19 +353,16 @@ async def _follow_changes(app: web.Application, hub: VisitorHub) -> None:
 
 
 async def _follow_typing(store: WidgetStore, hub: VisitorHub) -> None:
-    while True:
-        try:
-            async for cid, who in store.typing_signals():
-                hub.typing(cid, who)
-        except Exception:
-            log.warning("typing signals lost; subscribing again", exc_info=True)
-            await asyncio.sleep(1)
+    await hub.active.wait()
+    async for cid, who in store.typing_signals(while_=lambda: bool(hub.by_contact)):
+        hub.typing(cid, who)
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[hub_key]
+    store = app[widget_store_key]
     tasks = [asyncio.create_task(_forever(lambda: _follow_changes(app, hub))),
-             asyncio.create_task(_follow_typing(app[widget_store_key], hub))]
+             asyncio.create_task(_forever(lambda: _follow_typing(store, hub)))]
     yield
     # A cancel that lands while redis-py connects can be swallowed there (the task then
     # waits on, "cancelling" forever): cancel again until every task has ended.
@@ -363,7 +382,7 @@ async def _forever(run: Callable[[], Any]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.warning("widget change feed stopped; following it again", exc_info=True)
+            log.warning("widget feed stopped; following it again", exc_info=True)
             await asyncio.sleep(1)
 
 
@@ -373,6 +392,7 @@ async def close_sockets(app: web.Application) -> None:
     one's successor."""
     listening = [listener for listeners in app[hub_key].by_contact.values()
                  for listener in listeners]
+    app[hub_key].stopping = True
     for listener in listening:
         if isinstance(listener, PollVisitor):
             listener.woken.set()  # answered now; the widget polls the next process
