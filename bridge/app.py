@@ -11,7 +11,17 @@ from bridge.jobs import JobQueues
 from bridge.store.changelog import ChangeLog
 from bridge.store.connection import async_redis, sync_redis
 from bridge.store.tickets import TicketStore
-from bridge.web import api, export_api, export_bulk_api, health, macros, openapi, reports, webhooks
+from bridge.web import (
+    api,
+    export_api,
+    export_bulk_api,
+    health,
+    macros,
+    openapi,
+    reports,
+    webhooks,
+    workspace,
+)
 from bridge.web.keys import (
     live_feed_key,
     queues_key,
@@ -59,6 +69,7 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(openapi.routes)
     app.add_routes(macros.routes)
     app.add_routes(reports.routes)
+    app.add_routes(workspace.routes)
     app.add_routes(export_api.routes)
     app.add_routes(export_bulk_api.routes)
     setup_widget(app)

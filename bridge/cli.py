@@ -17,6 +17,7 @@ from bridge.commands.bulk_export import export
 from bridge.commands.check import check
 from bridge.commands.migrate import migrate
 from bridge.commands.outbound import failed, outbox, retry
+from bridge.commands.report import report
 from bridge.commands.webhooks import webhooks
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
@@ -175,5 +176,6 @@ main.add_command(failed)
 main.add_command(retry)
 main.add_command(check)
 main.add_command(migrate)
+main.add_command(report)
 main.add_command(webhooks)
 main.add_command(export)

@@ -156,6 +156,7 @@ def _banner(settings: Settings, env: dict[str, str]) -> None:
     outbound = "Twilio" if env.get("TWILIO_ACCOUNT_SID") else "the local outbox (bridge outbox)"
     click.echo(f"""
   Bridge running at {base}   (Redis: {_without_password(env['REDIS_URL'])})
+  Workspace:  {base}/app/   (sign in with a token below)
   Outbound messages go to {outbound}.
   Chat widget demo: {base}/widget/demo   (write there, answer with the agent token)
 

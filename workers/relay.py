@@ -42,6 +42,7 @@ from bridge.store.claims import new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
 from workers.export_consumer import ExportConsumer
+from workers.report_counters import ReportConsumer
 
 log = logging.getLogger("workers.relay")
 
@@ -195,6 +196,7 @@ def consumers_for(settings: Settings, aredis: redis.asyncio.Redis,
     return [
         JobsConsumer(JobQueues(connection), config=config),
         ExportConsumer.build(settings, aredis),
+        ReportConsumer.on(aredis),
     ]
 
 

@@ -32,11 +32,13 @@ RELAY_CONSUMER = "jobs"
 # The sweep's index repair (workers/sweeper.py): it reads the openings a grace period late,
 # so the log keeps at least that much; trimming follows the slowest consumer.
 REPAIR_CONSUMER = "repair"
-# Every consumer with saved positions: trimming keeps what the slowest has not handed on.
-# A consumer listed here must run (the relay process runs them all), or the log grows.
+# The report counters (workers/report_counters.py).
+REPORTS_CONSUMER = "reports"
 # The webhook export (workers/export_consumer.py): changes into per-endpoint outboxes.
 EXPORT_CONSUMER = "export"
-CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, EXPORT_CONSUMER)
+# Every consumer with saved positions: trimming keeps what the slowest has not handed on.
+# A consumer listed here must run (the relay process runs them all), or the log grows.
+CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, EXPORT_CONSUMER, REPORTS_CONSUMER)
 # Lag is counted up to this many entries per partition (a scrape stays cheap).
 LAG_COUNT_CAP = 1000
 

@@ -11,30 +11,25 @@ from aiohttp import web
 
 from bridge.core.changes import Origin
 from bridge.core.messages import Channel, contact_id_for
-from bridge.core.outbound import public_message_refusal, session_refusal
 from bridge.core.tickets import (
     Contact,
-    EventType,
     Status,
     Ticket,
     TransitionError,
 )
-from bridge.sending import enqueue_send
-from bridge.store.tickets import MAX_PAGE, Conflict, NotFound, Replayed, TicketStore
+from bridge.store.tickets import MAX_PAGE, NotFound, TicketStore
+from bridge.web import ticket_actions
 from bridge.web.auth import principal
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, bad_request, unprocessable
+from bridge.web.errors import bad_request, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
-from bridge.web.keys import queues_key, settings_key, store_key
+from bridge.web.keys import settings_key, store_key
 from bridge.web.macros import apply_macro
 from bridge.web.serialize import event_json, ticket_json
+from bridge.web.ticket_actions import MAX_NOTE_CHARS, MAX_REPLY_CHARS
 
 log = logging.getLogger("bridge.api")
 routes = web.RouteTableDef()
-
-# Twilio's limit for one WhatsApp body.
-MAX_REPLY_CHARS = 1600
-MAX_NOTE_CHARS = 10_000
 
 
 def now_ms() -> int:
@@ -42,14 +37,7 @@ def now_ms() -> int:
 
 
 def _text(data: dict[str, Any], name: str, max_chars: int) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise unprocessable(f"{name} must be a non-empty string")
-    if len(value) > max_chars:
-        raise unprocessable(f"{name} is longer than {max_chars} characters", "too_long")
-    if "\x00" in value:
-        raise unprocessable(f"{name} must not contain NUL characters")
-    return value
+    return ticket_actions.checked_text(data.get(name), name, max_chars)
 
 
 # ASCII digits only: str.isdigit() is also true for '²', which int() refuses.
@@ -222,22 +210,10 @@ async def add_note(request: web.Request) -> web.Response:
     await _ticket(store, ticket_id)
     if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
         return web.json_response(event_json(earlier), status=201)
-    try:
-        _, event_id = await store.update_ticket(
-            ticket_id, author=principal(request).name, now_ms=now_ms(),
-            event=(EventType.NOTE, body, {}), idempotency=idempotency,
-        )
-    except Replayed as replay:  # the same request, running alongside: it recorded the note
-        event_id = replay.event_id
-    assert event_id
+    event_id = await ticket_actions.add_note(request.app, principal(request), ticket_id, body,
+                                             idempotency)
     return web.json_response(event_json(await store.get_event(ticket_id, event_id)),
                              status=201)
-
-
-def public_reply_allowed(ticket: Ticket) -> None:
-    """The store's guard, inside the reply's transaction: the session may have ended since."""
-    if (refusal := session_refusal(ticket)) is not None:
-        raise Conflict(refusal.code, refusal.message)
 
 
 @routes.post("/api/v1/tickets/{id}/replies")
@@ -256,22 +232,8 @@ async def reply(request: web.Request) -> web.Response:
     ticket = await _ticket(store, ticket_id)
     if (earlier := await replayed(store, ticket_id, idempotency)) is not None:
         return web.json_response(event_json(earlier), status=202)
-    refusal = public_message_refusal(
-        ticket, await _contact_or_none(store, ticket), now_ms=now_ms(), has_template=False,
-        template_hint="apply a macro that names one")
-    if refusal is not None:
-        raise ApiError(409, refusal.code, refusal.message)
-    try:
-        _, event_id = await store.update_ticket(
-            ticket_id, author=principal(request).name, now_ms=now_ms(),
-            event=(EventType.AGENT_REPLY, body, {"kind": "reply"}),
-            guard=public_reply_allowed, idempotency=idempotency,
-        )
-    except Replayed as replay:  # recorded (and enqueued) by the same request, alongside
-        return web.json_response(
-            event_json(await store.get_event(ticket_id, replay.event_id)), status=202)
-    assert event_id is not None
-    await enqueue_send(request.app[queues_key], ticket_id, event_id)
+    event_id = await ticket_actions.send_reply(request.app, principal(request), ticket, body,
+                                               idempotency)
     event = await store.get_event(ticket_id, event_id)
     return web.json_response(event_json(event), status=202)
 

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bridge.web import widget_openapi
 from bridge.web.export_openapi import merge_export
+from bridge.web.reports_openapi import REPORT_PATHS
 
 routes = web.RouteTableDef()
 
@@ -282,7 +283,7 @@ DOCUMENT: dict[str, Any] = {
     "info": {"title": "Help-desk messaging bridge", "version": "1"},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "paths": PATHS,
+    "paths": {**PATHS, **REPORT_PATHS},
     "components": {
         "schemas": SCHEMAS,
         "responses": _RESPONSES,

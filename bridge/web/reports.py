@@ -1,4 +1,13 @@
-"""CSAT report: `GET /api/v1/reports/csat?by=channel|agent&since=&until=`.
+"""Reports under /api/v1/reports/.
+
+`GET /api/v1/reports/overview?since=&until=&tz=&channel=`: every figure of the workspace's
+reports page (tickets created/solved/reopened, first reply, full resolution, requester and
+agent wait as median and 90th percentile, CSAT score and response rate, per-agent figures,
+the quality index, a per-day series), read from the counters the change log keeps
+(bridge/report_query.py); `since`/`until` are dates or times in the time zone `tz` (IANA
+name, default UTC); CSV with `Accept: text/csv` or `format=csv`.
+
+CSAT report: `GET /api/v1/reports/csat?by=channel|agent&since=&until=`.
 
 The period selects surveys by the time they were SENT (bridge.sending keeps the index
 `bridge:idx:csat_sent`); for each group the answer counts the surveys sent, the ratings
@@ -10,6 +19,8 @@ none).
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,10 +30,13 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.csat import RATING_SCALE
+from bridge.core.messages import Channel
+from bridge.core.report_figures import csv_rows
 from bridge.core.tickets import Ticket
+from bridge.report_query import PeriodError, build_report, parse_period
 from bridge.web.auth import principal
 from bridge.web.errors import unprocessable
-from bridge.web.keys import store_key
+from bridge.web.keys import redis_key, store_key
 from bridge.web.serialize import iso
 
 DEFAULT_PERIOD = timedelta(days=30)
@@ -125,4 +139,33 @@ async def csat_report(request: web.Request) -> web.Response:
     })
 
 
-routes: list[web.RouteDef] = [web.get("/api/v1/reports/csat", csat_report)]
+def wants_csv(request: web.Request) -> bool:
+    return (request.query.get("format") == "csv"
+            or "text/csv" in request.headers.get("Accept", ""))
+
+
+def csv_response(rows: list[list[str]], filename: str) -> web.Response:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                 "Cache-Control": "no-store"})
+
+
+async def overview_report(request: web.Request) -> web.Response:
+    principal(request)
+    q = request.query
+    try:
+        period = parse_period(since=q.get("since", ""), until=q.get("until", ""),
+                              tz=q.get("tz", ""), channel=q.get("channel", ""),
+                              channels=tuple(Channel))
+    except PeriodError as exc:
+        raise unprocessable(str(exc)) from None
+    report = await build_report(request.app[redis_key], period)
+    if wants_csv(request):
+        return csv_response(csv_rows(report), "report.csv")
+    return web.json_response(report)
+
+
+routes: list[web.RouteDef] = [web.get("/api/v1/reports/csat", csat_report),
+                              web.get("/api/v1/reports/overview", overview_report)]

@@ -27,7 +27,8 @@ DEMO_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-sr
 
 
 def _static(name: str) -> str:
-    return resources.files("bridge.static.widget").joinpath(name).read_text("utf-8")
+    # Package data of `bridge` (pyproject.toml), beside the workspace's bridge/static/.
+    return (resources.files("bridge") / "static" / "widget" / name).read_text("utf-8")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,159 @@
+"""What every workspace page shares: the Jinja2 environment, the page guard (session, role,
+CSRF), rendering with the security headers, flash messages and redirects."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from bridge.store.tickets import Conflict, NotFound
+from bridge.web.auth import Principal, Role
+from bridge.web.errors import ApiError
+from bridge.web.session import CSRF_FIELD, check_csrf, csrf_token, load_session, set_cookie
+from bridge.web.workspace.i18n import language, translator
+
+PageHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+FLASH_COOKIE = "bridge_flash"
+# Pages hold customers' messages: never cached, never framed, scripts only from here.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                "script-src 'self'; frame-ancestors 'none'; "
+                                "form-action 'self'; base-uri 'none'"),
+}
+
+
+def _duration(seconds: float | int | None) -> str:
+    """A short human duration: 45 s, 12 min, 3 h 05, 2 d 4 h."""
+    if seconds is None:
+        return "–"
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d}"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bridge", "templates/app"),
+        autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters["duration"] = _duration
+    return env
+
+
+def render(request: web.Request, template: str, *, status: int = 200,
+           who: Principal | None = None, **context: Any) -> web.Response:
+    lang = language(request)
+    flash = _read_flash(request)
+    body = environment().get_template(template).render(
+        _=translator(lang), lang=lang, who=who, csrf_field=CSRF_FIELD,
+        csrf_token=csrf_token(request), flash=flash, path=request.path_qs,
+        is_admin=who is not None and who.role is Role.ADMIN, **context)
+    response = web.Response(text=body, content_type="text/html", status=status,
+                            headers=PAGE_HEADERS)
+    if flash:
+        response.del_cookie(FLASH_COOKIE, path="/app")
+    return response
+
+
+def _read_flash(request: web.Request) -> dict[str, str] | None:
+    raw = request.cookies.get(FLASH_COOKIE, "")
+    if not raw:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return None
+    return {"kind": value.get("kind", ""), "text": value.get("text", "")[:500]}
+
+
+def redirect(request: web.Request, location: str, *, notice: str = "",
+             error: str = "") -> web.Response:
+    """303 to a page of the workspace, with a one-time message shown there."""
+    if not location.startswith("/app/"):  # never an open redirect
+        location = "/app/"
+    response = web.Response(status=303, headers={"Location": location, **PAGE_HEADERS})
+    if notice or error:
+        flash = {"kind": "error" if error else "notice", "text": error or notice}
+        encoded = base64.urlsafe_b64encode(json.dumps(flash).encode()).decode()
+        set_cookie(request, response, FLASH_COOKIE, encoded, max_age_s=60)
+    return response
+
+
+def error_page(request: web.Request, who: Principal | None, status: int, message: str
+               ) -> web.Response:
+    """A refusal as a page (the API's answers stay JSON)."""
+    return render(request, "error.html", status=status, who=who, status_code=status,
+                  message=message)
+
+
+def sign_in_url(request: web.Request) -> str:
+    return f"/app/sign-in?next={quote(request.path_qs, safe='')}"
+
+
+def page(*, admin: bool = False, back: Callable[[web.Request], str] | None = None
+         ) -> Callable[[PageHandler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """Guard a page: a session (else the sign-in page for GET, 401 otherwise), the admin
+    role where asked (403), and the session's CSRF token on every POST (403). A POST whose
+    action the ticket's state or the input refuses goes back to `back(request)` with the
+    reason shown."""
+
+    def wrap(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            who = await load_session(request)
+            if who is None:
+                if request.method == "GET":
+                    raise web.HTTPSeeOther(sign_in_url(request))
+                return error_page(request, None, 401, "Sign in first")
+            try:
+                if request.method == "POST":
+                    form = await request.post()
+                    check_csrf(request, str(form.get(CSRF_FIELD, "")))
+                if admin and who.role is not Role.ADMIN:
+                    raise ApiError(403, "forbidden", "This page is for admins")
+            except ApiError as exc:
+                return error_page(request, who, exc.status, exc.message)
+            if request.method != "POST" or back is None:
+                try:
+                    return await handler(request, who)
+                except ApiError as exc:
+                    return error_page(request, who, exc.status, exc.message)
+                except NotFound as exc:
+                    return error_page(request, who, 404, str(exc) or "Not found")
+            try:
+                return await handler(request, who)
+            except ApiError as exc:
+                return redirect(request, back(request), error=exc.message)
+            except Conflict as exc:
+                return redirect(request, back(request), error=exc.message)
+            except NotFound as exc:
+                return redirect(request, back(request), error=str(exc) or "not found")
+
+        return guarded
+
+    return wrap
+
+
+async def form_text(request: web.Request, name: str) -> str:
+    value = (await request.post()).get(name, "")
+    return value if isinstance(value, str) else ""

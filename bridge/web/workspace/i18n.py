@@ -1,0 +1,162 @@
+"""The workspace's two languages: English (the source strings) and French.
+
+The language comes from the `lang` cookie (set by the switch in the header), else the
+browser's Accept-Language, else English. A string without a French entry shows in English.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+LANGUAGES = ("en", "fr")
+LANG_COOKIE = "lang"
+
+FRENCH: dict[str, str] = {
+    "Workspace": "Espace de travail",
+    "Sign in": "Se connecter",
+    "Sign out": "Se déconnecter",
+    "Token": "Jeton",
+    "Your agent or admin token": "Votre jeton d'agent ou d'administrateur",
+    "Unknown token": "Jeton inconnu",
+    "Tickets": "Tickets",
+    "Macros": "Macros",
+    "Reports": "Rapports",
+    "Operations": "Exploitation",
+    "Signed in as": "Connecté en tant que",
+    "Filters": "Filtres",
+    "Channel": "Canal",
+    "Assignee": "Assigné à",
+    "Tag": "Étiquette",
+    "Customer (phone or name)": "Client (téléphone ou nom)",
+    "Apply filters": "Filtrer",
+    "Show solved and closed": "Afficher résolus et fermés",
+    "any": "tous",
+    "new": "nouveau",
+    "open": "ouvert",
+    "pending": "en attente",
+    "hold": "suspendu",
+    "solved": "résolu",
+    "closed": "fermé",
+    "No tickets": "Aucun ticket",
+    "Customer": "Client",
+    "Age": "Âge",
+    "Messages": "Messages",
+    "Status": "Statut",
+    "Ticket": "Ticket",
+    "Thread": "Fil",
+    "Older messages": "Messages précédents",
+    "Reply": "Répondre",
+    "Send reply": "Envoyer la réponse",
+    "Internal note": "Note interne",
+    "Add note": "Ajouter la note",
+    "Reply queued": "Réponse en file d'envoi",
+    "Note added": "Note ajoutée",
+    "Ticket updated": "Ticket mis à jour",
+    "Session ended": "Session terminée",
+    "Message to the customer": "Message au client",
+    "Note for the team": "Note pour l'équipe",
+    "Apply a macro": "Appliquer une macro",
+    "Preview": "Aperçu",
+    "Apply": "Appliquer",
+    "Update ticket": "Mettre à jour le ticket",
+    "Tags (comma separated)": "Étiquettes (séparées par des virgules)",
+    "Save": "Enregistrer",
+    "End session": "Terminer la session",
+    "Session": "Session",
+    "Follow-up of": "Suite de",
+    "Follow-ups": "Suites",
+    "Other tickets of this customer": "Autres tickets de ce client",
+    "Window open until": "Fenêtre ouverte jusqu'à",
+    "Window closed: only a macro with an approved template can reach the customer":
+        "Fenêtre fermée : seule une macro avec un modèle approuvé peut joindre le client",
+    "unassigned": "non assigné",
+    "Done": "Fait",
+    "Error": "Erreur",
+    "failed": "échec",
+    "Edit": "Modifier",
+    "Title": "Titre",
+    "Version": "Version",
+    "History": "Historique",
+    "Roll back to this version": "Revenir à cette version",
+    "Preview against ticket": "Aperçu sur le ticket",
+    "Save macro": "Enregistrer la macro",
+    "Only admins can edit macros": "Seuls les administrateurs peuvent modifier les macros",
+    "Period": "Période",
+    "From": "Du",
+    "To": "Au",
+    "Time zone": "Fuseau horaire",
+    "Show": "Afficher",
+    "Download CSV": "Télécharger en CSV",
+    "median": "médiane",
+    "90th percentile": "90e centile",
+    "Queue depths": "Files d'attente",
+    "Failed sends": "Envois en échec",
+    "Retry": "Réessayer",
+    "Relay lag": "Retard du relais",
+    "Workers": "Workers",
+    "Live updates": "Mises à jour en direct",
+    "Language": "Langue",
+    "created": "créés",
+    "Tickets created and solved per day": "Tickets créés et résolus par jour",
+    "Median and 90th percentile, in hours": "Médiane et 90e centile, en heures",
+    "First reply time": "Délai de première réponse",
+    "Full resolution time": "Délai de résolution complète",
+    "Requester wait time": "Temps d'attente du demandeur",
+    "Agent wait time": "Temps d'attente de l'agent",
+    "Reopen rate": "Taux de réouverture",
+    "Replies": "Réponses",
+    "now": "maintenant",
+    "Response times": "Délais",
+    "Score (positive ÷ ratings)": "Score (positives ÷ notes)",
+    "Response rate": "Taux de réponse",
+    "Surveys sent": "Enquêtes envoyées",
+    "Quality index": "Indice de qualité",
+    "Agents": "Agents",
+    "Agent": "Agent",
+    "Median first reply": "Première réponse médiane",
+    "Read": "Lecture",
+    "Text": "Texte",
+    "New locale (code)": "Nouvelle langue (code)",
+    "Text of the new locale": "Texte de la nouvelle langue",
+    "Actions (JSON)": "Actions (JSON)",
+    "The macro was not saved": "La macro n'a pas été enregistrée",
+    "Roll back": "Restaurer",
+    "Changes from the version before": "Modifications depuis la version précédente",
+    "Locales": "Langues",
+    "Updated by": "Modifiée par",
+    "Queue": "File",
+    "overdue": "en retard",
+    "Consumer": "Consommateur",
+    "Changes waiting": "Changements en attente",
+    "Oldest waiting": "Plus ancien en attente",
+    "Job": "Tâche",
+    "For": "Pour",
+    "Failed at": "Échec à",
+    "No failed jobs": "Aucune tâche en échec",
+    "Local outbox": "Boîte d'envoi locale",
+    "When": "Quand",
+    "Message": "Message",
+    "Sign in first": "Connectez-vous d'abord",
+    "This page is for admins": "Cette page est réservée aux administrateurs",
+    "missing or wrong CSRF token: reload the page":
+        "jeton CSRF absent ou erroné : rechargez la page",
+}
+
+
+def language(request: web.Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE, "")
+    if chosen in LANGUAGES:
+        return chosen
+    for part in request.headers.get("Accept-Language", "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return "en"
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    if lang == "fr":
+        return lambda text: FRENCH.get(text, text)
+    return lambda text: text

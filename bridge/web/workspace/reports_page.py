@@ -1,0 +1,62 @@
+"""/app/reports: the period's figures (bridge/report_query.py) with SVG charts, in the
+viewer's time zone, and the CSV download of the same numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from bridge.core.messages import Channel
+from bridge.core.report_figures import csv_rows
+from bridge.report_query import PeriodError, build_report, parse_period
+from bridge.web.auth import Principal
+from bridge.web.keys import redis_key
+from bridge.web.reports import csv_response
+from bridge.web.workspace.charts import daily_bars, time_bars
+from bridge.web.workspace.common import page, render
+from bridge.web.workspace.i18n import language, translator
+
+routes = web.RouteTableDef()
+
+TIME_ZONES = ("UTC", "Europe/Paris", "Europe/London", "America/New_York",
+              "America/Los_Angeles", "Africa/Abidjan", "Asia/Tokyo")
+TIME_LABELS = {"first_reply": "First reply time", "full_resolution": "Full resolution time",
+               "requester_wait": "Requester wait time", "agent_wait": "Agent wait time"}
+
+
+def _charts(report: dict[str, Any], lang: str) -> dict[str, Any]:
+    _ = translator(lang)
+    daily = report["daily"]
+    days = [d["date"] for d in daily]
+    return {
+        "volume": daily_bars("volume", _("Tickets created and solved per day"), days, [
+            (_("created"), "bar-a", [d["created"] for d in daily]),
+            (_("solved"), "bar-b", [d["solved"] for d in daily])]),
+        "times": time_bars("times", _("Median and 90th percentile, in hours"), [
+            (_(TIME_LABELS[k]), v["median_s"], v["p90_s"])
+            for k, v in report["times"].items()], (_("median"), _("90th percentile"))),
+    }
+
+
+@routes.get("/app/reports")
+@page()
+async def reports(request: web.Request, who: Principal) -> web.StreamResponse:
+    q = request.query
+    form = {"since": q.get("since", ""), "until": q.get("until", ""),
+            "tz": q.get("tz", "") or "UTC", "channel": q.get("channel", "")}
+    try:
+        period = parse_period(since=form["since"], until=form["until"], tz=form["tz"],
+                              channel=form["channel"], channels=tuple(Channel))
+    except PeriodError as exc:
+        return render(request, "reports.html", who=who, status=422, error=str(exc),
+                      form=form, report=None, charts=None, time_zones=TIME_ZONES,
+                      channels=[c.value for c in Channel], labels=TIME_LABELS, csv_query="")
+    report = await build_report(request.app[redis_key], period)
+    if q.get("format") == "csv":
+        return csv_response(csv_rows(report), "report.csv")
+    csv_query = "&".join(f"{k}={v}" for k, v in form.items() if v)
+    return render(request, "reports.html", who=who, error="", form=form, report=report,
+                  charts=_charts(report, language(request)), time_zones=TIME_ZONES,
+                  channels=[c.value for c in Channel], labels=TIME_LABELS,
+                  csv_query=csv_query)

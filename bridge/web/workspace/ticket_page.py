@@ -1,0 +1,162 @@
+"""One ticket: its thread (paged, newest last, delivery ticks, Twilio's failure reasons),
+reply (inside the 24-hour window), internal note, macros with a preview, status, assignee
+and tags, the end of the session, follow-up links and the customer's other tickets.
+
+The actions reuse the API's rules (bridge/web/ticket_actions.py, bridge/web/macros.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from bridge.core.tickets import OUTBOUND_EVENTS, Status
+from bridge.sending import render_macro
+from bridge.store.macros import MacroNotFound
+from bridge.templating import TemplateErrors
+from bridge.web import ticket_actions
+from bridge.web.auth import Principal
+from bridge.web.errors import ApiError, unprocessable
+from bridge.web.keys import settings_key, store_key
+from bridge.web.macros import _limits, apply_macro, automation_config, macro_store
+from bridge.web.rendering import render_gate_key
+from bridge.web.serialize import event_json, iso, ticket_json
+from bridge.web.workspace.common import form_text, page, redirect, render
+
+routes = web.RouteTableDef()
+
+THREAD_PAGE = 30
+
+
+def _back(request: web.Request) -> str:
+    return f"/app/tickets/{request.match_info['id']}"
+
+
+async def thread(request: web.Request, ticket_id: str) -> dict[str, Any]:
+    """A page of the thread, oldest first on screen; `before` pages back."""
+    before = request.query.get("before") or None
+    if before is not None and not all(p.isdigit() for p in before.split("-", 1)):
+        raise unprocessable("before must be an event id")
+    events, older = await request.app[store_key].events(ticket_id, cursor=before,
+                                                          limit=THREAD_PAGE)
+    shown = [event_json(e) | {"outbound": e.type in OUTBOUND_EVENTS} for e in events]
+    return {"events": shown[::-1], "older": older}
+
+
+async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]:
+    app = request.app
+    store = app[store_key]
+    ticket = await store.get_ticket(request.match_info["id"])
+    contact = await ticket_actions.contact_or_none(store, ticket)
+    now_ms = int(time.time() * 1000)
+    others, _ = await store.list_tickets(contact_id=ticket.contact_id, limit=20)
+    macros = await macro_store(app).all()
+    window_open = contact is not None and contact.window_open(now_ms)
+    return {
+        "ticket": ticket_json(ticket, contact, settings=app[settings_key], now_ms=now_ms),
+        "thread": await thread(request, ticket.id),
+        "window_open": window_open,
+        "window_until": iso(contact.window_until_ms) if contact else None,
+        "macros": [m for m in macros if window_open or m.actions.fallback_content_sid
+                   or not m.sends],
+        "all_macros": macros,
+        "others": [{"id": t.id, "status": t.status.value, "created_at": iso(t.created_at_ms)}
+                   for t in others if t.id != ticket.id],
+        "statuses": [s.value for s in Status if s is not Status.NEW or ticket.status is s],
+        "agents": sorted(app[settings_key].agent_tokens),
+    }
+
+
+@routes.get("/app/tickets/{id}")
+@page()
+async def ticket_page(request: web.Request, who: Principal) -> web.Response:
+    return render(request, "ticket.html", who=who, **await ticket_context(request, who))
+
+
+@routes.get("/app/tickets/{id}/thread")
+@page()
+async def thread_fragment(request: web.Request, who: Principal) -> web.Response:
+    """The thread alone (the live refresh swaps it in)."""
+    ticket_id = request.match_info["id"]
+    await request.app[store_key].get_ticket(ticket_id)
+    return render(request, "_thread.html", who=who, ticket={"id": ticket_id},
+                  thread=await thread(request, ticket_id))
+
+
+@routes.post("/app/tickets/{id}/reply")
+@page(back=_back)
+async def reply(request: web.Request, who: Principal) -> web.Response:
+    body = ticket_actions.checked_text(await form_text(request, "body"), "body",
+                                       ticket_actions.MAX_REPLY_CHARS)
+    ticket = await request.app[store_key].get_ticket(request.match_info["id"])
+    await ticket_actions.send_reply(request.app, who, ticket, body)
+    return redirect(request, _back(request), notice="Reply queued")
+
+
+@routes.post("/app/tickets/{id}/note")
+@page(back=_back)
+async def note(request: web.Request, who: Principal) -> web.Response:
+    body = ticket_actions.checked_text(await form_text(request, "body"), "note",
+                                       ticket_actions.MAX_NOTE_CHARS)
+    ticket = await request.app[store_key].get_ticket(request.match_info["id"])
+    await ticket_actions.add_note(request.app, who, ticket.id, body)
+    return redirect(request, _back(request), notice="Note added")
+
+
+@routes.post("/app/tickets/{id}/macro")
+@page(back=_back)
+async def apply(request: web.Request, who: Principal) -> web.Response:
+    name = await form_text(request, "macro")
+    answer = await apply_macro(request, request.match_info["id"], name)
+    if answer.status >= 400:
+        assert isinstance(answer, web.Response) and answer.text is not None
+        raise ApiError(answer.status, "macro", json.loads(answer.text)["error"]["message"])
+    return redirect(request, _back(request), notice=f"Macro {name} applied")
+
+
+@routes.get("/app/tickets/{id}/macro-preview")
+@page()
+async def macro_preview(request: web.Request, who: Principal) -> web.Response:
+    """The macro rendered for this ticket (a fragment under the macro's select)."""
+    app = request.app
+    store = app[store_key]
+    ticket = await store.get_ticket(request.match_info["id"])
+    contact = await ticket_actions.contact_or_none(store, ticket)
+    try:
+        macro = await macro_store(app).get(request.query.get("macro", ""))
+    except MacroNotFound as exc:
+        return render(request, "_preview.html", who=who, body="", problems=[str(exc)])
+    try:
+        rendered = await render_macro(
+            macro, ticket=ticket, contact=contact, general=automation_config(app).general,
+            agent_name=who.name, locale=None, limits=_limits(request),
+            run=app[render_gate_key].runner(who.name))
+    except TemplateErrors as exc:
+        return render(request, "_preview.html", who=who, body="",
+                      problems=[p.describe() for p in exc.problems])
+    return render(request, "_preview.html", who=who, body=rendered.body, problems=[])
+
+
+@routes.post("/app/tickets/{id}/update")
+@page(back=_back)
+async def update(request: web.Request, who: Principal) -> web.Response:
+    form = await request.post()
+    raw_status = str(form.get("status", ""))
+    try:
+        status = Status(raw_status) if raw_status else None
+    except ValueError:
+        raise unprocessable(f"unknown status {raw_status[:20]!r}") from None
+    assignee = str(form.get("assignee", ""))
+    tags = [t.strip() for t in str(form.get("tags", "")).split(",") if t.strip()]
+    await ticket_actions.update_ticket(request.app, who, request.match_info["id"],
+                                       status=status, assignee=assignee, tags=tags)
+    return redirect(request, _back(request), notice="Ticket updated")
+
+
+@routes.post("/app/tickets/{id}/end-session")
+@page(back=_back)
+async def end_session(request: web.Request, who: Principal) -> web.Response:
+    await ticket_actions.end_session(request.app, who, request.match_info["id"])
+    return redirect(request, _back(request), notice="Session ended")

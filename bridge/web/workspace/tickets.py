@@ -1,0 +1,119 @@
+"""The ticket views: unsolved tickets grouped by status (solved and closed on request),
+filtered by channel, assignee, tag and customer, each ticket's age coloured by the channel's
+aging policy. The views fragment is served alone too, for the live refresh."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from bridge.core.messages import Channel
+from bridge.core.tickets import Status
+from bridge.store.report_counters import ReportCounters
+from bridge.web.api import _contact_id
+from bridge.web.auth import Principal
+from bridge.web.keys import redis_key, settings_key, store_key
+from bridge.web.serialize import ticket_json
+from bridge.web.ticket_actions import contact_or_none
+from bridge.web.workspace.common import page, render
+
+routes = web.RouteTableDef()
+
+VIEW_LIMIT = 50
+UNSOLVED_VIEWS = (Status.NEW, Status.OPEN, Status.PENDING, Status.HOLD)
+ALL_VIEWS = (*UNSOLVED_VIEWS, Status.SOLVED, Status.CLOSED)
+
+
+@dataclass(frozen=True)
+class Filters:
+    channel: str = ""
+    assignee: str = ""
+    tag: str = ""
+    customer: str = ""
+    closed: bool = False
+
+    @classmethod
+    def of(cls, query: Any) -> Filters:
+        channel = query.get("channel", "")
+        return cls(channel=channel if channel in set(Channel) else "",
+                   assignee=query.get("assignee", "")[:100],
+                   tag=query.get("tag", "").strip().lower()[:50],
+                   customer=query.get("customer", "").strip()[:100],
+                   closed=query.get("closed") == "1")
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.channel or self.assignee or self.tag or self.customer)
+
+    def query_string(self) -> str:
+        pairs = {k: v for k, v in (("channel", self.channel), ("assignee", self.assignee),
+                                   ("tag", self.tag), ("customer", self.customer)) if v}
+        if self.closed:
+            pairs["closed"] = "1"
+        return urlencode(pairs)
+
+
+def _is_address(text: str) -> bool:
+    return text.startswith(("+", "whatsapp:")) or text.replace(" ", "").isdigit()
+
+
+async def views(request: web.Request, filters: Filters) -> list[dict[str, Any]]:
+    """One entry per status view: its tickets (as the API shapes them) and their count."""
+    store = request.app[store_key]
+    settings = request.app[settings_key]
+    contact_id = ""
+    name_part = ""
+    if filters.customer:
+        if _is_address(filters.customer):
+            contact_id = _contact_id(filters.customer, settings.contact_key_bytes)
+        else:
+            name_part = filters.customer.lower()
+    now_ms = int(time.time() * 1000)
+    shown = ALL_VIEWS if filters.closed else UNSOLVED_VIEWS
+    # Without filters a view's count is its index's size; with them, what the page found.
+    totals = ({} if filters.filtered else
+              await ReportCounters(request.app[redis_key]).by_status([s.value for s in shown]))
+    out = []
+    for status in shown:
+        tickets, more = await store.list_tickets(
+            status=status, channel=filters.channel, assignee=filters.assignee,
+            contact_id=contact_id, limit=VIEW_LIMIT)
+        rows = []
+        for ticket in tickets:
+            if filters.tag and filters.tag not in ticket.tags:
+                continue
+            contact = await contact_or_none(store, ticket)
+            if name_part and (contact is None or name_part not in contact.name.lower()):
+                continue
+            rows.append(ticket_json(ticket, contact, settings=settings, now_ms=now_ms))
+        out.append({"status": status.value, "tickets": rows,
+                    "count": totals.get(status.value, len(rows)),
+                    "more": more is not None and status.value not in totals})
+    return out
+
+
+def _context(request: web.Request, filters: Filters) -> dict[str, Any]:
+    return {"filters": filters, "channels": [c.value for c in Channel],
+            "agents": sorted(request.app[settings_key].agent_tokens),
+            "live_query": filters.query_string()}
+
+
+@routes.get("/app/")
+@page()
+async def ticket_views(request: web.Request, who: Principal) -> web.Response:
+    filters = Filters.of(request.query)
+    return render(request, "tickets.html", who=who, views=await views(request, filters),
+                  **_context(request, filters))
+
+
+@routes.get("/app/views")
+@page()
+async def ticket_views_fragment(request: web.Request, who: Principal) -> web.Response:
+    """The views alone (the live refresh swaps them in)."""
+    filters = Filters.of(request.query)
+    return render(request, "_views.html", who=who, views=await views(request, filters),
+                  **_context(request, filters))

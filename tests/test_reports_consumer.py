@@ -1,0 +1,97 @@
+"""The report counters' consumer fed by the real change log: routed messages, agent replies
+and solves, a survey and its answer, handed on twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import redis
+import redis.asyncio
+
+from bridge.core.report_counts import bucket_of, bucket_value
+from bridge.core.tickets import EventType, Status
+from bridge.report_query import build_report, parse_period
+from bridge.store.changelog import ChangeLog
+from bridge.store.tickets import TicketStore
+from tests.factories import ids, inbound, now_ms
+from tests.relay_support import relay_all
+from workers.report_counters import ReportConsumer
+
+MIN = 60_000
+
+
+def approx(seconds: float) -> float:
+    return round(bucket_value(bucket_of(seconds)), 1)
+
+
+async def _report(aredis: redis.asyncio.Redis) -> dict[str, object]:
+    today = datetime.now(UTC).date()
+    return await build_report(aredis, parse_period(
+        since=(today - timedelta(days=1)).isoformat(),
+        until=(today + timedelta(days=1)).isoformat()))
+
+
+async def test_the_consumer_counts_a_tickets_life_once(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    start = now_ms() - 120 * MIN
+    tid = ids(await inbound(store, "Bonjour", at_ms=start))
+    await store.update_ticket(tid, author="alice", now_ms=start + 10 * MIN,
+                              event=(EventType.AGENT_REPLY, "Bonjour !", {"kind": "reply"}))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.SOLVED,
+                              assignee="alice")
+    await store.update_ticket(tid, author="system", now_ms=now_ms(),
+                              event=(EventType.CSAT_SENT, "Rate us 1-5", {"kind": "csat"}))
+    await store.open_survey(tid, now_ms())
+    await inbound(store, "5")
+    consumer = ReportConsumer.on(aredis)
+    assert await relay_all(aredis, sync_redis, [consumer]) > 0
+
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 1 and report["tickets"]["solved"] == 1
+    assert report["times"]["first_reply"]["median_s"] == approx(600)
+    assert report["times"]["full_resolution"]["median_s"] == approx(7200)
+    assert report["csat"]["surveys_sent"] == 1 and report["csat"]["positive"] == 1
+    assert report["agents"][0]["name"] == "alice" and report["agents"][0]["replies"] == 1
+
+    # The same changes handed on again (a relay that died before saving its position).
+    await consumer.handle(await ChangeLog(aredis).all_entries())
+    assert await _report(aredis) | {"generated_at": ""} == report | {"generated_at": ""}
+
+
+async def test_a_pending_ticket_the_customer_answers_stops_the_agent_wait(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour"))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.PENDING)
+    await inbound(store, "Voici le numéro")
+    consumer = ReportConsumer.on(aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    (figures, _), = (await consumer.counters.figures([tid])).values()
+    assert figures.status == "open"
+
+
+async def test_a_thread_limit_follow_up_closes_the_previous_ticket_once(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    from bridge.core.policy import ChannelPolicy
+
+    limit = ChannelPolicy(max_thread_messages=2)
+    first = ids(await inbound(store, "un", policy=limit))
+    await inbound(store, "deux", policy=limit)
+    second = ids(await inbound(store, "trois", policy=limit))
+    assert second != first
+    await relay_all(aredis, sync_redis, [ReportConsumer.on(aredis)])
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 2 and report["tickets"]["closed"] == 1
+
+
+async def test_a_follow_up_of_a_solved_ticket_does_not_close_it(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    from bridge.core.policy import ChannelPolicy, SolvedReply
+
+    policy = ChannelPolicy(solved_reply=SolvedReply.FOLLOW_UP)
+    first = ids(await inbound(store, "Bonjour", policy=policy))
+    await store.update_ticket(first, author="alice", now_ms=now_ms(), status=Status.SOLVED)
+    assert ids(await inbound(store, "Encore moi", policy=policy)) != first
+    await relay_all(aredis, sync_redis, [ReportConsumer.on(aredis)])
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 2 and report["tickets"]["closed"] == 0
+    assert report["tickets"]["solved"] == 1

@@ -1,0 +1,112 @@
+"""The report counters' change-log consumer (the relay process runs it): each change becomes
+facts about its ticket (bridge/core/report_counts.py), which move the per-hour counters the
+reports read (bridge/store/report_counters.py).
+
+At least once, in order per ticket: each ticket's figures remember the last change applied,
+and the counters and figures of a change are written in one transaction, so a batch handed
+on again after a crash counts nothing twice.
+
+What a change does not say is read from the ticket as it is when the change is handed on
+(its channel, its current assignee when the change did not set one, its rating).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio
+
+from bridge.core.changes import OPENING_ACTIONS, Change, ChangeKind
+from bridge.core.report_counts import (
+    Created,
+    Fact,
+    Increment,
+    PublicReply,
+    Rated,
+    StatusTo,
+    SurveySent,
+    TicketFigures,
+    step,
+)
+from bridge.core.tickets import EventType, Ticket
+from bridge.store.changelog import REPORTS_CONSUMER
+from bridge.store.report_counters import ReportCounters
+from bridge.store.tickets import TicketStore
+
+_PUBLIC_REPLIES = frozenset({EventType.AGENT_REPLY, EventType.MACRO_APPLIED})
+_EVENTS_WANTED = frozenset({EventType.AGENT_REPLY.value, EventType.MACRO_APPLIED.value,
+                            EventType.CSAT_SENT.value})
+
+
+@dataclass
+class ReportConsumer:
+    store: TicketStore
+    counters: ReportCounters
+    name: str = REPORTS_CONSUMER
+    handled: int = field(default=0)
+
+    @classmethod
+    def on(cls, aredis: redis.asyncio.Redis) -> ReportConsumer:
+        return cls(TicketStore(aredis), ReportCounters(aredis))
+
+    async def handle(self, changes: list[Change]) -> None:
+        relevant = [c for c in changes if c.kind is not ChangeKind.DELIVERY]
+        if not relevant:
+            return
+        ticket_ids = sorted({tid for c in relevant
+                             for tid in (c.ticket_id, c.previous_ticket_id) if tid})
+        tickets = {t.id: t for t in await self.store.get_tickets(ticket_ids)}
+        known = await self.counters.figures(ticket_ids)
+        figures = {tid: f for tid, (f, _) in known.items()}
+        last = {tid: log for tid, (_, log) in known.items()}
+        updates: dict[str, tuple[str, TicketFigures, str, list[Increment]]] = {}
+        for change in relevant:
+            for ticket_id, facts in await self._facts(change, tickets, figures):
+                if self.counters.applied(last.get(ticket_id, ""), change.log_id):
+                    continue
+                increments: list[Increment] = []
+                current = figures.get(ticket_id, TicketFigures())
+                for fact in facts:
+                    current, moved = step(current, fact)
+                    increments += moved
+                figures[ticket_id] = current
+                earlier = updates.get(ticket_id)
+                updates[ticket_id] = (ticket_id, current, change.log_id,
+                                      (earlier[3] if earlier else []) + increments)
+        await self.counters.apply(list(updates.values()))
+        self.handled += len(relevant)
+
+    async def _facts(self, change: Change, tickets: dict[str, Ticket],
+                     figures: dict[str, TicketFigures]) -> list[tuple[str, list[Fact]]]:
+        ticket = tickets.get(change.ticket_id)
+        if ticket is None:  # gone since: nothing to count
+            return []
+        at = change.at_ms
+        if change.kind is ChangeKind.ROUTED:
+            out: list[tuple[str, list[Fact]]] = []
+            if change.action in OPENING_ACTIONS:
+                if change.previous_ticket_id and change.close_reason:
+                    # Routing closed the previous ticket in the same step (thread limit).
+                    out.append((change.previous_ticket_id, [StatusTo(at, "closed")]))
+                out.append((ticket.id, [Created(ticket.created_at_ms or at, ticket.channel)]))
+            elif change.action == "reopen":
+                out.append((ticket.id, [StatusTo(at, "open")]))
+            elif change.action == "append":
+                # Routing opens a pending ticket again when the customer writes.
+                current = figures.get(ticket.id)
+                if current is not None and current.status == "pending":
+                    out.append((ticket.id, [StatusTo(at, "open")]))
+            elif change.action == "csat_answer" and ticket.csat_rating:
+                out.append((ticket.id, [Rated(at, ticket.csat_rating)]))
+            return out
+        facts: list[Fact] = []
+        if _EVENTS_WANTED.intersection(change.event_types):
+            for event in await self.store.events_of_change(change):
+                if event.type in _PUBLIC_REPLIES:
+                    facts.append(PublicReply(event.at_ms, event.author))
+                elif event.type is EventType.CSAT_SENT:
+                    facts.append(SurveySent(event.at_ms))
+        if change.status_to and change.status_to != change.status_from:
+            assignee = change.assignee if change.assignee is not None else ticket.assignee
+            facts.append(StatusTo(at, change.status_to, assignee))
+        return [(ticket.id, facts)] if facts else []
