@@ -28,7 +28,8 @@ COMMAND = "make bench"
 # In this order. outbound (stub Twilio answering in 150 ms, target 80 sends/s) and timers
 # (100,000 pending timers, target: fires < 5 s late) are other engineers' modules.
 BENCHMARKS: tuple[str, ...] = ("ingest", "relay", "threads", "memory", "outbound", "timers",
-                               "render_isolation", "export", "reports", "views")
+                               "render_isolation", "export", "reports", "views",
+                               "widget")
 
 RunFn = Callable[[Context], list[Row]]
 

@@ -35,6 +35,7 @@ from bridge.web.keys import (
 from bridge.web.live import LiveFeed
 from bridge.web.middlewares import edge_middleware
 from bridge.web.rendering import render_gate_ctx
+from bridge.web.widget_setup import setup_widget
 from config.settings import Settings
 
 
@@ -75,4 +76,5 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(export_bulk_api.routes)
     app.add_routes(teams.routes)
     app.add_routes(views.routes)
+    setup_widget(app)
     return app

@@ -158,6 +158,7 @@ def _banner(settings: Settings, env: dict[str, str]) -> None:
   Bridge running at {base}   (Redis: {_without_password(env['REDIS_URL'])})
   Workspace:  {base}/app/   (sign in with a token below)
   Outbound messages go to {outbound}.
+  Chat widget demo: {base}/widget/demo   (write there, answer with the agent token)
 
   Admin token:  {env['BRIDGE_ADMIN_TOKEN']}
   Agent token:  {agent}   (agent "alice")

@@ -128,6 +128,21 @@ class Settings:
     # config/teams.toml: on hold, automatic assignment, the ticket fields of config/.
     teams: TeamConfig = field(default_factory=TeamConfig)
     config_fields: tuple[FieldDef, ...] = ()
+    # The web chat widget (bridge/channels/widget.py, README "Web chat widget"). A rotated
+    # BRIDGE_SECRET goes to BRIDGE_SECRET_PREVIOUS so visitors' tokens keep verifying.
+    secret_previous: Secret = field(default_factory=lambda: Secret(""))
+    # Origins (scheme://host[:port]) whose pages may use the widget's API and WebSocket.
+    widget_origins: tuple[str, ...] = ()
+    # Keys the sites sign their logged-in users' JWTs with: key id -> HS256 secret.
+    widget_jwt_keys: Mapping[str, Secret] = field(default_factory=dict)
+    widget_token_ttl_s: int = 30 * 24 * 3600
+    # Flood control: messages one visitor may send, and widget requests one IP may make,
+    # per minute (a 429 with Retry-After beyond).
+    widget_visitor_messages_per_min: int = 30
+    widget_ip_requests_per_min: int = 600
+    # Behind a router that appends the client's address to X-Forwarded-For (Heroku and
+    # most platforms), the per-IP limit must read it, or every visitor shares one IP.
+    widget_trust_forwarded_for: bool = False
 
     @property
     def twilio_enabled(self) -> bool:
@@ -192,6 +207,7 @@ class Settings:
                                          ("0", "1")) == "1",
             export_timeout_s=_int(env, "BRIDGE_EXPORT_TIMEOUT_S", 10, minimum=1, maximum=15),
             **load_teams(config_dir / "teams.toml"),
+            **widget_settings(env),
         )
         settings.validate()
         return settings
@@ -383,6 +399,38 @@ def _agent_tokens(raw: str) -> dict[str, Secret]:
             raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent {name!r} is listed twice")
         tokens[name] = Secret(token)
     return tokens
+
+
+def widget_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The widget's settings (README, "Web chat widget")."""
+    keys: dict[str, Secret] = {}
+    for item in filter(None, (p.strip() for p in env.get("BRIDGE_WIDGET_JWT_KEYS", "").split(","))):
+        kid, sep, key = (part.strip() for part in item.partition(":"))
+        if not sep or not kid or len(key) < _CONTACT_KEY_MIN_CHARS or kid in keys:
+            raise SettingsError(
+                "BRIDGE_WIDGET_JWT_KEYS must be kid:secret pairs separated by commas, each key "
+                f"id once, secrets of at least {_CONTACT_KEY_MIN_CHARS} characters")
+        keys[kid] = Secret(key)
+    origins = []
+    for raw in filter(None, (p.strip() for p in env.get("BRIDGE_WIDGET_ORIGINS", "").split(","))):
+        parts = urlsplit(raw)
+        if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/")
+                or parts.query or parts.fragment or "@" in parts.netloc):
+            raise SettingsError(f"BRIDGE_WIDGET_ORIGINS: {raw!r} is not an origin such as "
+                                "https://shop.example.com")
+        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return {
+        "secret_previous": Secret(env.get("BRIDGE_SECRET_PREVIOUS", "")),
+        "widget_origins": tuple(origins),
+        "widget_jwt_keys": keys,
+        "widget_token_ttl_s": _int(env, "BRIDGE_WIDGET_TOKEN_TTL_S", 30 * 24 * 3600,
+                                   minimum=60),
+        "widget_visitor_messages_per_min": _int(env, "BRIDGE_WIDGET_VISITOR_RATE", 30,
+                                                minimum=1),
+        "widget_ip_requests_per_min": _int(env, "BRIDGE_WIDGET_IP_RATE", 600, minimum=1),
+        "widget_trust_forwarded_for": _choice(env, "BRIDGE_WIDGET_TRUST_FORWARDED_FOR", "0",
+                                              ("0", "1")) == "1",
+    }
 
 
 def process_environment() -> dict[str, str]:

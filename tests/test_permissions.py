@@ -52,6 +52,8 @@ MATRIX: list[Route] = [
     Route("POST", "/api/v1/tickets/{T}/replies", WORKERS, 202, {"body": "hello"}),
     Route("POST", "/api/v1/tickets/{A}/replies", ("admin", "manager"), 202, {"body": "hi"}),
     Route("POST", "/api/v1/tickets/{T}/session/end", WORKERS),
+    # A WhatsApp ticket has no typing indicator: 422 for those who may work it.
+    Route("POST", "/api/v1/tickets/{T}/typing", WORKERS, 0),
     Route("POST", "/api/v1/tickets/{T}/macros/greeting", WORKERS, 202),
     Route("GET", "/api/v1/macros", ALL),
     Route("GET", "/api/v1/macros/greeting", ALL),

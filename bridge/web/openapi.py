@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.web import teams_openapi
+from bridge.web import teams_openapi, widget_openapi
 from bridge.web.export_openapi import merge_export
 from bridge.web.reports_openapi import REPORT_PATHS
 
@@ -297,6 +297,7 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+widget_openapi.merge_into(DOCUMENT)
 
 
 merge_export(DOCUMENT)
