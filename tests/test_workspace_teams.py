@@ -74,6 +74,9 @@ async def test_a_manager_moves_a_ticket_and_fills_its_typed_fields(client: Clien
     assert re.findall(r'value="(\w*)"', group_select) == ["", "fr", "sn"]
     assert 'type="number" step="any" id="field-order_no"' in page
     assert 'type="date" id="field-due"' in page and 'id="field-region"' not in page
+    assignees = page[page.index('id="assignee"'):page.index("</select>",
+                                                           page.index('id="assignee"'))]
+    assert 'value="mgr"' in assignees  # people from Redis, not only token agents
     answer = await client.post(f"/app/tickets/{tid}/update", data=[
         ("csrf_token", csrf), ("status", "open"), ("assignee", ""), ("tags", ""),
         ("group", "sn"), ("fields_shown", "1"), ("field.country", "sn"),
