@@ -38,7 +38,7 @@ from bridge.core.teams import (
 from bridge.core.ticket_fields import MAX_FIELDS, parse_definition
 from bridge.web.access import check_assignment, field_definitions, need, team_store
 from bridge.web.api import ticket_response
-from bridge.web.auth import require
+from bridge.web.auth import Principal, demand, require
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict, not_found, unprocessable
 from bridge.web.keys import settings_key, store_key
@@ -144,17 +144,26 @@ async def me(request: web.Request) -> web.Response:
 async def set_availability(request: web.Request) -> web.Response:
     who = require(request, Permission.AVAILABILITY)
     data = await json_object(request, frozenset({"available"}))
-    if not isinstance(data.get("available"), bool):
+    person = await set_available(request, who, data.get("available"))
+    return web.json_response(person_json(person, await team_store(request.app).load(
+        person.name)))
+
+
+async def set_available(request: web.Request, who: Principal, available: object) -> Person:
+    """Make `who` available for automatic assignment or not (the API and the workspace's
+    toggle): 403 for a role without it, 409 without a person record, 422 for a non-bool."""
+    demand(who, Permission.AVAILABILITY)
+    if not isinstance(available, bool):
         raise unprocessable("available must be true or false")
     store = team_store(request.app)
     person = await store.find_person(who.name)
     if person is None:
         raise conflict("not_a_person", f"{who.name} has no agent record: an admin adds it "
                                        "(POST /api/v1/agents or `bridge agents add`)")
-    person = Person(**{**person.__dict__, "available": data["available"]})
+    person = Person(**{**person.__dict__, "available": available})
     await store.save_person(person)
     await _drain(request, person)
-    return web.json_response(person_json(person, await store.load(person.name)))
+    return person
 
 
 @routes.get("/api/v1/agents")

@@ -20,6 +20,7 @@ from aiohttp import web
 from bridge.core.messages import Channel
 from bridge.core.teams import Permission, Role, allowed
 from bridge.core.ticket_fields import FieldType, check_value
+from bridge.core.tickets import Ticket
 from bridge.core.views import View, aging_range, parse_view
 from bridge.store.records import MAX_PAGE, NotFound
 from bridge.store.views import ViewStore
@@ -102,7 +103,7 @@ async def _checked(request: web.Request, view_id: str, owner: str, data: dict[st
     return view
 
 
-async def _view_json(request: web.Request, who: Principal, view: View) -> dict[str, Any]:
+async def view_json(request: web.Request, who: Principal, view: View) -> dict[str, Any]:
     counts = await view_store(request.app).counts(view, *_range(request.app, view),
                                                   _scope(who))
     out = view.to_dict()
@@ -112,21 +113,63 @@ async def _view_json(request: web.Request, who: Principal, view: View) -> dict[s
     return out
 
 
-async def _own_view(request: web.Request, who: Principal) -> View:
+async def usable_views(request: web.Request, who: Principal) -> list[dict[str, Any]]:
+    """The views `who` may use (personal ones of theirs, shared ones), each with its count
+    (the API's list and the workspace's tickets page)."""
+    views = [v for v in await view_store(request.app).views() if _usable(who, v)]
+    return [await view_json(request, who, v) for v in views]
+
+
+async def usable_view(request: web.Request, who: Principal, view_id: str) -> View:
+    """The view, if `who` may use it (404 otherwise: another's personal view stays
+    unknown)."""
     try:
-        view = await view_store(request.app).get_view(request.match_info["id"])
+        view = await view_store(request.app).get_view(view_id)
     except NotFound:
-        raise not_found(f"view {request.match_info['id']} not found") from None
+        raise not_found(f"view {view_id} not found") from None
     if not _usable(who, view):
         raise not_found(f"view {view.id} not found")
     return view
 
 
+async def _own_view(request: web.Request, who: Principal) -> View:
+    return await usable_view(request, who, request.match_info["id"])
+
+
+def parse_cursor(raw: str | None) -> tuple[int, str] | None:
+    """A page's next_cursor as given back ("<ms>.<id>"; empty: the first page)."""
+    if not raw:
+        return None
+    match = _CURSOR.fullmatch(raw)
+    if not match:
+        raise unprocessable("cursor must be the next_cursor of a previous page")
+    return int(match.group(1)), match.group(2)
+
+
+async def view_page(request: web.Request, who: Principal, view: View, *, group: str | None,
+                    cursor: tuple[int, str] | None, limit: int
+                    ) -> tuple[list[Ticket], str | None, int]:
+    """A page of the view as `who` sees it (of one group of a grouped view): its tickets,
+    the next page's cursor (None: the last page) and the count."""
+    if group is not None and view.group_by is None:
+        raise unprocessable("this view is not grouped: send no group")
+    low, high = _range(request.app, view)
+    store = view_store(request.app)
+    ids, next_cursor = await store.page(view, low_ms=low, high_ms=high, scope=_scope(who),
+                                        group=group, cursor=cursor, limit=limit)
+    tickets = await request.app[store_key].get_tickets(ids)
+    # The sets trail the tickets by the relay's delay: a ticket that changed since is
+    # checked again here.
+    tickets = [t for t in tickets if view.conditions.matches(t)]
+    counts = await store.counts(view, low, high, _scope(who))
+    return (tickets, f"{next_cursor[0]}.{next_cursor[1]}" if next_cursor else None,
+            counts.get(group, 0) if group is not None else sum(counts.values()))
+
+
 @routes.get("/api/v1/views")
 async def list_views(request: web.Request) -> web.Response:
     who = require(request, Permission.VIEWS_READ)
-    views = [v for v in await view_store(request.app).views() if _usable(who, v)]
-    return web.json_response({"views": [await _view_json(request, who, v) for v in views]})
+    return web.json_response({"views": await usable_views(request, who)})
 
 
 @routes.get("/api/v1/views/counts")
@@ -154,13 +197,13 @@ async def create_view(request: web.Request) -> web.Response:
     view = View(**{**view.__dict__, "id": await store.new_id()})
     await store.save_view(view, data)
     await store.rebuild(view, request.app[store_key])
-    return web.json_response(await _view_json(request, who, view), status=201)
+    return web.json_response(await view_json(request, who, view), status=201)
 
 
 @routes.get("/api/v1/views/{id}")
 async def get_view(request: web.Request) -> web.Response:
     who = require(request, Permission.VIEWS_READ)
-    return web.json_response(await _view_json(request, who, await _own_view(request, who)))
+    return web.json_response(await view_json(request, who, await _own_view(request, who)))
 
 
 @routes.patch("/api/v1/views/{id}")
@@ -176,7 +219,7 @@ async def patch_view(request: web.Request) -> web.Response:
     store = view_store(request.app)
     await store.save_view(updated, definition)
     await store.rebuild(updated, request.app[store_key])
-    return web.json_response(await _view_json(request, who, updated))
+    return web.json_response(await view_json(request, who, updated))
 
 
 @routes.delete("/api/v1/views/{id}")
@@ -195,29 +238,12 @@ async def view_tickets(request: web.Request) -> web.Response:
     who = require(request, Permission.VIEWS_READ)
     view = await _own_view(request, who)
     q = request.query
-    group = q.get("group")
-    if group is not None and view.group_by is None:
-        raise unprocessable("this view is not grouped: send no group")
     raw_limit = q.get("limit", "50")
     if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise unprocessable(f"limit must be a number from 1 to {MAX_PAGE}")
-    cursor = None
-    if q.get("cursor"):
-        match = _CURSOR.fullmatch(q["cursor"])
-        if not match:
-            raise unprocessable("cursor must be the next_cursor of a previous page")
-        cursor = (int(match.group(1)), match.group(2))
-    low, high = _range(request.app, view)
-    store = view_store(request.app)
-    ids, next_cursor = await store.page(view, low_ms=low, high_ms=high, scope=_scope(who),
-                                        group=group, cursor=cursor, limit=int(raw_limit))
-    tickets = await request.app[store_key].get_tickets(ids)
-    # The sets trail the tickets by the relay's delay: a ticket that changed since is
-    # checked again here.
-    tickets = [t for t in tickets if view.conditions.matches(t)]
-    counts = await store.counts(view, low, high, _scope(who))
+    tickets, next_cursor, count = await view_page(
+        request, who, view, group=q.get("group"), cursor=parse_cursor(q.get("cursor")),
+        limit=int(raw_limit))
     return web.json_response({
         "tickets": [await ticket_body(request, t) for t in tickets],
-        "next_cursor": f"{next_cursor[0]}.{next_cursor[1]}" if next_cursor else None,
-        "count": counts.get(group, 0) if group is not None else sum(counts.values()),
-    })
+        "next_cursor": next_cursor, "count": count})

@@ -15,6 +15,7 @@ from bridge.web.workspace import (
     operations,
     reports_page,
     signin,
+    teams_page,
     ticket_page,
     tickets,
 )
@@ -28,6 +29,6 @@ def _static_dir() -> Path:
 
 routes: list[web.AbstractRouteDef] = [
     *signin.routes, *tickets.routes, *ticket_page.routes, *reports_page.routes,
-    *live.routes, *macros_page.routes, *operations.routes,
+    *live.routes, *macros_page.routes, *operations.routes, *teams_page.routes,
     web.static("/app/static", _static_dir()),
 ]

@@ -13,12 +13,17 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from bridge.core.teams import Permission, allowed
 from bridge.store.tickets import Conflict, NotFound
+from bridge.web.access import team_store
 from bridge.web.auth import Principal, Role
 from bridge.web.errors import ApiError
 from bridge.web.session import CSRF_FIELD, check_csrf, csrf_token, load_session, set_cookie
 from bridge.web.workspace.i18n import language, translator
 
+# Whether the signed-in person is available for assignment (the header's toggle; unset for
+# a role without it or without a person record).
+AVAILABLE_KEY = web.RequestKey("workspace_available", bool)
 PageHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
 FLASH_COOKIE = "bridge_flash"
 # Pages hold customers' messages: never cached, never framed, scripts only from here.
@@ -65,7 +70,8 @@ def render(request: web.Request, template: str, *, status: int = 200,
     body = environment().get_template(template).render(
         _=translator(lang), lang=lang, who=who, csrf_field=CSRF_FIELD,
         csrf_token=csrf_token(request), flash=flash, path=request.path_qs,
-        is_admin=who is not None and who.role is Role.ADMIN, **context)
+        is_admin=who is not None and who.role is Role.ADMIN,
+        available=request.get(AVAILABLE_KEY), **context)
     response = web.Response(text=body, content_type="text/html", status=status,
                             headers=PAGE_HEADERS)
     if flash:
@@ -125,6 +131,7 @@ def page(*, admin: bool = False, back: Callable[[web.Request], str] | None = Non
                 if request.method == "GET":
                     raise web.HTTPSeeOther(sign_in_url(request))
                 return error_page(request, None, 401, "Sign in first")
+            await _load_availability(request, who)
             try:
                 if request.method == "POST":
                     form = await request.post()
@@ -152,6 +159,14 @@ def page(*, admin: bool = False, back: Callable[[web.Request], str] | None = Non
         return guarded
 
     return wrap
+
+
+async def _load_availability(request: web.Request, who: Principal) -> None:
+    if not allowed(who.role, Permission.AVAILABILITY):
+        return
+    person = await team_store(request.app).find_person(who.name)
+    if person is not None:
+        request[AVAILABLE_KEY] = person.available
 
 
 async def form_text(request: web.Request, name: str) -> str:

@@ -142,6 +142,22 @@ FRENCH: dict[str, str] = {
     "This page is for admins": "Cette page est réservée aux administrateurs",
     "missing or wrong CSRF token: reload the page":
         "jeton CSRF absent ou erroné : rechargez la page",
+    "Group": "Groupe",
+    "shared pool": "file commune",
+    "Ticket fields": "Champs du ticket",
+    "required to solve": "requis pour résoudre",
+    "Saved views": "Vues enregistrées",
+    "shared": "partagée",
+    "personal": "personnelle",
+    "Groups of this view": "Groupes de cette vue",
+    "none": "aucun",
+    "First page": "Première page",
+    "Next page": "Page suivante",
+    "Available for assignment": "Disponible pour l'assignation",
+    "yes": "oui",
+    "no": "non",
+    "You are available for assignment": "Vous êtes disponible pour l'assignation",
+    "You are not available for assignment": "Vous n'êtes pas disponible pour l'assignation",
 }
 
 

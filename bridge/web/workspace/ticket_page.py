@@ -1,6 +1,7 @@
 """One ticket: its thread (paged, newest last, delivery ticks, Twilio's failure reasons),
-reply (inside the 24-hour window), internal note, macros with a preview, status, assignee
-and tags, the end of the session, follow-up links and the customer's other tickets.
+reply (inside the 24-hour window), internal note, macros with a preview, status, assignee,
+tags, group and ticket fields, the end of the session, follow-up links and the customer's
+other tickets.
 
 The actions reuse the API's rules (bridge/web/ticket_actions.py, bridge/web/macros.py)."""
 
@@ -18,13 +19,14 @@ from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound
 from bridge.templating import TemplateErrors
 from bridge.web import ticket_actions
-from bridge.web.access import need, visible_to
+from bridge.web.access import field_definitions, need, visible_to
 from bridge.web.auth import Principal
 from bridge.web.errors import ApiError, unprocessable
 from bridge.web.keys import settings_key, store_key
 from bridge.web.macros import _limits, apply_macro, automation_config, macro_store
 from bridge.web.rendering import render_gate_key
 from bridge.web.serialize import event_json, iso, ticket_json
+from bridge.web.workspace import teams_page
 from bridge.web.workspace.common import form_text, page, redirect, render
 
 routes = web.RouteTableDef()
@@ -69,7 +71,7 @@ async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]
         "others": [{"id": t.id, "status": t.status.value, "created_at": iso(t.created_at_ms)}
                    for t in others if t.id != ticket.id],
         "statuses": [s.value for s in Status if s is not Status.NEW or ticket.status is s],
-        "agents": sorted(app[settings_key].agent_tokens),
+        **await teams_page.ticket_extras(request, who, ticket),
     }
 
 
@@ -154,8 +156,15 @@ async def update(request: web.Request, who: Principal) -> web.Response:
         raise unprocessable(f"unknown status {raw_status[:20]!r}") from None
     assignee = str(form.get("assignee", ""))
     tags = [t.strip() for t in str(form.get("tags", "")).split(",") if t.strip()]
-    await ticket_actions.update_ticket(request.app, who, request.match_info["id"],
-                                       status=status, assignee=assignee, tags=tags)
+    group = str(form["group"]) if "group" in form else None
+    ticket = await request.app[store_key].get_ticket(request.match_info["id"])
+    if group == ticket.group:
+        group = None  # not moved (a manager's select always sends one)
+    fields = teams_page.fields_from_form(await field_definitions(request.app), ticket, group,
+                                         form)
+    await ticket_actions.update_ticket(request.app, who, ticket.id, status=status,
+                                       assignee=assignee, tags=tags, group=group,
+                                       fields=fields)
     return redirect(request, _back(request), notice="Ticket updated")
 
 

@@ -20,6 +20,7 @@ from bridge.web.auth import Principal
 from bridge.web.keys import redis_key, settings_key, store_key
 from bridge.web.serialize import ticket_json
 from bridge.web.ticket_actions import contact_or_none
+from bridge.web.workspace import teams_page
 from bridge.web.workspace.common import page, render
 
 routes = web.RouteTableDef()
@@ -113,6 +114,7 @@ def _context(request: web.Request, filters: Filters) -> dict[str, Any]:
 async def ticket_views(request: web.Request, who: Principal) -> web.Response:
     filters = Filters.of(request.query)
     return render(request, "tickets.html", who=who, views=await views(request, filters, who),
+                  saved_views=await teams_page.saved_views(request, who),
                   **_context(request, filters))
 
 
