@@ -46,6 +46,24 @@ async def test_views_filter_by_customer_phone_name_and_tag(
     assert await shown("") == {first, second}
 
 
+async def test_tag_and_name_filters_find_tickets_older_than_a_page(
+        client: Client, store: TicketStore) -> None:
+    """Filters that no index answers still search past a view's newest page."""
+    old = ids(await inbound(store, "old", address="whatsapp:+33600000100", name="Awa Diop"))
+    await store.update_ticket(old, author="alice", now_ms=now_ms(), tags=["late"])
+    for n in range(60):  # newer than `old`: more than a page of the "new" view
+        await inbound(store, "x", address=f"whatsapp:+336000002{n:02d}", name="Someone")
+    await sign_in(client, AGENT_TOKEN)
+
+    async def shown(query: str) -> set[str]:
+        html = await (await client.get(f"/app/views?{query}")).text()
+        return set(re.findall(r'data-ticket="(\d+)"', html))
+
+    assert await shown("tag=late") == {old}
+    assert await shown("customer=awa") == {old}
+    assert len(await shown("")) == 50  # one page per view without filters
+
+
 async def test_the_ticket_page_replies_notes_and_solves(client: Client,
                                                        store: TicketStore) -> None:
     tid = ids(await inbound(store, "Bonjour, ma commande ?"))

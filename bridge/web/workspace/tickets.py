@@ -26,6 +26,10 @@ from bridge.web.workspace.common import page, render
 routes = web.RouteTableDef()
 
 VIEW_LIMIT = 50
+# A customer-name filter reads tickets this many at a time, and looks at no more than
+# NAME_SCAN of a view's newest (names have no index; a phone number or contact id does).
+NAME_PAGE = 200
+NAME_SCAN = 5000
 UNSOLVED_VIEWS = (Status.NEW, Status.OPEN, Status.PENDING, Status.HOLD)
 ALL_VIEWS = (*UNSOLVED_VIEWS, Status.SOLVED, Status.CLOSED)
 
@@ -84,22 +88,39 @@ async def views(request: web.Request, filters: Filters, who: Principal
     # Without filters a view's count is its index's size; with them, what the page found.
     totals = ({} if filters.filtered or keep is not None else
               await ReportCounters(request.app[redis_key]).by_status([s.value for s in shown]))
+    if filters.tag:
+        # The tag is checked while the index is read, so the page fills with matches from
+        # the whole view, not only from its newest tickets.
+        see = keep
+        keep = (lambda t: filters.tag in t.tags and see(t)) if see is not None else (
+            lambda t: filters.tag in t.tags)
     out = []
     for status in shown:
-        tickets, more = await store.list_tickets(
-            status=status, channel=filters.channel, assignee=filters.assignee,
-            contact_id=contact_id, limit=VIEW_LIMIT, keep=keep)
-        rows = []
-        for ticket in tickets:
-            if filters.tag and filters.tag not in ticket.tags:
-                continue
-            contact = await contact_or_none(store, ticket)
-            if name_part and (contact is None or name_part not in contact.name.lower()):
-                continue
-            rows.append(ticket_json(ticket, contact, settings=settings, now_ms=now_ms))
+        rows: list[dict[str, Any]] = []
+        cursor: int | None = None
+        scanned = 0
+        while True:
+            # A name needs each ticket's contact: pages are read until the view has its
+            # page of matches or NAME_SCAN tickets were looked at (then "more" says so).
+            tickets, cursor = await store.list_tickets(
+                status=status, channel=filters.channel, assignee=filters.assignee,
+                contact_id=contact_id, cursor=cursor,
+                limit=NAME_PAGE if name_part else VIEW_LIMIT, keep=keep)
+            scanned += len(tickets)
+            for ticket in tickets:
+                contact = await contact_or_none(store, ticket)
+                if name_part and (contact is None or name_part not in contact.name.lower()):
+                    continue
+                rows.append(ticket_json(ticket, contact, settings=settings, now_ms=now_ms))
+                if len(rows) == VIEW_LIMIT:
+                    break
+            if (not name_part or cursor is None or len(rows) >= VIEW_LIMIT
+                    or scanned >= NAME_SCAN):
+                break
+        more = cursor is not None
         out.append({"status": status.value, "tickets": rows,
                     "count": totals.get(status.value, len(rows)),
-                    "more": more is not None and status.value not in totals})
+                    "more": more and status.value not in totals})
     return out
 
 
