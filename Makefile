@@ -22,11 +22,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/bridge run
 
-## Install and run the full test suite, then the linters. The fault scenarios run side by
-## side: most of their time is spent waiting out RQ's fixed timeouts (a dead worker's job,
-## the scheduler lock, a job stuck between queue and worker), not on the CPU.
+## Install and run the full test suite, then the linters. The suite runs on two processes
+## (pytest-xdist), each with a Redis of its own (tests/conftest.py: redis_url). The fault
+## scenarios run side by side: most of their time is spent
+## waiting out RQ's fixed timeouts (a dead worker's job, the scheduler lock, a job stuck
+## between queue and worker), not on the CPU.
 test: $(VENV)/.installed-test
-	$(BIN)/pytest --ignore=tests/faults
+	$(BIN)/pytest -n 2 --ignore=tests/faults
 	$(BIN)/pytest -n 4 tests/faults
 	$(BIN)/ruff check bridge workers config tests bench
 	$(BIN)/mypy

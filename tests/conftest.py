@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -33,9 +34,16 @@ Client = TestClient[Any, Any]
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Tests wipe this Redis database: with REDIS_URL set, point it at a scratch one."""
+    """Tests wipe this Redis database: with REDIS_URL set, point it at a scratch one. Under
+    pytest-xdist each worker has a Redis of its own (embedded), or with REDIS_URL a database
+    of its own (worker gwN uses database N + 1 of that server), so no worker flushes what
+    another is testing."""
     url = os.environ.get("REDIS_URL")
     if url:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        if worker.startswith("gw"):
+            parts = urlsplit(url)
+            url = urlunsplit(parts._replace(path=f"/{int(worker[2:]) + 1}"))
         yield url
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
