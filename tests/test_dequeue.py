@@ -100,3 +100,33 @@ def test_a_job_whose_pop_was_lost_is_retried_by_maintenance(sync_redis: redis.Re
     assert scheduled.get_job_ids() == ["send-1"]
     assert Job.fetch("send-1", connection=sync_redis, serializer=JSONSerializer
                      ).retries_left == 2
+
+
+class _StopWaiting(Exception):
+    pass
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_waits_between_attempts_on_a_failing_redis_stay_short(
+        sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, fork: bool) -> None:
+    """RQ doubles its wait up to 60 s while Redis fails; ours stops at 4 s, so a worker
+    resumes sending soon after Redis is back."""
+    import rq.worker.base
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 7:
+            raise _StopWaiting
+
+    def connection_lost(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(rq.worker.base.time, "sleep", sleep)
+    worker = build_worker(sync_redis, fork=fork, settings=make_settings())
+    monkeypatch.setattr(worker, "queue_class",
+                        type("Failing", (ReliableQueue,), {"dequeue_any": connection_lost}))
+    with pytest.raises(_StopWaiting):
+        worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert waits == [1, 2, 4, 4, 4, 4, 4]

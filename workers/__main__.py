@@ -111,14 +111,24 @@ class _EnsuresSweep:
                             "pass tries again", exc_info=True)
 
 
-class BridgeWorker(ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
+class _PromptReconnect:
+    """RQ's worker sleeps 1, 2, 4 ... up to 60 s between dequeue attempts while Redis keeps
+    failing, and only resets that wait once a job is dequeued. Under a flapping connection
+    (a failover, a proxy dropping idle clients) the wait climbs to a minute and outbound
+    messages sit unsent that long after Redis is back. Capped at 4 s, a worker retries soon
+    after a recovery; one attempt per 4 s per process costs a down Redis nothing."""
+
+    max_connection_wait_time = 4.0
+
+
+class BridgeWorker(_PromptReconnect, ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
                    _StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
 
 
-class InProcessWorker(ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
+class InProcessWorker(_PromptReconnect, ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
                       _StopSignalsAfterHandlers, _PipelinedHeartbeat, SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
