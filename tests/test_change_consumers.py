@@ -104,3 +104,38 @@ async def test_each_consumer_has_its_own_positions_and_a_failure_repeats_only_it
     assert await relay_all(store.redis, sync_redis, [failing]) == 3  # handed again
     assert failing.seen == healthy.seen and len(healthy.seen) == 3
     assert await relay_all(store.redis, sync_redis, [healthy, failing]) == 0
+
+
+@dataclass
+class BatchRecorder:
+    name: str
+    batches: list[list[str]] = field(default_factory=list)
+
+    async def handle(self, changes: list[Change]) -> None:
+        self.batches.append([c.log_id for c in changes])
+
+
+async def test_changes_written_back_to_back_are_handed_on_in_few_batches(
+        store: TicketStore) -> None:
+    """A busy relay reads at most every min_read_interval_s, so changes gather into batches
+    instead of one read (naming every partition) per change; none is lost or reordered."""
+    import asyncio
+
+    written = 40
+    recorder = BatchRecorder("batching-test")
+    relay = Relay(ChangeLog(store.redis), recorder, min_read_interval_s=0.2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        for n in range(written):
+            await inbound(store, address=f"whatsapp:+336123460{n:02d}")
+        async with asyncio.timeout(30):
+            while sum(map(len, recorder.batches)) < written:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    handed = [log_id for batch in recorder.batches for log_id in batch]
+    assert len(handed) == written and len(set(handed)) == written
+    # One partition per contact here: the order within the log is what each batch keeps.
+    assert len(recorder.batches) <= written // 4, [len(b) for b in recorder.batches]

@@ -117,6 +117,13 @@ class Relay:
     consumer: ChangeConsumer
     batch_size: int = 500
     block_ms: int = 1000
+    # Under load every read finds a few new entries, and every read names all 256
+    # partitions' streams: read back to back, four consumers spent ~60% of a core and
+    # Redis a good share of its own on reads of 1-5 entries each, beside the web process
+    # they slowed. Reading at most every min_read_interval_s while changes keep coming lets
+    # them gather into batches; an idle relay's blocking read still returns the moment a
+    # change is written, so a lone change is not delayed.
+    min_read_interval_s: float = 0.02
     lease_ttl_ms: int = 15_000
     token: str = field(default_factory=new_token)
     handed_on: int = 0
@@ -171,10 +178,16 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                # Without the lease, wait a little before asking again; with it, the read
-                # already waited block_ms for news.
-                if not await self.step() and self._positions is None:
+                started = time.monotonic()
+                handed = await self.step()
+                if not handed and self._positions is None:
+                    # Without the lease, wait a little before asking again; with it, the
+                    # read already waited block_ms for news.
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
+                elif 0 < handed < self.batch_size:
+                    pause_s = self.min_read_interval_s - (time.monotonic() - started)
+                    if pause_s > 0:
+                        await asyncio.wait_for(stop.wait(), timeout=pause_s)
             except TimeoutError:
                 continue
             except redis.RedisError:

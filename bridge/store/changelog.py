@@ -115,6 +115,10 @@ class ChangeLog:
     def __init__(self, redis: Redis, *, partitions: int = keys.PARTITIONS) -> None:
         self.redis = redis
         self.partitions = range(partitions)
+        # A read names every partition's stream: built once, not on each of the many reads
+        # a second a tailing reader makes.
+        self._streams = [keys.change_log(p) for p in self.partitions]
+        self._partition_of_stream = {stream: p for p, stream in enumerate(self._streams)}
         self._renew = redis.register_script(_RENEW_SCRIPT)
         self._release = redis.register_script(_RELEASE_SCRIPT)
 
@@ -152,10 +156,11 @@ class ChangeLog:
                    ) -> Batch:
         """Up to `count` entries per partition after the positions; waits up to block_ms
         for the first one when there is none (None: do not wait)."""
-        streams = {keys.change_log(p): pos for p, pos in positions.items()}
-        partition_of_stream = {keys.change_log(p): p for p in positions}
+        names = self._streams
+        streams = {names[p]: pos for p, pos in positions.items()}
         raw = await self.redis.xread(streams, count=count, block=block_ms)
-        return _batch((partition_of_stream[_s(stream)], entries) for stream, entries in raw or [])
+        partition_of = self._partition_of_stream
+        return _batch((partition_of[_s(stream)], entries) for stream, entries in raw or [])
 
     async def read_until(self, positions: dict[int, str], *, until_ms: int, count: int
                          ) -> Batch:
