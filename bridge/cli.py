@@ -64,7 +64,7 @@ def serve() -> None:
     if not settings.metrics_token and not settings.development:
         logging.getLogger("bridge").warning(
             "BRIDGE_METRICS_TOKEN is not set: /metrics answers 403 to every scraper")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+    web.run_app(create_app(settings, freeze_heap=True), host=settings.host, port=settings.port,
                 shutdown_timeout=20, keepalive_timeout=settings.idle_timeout_s,
                 access_log=None, print=None)
 
