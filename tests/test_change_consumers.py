@@ -112,7 +112,7 @@ class BatchRecorder:
     batches: list[list[str]] = field(default_factory=list)
 
     async def handle(self, changes: list[Change]) -> None:
-        self.batches.append([c.log_id for c in changes])
+        self.batches.append([c.ticket_id for c in changes])  # log ids repeat across partitions
 
 
 async def test_changes_written_back_to_back_are_handed_on_in_few_batches(

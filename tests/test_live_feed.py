@@ -103,3 +103,33 @@ async def test_the_tail_stops_when_nobody_listens_and_starts_again(store: Ticket
             assert isinstance(change, Change) and change.ticket_id == ids(message)
     finally:
         await feed.close()
+
+
+class CountingLog(ChangeLog):
+    reads = 0
+
+    async def read(self, positions: dict[int, str], *, count: int,  # type: ignore[override]
+                   block_ms: int | None) -> object:
+        self.reads += 1
+        return await super().read(positions, count=count, block_ms=block_ms)
+
+
+async def test_changes_written_back_to_back_reach_subscribers_in_few_reads(
+        store: TicketStore) -> None:
+    """While changes keep coming the feed reads at most every min_read_interval_s (each read
+    names every partition); every change still reaches the subscriber, once."""
+    written = 40
+    counting = CountingLog(store.redis)
+    feed = LiveFeed(counting, block_ms=100, min_read_interval_s=0.2)
+    try:
+        async with feed.subscribe(everything=True) as everything:
+            reads_before = counting.reads
+            for n in range(written):
+                await inbound(store, f"message {n}", address=f"whatsapp:+336000001{n:02d}")
+            got = [await _next(everything) for _ in range(written)]
+            reads = counting.reads - reads_before
+    finally:
+        await feed.close()
+    assert all(isinstance(c, Change) for c in got)
+    assert len({c.ticket_id for c in got if isinstance(c, Change)}) == written  # one each
+    assert reads <= written // 4, reads

@@ -36,6 +36,10 @@ QUEUE_LIMIT = 1000
 BLOCK_MS = 1000
 IDLE_STOP_S = 30.0
 BATCH = 500
+# Each read names all 256 partition streams. While changes keep coming (webhooks, replies),
+# reading at most this often lets them arrive in batches rather than one read per change;
+# an idle feed's blocking read still returns the moment a change is written.
+MIN_READ_INTERVAL_S = 0.01
 
 
 class Resync:
@@ -86,10 +90,12 @@ class Subscription:
 
 class LiveFeed:
     def __init__(self, change_log: ChangeLog, *, block_ms: int = BLOCK_MS,
-                 idle_stop_s: float = IDLE_STOP_S) -> None:
+                 idle_stop_s: float = IDLE_STOP_S,
+                 min_read_interval_s: float = MIN_READ_INTERVAL_S) -> None:
         self._log = change_log
         self._block_ms = block_ms
         self._idle_stop_s = idle_stop_s
+        self._min_read_interval_s = min_read_interval_s
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self.changes_seen = 0
@@ -129,6 +135,7 @@ class LiveFeed:
                     return
             else:
                 idle_since = None
+            started = loop.time()
             try:
                 batch = await self._log.read(positions, count=BATCH, block_ms=self._block_ms)
             except (redis.RedisError, OSError):
@@ -152,6 +159,10 @@ class LiveFeed:
                 for subscription in list(self._subscribers):
                     if subscription.wants(change):
                         subscription._offer(change)
+            if batch.changes:
+                pause_s = self._min_read_interval_s - (loop.time() - started)
+                if pause_s > 0:
+                    await asyncio.sleep(pause_s)
 
     async def close(self) -> None:
         if self._task is not None:
