@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 
 import redis.asyncio
@@ -25,6 +24,7 @@ from bridge.web import (
     webhooks,
     workspace,
 )
+from bridge.web.heap import heap_freezing_ctx
 from bridge.web.keys import (
     live_feed_key,
     queues_key,
@@ -40,21 +40,11 @@ from bridge.web.widget_setup import setup_widget
 from config.settings import Settings
 
 
-async def freeze_startup_heap(app: web.Application) -> None:
-    """Move everything alive once the process has started (modules, routes, templates,
-    pools: ~63,000 objects) out of the garbage collector's reach. Each full collection
-    walked them all again: ~40 ms with nothing else alive, 55-75 ms under load, during
-    which no webhook is answered (measured with gc.callbacks in `make bench`'s ingest run;
-    a 5 s round at 850 webhooks/s has its p99 set by one such pause). They live as long as
-    the process, so nothing collectable is kept by it."""
-    gc.collect()
-    gc.freeze()
-
-
 def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None = None,
                freeze_heap: bool = False) -> web.Application:
-    """`freeze_heap`: the web process's own app (`bridge serve`) freezes the heap once it has
-    started (freeze_startup_heap); an app built inside a test leaves the test's heap alone."""
+    """`freeze_heap`: the web process's own app (`bridge serve`) keeps its long-lived heap
+    out of the garbage collector's reach (bridge/web/heap.py); an app built inside a test
+    leaves the test process's collector alone."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[edge_middleware],
@@ -92,7 +82,6 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(views.routes)
     setup_widget(app)
     if freeze_heap:
-        # After the cleanup contexts' start-up (aiohttp runs them first), so the pools and
-        # the settings they build are frozen too.
-        app.on_startup.append(freeze_startup_heap)
+        # Last, so that what the other contexts start (pools, feeds) is frozen with the rest.
+        app.cleanup_ctx.append(heap_freezing_ctx())
     return app
