@@ -35,7 +35,9 @@ from tests.faults.workers_support import (
 )
 from tests.stubs.twilio_stub import run_in_thread
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+# A hang guard, not a speed check: alone it takes ~2.5 min; beside three other scenarios on
+# two cores it has taken 3.5 min, close to the 240 s it had (CI failed on it once).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 MESSAGES = 4000
 CONTACTS = 400
