@@ -44,6 +44,7 @@ from workers import tasks as _jobs  # noqa: F401  (loaded once, before any fork)
 from workers.contract import CONTRACT_JOBS, ContractJobsOnly
 from workers.dequeue import ReliableDequeue, ReliableQueue
 from workers.pool import STOP_SIGNALS, Supervisor, held_stop_signals
+from workers.scheduler import SafeSchedulerStart
 from workers.sweeper import SWEEP_INTERVAL_S
 
 log = logging.getLogger("workers")
@@ -121,15 +122,16 @@ class _PromptReconnect:
     max_connection_wait_time = 4.0
 
 
-class BridgeWorker(_PromptReconnect, ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
-                   _StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
+class BridgeWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, ReliableDequeue,
+                   _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
 
 
-class InProcessWorker(_PromptReconnect, ContractJobsOnly, ReliableDequeue, _EnsuresSweep,
-                      _StopSignalsAfterHandlers, _PipelinedHeartbeat, SimpleWorker):
+class InProcessWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, ReliableDequeue,
+                      _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
+                      SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For
