@@ -26,7 +26,7 @@ async def test_rediss_url_with_self_signed_certificates() -> None:
                              redis_ssl_cert_reqs="none")
     client = async_redis(settings)
     pool = client.connection_pool
-    assert pool.connection_class is redis.asyncio.SSLConnection
+    assert issubclass(pool.connection_class, redis.asyncio.SSLConnection)  # still TLS
     assert pool.connection_kwargs["ssl_cert_reqs"] == "none"
     assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
     await client.aclose()
@@ -39,6 +39,56 @@ async def test_plain_url_has_no_tls_options() -> None:
     client = async_redis(make_settings("redis://127.0.0.1:6379/0"))
     assert "ssl_cert_reqs" not in client.connection_pool.connection_kwargs
     assert client.connection_pool.max_connections == 64
+    await client.aclose()
+
+
+async def test_a_unix_socket_url_keeps_its_connection_class() -> None:
+    client = async_redis(make_settings("unix:///tmp/redis.sock?db=0"))
+    assert issubclass(client.connection_pool.connection_class,
+                      redis.asyncio.UnixDomainSocketConnection)
+    await client.aclose()
+
+
+# ------------------------------------------------------------------ command packing
+
+_COMMANDS: list[tuple[object, ...]] = [
+    ("SET", "k", "v"), ("SET", "k", 1.5), ("SET", "k", 1e-5), ("SET", "k", 0.1 + 0.2),
+    ("SET", "k", 10**20), ("INCRBY", "k", -3), ("SET", "clé", "été ✓"),
+    ("SET", b"k", b"\x00\xff"), ("CLIENT SETNAME", "x"), ("SET", "k", memoryview(b"ab")),
+    ("SET", "k", bytearray(b"ab")), ("XREAD", "COUNT", 100, "STREAMS", "a", "b", "0-0", "$"),
+    (b"GET", "k"), (b"CLIENT SETNAME", b"x"),
+]
+
+
+@pytest.mark.parametrize("command", _COMMANDS)
+async def test_commands_are_packed_in_c_to_the_same_bytes(command: tuple[object, ...]) -> None:
+    client = async_redis(make_settings("redis://127.0.0.1:6379/0"))
+    ours = client.connection_pool.make_connection()
+    redis_pys = redis.asyncio.Connection()
+    assert type(ours) is not redis.asyncio.Connection
+    assert b"".join(ours.pack_command(*command)) == b"".join(
+        redis_pys.pack_command(*command))
+    await client.aclose()
+
+
+@pytest.mark.parametrize("value", [True, None, [1], {"a": 1}])
+async def test_a_value_redis_cannot_take_is_a_data_error_before_any_io(
+        redis_url: str, sync_redis: redis.Redis, value: object) -> None:
+    client = async_redis(make_settings(redis_url))
+    with pytest.raises(redis.DataError):
+        await client.set("packing-probe", value)  # type: ignore[arg-type]
+    assert sync_redis.exists("packing-probe") == 0
+    await client.aclose()
+
+
+async def test_the_c_packed_client_round_trips_values(redis_url: str) -> None:
+    client = async_redis(make_settings(redis_url))
+    await client.hset("packing-hash", mapping={"f": "été ✓", "n": 7, "x": 0.5})
+    assert await client.hgetall("packing-hash") == {
+        b"f": "été ✓".encode(), b"n": b"7", b"x": b"0.5"}
+    pipe = client.pipeline(transaction=True)
+    pipe.incrby("packing-n", 2).incrbyfloat("packing-n", 0.25)
+    assert await pipe.execute() == [2, 2.25]
     await client.aclose()
 
 

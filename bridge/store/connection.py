@@ -29,7 +29,10 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
+from hiredis import pack_command
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
 
 from config.settings import Settings
 
@@ -75,6 +78,51 @@ def _ssl_kwargs(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+# redis is untyped for mypy here (pyproject: follow_imports = "skip"): hence the ignores.
+class _PackedInC:
+    """Commands packed by hiredis, in C; redis-py's asyncio connections pack in Python
+    (redis-py 8; its sync ones use hiredis when installed). The relay names all 256 change
+    log streams in every read: 516 arguments, 760 µs to pack in Python, 105 µs here, at up
+    to 200 reads a second under load. The bytes are the same, and anything hiredis does not
+    take directly (a bytearray or memoryview, or a value Redis cannot take, which stays a
+    DataError before any I/O) goes through redis-py's own hiredis serializer
+    (tests/test_connection.py)."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if (" " in name) if isinstance(name, str) else (b" " in name):
+            return self._fallback(args)  # "CLIENT SETNAME": redis-py splits the name
+        try:
+            return [pack_command(args)]
+        except TypeError:
+            return self._fallback(args)
+
+    def _fallback(self, args: tuple[Any, ...]) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+class _Connection(_PackedInC, Connection):  # type: ignore[misc]
+    pass
+
+
+class _SSLConnection(_PackedInC, SSLConnection):  # type: ignore[misc]
+    pass
+
+
+class _UnixConnection(_PackedInC, UnixDomainSocketConnection):  # type: ignore[misc]
+    pass
+
+
+_PACKED_IN_C: dict[type[Any], type[Any]] = {
+    Connection: _Connection,
+    SSLConnection: _SSLConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+}
+
+
 def async_redis(settings: Settings, url: str | None = None, *,
                 retry: RetryPolicy = FAIL_FAST) -> redis.asyncio.Redis:
     """A blocking pool: under a burst, requests wait up to redis_pool_timeout_s for a
@@ -89,6 +137,8 @@ def async_redis(settings: Settings, url: str | None = None, *,
         health_check_interval=30,
         **_ssl_kwargs(settings),
     )
+    # The URL's scheme chose the class (TCP, TLS or a unix socket); keep that choice.
+    pool.connection_class = _PACKED_IN_C.get(pool.connection_class, pool.connection_class)
     return redis.asyncio.Redis(connection_pool=pool)
 
 
