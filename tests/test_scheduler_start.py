@@ -14,6 +14,7 @@ import pytest
 import redis
 from rq import Worker
 
+import workers.scheduler
 from tests.conftest import make_settings
 from workers.__main__ import InProcessWorker, build_worker
 
@@ -52,13 +53,15 @@ def stop_signal_at_fork() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_a_stop_at_the_scheduler_childs_first_instruction_is_a_clean_stop(
-        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch,
-        stop_signal_at_fork: None) -> None:
-    def quit_after_start(self: InProcessWorker, burst: bool) -> None:
-        raise redis.ConnectionError("Redis went away")  # the worker quits at once
+def _quit_after_start(self: InProcessWorker, burst: bool) -> None:
+    raise redis.ConnectionError("Redis went away")  # the worker quits at once
 
-    monkeypatch.setattr(InProcessWorker, "check_for_suspension", quit_after_start)
+
+def _exit_code_of_scheduler_after_quick_quit(redis_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> int | None:
+    """A worker that starts its scheduler, quits at once and tears down; the scheduler
+    child's exit code."""
+    monkeypatch.setattr(InProcessWorker, "check_for_suspension", _quit_after_start)
     test_process = os.getpid()
     connection = redis.Redis.from_url(redis_url)
     try:
@@ -69,34 +72,27 @@ def test_a_stop_at_the_scheduler_childs_first_instruction_is_a_clean_stop(
         if os.getpid() != test_process:  # the child unwound into this test: end it here
             os._exit(_STRAY_CHILD_EXIT)
     assert worker.scheduler is not None and worker.scheduler._process is not None
+    return worker.scheduler._process.exitcode
+
+
+def test_a_stop_at_the_scheduler_childs_first_instruction_is_a_clean_stop(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+        stop_signal_at_fork: None) -> None:
     # The scheduler received the stop once its own handler existed, and stopped cleanly.
-    assert worker.scheduler._process.exitcode == 0
+    assert _exit_code_of_scheduler_after_quick_quit(redis_url, monkeypatch) == 0
     assert sync_redis.keys("rq:scheduler-lock:*") == []
     assert Worker.all(connection=sync_redis) == []
 
 
 def test_a_scheduler_that_does_not_stop_is_killed_and_its_locks_released(
         redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.scheduler
-
     def ignore_stops(self: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
-    def quit_after_start(self: InProcessWorker, burst: bool) -> None:
-        raise redis.ConnectionError("Redis went away")
-
     monkeypatch.setattr(workers.scheduler.BridgeScheduler, "_install_signal_handlers",
                         ignore_stops)
     monkeypatch.setattr(workers.scheduler, "STOP_GRACE_S", 1.0)
-    monkeypatch.setattr(InProcessWorker, "check_for_suspension", quit_after_start)
-    connection = redis.Redis.from_url(redis_url)
-    try:
-        worker = build_worker(connection, fork=False, settings=make_settings(redis_url))
-        worker.work(burst=False, with_scheduler=True, logging_level="INFO")
-    finally:
-        connection.close()
-    assert worker.scheduler is not None and worker.scheduler._process is not None
-    assert worker.scheduler._process.exitcode == -signal.SIGKILL
+    assert _exit_code_of_scheduler_after_quick_quit(redis_url, monkeypatch) == -signal.SIGKILL
     assert sync_redis.keys("rq:scheduler-lock:*") == []
