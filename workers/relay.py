@@ -37,7 +37,7 @@ from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
 from bridge.core.tickets import Status
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
-from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.changelog import RELAY_CONSUMER, Batch, ChangeLog
 from bridge.store.claims import new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
@@ -49,6 +49,10 @@ log = logging.getLogger("workers.relay")
 
 # Refused free-form messages that the approved template replaces (the send job knows how).
 _TEMPLATE_FALLBACK_CODES = frozenset({OUTSIDE_WINDOW})
+
+# How long a batch read for one consumer serves the others (SharedReads): the consumers
+# pace their reads 20 ms apart but finish their batches at different times.
+SHARED_READ_MAX_AGE_S = 0.05
 
 # Trimming reads every consumer's positions and touches every partition: not per batch.
 TRIM_INTERVAL_S = 5.0
@@ -110,11 +114,48 @@ class JobsConsumer:
 
 
 @dataclass
+class SharedReads:
+    """One read of the change log for this process's consumers. Caught up, they hand on
+    the same entries; each used to read them for itself: the same XREAD over 256 streams,
+    and the same entries parsed, four times. A non-empty batch is kept max_age_s, and a
+    consumer that asks meanwhile from the batch's starting positions, or from positions
+    ahead of them, gets the part it has not handed on yet (it may miss what was written
+    since: that comes with its next read, as if it had read a moment earlier). Consumers
+    that read at different moments end at different positions; served from the same batch
+    they end at the same ones, so after one shared round they read together. An idle
+    consumer still blocks on its own read and wakes the moment a change is written, and one
+    left behind (its batch failed) reads alone until it has caught up."""
+
+    log: ChangeLog
+    max_age_s: float = 0.02
+    reads: int = 0  # reads that went to Redis (tests, benchmarks)
+    _recent: list[tuple[float, dict[int, str], int, Batch]] = field(default_factory=list)
+
+    async def read(self, positions: dict[int, str], *, count: int, block_ms: int | None
+                   ) -> Batch:
+        now = time.monotonic()
+        self._recent = [kept for kept in self._recent if now - kept[0] <= self.max_age_s]
+        for _, read_from, read_count, batch in reversed(self._recent):
+            if read_count != count:
+                continue
+            part = batch if read_from == positions else batch.beyond(read_from, positions)
+            if part is not None and part.positions:
+                return part
+        self.reads += 1
+        read_from = dict(positions)  # the caller's dict moves on once it has handed on
+        batch = await self.log.read(read_from, count=count, block_ms=block_ms)
+        if batch.positions:
+            self._recent.append((time.monotonic(), read_from, count, batch))
+        return batch
+
+
+@dataclass
 class Relay:
     """Feeds one consumer from its saved positions, under the consumer's lease."""
 
     log: ChangeLog
     consumer: ChangeConsumer
+    shared: SharedReads | None = None  # None: this relay reads for itself
     batch_size: int = 500
     block_ms: int = 1000
     # Under load every read finds a few new entries, and every read names all 256
@@ -128,6 +169,7 @@ class Relay:
     lease_ttl_ms: int = 15_000
     token: str = field(default_factory=new_token)
     handed_on: int = 0
+    steps: int = 0  # batches handed on
     _positions: dict[int, str] | None = None
     _next_trim: float = 0.0
 
@@ -156,14 +198,16 @@ class Relay:
         if not await self.hold_lease():
             return 0
         assert self._positions is not None
-        batch = await self.log.read(self._positions, count=self.batch_size,
-                                    block_ms=self.block_ms if wait else None)
+        read = self.shared.read if self.shared is not None else self.log.read
+        batch = await read(self._positions, count=self.batch_size,
+                           block_ms=self.block_ms if wait else None)
         if not batch.positions:
             return 0
         if batch.unreadable:
             log.error("%d change log entries could not be read and were skipped",
                       batch.unreadable)
-        await self.consumer.handle(batch.changes)
+        # A copy: a shared batch's list goes to other consumers too.
+        await self.consumer.handle(list(batch.changes))
         self._positions.update(batch.positions)
         await self.log.save_positions(self.name, batch.positions)
         if time.monotonic() >= self._next_trim:
@@ -171,6 +215,7 @@ class Relay:
             await self.log.trim()
         RELAYED.labels(self.name).inc(len(batch.changes))
         self.handed_on += len(batch.changes)
+        self.steps += 1
         return len(batch.changes)
 
     async def release(self) -> None:
@@ -224,7 +269,9 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     change_log = ChangeLog(aredis)
-    relays = [Relay(change_log, consumer, lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
+    shared = SharedReads(change_log, max_age_s=SHARED_READ_MAX_AGE_S)
+    relays = [Relay(change_log, consumer, shared=shared,
+                    lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
               for consumer in consumers_for(settings, aredis, connection)]
     started = time.monotonic()
     try:
@@ -235,6 +282,8 @@ async def _serve(settings: Settings) -> None:
         for relay in relays:
             log.info("relay stopped after handing %d changes on to %s in %.0f s",
                      relay.handed_on, relay.name, time.monotonic() - started)
+        log.info("%d reads of the change log served %d consumer steps", shared.reads,
+                 sum(relay.steps for relay in relays))
 
 
 @click.command()

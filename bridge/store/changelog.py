@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -70,6 +70,7 @@ def _change(entry_id: bytes | str, fields: dict[Any, Any]) -> Change:
 def _batch(per_partition: Iterable[tuple[int, list[Any]]]) -> Batch:
     """Parse stream entries read per partition; the positions reached are the last ids."""
     changes: list[Change] = []
+    partitions: list[int] = []
     reached: dict[int, str] = {}
     unreadable = 0
     for partition, entries in per_partition:
@@ -79,7 +80,9 @@ def _batch(per_partition: Iterable[tuple[int, list[Any]]]) -> Batch:
                 changes.append(_change(entry_id, fields))
             except ValueError:
                 unreadable += 1
-    return Batch(changes, reached, unreadable)
+            else:
+                partitions.append(partition)
+    return Batch(changes, reached, unreadable, partitions)
 
 
 def _after(position: str) -> str:
@@ -109,6 +112,26 @@ class Batch:
     changes: list[Change]
     positions: dict[int, str]
     unreadable: int = 0  # entries skipped because they could not be parsed
+    partitions: list[int] = field(default_factory=list)  # each change's partition
+
+    def beyond(self, read_from: dict[int, str], positions: dict[int, str]) -> Batch | None:
+        """What of this batch (read after `read_from`) a consumer standing at `positions`
+        has not handed on yet; None when that consumer is behind `read_from` in some
+        partition (the batch lacks entries it needs)."""
+        ahead: dict[int, tuple[int, int]] = {}
+        for partition, position in positions.items():
+            start = read_from.get(partition, START)
+            if position != start:
+                if _id_key(position) < _id_key(start):
+                    return None
+                ahead[partition] = _id_key(position)
+        if not ahead:
+            return self
+        kept = [(change, p) for change, p in zip(self.changes, self.partitions, strict=True)
+                if p not in ahead or _id_key(change.log_id) > ahead[p]]
+        reached = {p: pos for p, pos in self.positions.items()
+                   if p not in ahead or _id_key(pos) > ahead[p]}
+        return Batch([c for c, _ in kept], reached, 0, [p for _, p in kept])
 
 
 class ChangeLog:
