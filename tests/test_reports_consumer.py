@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 import redis.asyncio
 
 from bridge.core.report_counts import bucket_of, bucket_value
-from bridge.core.tickets import EventType, Status
+from bridge.core.tickets import EventType, Status, Ticket
 from bridge.report_query import build_report, parse_period
 from bridge.store.changelog import ChangeLog
 from bridge.store.tickets import TicketStore
@@ -67,6 +68,38 @@ async def test_a_pending_ticket_the_customer_answers_stops_the_agent_wait(
     await relay_all(aredis, sync_redis, [consumer])
     (figures, _), = (await consumer.counters.figures([tid])).values()
     assert figures.status == "open"
+
+
+async def test_a_customer_answer_in_a_later_batch_reopens_a_pending_ticket(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour"))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.PENDING)
+    consumer = ReportConsumer.on(aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    await inbound(store, "Voici le numéro")
+    await relay_all(aredis, sync_redis, [consumer])
+    (figures, _), = (await consumer.counters.figures([tid])).values()
+    assert figures.status == "open"
+
+
+async def test_messages_appended_to_an_open_ticket_read_no_ticket(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await inbound(store, "Bonjour")
+    consumer = ReportConsumer.on(aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    asked: list[list[str]] = []
+    get_tickets = consumer.store.get_tickets
+
+    async def counting(ticket_ids: list[str]) -> list[Ticket]:
+        asked.append(list(ticket_ids))
+        return await get_tickets(ticket_ids)
+
+    monkeypatch.setattr(consumer.store, "get_tickets", counting)
+    for body in ("un", "deux", "trois"):
+        await inbound(store, body)
+    assert await relay_all(aredis, sync_redis, [consumer]) == 3
+    assert [ids for ids in asked if ids] == []
 
 
 async def test_a_thread_limit_follow_up_closes_the_previous_ticket_once(

@@ -38,6 +38,17 @@ _EVENTS_WANTED = frozenset({EventType.AGENT_REPLY.value, EventType.MACRO_APPLIED
                             EventType.CSAT_SENT.value})
 
 
+def _needs_ticket(change: Change, figures: dict[str, TicketFigures]) -> bool:
+    """Whether counting the change reads its ticket. A customer message appended to a
+    ticket that is not pending counts nothing (the bulk of the traffic: ticket reads were a
+    fifth of the relay's time under the appends load, py-spy). A ticket can only turn
+    pending within a batch through a status change, whose own entry then loads it."""
+    if change.kind is ChangeKind.ROUTED and change.action == "append":
+        current = figures.get(change.ticket_id)
+        return current is not None and current.status == "pending"
+    return True
+
+
 @dataclass
 class ReportConsumer:
     store: TicketStore
@@ -55,10 +66,11 @@ class ReportConsumer:
             return
         ticket_ids = sorted({tid for c in relevant
                              for tid in (c.ticket_id, c.previous_ticket_id) if tid})
-        tickets = {t.id: t for t in await self.store.get_tickets(ticket_ids)}
         known = await self.counters.figures(ticket_ids)
         figures = {tid: f for tid, (f, _) in known.items()}
         last = {tid: log for tid, (_, log) in known.items()}
+        needed = sorted({c.ticket_id for c in relevant if _needs_ticket(c, figures)})
+        tickets = {t.id: t for t in await self.store.get_tickets(needed)}
         updates: dict[str, tuple[str, TicketFigures, str, list[Increment]]] = {}
         for change in relevant:
             for ticket_id, facts in await self._facts(change, tickets, figures):
