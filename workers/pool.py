@@ -23,8 +23,8 @@ container, a terminal's Ctrl-C reaches its whole foreground process group):
   of them, and the target asks for the held ones once its handlers are in place
   (`held_stop_signals`): a stop request that arrives while a child is still starting is a
   warm shutdown, not a half-started worker killed (RQ registers a worker, and forks its
-  scheduler, before it installs its signal handlers). Processes the child forks before
-  that (RQ's scheduler) get the default handlers back.
+  scheduler, before it installs its signal handlers). The scheduler, forked before that,
+  starts with the stop signals blocked until its own handlers exist (workers/scheduler.py).
 - Each child leads its own process group and asks the kernel (Linux) for SIGTERM when the
   supervisor dies, so a SIGKILLed supervisor does not leave orphans working. When a child
   ends, whatever is left in its group (RQ's scheduler process, if the child was killed) is
@@ -212,7 +212,9 @@ class Supervisor:
         try:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, _hold)  # until the worker installs its own
-            os.register_at_fork(after_in_child=_unhold)
+            # RQ's scheduler, forked before the worker's handlers exist, inherits _hold
+            # with the stop signals blocked until its own handlers replace it
+            # (workers/scheduler.py): a stop cannot be held there and lost.
             os.setpgid(0, 0)
             _die_with(parent)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -236,14 +238,6 @@ _held: list[int] = []
 def _hold(signum: int, frame: FrameType | None) -> None:
     if signum not in _held:
         _held.append(signum)
-
-
-def _unhold() -> None:
-    """In a process forked while signals are still held (RQ's scheduler): the defaults, so
-    that a stop reaches it (it installs its own handlers soon after)."""
-    for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) is _hold:
-            signal.signal(sig, signal.SIG_DFL)
 
 
 def held_stop_signals() -> list[int]:

@@ -127,7 +127,7 @@ class SharedReads:
     left behind (its batch failed) reads alone until it has caught up."""
 
     log: ChangeLog
-    max_age_s: float = 0.02
+    max_age_s: float = SHARED_READ_MAX_AGE_S
     reads: int = 0  # reads that went to Redis (tests, benchmarks)
     _recent: list[tuple[float, dict[int, str], int, Batch]] = field(default_factory=list)
 
@@ -163,8 +163,7 @@ class Relay:
     # the load). Reading at most every min_read_interval_s while changes keep coming lets
     # them gather into batches (tests/test_change_consumers.py counts the reads); an idle
     # relay's blocking read still returns the moment a change is written, so a lone change
-    # is not delayed. The relay's CPU under ingest is mostly per change, in the consumers
-    # (47-58% of a core at ~900 changes/s with or without this: docs/performance.md).
+    # is not delayed. The consumers of one process also share their reads (SharedReads).
     min_read_interval_s: float = 0.02
     lease_ttl_ms: int = 15_000
     token: str = field(default_factory=new_token)
@@ -269,7 +268,7 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     change_log = ChangeLog(aredis)
-    shared = SharedReads(change_log, max_age_s=SHARED_READ_MAX_AGE_S)
+    shared = SharedReads(change_log)
     relays = [Relay(change_log, consumer, shared=shared,
                     lease_ttl_ms=settings.relay_lease_ttl_s * 1000)
               for consumer in consumers_for(settings, aredis, connection)]
