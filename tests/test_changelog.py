@@ -47,6 +47,21 @@ async def test_routing_writes_one_entry_per_change_and_none_for_a_duplicate(
         first.contact_id).split(":c:")[0]
 
 
+async def test_a_message_to_the_current_ticket_records_its_status_before_and_after(
+        store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour"))
+    await inbound(store, "Encore")
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.PENDING)
+    await inbound(store, "Voici")
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.SOLVED)
+    await inbound(store, "Ça recommence")
+    routed = [c for c in await ChangeLog(store.redis).all_entries()
+              if c.kind is ChangeKind.ROUTED]
+    assert [(c.action, c.status_from, c.status_to) for c in routed] == [
+        ("new_ticket", "", ""), ("append", "new", "new"), ("append", "pending", "open"),
+        ("reopen", "solved", "open")]
+
+
 async def test_a_provider_retry_writes_no_entry(store: TicketStore) -> None:
     from bridge.core.csat import rating_signal
 
@@ -175,6 +190,40 @@ async def test_only_one_relay_works_at_a_time_and_another_takes_over(
     await first.release()  # the first stops
     assert await second.step(wait=False) == 1  # and the second continues after it
     assert len(queued(sync_redis, QUEUE_EVENTS)) == 2
+
+
+async def test_a_relay_renews_its_lease_once_a_third_of_its_lifetime_passed(
+        store: TicketStore, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = ChangeLog(store.redis)
+    clock = [1000.0]
+    relay = Relay(log, JobsConsumer(JobQueues(sync_redis)), lease_ttl_ms=3_000,
+                  clock=lambda: clock[0])
+    renewals: list[str] = []
+    renew = log.renew_lease
+
+    async def counting(token: str, *, ttl_ms: int, consumer: str = RELAY_CONSUMER) -> bool:
+        renewals.append(consumer)
+        return await renew(token, ttl_ms=ttl_ms, consumer=consumer)
+
+    monkeypatch.setattr(log, "renew_lease", counting)
+    await inbound(store)
+    assert await relay.step(wait=False) == 1  # takes the lease
+    await inbound(store, "Encore")
+    clock[0] += 0.9
+    assert await relay.step(wait=False) == 1
+    assert renewals == []
+    await inbound(store, "Et encore")
+    clock[0] += 0.2  # 1.1 s since it was taken: more than a third of 3 s
+    assert await relay.step(wait=False) == 1
+    assert renewals == [RELAY_CONSUMER]
+    # Its lease lapsed while it was paused and another relay took it: it learns so at its
+    # next renewal, and hands nothing on.
+    await store.redis.set(keys.relay_lease(RELAY_CONSUMER), "another-relay")
+    await inbound(store, "Toujours moi")
+    clock[0] += 5.0
+    assert await relay.step(wait=False) == 0
+    assert renewals == [RELAY_CONSUMER] * 2
+    assert (await log.lag(RELAY_CONSUMER)).events == 1  # the last message waits
 
 
 async def test_lag_counts_what_was_not_handed_on_and_the_log_is_trimmed(

@@ -3,6 +3,7 @@ and solves, a survey and its answer, handed on twice."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -96,10 +97,37 @@ async def test_messages_appended_to_an_open_ticket_read_no_ticket(
         return await get_tickets(ticket_ids)
 
     monkeypatch.setattr(consumer.store, "get_tickets", counting)
+    figures_asked: list[list[str]] = []
+    figures = consumer.counters.figures
+
+    async def counting_figures(ticket_ids: list[str]) -> object:
+        figures_asked.append(list(ticket_ids))
+        return await figures(ticket_ids)
+
+    monkeypatch.setattr(consumer.counters, "figures", counting_figures)
     for body in ("un", "deux", "trois"):
         await inbound(store, body)
     assert await relay_all(aredis, sync_redis, [consumer]) == 3
+    # Neither the tickets nor their figures: the entries say the status stayed as it was.
     assert [ids for ids in asked if ids] == []
+    assert figures_asked == []
+
+
+async def test_an_entry_without_statuses_is_judged_from_the_figures(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    """Entries written before routing recorded statuses (a log carried over an upgrade):
+    an append to a pending ticket still counts the ticket open again."""
+    tid = ids(await inbound(store, "Bonjour"))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.PENDING)
+    consumer = ReportConsumer.on(aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    await inbound(store, "Voici le numéro")
+    [*_, answer] = await ChangeLog(aredis).all_entries()
+    assert (answer.action, answer.status_from, answer.status_to) == ("append", "pending",
+                                                                      "open")
+    await consumer.handle([replace(answer, status_from="", status_to="")])
+    (figures, _), = (await consumer.counters.figures([tid])).values()
+    assert figures.status == "open"
 
 
 async def test_a_thread_limit_follow_up_closes_the_previous_ticket_once(

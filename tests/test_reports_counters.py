@@ -82,6 +82,26 @@ async def test_counts_and_rates(report: dict[str, object]) -> None:
         "distribution": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}}
 
 
+async def test_one_batch_of_every_ticket_counts_as_their_changes_one_by_one(
+        aredis: redis.asyncio.Redis, report: dict[str, object]) -> None:
+    """The consumer applies a batch in one call, one update per ticket: the counters the
+    tickets share (the same hours and days) are summed before they are written."""
+    await aredis.flushdb()
+    updates = []
+    for ticket_id, facts in HISTORY.items():
+        figures, increments = TicketFigures(), []
+        for fact in facts:
+            figures, moved = step(figures, fact)
+            increments += moved
+        updates.append((ticket_id, figures, f"{facts[-1].at_ms}-0", increments))
+    counters = ReportCounters(aredis)
+    await counters.apply(updates)
+    batched = await build_report(aredis, parse_period(since="2026-11-01",
+                                                      until="2026-11-03"))
+    assert batched | {"generated_at": ""} == report | {"generated_at": ""}
+    assert set((await counters.figures(list(HISTORY))).keys()) == set(HISTORY)
+
+
 async def test_medians_and_90th_percentiles(report: dict[str, object]) -> None:
     times = report["times"]
     # first replies 600, 7200, 1800 s; resolutions 7200, 18000 (B's last solve), 3600;

@@ -55,10 +55,13 @@ class Change:
     action: str = ""
     previous_ticket_id: str = ""
     close_reason: str = ""
-    # UPDATED
-    origin: Origin = Origin.SYSTEM
+    # UPDATED, and ROUTED to the current ticket (append, reopen): the status before and
+    # after (equal when it did not change; both "" in entries written before routing
+    # recorded them).
     status_from: str = ""
     status_to: str = ""
+    # UPDATED
+    origin: Origin = Origin.SYSTEM
     session_ended: bool = False
     # The update's attempt token, also written on each event it recorded (so a consumer
     # finds them), and those events' types (bridge.core.tickets.EventType values).

@@ -99,26 +99,33 @@ class ReportCounters:
                     ) -> None:
         """For each (ticket, its new figures, the change applied, increments): move the
         counters and save the figures in one transaction, so a change is counted once
-        or not at all."""
+        or not at all. The batch's increments are summed per counter first: a batch of
+        new tickets moves the same few hour and day counters, once each."""
         if not updates:
             return
+        moves: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        dims: set[str] = set()
+        for _, _, _, increments in updates:
+            for inc in increments:
+                hour = inc.at_ms // HOUR_MS
+                moves[hour_key(inc.dim, hour)][inc.slot] += inc.delta
+                moves[day_key(inc.dim, hour // 24)][inc.slot] += inc.delta
+                if inc.slot < SCALARS:
+                    moves[series_key(inc.dim, hour // 24)][
+                        (hour % 24) * SCALARS + inc.slot] += inc.delta
+                dims.add(inc.dim)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for ticket_id, figures, log_id, increments in updates:
-                by_key: dict[str, list[tuple[int, int]]] = defaultdict(list)
-                for inc in increments:
-                    hour = inc.at_ms // HOUR_MS
-                    by_key[hour_key(inc.dim, hour)].append((inc.slot, inc.delta))
-                    by_key[day_key(inc.dim, hour // 24)].append((inc.slot, inc.delta))
-                    if inc.slot < SCALARS:
-                        by_key[series_key(inc.dim, hour // 24)].append(
-                            ((hour % 24) * SCALARS + inc.slot, inc.delta))
-                    pipe.sadd(DIMS, inc.dim)
-                for key, moves in by_key.items():
-                    args: list[str | int] = []
-                    for slot, delta in moves:
+            if dims:
+                pipe.sadd(DIMS, *sorted(dims))
+            for key, by_slot in moves.items():
+                args: list[str | int] = []
+                for slot, delta in by_slot.items():
+                    if delta:
                         args += ["INCRBY", "i32", f"#{slot}", delta]
+                if args:
                     pipe.execute_command("BITFIELD", key, *args)
                     pipe.expire(key, KEEP_S)
+            for ticket_id, figures, log_id, _ in updates:
                 pipe.hset(ticket_key(ticket_id), mapping={**figures_to_fields(figures),
                                                           "log": log_id})
                 pipe.expire(ticket_key(ticket_id), KEEP_S)

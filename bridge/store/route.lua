@@ -54,10 +54,16 @@ end
 
 -- The change log entry of this message (bridge/core/changes.py reads it): written with the
 -- change, so a process that dies after this script loses none of the change's consequences.
-local function log_change(action, tid, eid, prev, reason)
+-- A message to the current ticket also records its status before and after (the report
+-- counters' consumer then knows, without reading anything, that an append changed nothing).
+local function log_change(action, tid, eid, prev, reason, status_from, status_to)
   local fields = {'k', 'routed', 't', tid, 'c', ARGV[21], 'a', action, 'e', eid}
   if prev ~= '' then table.insert(fields, 'p'); table.insert(fields, prev) end
   if reason ~= '' then table.insert(fields, 'r'); table.insert(fields, reason) end
+  if status_from then
+    table.insert(fields, 'sf'); table.insert(fields, status_from)
+    table.insert(fields, 'st'); table.insert(fields, status_to)
+  end
   redis.call('XADD', log_key, '*', unpack(fields))
 end
 
@@ -155,5 +161,5 @@ redis.call('HSET', key, 'updated_at_ms', now)
 redis.call('HINCRBY', key, 'message_count', 1)
 redis.call('HINCRBY', key, 'version', 1)
 local eid = add_event(cur.id, 'customer_message', 'customer', ARGV[10], message_data)
-log_change(action, cur.id, eid, '', '')
+log_change(action, cur.id, eid, '', '', cur.status, status)
 return {action, cur.id, status, '', '', eid, '', status_changed}
