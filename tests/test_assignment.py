@@ -16,7 +16,7 @@ from bridge.assignment import Assigner
 from bridge.core.changes import Origin
 from bridge.core.teams import Group, Person, Role, TeamConfig
 from bridge.core.tickets import EventType, Status
-from bridge.store.teams import TeamStore, load_key
+from bridge.store.teams import OWNER, TeamStore, load_key
 from bridge.store.tickets import TicketStore
 from bridge.store.views import ViewStore
 from tests.conftest import ADMIN_TOKEN, CONTACT_KEY, make_settings
@@ -67,6 +67,23 @@ async def test_200_simultaneous_picks_fill_5_agents_to_capacity_evenly(
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_holding_many_tickets_at_once_moves_each_load_once(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
+    teams = TeamStore(aredis)
+    assert await teams.hold("t1", "a1") == ""
+    assert await teams.hold("t2", "a1") == ""
+    previous = await teams.hold_many([("t1", "a2"), ("t2", ""), ("t3", ""), ("t4", "a1")])
+    assert previous == {"t1": "a1", "t2": "a1", "t3": "", "t4": ""}
+    assert sync_redis.smembers(load_key("a1")) == {b"t4"}
+    assert sync_redis.smembers(load_key("a2")) == {b"t1"}
+    assert sync_redis.hgetall(OWNER) == {b"t1": b"a2", b"t4": b"a1"}
+    # Again (a batch handed on twice): nothing moves, each already holds its ticket.
+    assert await teams.hold_many([("t1", "a2"), ("t2", ""), ("t4", "a1")]) == {
+        "t1": "a2", "t2": "", "t4": "a1"}
+    assert sync_redis.smembers(load_key("a1")) == {b"t4"}
+    assert await teams.hold_many([]) == {}
 
 
 async def test_new_tickets_from_the_change_log_spread_evenly_under_capacity(

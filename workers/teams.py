@@ -24,6 +24,7 @@ import redis.asyncio
 from bridge.assignment import AUTHOR, Assigner, holds_capacity
 from bridge.core.changes import OPENING_ACTIONS, Change, ChangeKind, Origin
 from bridge.core.teams import TeamConfig
+from bridge.core.tickets import Ticket
 from bridge.store.changelog import TEAMS_CONSUMER
 from bridge.store.teams import TeamStore
 from bridge.store.tickets import TicketStore
@@ -78,14 +79,15 @@ class TeamsConsumer:
         if not touched:
             return
         assigner = Assigner(self.store, self.teams, self.config)
-        freed = False
-        for ticket in await self.store.tickets_in([(c, t) for t, c in loads.items()]):
-            holder = ticket.assignee if holds_capacity(ticket) else ""
-            previous = await self.teams.hold(ticket.id, holder)
-            freed |= bool(previous) and previous != holder
+        loaded = {t.id: t for t in await self.store.tickets_in(
+            [(c, t) for t, c in loads.items()])}
+        holders = {t.id: t.assignee if holds_capacity(t) else "" for t in loaded.values()}
+        previous = await self.teams.hold_many(list(holders.items()))
+        freed = any(previous[tid] and previous[tid] != holder
+                    for tid, holder in holders.items())
         now = now_ms()
         for ticket_id, cid in wanting.items():
-            await self._place(assigner, ticket_id, cid, now)
+            await self._place(assigner, ticket_id, cid, now, loaded.get(ticket_id))
         if freed and self.config.auto_assign:
             for group in await self.teams.waiting_groups():
                 self.assigned += await assigner.drain(group, now)
@@ -94,14 +96,15 @@ class TeamsConsumer:
             tickets = await self.store.tickets_in([(c, t) for t, c in touched.items()])
             await self.views.refresh(tickets, views)
 
-    async def _place(self, assigner: Assigner, ticket_id: str, cid: str, now: int) -> None:
+    async def _place(self, assigner: Assigner, ticket_id: str, cid: str, now: int,
+                     ticket: Ticket | None) -> None:
+        """`ticket`: as read for this batch (None: it could not be read)."""
         if self.config.auto_assign:
             if await assigner.assign(ticket_id, now, contact_id=cid):
                 self.assigned.append(ticket_id)
             return
-        found = await self.store.tickets_in([(cid, ticket_id)])
-        group = self.config.group_for_channel(found[0].channel) if found else ""
-        if group and not found[0].group:
+        group = self.config.group_for_channel(ticket.channel) if ticket else ""
+        if group and ticket and not ticket.group:
             await self.store.update_ticket(ticket_id, author=AUTHOR, now_ms=now, group=group,
                                            contact_id=cid, origin=Origin.AUTOMATION)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
 
@@ -233,6 +233,25 @@ class TeamStore:
         return _s(await self._sync(
             keys=[OWNER, load_key(holder) if holder else load_key(""), load_key(previous)],
             args=[ticket_id, holder]))
+
+    async def hold_many(self, holders: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """hold() for many (ticket id, holder) pairs in two round trips; returns each
+        ticket's previous holder. A ticket nobody held and nobody holds (a new, unassigned
+        one: most of what a batch of changes holds) needs no write."""
+        if not holders:
+            return {}
+        ids = [tid for tid, _ in holders]
+        previous = dict(zip(ids, (_s(h) for h in await self.redis.hmget(OWNER, ids)),
+                            strict=True))
+        moves = [(tid, holder) for tid, holder in holders if holder or previous[tid]]
+        if moves:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid, holder in moves:
+                    await self._sync(keys=[OWNER, load_key(holder), load_key(previous[tid])],
+                                     args=[tid, holder], client=pipe)
+                held = await pipe.execute()
+            previous.update((tid, _s(h)) for (tid, _), h in zip(moves, held, strict=True))
+        return previous
 
     async def wait(self, group: str, ticket_id: str, now_ms: int) -> None:
         await self.redis.zadd(waiting_key(group), {ticket_id: now_ms}, nx=True)
