@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.store.pipelining import PipelinedScript
+from bridge.store.pipelining import AutoPipeline, PipelinedScript
 
 # Echoes its argument and counts its runs; "boom" is an error reply.
 ECHO = """
@@ -31,6 +31,48 @@ async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_reply(
     assert script.calls == 300
     assert script.batches < 300  # issued in one loop iteration: coalesced
     assert sync_redis.get("runs") == b"300"
+
+
+async def test_batches_one_after_another_reuse_one_connection(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        script = PipelinedScript(client, ECHO)
+        for i in range(20):
+            assert await script(["runs"], ["a", i]) == [b"a", str(i).encode()]
+        assert script.batches == 20 and script.connections.checkouts == 1
+        # A connection that failed goes back to the pool with its own timeout restored.
+        sync_redis.client_kill_filter(_type="normal", skipme=True)
+        assert await script(["runs"], ["b", 0]) == [b"b", b"0"]
+        assert script.connections.checkouts == 2
+        assert sync_redis.get("runs") == b"21"
+        # Held, a connection writes without redis-py's timer (the batch has its deadline);
+        # back in the pool it has its own timeout again.
+        held = await script.connections.take()
+        assert held.socket_timeout is None
+        await script.connections.give_back(held)
+        assert held.socket_timeout == 5
+    finally:
+        await client.aclose()
+
+
+async def test_the_pipelines_of_one_client_share_their_held_connections(
+        redis_url: str) -> None:
+    """A process may build many stores on one client (tests, CLI commands): together they
+    keep no more connections out of the pool than one."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        scripts = [PipelinedScript(client, ECHO) for _ in range(10)]
+        commands = AutoPipeline(client)
+        for script in scripts:
+            assert await script(["runs"], ["a", 1]) == [b"a", b"1"]
+            assert await commands([("GET", "runs")]) == [str(scripts.index(script) + 1)
+                                                        .encode()]
+        assert commands.connections is scripts[0].connections
+        assert commands.connections.checkouts == 1
+        assert len(client.connection_pool._in_use_connections) == 1
+    finally:
+        await client.aclose()
 
 
 async def test_one_error_reply_fails_only_its_caller(aredis: redis.asyncio.Redis) -> None:

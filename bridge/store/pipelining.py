@@ -14,9 +14,18 @@ A pipeline is not a transaction and needs none: each script still runs atomicall
 own, and every routing script is idempotent on its MessageSid (the `seen` set), so running
 one twice stores its message once.
 
+Connections: a batch takes one the last batch left (HeldConnections), else one from the
+client's pool, and leaves it for the next batch rather than giving it back. A checkout and
+a check-in cost ~50 µs of CPU each time, more than the rest of a lone batch's round trip
+(tests/test_pipelining.py counts the checkouts); a few connections stay out of the pool
+that way (at most MAX_HELD per connection pool, and only as many as batches ran at once). A
+connection that failed goes back to the pool, which checks it at its next checkout, and
+with it the held ones (Redis may have dropped them all).
+
 Failures behave as for a single call, per batch:
-- the connection comes from the client's pool, waiting at most the pool's timeout (then
-  redis-py's "No connection available" ConnectionError, answered 503);
+- the connection comes from the held ones or the client's pool, waiting at most the
+  pool's timeout (then redis-py's "No connection available" ConnectionError, answered
+  503);
 - each attempt's send and replies run under the connection's socket timeout (redis
   TimeoutError, 503; the pool wait and the connect have their own limits);
 - NOSCRIPT (Redis restarted, SCRIPT FLUSH): the script is loaded and the calls that got
@@ -45,8 +54,62 @@ RETRY_DELAY_S = 0.02
 DEFAULT_TIMEOUT_S = 5.0
 # Replies are read without a per-read timer: the whole batch runs under one deadline.
 _NO_READ_TIMER = float("inf")
+# Connections the pipelines of one pool keep between batches.
+MAX_HELD = 4
+_ON_POOL = "_bridge_held_connections"
 
 Arg = str | bytes | int | float
+
+
+class HeldConnections:
+    """The pool's connections its pipelines keep between their batches: one set per pool,
+    shared by every pipeline on it (a process that builds many stores on one client keeps
+    no more connections out of the pool than one that builds one)."""
+
+    @classmethod
+    def of(cls, client: Redis) -> HeldConnections:
+        # Kept on the pool itself, so it goes with the pool (redis-py's connections refer
+        # to their pool: a registry beside it would keep every pool ever used alive).
+        pool = client.connection_pool
+        held: HeldConnections | None = getattr(pool, _ON_POOL, None)
+        if held is None:
+            held = cls(client)
+            setattr(pool, _ON_POOL, held)
+        return held
+
+    def __init__(self, client: Redis) -> None:
+        self.pool = client.connection_pool
+        timeout_s = self.pool.connection_kwargs.get("socket_timeout")
+        self.timeout_s = float(timeout_s) if timeout_s else DEFAULT_TIMEOUT_S
+        self._idle: list[Any] = []
+        self.checkouts = 0  # from the pool (tests)
+
+    async def take(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        self.checkouts += 1
+        connection = await self.pool.get_connection()
+        # While held, writes go without redis-py's own timer (a task per write, through
+        # asyncio.wait_for): every batch runs under its deadline. Restored on return.
+        connection.socket_timeout = None
+        return connection
+
+    async def keep(self, connection: Any) -> None:
+        """After a batch that went well: left for the next one."""
+        if len(self._idle) < MAX_HELD:
+            self._idle.append(connection)
+        else:
+            await self._release(connection)
+
+    async def give_back(self, connection: Any) -> None:
+        """After a failed batch: the connection, and the held ones, go back to the pool."""
+        idle, self._idle = self._idle, []
+        for held in (connection, *idle):
+            await self._release(held)
+
+    async def _release(self, connection: Any) -> None:
+        connection.socket_timeout = self.pool.connection_kwargs.get("socket_timeout")
+        await self.pool.release(connection)
 
 
 class _Pending:
@@ -61,11 +124,10 @@ class PipelinedScript:
     """A registered Lua script whose concurrent calls share round trips to Redis."""
 
     def __init__(self, client: Redis, source: str) -> None:
-        self._pool = client.connection_pool
+        self.connections = HeldConnections.of(client)
         self._source = source.encode()
         self._sha = hashlib.sha1(self._source).hexdigest()
-        timeout_s = self._pool.connection_kwargs.get("socket_timeout")
-        self._timeout_s = float(timeout_s) if timeout_s else DEFAULT_TIMEOUT_S
+        self._timeout_s = self.connections.timeout_s
         self._pending: list[_Pending] = []
         self._batches: set[asyncio.Task[None]] = set()
         # Totals since start (for tests and benchmarks: calls / batches is the batching).
@@ -120,8 +182,9 @@ class PipelinedScript:
     async def _execute(self, commands: list[bytes], replies: dict[int, Any]) -> None:
         todo = list(range(len(commands)))
         loaded = retried = False
+        connections = self.connections
         while todo:
-            connection = await self._pool.get_connection()
+            connection = await connections.take()
             try:
                 async with asyncio.timeout(self._timeout_s) as deadline:
                     # NOSCRIPT replies are kept apart: those calls did not run.
@@ -132,15 +195,17 @@ class PipelinedScript:
                         await connection.read_response(timeout=_NO_READ_TIMER)
                         loaded = True
                         todo = missing
+                        await connections.keep(connection)
                         continue
                     for i in missing:  # NOSCRIPT right after loading it: give up on these
                         replies[i] = NoScriptError("NOSCRIPT even after SCRIPT LOAD")
-                    return
             except TimeoutError:  # our deadline: the connection may hold unread replies
                 await connection.disconnect(nowait=True)
+                await connections.give_back(connection)
                 raise RedisTimeoutError(f"no reply from Redis within {self._timeout_s:g} s"
                                         ) from None
             except RedisConnectionError:  # redis-py has disconnected it
+                await connections.give_back(connection)
                 if retried:
                     raise
                 # Once more, on a fresh connection (maybe to a restarted Redis: the script
@@ -148,8 +213,12 @@ class PipelinedScript:
                 retried = True
                 loaded = False
                 todo = [i for i in todo if i not in replies]
-            finally:
-                await self._pool.release(connection)
+            except BaseException:
+                await connections.give_back(connection)
+                raise
+            else:
+                await connections.keep(connection)
+                return
             await asyncio.sleep(RETRY_DELAY_S)
 
 
@@ -208,9 +277,8 @@ class AutoPipeline:
     command runs on its own, in order."""
 
     def __init__(self, client: Redis) -> None:
-        self._pool = client.connection_pool
-        timeout_s = self._pool.connection_kwargs.get("socket_timeout")
-        self._timeout_s = float(timeout_s) if timeout_s else DEFAULT_TIMEOUT_S
+        self.connections = HeldConnections.of(client)
+        self._timeout_s = self.connections.timeout_s
         self._pending: list[tuple[list[bytes], asyncio.Future[list[Any]]]] = []
         self._batches: set[asyncio.Task[None]] = set()
 
@@ -233,22 +301,28 @@ class AutoPipeline:
         commands = [c for group, _ in batch for c in group]
         replies: dict[int, Any] = {}
         try:
+            connections = self.connections
             for attempt in range(2):
-                connection = await self._pool.get_connection()
+                connection = await connections.take()
                 try:
                     async with asyncio.timeout(self._timeout_s) as deadline:
                         todo = [i for i in range(len(commands)) if i not in replies]
                         await _read_all(connection, todo, commands, replies, deadline)
-                    break
                 except TimeoutError:
                     await connection.disconnect(nowait=True)
+                    await connections.give_back(connection)
                     raise RedisTimeoutError(
                         f"no reply from Redis within {self._timeout_s:g} s") from None
                 except RedisConnectionError:
+                    await connections.give_back(connection)
                     if attempt:
                         raise
-                finally:
-                    await self._pool.release(connection)
+                except BaseException:
+                    await connections.give_back(connection)
+                    raise
+                else:
+                    await connections.keep(connection)
+                    break
                 await asyncio.sleep(RETRY_DELAY_S)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RedisConnectionError(
