@@ -16,6 +16,7 @@ from bridge.assignment import Assigner
 from bridge.core.changes import Origin
 from bridge.core.teams import Group, Person, Role, TeamConfig
 from bridge.core.tickets import EventType, Status
+from bridge.store.keys import RELAY_POSITIONS
 from bridge.store.teams import OWNER, TeamStore, load_key
 from bridge.store.tickets import TicketStore
 from bridge.store.views import ViewStore
@@ -152,6 +153,31 @@ async def test_a_ticket_taken_meanwhile_gives_the_slot_back(
     assert await Assigner(store, teams, AUTO).assign(tid, now_ms()) is None
     assert (await store.get_ticket(tid)).assignee == "a3"
     assert await teams.load("a1") == 0
+
+
+async def test_new_tickets_nobody_places_cost_the_teams_consumer_no_read(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without automatic assignment or a group to join, a new ticket waits as routing
+    opened it: the consumer reads nothing for it (the bulk of new-conversation traffic)."""
+    reads: list[list[tuple[str, str]]] = []
+    tickets_in = store.tickets_in
+
+    async def counting(pairs: list[tuple[str, str]]) -> list[Any]:
+        reads.append(list(pairs))
+        return await tickets_in(pairs)
+
+    monkeypatch.setattr(store, "tickets_in", counting)
+    tids = await _new_tickets(store, 3)
+    assert await relay_all(aredis, sync_redis, [_consumer(store, aredis, TeamConfig())]) == 3
+    assert [pairs for pairs in reads if pairs] == []
+    # The same batch again with a group to join: read, and placed.
+    reads.clear()
+    await aredis.delete(RELAY_POSITIONS)
+    config = TeamConfig(default_group="support")
+    await relay_all(aredis, sync_redis, [_consumer(store, aredis, config)])
+    assert {t for pairs in reads for _, t in pairs} == set(tids)
+    assert {(await store.get_ticket(t)).group for t in tids} == {"support"}
 
 
 async def test_without_auto_assignment_new_tickets_join_the_default_group(

@@ -75,7 +75,11 @@ class TeamsConsumer:
                 if change.previous_ticket_id:  # closed at the thread limit
                     touched[change.previous_ticket_id] = loads[change.previous_ticket_id] = cid
                 if change.action in _WANTS_AGENT:
-                    wanting[change.ticket_id] = loads[change.ticket_id] = cid
+                    wanting[change.ticket_id] = cid
+                if change.action == "reopen":
+                    # Its assignee, if any, holds it again. A ticket routing opened has
+                    # none: an assignment since has its own change.
+                    loads[change.ticket_id] = cid
         if not touched:
             return
         assigner = Assigner(self.store, self.teams, self.config)
@@ -86,8 +90,12 @@ class TeamsConsumer:
         freed = any(previous[tid] and previous[tid] != holder
                     for tid, holder in holders.items())
         now = now_ms()
-        for ticket_id, cid in wanting.items():
-            await self._place(assigner, ticket_id, cid, now, loaded.get(ticket_id))
+        if wanting and self.config.places_tickets:
+            if not self.config.auto_assign:  # the assigner reads the ticket it assigns
+                unread = [(c, t) for t, c in wanting.items() if t not in loaded]
+                loaded.update((t.id, t) for t in await self.store.tickets_in(unread))
+            for ticket_id, cid in wanting.items():
+                await self._place(assigner, ticket_id, cid, now, loaded.get(ticket_id))
         if freed and self.config.auto_assign:
             for group in await self.teams.waiting_groups():
                 self.assigned += await assigner.drain(group, now)

@@ -183,6 +183,12 @@ class TeamConfig:
     def group_for_channel(self, channel: str) -> str:
         return dict(self.channel_groups).get(channel, self.default_group)
 
+    @property
+    def places_tickets(self) -> bool:
+        """Whether a new ticket may be given an agent or a group (otherwise it waits in
+        the shared pool as it was opened)."""
+        return self.auto_assign or bool(self.default_group or self.channel_groups)
+
 
 _TEAM_SECTIONS = {"tickets": {"hold_enabled"},
                   "assignment": {"auto", "default_group", "channel_groups"},
