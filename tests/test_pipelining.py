@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.store.pipelining import AutoPipeline, PipelinedScript
+from bridge.store.pipelining import AutoPipeline, PipelinedScript, read_hashes
 
 # Echoes its argument and counts its runs; "boom" is an error reply.
 ECHO = """
@@ -215,3 +215,14 @@ async def test_a_cancelled_batch_fails_its_callers_instead_of_leaving_them_waiti
         assert all(isinstance(c.exception(), RedisConnectionError) for c in calls)
     finally:
         await client.aclose()
+
+
+async def test_read_hashes_gives_each_hash_or_nothing_and_raises_a_wrong_type(
+        aredis: redis.asyncio.Redis) -> None:
+    await aredis.hset("h1", mapping={"a": "1", "é": "ü"})
+    await aredis.set("not-a-hash", "x")
+    commands = AutoPipeline(aredis)
+    assert await read_hashes(commands, ["h1", "missing"]) == [{"a": "1", "é": "ü"}, {}]
+    assert await read_hashes(commands, []) == []
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await read_hashes(commands, ["h1", "not-a-hash"])

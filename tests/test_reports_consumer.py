@@ -13,6 +13,7 @@ import redis.asyncio
 from bridge.core.report_counts import bucket_of, bucket_value
 from bridge.core.tickets import EventType, Status, Ticket
 from bridge.report_query import build_report, parse_period
+from bridge.store import keys
 from bridge.store.changelog import ChangeLog
 from bridge.store.tickets import TicketStore
 from tests.factories import ids, inbound, now_ms
@@ -89,14 +90,19 @@ async def test_messages_appended_to_an_open_ticket_read_no_ticket(
     await inbound(store, "Bonjour")
     consumer = ReportConsumer.on(aredis)
     await relay_all(aredis, sync_redis, [consumer])
-    asked: list[list[str]] = []
-    get_tickets = consumer.store.get_tickets
+    asked: list[list[object]] = []
+    get_tickets, tickets_in = consumer.store.get_tickets, consumer.store.tickets_in
 
     async def counting(ticket_ids: list[str]) -> list[Ticket]:
         asked.append(list(ticket_ids))
         return await get_tickets(ticket_ids)
 
+    async def counting_in(pairs: list[tuple[str, str]]) -> list[Ticket]:
+        asked.append(list(pairs))
+        return await tickets_in(pairs)
+
     monkeypatch.setattr(consumer.store, "get_tickets", counting)
+    monkeypatch.setattr(consumer.store, "tickets_in", counting_in)
     figures_asked: list[list[str]] = []
     figures = consumer.counters.figures
 
@@ -111,6 +117,16 @@ async def test_messages_appended_to_an_open_ticket_read_no_ticket(
     # Neither the tickets nor their figures: the entries say the status stayed as it was.
     assert [ids for ids in asked if ids] == []
     assert figures_asked == []
+
+
+async def test_a_new_ticket_not_indexed_yet_is_counted(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    """The relay may read a new ticket's change before the web process wrote the ticket ->
+    contact index (a round trip after the change): the change names the contact."""
+    tid = ids(await inbound(store, "Bonjour"))
+    await aredis.hdel(keys.TICKET_CONTACT, tid)
+    await relay_all(aredis, sync_redis, [ReportConsumer.on(aredis)])
+    assert (await _report(aredis))["tickets"]["created"] == 1
 
 
 async def test_an_entry_without_statuses_is_judged_from_the_figures(

@@ -79,8 +79,8 @@ class ReportConsumer:
         known = await self.counters.figures(ticket_ids)
         figures = {tid: f for tid, (f, _) in known.items()}
         last = {tid: log for tid, (_, log) in known.items()}
-        needed = sorted({c.ticket_id for c in relevant if _needs_ticket(c, figures)})
-        tickets = {t.id: t for t in await self.store.get_tickets(needed)}
+        tickets = await self._tickets({c.ticket_id: c.contact_id for c in relevant
+                                       if _needs_ticket(c, figures)})
         updates: dict[str, tuple[str, TicketFigures, str, list[Increment]]] = {}
         for change in relevant:
             for ticket_id, facts in await self._facts(change, tickets, figures):
@@ -97,6 +97,16 @@ class ReportConsumer:
                                       (earlier[3] if earlier else []) + increments)
         await self.counters.apply(list(updates.values()))
         self.handled += len(relevant)
+
+    async def _tickets(self, contact_of: dict[str, str]) -> dict[str, Ticket]:
+        """The tickets by the contact their change names: a new ticket is in its
+        ticket -> contact index only a round trip after its change, and the relay may come
+        first. One not found there (its contact's id was migrated since) by the index."""
+        found = {t.id: t for t in await self.store.tickets_in(
+            [(cid, tid) for tid, cid in sorted(contact_of.items())])}
+        missing = sorted(set(contact_of) - set(found))
+        found.update((t.id, t) for t in await self.store.get_tickets(missing))
+        return found
 
     async def _facts(self, change: Change, tickets: dict[str, Ticket],
                      figures: dict[str, TicketFigures]) -> list[tuple[str, list[Fact]]]:

@@ -17,6 +17,7 @@ from bridge.core.tickets import (
     Ticket,
 )
 from bridge.store import keys
+from bridge.store.pipelining import read_hashes
 from bridge.store.records import NotFound, StoreBase, _decode_map, _s
 
 # Where events_of_change looks for an update's events: from this long before its log entry,
@@ -59,24 +60,15 @@ class TicketReads(StoreBase):
         if not ticket_ids:
             return []
         cids = await self.redis.hmget(keys.TICKET_CONTACT, ticket_ids)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            found = [(tid, _s(c)) for tid, c in zip(ticket_ids, cids, strict=True) if c]
-            for tid, cid in found:
-                pipe.hgetall(keys.ticket(cid, tid))
-            rows = await pipe.execute()
-        return [Ticket.from_fields(_decode_map(r)) for r in rows if r]
+        found = [(_s(c), tid) for tid, c in zip(ticket_ids, cids, strict=True) if c]
+        return await self.tickets_in(found)
 
     async def tickets_in(self, pairs: list[tuple[str, str]]) -> list[Ticket]:
         """Tickets by (contact id, ticket id), the missing ones left out. A change log
         reader uses this: the ticket -> contact index is written just after the change, so
         the reader may get there first."""
-        if not pairs:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid, tid in pairs:
-                pipe.hgetall(keys.ticket(cid, tid))
-            rows = await pipe.execute()
-        return [Ticket.from_fields(_decode_map(r)) for r in rows if r]
+        rows = await read_hashes(self._commands, [keys.ticket(cid, tid) for cid, tid in pairs])
+        return [Ticket.from_fields(r) for r in rows if r]
 
     async def list_tickets(
         self,

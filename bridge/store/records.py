@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.store.claims import Claims
+from bridge.store.pipelining import AutoPipeline
 
 # WhatsApp's customer-service window.
 SERVICE_WINDOW_S = 24 * 3600
@@ -71,6 +72,7 @@ class StoreBase:
                  dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = redis
         self.claims = Claims(redis)
+        self._commands = AutoPipeline(redis)
         # Only routing needs it (a contact's id from its address); readers get ids from
         # tickets and URLs.
         self.contact_key = contact_key

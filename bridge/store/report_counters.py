@@ -32,7 +32,8 @@ from bridge.core.report_counts import (
     figures_to_fields,
 )
 from bridge.store.keys import PREFIX, index
-from bridge.store.records import _decode_map, _s
+from bridge.store.pipelining import AutoPipeline, read_hashes
+from bridge.store.records import _s
 
 HOUR_MS = 3_600_000
 _TAG = f"{PREFIX}:{{rpt}}"
@@ -77,18 +78,13 @@ def _id_key(log_id: str) -> tuple[int, int]:
 class ReportCounters:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._commands = AutoPipeline(redis)
 
     async def figures(self, ticket_ids: Sequence[str]) -> dict[str, tuple[TicketFigures, str]]:
         """Each ticket's figures and the id of the last change applied to it."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tid in ticket_ids:
-                pipe.hgetall(ticket_key(tid))
-            rows = await pipe.execute()
-        out = {}
-        for tid, raw in zip(ticket_ids, rows, strict=True):
-            fields = _decode_map(raw)
-            out[tid] = (figures_from_fields(fields), fields.get("log", ""))
-        return out
+        rows = await read_hashes(self._commands, [ticket_key(tid) for tid in ticket_ids])
+        return {tid: (figures_from_fields(fields), fields.get("log", ""))
+                for tid, fields in zip(ticket_ids, rows, strict=True)}
 
     @staticmethod
     def applied(last_log: str, log_id: str) -> bool:
