@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -110,6 +112,18 @@ def _unresponsive(url: str) -> bool:
         probe.close()
 
 
+def _connections_to(port: int) -> int:
+    """Established TCP connections whose local end is `port` (the server's side)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
 def test_sigterm_completes_in_flight_requests_and_refuses_new_ones(
     aof_redis: EmbeddedRedis,
 ) -> None:
@@ -132,17 +146,24 @@ def test_sigterm_completes_in_flight_requests_and_refuses_new_ones(
                 for t in threads:
                     t.join()
 
-        # Hold the requests in flight (Redis paused), then deploy: SIGTERM the web process.
-        admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        # Hold the requests in flight (Redis paused), then deploy: SIGTERM the web process
+        # once every request has reached it (a fixed sleep was not always enough on a
+        # loaded machine: requests that had not connected yet met a closed port).
+        admin.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
         sender = threading.Thread(target=send_all)
         sender.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while _connections_to(web.port) < len(forms) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _connections_to(web.port) >= len(forms)
+        time.sleep(0.3)  # their requests written, now waiting for Redis
         web.process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         try:
             late = httpx.post(f"{web.url}/webhooks/twilio", timeout=2).status_code
         except httpx.HTTPError:
             late = 0
+        admin.execute_command("CLIENT", "UNPAUSE")  # the requests in flight complete
         sender.join(timeout=30)
         assert web.process.wait(timeout=30) == 0
         print(f"\nSIGTERM with {len(forms)} requests in flight: answers {Counter(results)}, "
