@@ -13,7 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.store.pipelining import AutoPipeline, PipelinedScript, read_hashes
+from bridge.store.pipelining import AutoPipeline, PipelinedScript
+from bridge.store.records import read_hashes
 
 # Echoes its argument and counts its runs; "boom" is an error reply.
 ECHO = """

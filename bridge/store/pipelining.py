@@ -340,31 +340,6 @@ class AutoPipeline:
             start += len(group)
 
 
-async def read_hashes(commands: AutoPipeline, hash_keys: Sequence[str]
-                      ) -> list[dict[str, str]]:
-    """Whole hashes ({} for a missing one) in one round trip shared with the other calls
-    of this loop iteration, parsed as hiredis gives them: about half the CPU time of a
-    redis-py pipeline of HGETALLs (its per-command path and reply callbacks), which the
-    change log's consumers pay for every ticket of every batch."""
-    if not hash_keys:
-        return []
-    replies = await commands([("HGETALL", key) for key in hash_keys])
-    out: list[dict[str, str]] = []
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(reply, dict):  # RESP3
-            out.append({_text(k): _text(v) for k, v in reply.items()})
-        else:
-            pairs = iter(reply)
-            out.append({_text(k): _text(v) for k, v in zip(pairs, pairs, strict=True)})
-    return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def _read_all(connection: Any, todo: list[int], commands: list[bytes],
                     replies: dict[int, Any], deadline: asyncio.Timeout) -> None:
     await connection.send_packed_command([commands[i] for i in todo])

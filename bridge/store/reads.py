@@ -17,8 +17,7 @@ from bridge.core.tickets import (
     Ticket,
 )
 from bridge.store import keys
-from bridge.store.pipelining import read_hashes
-from bridge.store.records import NotFound, StoreBase, _decode_map, _s
+from bridge.store.records import NotFound, StoreBase, _decode_map, _s, read_hashes
 
 # Where events_of_change looks for an update's events: from this long before its log entry,
 # among at most this many events.

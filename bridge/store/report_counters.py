@@ -32,8 +32,8 @@ from bridge.core.report_counts import (
     figures_to_fields,
 )
 from bridge.store.keys import PREFIX, index
-from bridge.store.pipelining import AutoPipeline, read_hashes
-from bridge.store.records import _s
+from bridge.store.pipelining import AutoPipeline
+from bridge.store.records import _s, read_hashes
 
 HOUR_MS = 3_600_000
 _TAG = f"{PREFIX}:{{rpt}}"

@@ -229,10 +229,7 @@ class TeamStore:
     async def hold(self, ticket_id: str, holder: str) -> str:
         """Record who holds the ticket as an active conversation ("" : nobody) and free the
         previous holder's capacity. Returns the previous holder ("" : none)."""
-        previous = _s(await self.redis.hget(OWNER, ticket_id))
-        return _s(await self._sync(
-            keys=[OWNER, load_key(holder) if holder else load_key(""), load_key(previous)],
-            args=[ticket_id, holder]))
+        return (await self.hold_many([(ticket_id, holder)]))[ticket_id]
 
     async def hold_many(self, holders: Sequence[tuple[str, str]]) -> dict[str, str]:
         """hold() for many (ticket id, holder) pairs in two round trips; returns each
