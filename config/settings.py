@@ -18,6 +18,8 @@ from bridge.core.ticket_fields import FieldDef
 from config.errors import SettingsError as SettingsError  # re-exported: callers import it here
 from config.files import load_policies, load_teams
 
+_DEFAULT_POLICY = ChannelPolicy()
+
 
 def _packaged_config_dir() -> Path:
     """This package's folder: bridge.toml and automations.toml are its package data, so an
@@ -151,7 +153,9 @@ class Settings:
         return str(self.contact_key).encode()
 
     def policy(self, channel: Channel) -> ChannelPolicy:
-        return self.policies.get(channel, ChannelPolicy())
+        # Not .get(channel, ChannelPolicy()): that builds a default on every webhook.
+        policy = self.policies.get(channel)
+        return _DEFAULT_POLICY if policy is None else policy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

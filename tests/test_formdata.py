@@ -12,8 +12,10 @@ from bridge.channels.formdata import MalformedForm, parse_form
 
 MAX_FIELDS = 20
 
-# Text made mostly of the characters that matter to the parser.
-_PIECES = [*"&=%+abcAB019fF", "%2", "%C3%A9", "%FF", "%E2%82", "é", "😀", "\x00", " "]
+# Text made mostly of the characters that matter to the parser; %26 and %3D (escaped "&"
+# and "=") send it down its per-field path, their absence down its whole-body one.
+_PIECES = [*"&=%+abcAB019fF", "%2", "%C3%A9", "%FF", "%E2%82", "é", "😀", "\x00", " ",
+           "%26", "%3D", "%3d", "\ud800"]
 _form_text = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
 
 
@@ -41,6 +43,8 @@ def _ours(text: str) -> list[tuple[str, str]] | None:
 @example("a=%FF")
 @example("a=%E2%82%AC+%2B")
 @example("a=%zz&b=%4")
+@example("a%3Db=c%26d=e")
+@example("a=%C3&b=%A9")
 @example("&".join(["a=1"] * MAX_FIELDS))
 @example("&".join(["a=1"] * (MAX_FIELDS + 1)))
 def test_same_pairs_or_same_refusal_as_parse_qsl(text: str) -> None:

@@ -32,6 +32,8 @@ _EMOJI_NOISE = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff]")
 def _fold(text: str) -> str:
     """Lower case without accents ("Très" -> "tres", as people type on phones), emoji
     without variation selectors or skin tones."""
+    if text.isascii():  # most messages: no accent or emoji to fold, and NFKD keeps ASCII
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.lower())
     plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _EMOJI_NOISE.sub("", plain)

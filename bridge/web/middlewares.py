@@ -54,7 +54,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except Exception as exc:
         response = _error_response(request, exc)
-    if response.content_type == "application/json" and not response.prepared:
+    # The header, not `response.content_type`: that parses it, on every webhook too.
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.partition(";")[0] == "application/json" and not response.prepared:
         response.headers.update(_JSON_HEADERS)
     metrics.observe_request(request, response.status, time.perf_counter() - started)
     return response
