@@ -274,11 +274,32 @@ async def test_ticket_ids_are_reserved_in_blocks_and_never_given_twice(
     from bridge.store.routing import TicketIds
 
     ticket_ids = TicketIds(aredis, block=4)
+    # Ten callers at once: one refill, sized for all of them (not three in a row).
     taken = await asyncio.gather(*(ticket_ids.take() for _ in range(10)))
     assert sorted(taken) == list(range(1, 11))
-    assert int(await aredis.get(keys.TICKET_SEQ)) == 12  # three blocks, one refill each
+    assert int(await aredis.get(keys.TICKET_SEQ)) == 10
+    # One at a time: a block of four per refill.
+    taken += [await ticket_ids.take() for _ in range(5)]
+    assert sorted(taken) == list(range(1, 16))
+    assert int(await aredis.get(keys.TICKET_SEQ)) == 18
     ticket_ids.give_back(3)
     assert await ticket_ids.take() == 3  # the smallest free id first
+    assert await ticket_ids.take() == 16
+
+
+async def test_a_failed_refill_fails_every_waiting_caller_once_and_the_next_succeeds(
+        store: TicketStore, aredis: redis.asyncio.Redis) -> None:
+    import asyncio
+
+    from bridge.store.routing import TicketIds
+
+    ticket_ids = TicketIds(aredis, block=4)
+    await aredis.set(keys.TICKET_SEQ, "not a number")  # INCRBY answers an error
+    results = await asyncio.gather(*(ticket_ids.take() for _ in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, redis.exceptions.ResponseError) for r in results)
+    await aredis.set(keys.TICKET_SEQ, 100)
+    assert await ticket_ids.take() == 101
 
 
 async def test_an_id_goes_back_only_when_the_call_provably_did_not_use_it(

@@ -4,6 +4,7 @@ id seen in a log or a URL does not lead back to the phone number."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.core.messages import Channel, contact_id_for
+from bridge.store import keys
 from tests.conftest import make_settings
 from tests.factories import inbound_form, post_signed
 
@@ -31,6 +33,21 @@ def test_the_id_depends_on_the_key_and_is_stable_for_one_key() -> None:
     assert one != contact_id_for(b"j" * 32, Channel.WHATSAPP, ADDRESS)
     assert one != contact_id_for(b"k" * 32, Channel.WIDGET, ADDRESS)
     assert len(one) == 16 and int(one, 16) >= 0  # still a short hex hash tag
+
+
+def test_the_id_is_the_keyed_hmac_every_time() -> None:
+    """Ids are cached per (key, channel, address): a second call, with the channel as an
+    enum or as its value, still gives the HMAC itself."""
+    expected = hmac.new(b"k" * 32, f"whatsapp\x00{ADDRESS}".encode(),
+                        hashlib.sha256).hexdigest()[:16]
+    for channel in (Channel.WHATSAPP, "whatsapp", Channel.WHATSAPP):
+        assert contact_id_for(b"k" * 32, channel, ADDRESS) == expected
+
+
+def test_routing_names_the_keys_the_rest_of_the_store_uses() -> None:
+    cid = contact_id_for(b"k" * 32, Channel.WHATSAPP, ADDRESS)
+    assert keys.routing_keys(cid) == (keys.contact_prefix(cid), keys.contact(cid),
+                                      keys.seen(cid), keys.change_log_of(cid))
 
 
 def test_the_id_is_not_the_unkeyed_hash_and_a_key_is_required() -> None:

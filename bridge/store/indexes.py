@@ -17,6 +17,9 @@ from bridge.store.records import _s
 
 # The ticket fields the list indexes are built from.
 _INDEXED = ("status", "channel", "assignee")
+# Iterating the enum and reading each member's .value cost 2.5% of a new conversation's CPU
+# in the web process (py-spy); the values do not change.
+_STATUS_VALUES = tuple(s.value for s in Status)
 
 
 
@@ -72,11 +75,12 @@ class TicketIndexes(TicketReads):
                              ("ZADD", keys.index("all"), score, tid),
                              ("ZADD", keys.index("contact", cid), score, tid),
                              ("ZADD", keys.index("channel", _s(channel)), score, tid)]
-                for s in Status:
-                    if s.value == _s(status):
-                        commands.append(("ZADD", keys.index("status", s.value), score, tid))
+                status = _s(status)
+                for value in _STATUS_VALUES:
+                    if value == status:
+                        commands.append(("ZADD", keys.index("status", value), score, tid))
                     elif tid not in fresh:
-                        commands.append(("ZREM", keys.index("status", s.value), tid))
+                        commands.append(("ZREM", keys.index("status", value), tid))
                 if _s(assignee):
                     commands.append(("ZADD", keys.index("assignee", _s(assignee)), score, tid))
             for tid in pending:

@@ -62,6 +62,14 @@ def legacy_contact_prefix(contact_id: str) -> str:
 LEGACY_CONTACTS_GLOB = "{c:*}:contact"
 
 
+def routing_keys(contact_id: str) -> tuple[str, str, str, str]:
+    """The contact's prefix, contact hash, seen set and change log: what routing a message
+    names (the partition computed once, on every webhook)."""
+    partition = partition_of(contact_id)
+    prefix = f"{partition_tag(partition)}:c:{contact_id}"
+    return prefix, f"{prefix}:contact", f"{prefix}:seen", change_log(partition)
+
+
 def contact(contact_id: str) -> str:
     return f"{contact_prefix(contact_id)}:contact"
 
