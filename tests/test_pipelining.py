@@ -204,10 +204,8 @@ async def test_a_cancelled_batch_fails_its_callers_instead_of_leaving_them_waiti
         sync_redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
         try:
             calls = [script(["runs"], ["p", i]) for i in range(3)]
-            while not script._batches:  # the batch starts on the next loop iteration
-                await asyncio.sleep(0)
-            await asyncio.sleep(0.05)  # ...and is now waiting for Redis
-            for batch in list(script._batches):
+            await asyncio.sleep(0.05)  # the batch is now waiting for Redis
+            for batch in list(script._batching._running):
                 batch.cancel()
             _, pending = await asyncio.wait(calls, timeout=10)
         finally:
@@ -216,6 +214,29 @@ async def test_a_cancelled_batch_fails_its_callers_instead_of_leaving_them_waiti
         assert all(isinstance(c.exception(), RedisConnectionError) for c in calls)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("pipeline", ["script", "commands"])
+async def test_a_batch_cancelled_before_it_started_fails_its_calls_and_the_next_ones_go(
+        aredis: redis.asyncio.Redis, pipeline: str) -> None:
+    """Shutdown may cancel a batch's task before its first step: its calls never went out.
+    They fail at once, and calls made afterwards get a batch of their own."""
+    script = PipelinedScript(aredis, ECHO)
+    commands = AutoPipeline(aredis)
+
+    def call(i: int) -> asyncio.Future[Any]:
+        if pipeline == "script":
+            return script(["runs"], ["c", i])
+        return commands([("ECHO", f"c{i}")])
+
+    batching = script._batching if pipeline == "script" else commands._batching
+    calls = [call(i) for i in range(3)]
+    [starting] = batching._running
+    starting.cancel()  # before the loop ran it
+    _, pending = await asyncio.wait(calls, timeout=10)
+    assert not pending
+    assert all(isinstance(c.exception(), RedisConnectionError) for c in calls)
+    assert await call(9) == ([b"c", b"9"] if pipeline == "script" else [b"c9"])
 
 
 async def test_read_hashes_gives_each_hash_or_nothing_and_raises_a_wrong_type(

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from hiredis import pack_command
 from redis.asyncio import Redis
@@ -59,6 +59,8 @@ MAX_HELD = 4
 _ON_POOL = "_bridge_held_connections"
 
 Arg = str | bytes | int | float
+Command = TypeVar("Command")
+Reply = TypeVar("Reply")
 
 
 class HeldConnections:
@@ -112,12 +114,53 @@ class HeldConnections:
         await self.pool.release(connection)
 
 
-class _Pending:
+class _Pending(Generic[Command, Reply]):
+    """One call: what it sends, and the future its caller awaits."""
+
     __slots__ = ("command", "future")
 
-    def __init__(self, command: bytes, future: asyncio.Future[Any]) -> None:
+    def __init__(self, command: Command, future: asyncio.Future[Reply]) -> None:
         self.command = command
         self.future = future
+
+
+class _Batching(Generic[Command, Reply]):
+    """The calls waiting for the next batch, and the batch tasks running.
+
+    A batch's task starts at the first call it holds, and takes the calls waiting when its
+    first step runs, in the next loop iteration: every call made in this iteration by
+    then. (It was started from a callback scheduled for the next iteration, so its send
+    went out an iteration later: under load, Redis then waited for the web process while
+    the web process waited for Redis, a lock-step that left each of them idle.)"""
+
+    def __init__(self, run: Callable[[list[_Pending[Command, Reply]]], Awaitable[None]]
+                 ) -> None:
+        self._run = run
+        self._waiting: list[_Pending[Command, Reply]] = []
+        self._next: asyncio.Task[None] | None = None  # will take the waiting calls
+        self._running: set[asyncio.Task[None]] = set()
+
+    def add(self, command: Command) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Pending(command, future))
+        if self._next is None:
+            task = self._next = asyncio.get_running_loop().create_task(self._take())
+            self._running.add(task)
+            task.add_done_callback(self._done)
+        return future
+
+    async def _take(self) -> None:
+        self._next = None
+        batch, self._waiting = self._waiting, []
+        await self._run(batch)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if task is self._next:  # cancelled before its first step: its calls never went
+            self._next = None
+            batch, self._waiting = self._waiting, []
+            _fail_unanswered(batch, {}, RedisConnectionError(
+                "the Redis batch was cancelled (shutting down)"))
 
 
 class PipelinedScript:
@@ -128,8 +171,7 @@ class PipelinedScript:
         self._source = source.encode()
         self._sha = hashlib.sha1(self._source).hexdigest()
         self._timeout_s = self.connections.timeout_s
-        self._pending: list[_Pending] = []
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batching: _Batching[bytes, Any] = _Batching(self._run)
         # Totals since start (for tests and benchmarks: calls / batches is the batching).
         self.calls = 0
         self.batches = 0
@@ -141,25 +183,11 @@ class PipelinedScript:
     def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
         """Queue one EVALSHA; the future resolves to the script's reply. Packing happens
         here, so an argument Redis cannot take fails in the caller, before any I/O."""
-        loop = asyncio.get_running_loop()
-        command = _pack("EVALSHA", self._sha, len(keys), *keys, *args)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Pending(command, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return future
+        return self._batching.add(_pack("EVALSHA", self._sha, len(keys), *keys, *args))
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
+    async def _run(self, batch: list[_Pending[bytes, Any]]) -> None:
         self.calls += len(batch)
         self.batches += 1
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
-
-    async def _run(self, batch: list[_Pending]) -> None:
         replies: dict[int, Any] = {}
         try:
             await self._execute([p.command for p in batch], replies)
@@ -222,7 +250,7 @@ class PipelinedScript:
             await asyncio.sleep(RETRY_DELAY_S)
 
 
-def _fail_unanswered(batch: list[_Pending], replies: dict[int, Any],
+def _fail_unanswered(batch: Sequence[_Pending[Any, Any]], replies: dict[int, Any],
                      exc: BaseException) -> None:
     for i, pending in enumerate(batch):
         if i not in replies and not pending.future.done():
@@ -279,26 +307,13 @@ class AutoPipeline:
     def __init__(self, client: Redis) -> None:
         self.connections = HeldConnections.of(client)
         self._timeout_s = self.connections.timeout_s
-        self._pending: list[tuple[list[bytes], asyncio.Future[list[Any]]]] = []
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batching: _Batching[list[bytes], list[Any]] = _Batching(self._run)
 
     def __call__(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append(([_pack(*c) for c in commands], future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return future
+        return self._batching.add([_pack(*c) for c in commands])
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-
-    async def _run(self, batch: list[tuple[list[bytes], asyncio.Future[list[Any]]]]) -> None:
-        commands = [c for group, _ in batch for c in group]
+    async def _run(self, batch: list[_Pending[list[bytes], list[Any]]]) -> None:
+        commands = [c for pending in batch for c in pending.command]
         replies: dict[int, Any] = {}
         try:
             connections = self.connections
@@ -327,17 +342,18 @@ class AutoPipeline:
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RedisConnectionError(
                 "the Redis batch was cancelled (shutting down)")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(_fresh(error))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(_fresh(error))
             if not isinstance(exc, Exception):
                 raise
             return
         start = 0
-        for group, future in batch:
-            if not future.done():
-                future.set_result([replies[i] for i in range(start, start + len(group))])
-            start += len(group)
+        for pending in batch:
+            end = start + len(pending.command)
+            if not pending.future.done():
+                pending.future.set_result([replies[i] for i in range(start, end)])
+            start = end
 
 
 async def _read_all(connection: Any, todo: list[int], commands: list[bytes],
