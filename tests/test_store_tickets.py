@@ -56,6 +56,22 @@ async def test_new_ticket_fields_and_exact_times(store: TicketStore) -> None:
     assert (await store.get_ticket(tid)).updated_at_ms == later
 
 
+async def test_each_message_counts_once_and_moves_the_version_and_pending_reopens(
+        store: TicketStore) -> None:
+    """The counters a message writes (one HSET, from the values the script read)."""
+    tid = await open_ticket(store)
+    for i, now_ms in enumerate([NOW + 1, NOW + 2], start=2):
+        await store.route_inbound(msg(f"SM{i}"), RatingSignal(), POLICY, now_ms=now_ms)
+    t = await store.get_ticket(tid)
+    assert (t.message_count, t.version, t.status, t.updated_at_ms) == (3, 3, Status.NEW, NOW + 2)
+    await store.update_ticket(tid, status=Status.PENDING, author="agent", now_ms=NOW + 3)
+    pending = await store.get_ticket(tid)
+    result = await store.route_inbound(msg("SM9"), RatingSignal(), POLICY, now_ms=NOW + 9)
+    t = await store.get_ticket(tid)
+    assert result.status is Status.OPEN and t.status is Status.OPEN
+    assert (t.message_count, t.version) == (4, pending.version + 1)
+
+
 async def test_unknown_ticket_is_not_found(store: TicketStore) -> None:
     with pytest.raises(NotFound):
         await store.get_ticket("404")

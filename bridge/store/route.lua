@@ -92,9 +92,10 @@ end
 
 local cur = nil
 if cur_id then
-  local t = redis.call('HMGET', tkey(cur_id), 'status', 'session', 'message_count', 'created_at_ms')
+  local t = redis.call('HMGET', tkey(cur_id), 'status', 'session', 'message_count',
+                       'created_at_ms', 'version')
   cur = {id = cur_id, status = t[1], session = t[2], count = tonumber(t[3]),
-         created = tonumber(t[4])}
+         created = tonumber(t[4]), version = tonumber(t[5]) or 0}
 end
 
 local action, prev, close_reason = nil, '', ''
@@ -153,13 +154,12 @@ local status_changed = ''
 if action == 'reopen' or status == 'pending' then
   status = 'open'
   status_changed = '1'
-  redis.call('HSET', key, 'status', 'open')
   add_event(cur.id, 'status_changed', 'system', '',
             cjson.encode({from = cur.status, to = 'open', reason = 'customer_reply'}))
 end
-redis.call('HSET', key, 'updated_at_ms', now)
-redis.call('HINCRBY', key, 'message_count', 1)
-redis.call('HINCRBY', key, 'version', 1)
+-- One HSET for what the message changes (the counters were read above, in this script).
+redis.call('HSET', key, 'status', status, 'updated_at_ms', now,
+           'message_count', cur.count + 1, 'version', cur.version + 1)
 local eid = add_event(cur.id, 'customer_message', 'customer', ARGV[10], message_data)
 log_change(action, cur.id, eid, '', '', cur.status, status)
 return {action, cur.id, status, '', '', eid, '', status_changed}
