@@ -53,7 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 RETRY_DELAY_S = 0.02
 DEFAULT_TIMEOUT_S = 5.0
 # Replies are read without a per-read timer: the whole batch runs under one deadline.
-_NO_READ_TIMER = float("inf")
+NO_READ_TIMER = float("inf")
 # Connections the pipelines of one pool keep between batches.
 MAX_HELD = 4
 _ON_POOL = "_bridge_held_connections"
@@ -183,7 +183,7 @@ class PipelinedScript:
     def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
         """Queue one EVALSHA; the future resolves to the script's reply. Packing happens
         here, so an argument Redis cannot take fails in the caller, before any I/O."""
-        return self._batching.add(_pack("EVALSHA", self._sha, len(keys), *keys, *args))
+        return self._batching.add(pack("EVALSHA", self._sha, len(keys), *keys, *args))
 
     async def _run(self, batch: list[_Pending[bytes, Any]]) -> None:
         self.calls += len(batch)
@@ -219,8 +219,8 @@ class PipelinedScript:
                     missing = await _roundtrip(connection, todo, commands, replies, deadline)
                     if missing and not loaded:
                         await connection.send_packed_command(
-                            _pack("SCRIPT", "LOAD", self._source))
-                        await connection.read_response(timeout=_NO_READ_TIMER)
+                            pack("SCRIPT", "LOAD", self._source))
+                        await connection.read_response(timeout=NO_READ_TIMER)
                         loaded = True
                         todo = missing
                         await connections.keep(connection)
@@ -257,7 +257,7 @@ def _fail_unanswered(batch: Sequence[_Pending[Any, Any]], replies: dict[int, Any
             pending.future.set_exception(_fresh(exc))
 
 
-def _pack(*args: Arg) -> bytes:
+def pack(*args: Arg) -> bytes:
     """One command in RESP, packed by hiredis in C."""
     # hiredis's stub types the argument as a 1-tuple; any length is accepted.
     packed: bytes = pack_command(args)  # type: ignore[arg-type]
@@ -277,7 +277,7 @@ async def _roundtrip(connection: Any, todo: list[int], commands: list[bytes],
     missing: list[int] = []
     for i in todo:
         try:
-            replies[i] = await connection.read_response(timeout=_NO_READ_TIMER)
+            replies[i] = await connection.read_response(timeout=NO_READ_TIMER)
         except NoScriptError:
             missing.append(i)
         except ResponseError as exc:  # an error reply: the connection is still in step
@@ -310,7 +310,7 @@ class AutoPipeline:
         self._batching: _Batching[list[bytes], list[Any]] = _Batching(self._run)
 
     def __call__(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
-        return self._batching.add([_pack(*c) for c in commands])
+        return self._batching.add([pack(*c) for c in commands])
 
     async def _run(self, batch: list[_Pending[list[bytes], list[Any]]]) -> None:
         commands = [c for pending in batch for c in pending.command]
@@ -363,6 +363,6 @@ async def _read_all(connection: Any, todo: list[int], commands: list[bytes],
         raise TimeoutError
     for i in todo:
         try:
-            replies[i] = await connection.read_response(timeout=_NO_READ_TIMER)
+            replies[i] = await connection.read_response(timeout=NO_READ_TIMER)
         except ResponseError as exc:
             replies[i] = exc

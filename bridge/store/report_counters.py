@@ -20,6 +20,7 @@ import sys
 from array import array
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import chain
 
 from redis.asyncio import Redis
 
@@ -32,8 +33,9 @@ from bridge.core.report_counts import (
     figures_to_fields,
 )
 from bridge.store.keys import PREFIX, index
-from bridge.store.pipelining import AutoPipeline
+from bridge.store.pipelining import Arg, AutoPipeline
 from bridge.store.records import _s, read_hashes
+from bridge.store.transactions import transaction
 
 HOUR_MS = 3_600_000
 _TAG = f"{PREFIX}:{{rpt}}"
@@ -110,22 +112,23 @@ class ReportCounters:
                     moves[series_key(inc.dim, hour // 24)][
                         (hour % 24) * SCALARS + inc.slot] += inc.delta
                 dims.add(inc.dim)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if dims:
-                pipe.sadd(DIMS, *sorted(dims))
-            for key, by_slot in moves.items():
-                args: list[str | int] = []
-                for slot, delta in by_slot.items():
-                    if delta:
-                        args += ["INCRBY", "i32", f"#{slot}", delta]
-                if args:
-                    pipe.execute_command("BITFIELD", key, *args)
-                    pipe.expire(key, KEEP_S)
-            for ticket_id, figures, log_id, _ in updates:
-                pipe.hset(ticket_key(ticket_id), mapping={**figures_to_fields(figures),
-                                                          "log": log_id})
-                pipe.expire(ticket_key(ticket_id), KEEP_S)
-            await pipe.execute()
+        commands: list[tuple[Arg, ...]] = []
+        if dims:
+            commands.append(("SADD", DIMS, *sorted(dims)))
+        for key, by_slot in moves.items():
+            args: list[Arg] = []
+            for slot, delta in by_slot.items():
+                if delta:
+                    args += ["INCRBY", "i32", f"#{slot}", delta]
+            if args:
+                commands += [("BITFIELD", key, *args), ("EXPIRE", key, KEEP_S)]
+        for ticket_id, figures, log_id, _ in updates:
+            fields = {**figures_to_fields(figures), "log": log_id}
+            commands += [("HSET", ticket_key(ticket_id), *chain.from_iterable(fields.items())),
+                         ("EXPIRE", ticket_key(ticket_id), KEEP_S)]
+        # Never sent twice (see transactions.py): a lost reply makes the relay hand the
+        # batch on again, and the figures' `log` then skips what this EXEC did.
+        await transaction(self._commands.connections, commands)
 
     async def dims(self) -> list[str]:
         return sorted(_s(d) for d in await self.redis.smembers(DIMS))
