@@ -27,7 +27,11 @@ def partition_tag(partition: int) -> str:
 
 
 def contact_prefix(contact_id: str) -> str:
-    return f"{partition_tag(partition_of(contact_id))}:c:{contact_id}"
+    return _prefix_in(partition_of(contact_id), contact_id)
+
+
+def _prefix_in(partition: int, contact_id: str) -> str:
+    return f"{partition_tag(partition)}:c:{contact_id}"
 
 
 def change_log(partition: int) -> str:
@@ -66,16 +70,24 @@ def routing_keys(contact_id: str) -> tuple[str, str, str, str]:
     """The contact's prefix, contact hash, seen set and change log: what routing a message
     names (the partition computed once, on every webhook)."""
     partition = partition_of(contact_id)
-    prefix = f"{partition_tag(partition)}:c:{contact_id}"
-    return prefix, f"{prefix}:contact", f"{prefix}:seen", change_log(partition)
+    prefix = _prefix_in(partition, contact_id)
+    return prefix, _contact_in(prefix), _seen_in(prefix), change_log(partition)
 
 
 def contact(contact_id: str) -> str:
-    return f"{contact_prefix(contact_id)}:contact"
+    return _contact_in(contact_prefix(contact_id))
+
+
+def _contact_in(prefix: str) -> str:
+    return f"{prefix}:contact"
 
 
 def seen(contact_id: str) -> str:
-    return f"{contact_prefix(contact_id)}:seen"
+    return _seen_in(contact_prefix(contact_id))
+
+
+def _seen_in(prefix: str) -> str:
+    return f"{prefix}:seen"
 
 
 def ticket(contact_id: str, ticket_id: str) -> str:

@@ -141,10 +141,11 @@ class _Batching(Generic[Command, Reply]):
         self._running: set[asyncio.Task[None]] = set()
 
     def add(self, command: Command) -> asyncio.Future[Reply]:
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._waiting.append(_Pending(command, future))
         if self._next is None:
-            task = self._next = asyncio.get_running_loop().create_task(self._take())
+            task = self._next = loop.create_task(self._take())
             self._running.add(task)
             task.add_done_callback(self._done)
         return future

@@ -31,33 +31,32 @@ async def transaction(connections: HeldConnections, commands: Sequence[Sequence[
         return []
     packed = [pack("MULTI"), *(pack(*command) for command in commands), pack("EXEC")]
     connection = await connections.take()
+    refused: list[ResponseError] = []
+    replies: Any = None
     try:
         async with asyncio.timeout(connections.timeout_s):
             await connection.send_packed_command(packed)
-            refused: list[ResponseError] = []
-            for _ in range(len(packed) - 1):  # MULTI's OK, then one QUEUED per command
+            # MULTI's OK, a QUEUED per command, then EXEC's replies. Every one is read, an
+            # error reply included, so the connection stays in step for the next caller.
+            for _ in packed:
                 try:
-                    await connection.read_response(timeout=NO_READ_TIMER)
+                    replies = await connection.read_response(timeout=NO_READ_TIMER)
                 except ResponseError as exc:
                     refused.append(exc)
-            try:
-                replies: list[Any] = await connection.read_response(timeout=NO_READ_TIMER)
-            except ResponseError as exc:  # EXECABORT: every reply was read, still in step
-                await connections.keep(connection)
-                raise (refused[0] if refused else exc) from None
     except TimeoutError:  # the connection may hold unread replies
         await connection.disconnect(nowait=True)
         await connections.give_back(connection)
         raise RedisTimeoutError(f"no reply from Redis within {connections.timeout_s:g} s"
                                 ) from None
-    except ResponseError:
-        raise
     except BaseException:  # lost (redis-py disconnected it) or cancelled half-way
         await connection.disconnect(nowait=True)
         await connections.give_back(connection)
         raise
     await connections.keep(connection)
+    if refused:  # refused when queued (then EXEC answered EXECABORT: nothing ran)
+        raise refused[0]
+    assert isinstance(replies, list)
     for reply in replies:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, ResponseError):  # failed when it ran; the others ran
             raise reply
     return replies
