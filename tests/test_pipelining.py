@@ -1,4 +1,5 @@
-"""PipelinedScript against a real Redis: coalescing, ordering, errors, reloads, retries."""
+"""PipelinedScript and AutoPipeline against a real Redis: coalescing, ordering, errors,
+reloads, retries."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.store import link as link_module
 from bridge.store.pipelining import AutoPipeline, PipelinedScript
 from bridge.store.records import read_hashes
 
@@ -30,29 +32,24 @@ async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_reply(
     replies = await asyncio.gather(*(script(["runs"], [f"v{i}", i]) for i in range(300)))
     assert replies == [[f"v{i}".encode(), str(i).encode()] for i in range(300)]
     assert script.calls == 300
-    assert script.batches < 300  # issued in one loop iteration: coalesced
+    assert script.link.writes < 10  # issued in one loop iteration: coalesced
     assert sync_redis.get("runs") == b"300"
 
 
-async def test_batches_one_after_another_reuse_one_connection(
+async def test_calls_one_after_another_reuse_one_connection(
         redis_url: str, sync_redis: redis.Redis) -> None:
     client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
     try:
         script = PipelinedScript(client, ECHO)
         for i in range(20):
             assert await script(["runs"], ["a", i]) == [b"a", str(i).encode()]
-        assert script.batches == 20 and script.connections.checkouts == 1
-        # A connection that failed goes back to the pool with its own timeout restored.
+        assert script.link.writes == 20 and script.link.opened == 1
+        # A connection that failed is replaced; the call goes again on the new one.
         sync_redis.client_kill_filter(_type="normal", skipme=True)
         assert await script(["runs"], ["b", 0]) == [b"b", b"0"]
-        assert script.connections.checkouts == 2
+        assert script.link.opened == 2
         assert sync_redis.get("runs") == b"21"
-        # Held, a connection writes without redis-py's timer (the batch has its deadline);
-        # back in the pool it has its own timeout again.
-        held = await script.connections.take()
-        assert held.socket_timeout is None
-        await script.connections.give_back(held)
-        assert held.socket_timeout == 5
+        assert len(client.connection_pool._in_use_connections) == 1  # the old one went back
     finally:
         await client.aclose()
 
@@ -69,8 +66,8 @@ async def test_the_pipelines_of_one_client_share_their_held_connections(
             assert await script(["runs"], ["a", 1]) == [b"a", b"1"]
             assert await commands([("GET", "runs")]) == [str(scripts.index(script) + 1)
                                                         .encode()]
-        assert commands.connections is scripts[0].connections
-        assert commands.connections.checkouts == 1
+        assert commands.link is scripts[0].link
+        assert commands.link.opened == 1
         assert len(client.connection_pool._in_use_connections) == 1
     finally:
         await client.aclose()
@@ -101,17 +98,19 @@ async def test_argument_redis_cannot_take_fails_in_the_caller(
         aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
     script = PipelinedScript(aredis, ECHO)
     with pytest.raises(TypeError):
-        script(["runs"], [None, 1])  # type: ignore[list-item]
+        await script(["runs"], [None, 1])  # type: ignore[list-item]
     assert script.calls == 0
     assert await script(["runs"], ["ok", 1]) == [b"ok", b"1"]
     assert sync_redis.get("runs") == b"1"
 
 
-async def test_a_cancelled_caller_does_not_cancel_the_batch(
+async def test_a_cancelled_caller_does_not_cancel_the_others(
         aredis: redis.asyncio.Redis, sync_redis: redis.Redis) -> None:
     script = PipelinedScript(aredis, ECHO)
-    first = script(["runs"], ["a", 1])
-    second = script(["runs"], ["b", 2])
+    assert await script(["warm"], ["up", 0]) == [b"up", b"0"]  # the link is open
+    first = asyncio.ensure_future(script(["runs"], ["a", 1]))
+    second = asyncio.ensure_future(script(["runs"], ["b", 2]))
+    await asyncio.sleep(0)  # both sent
     first.cancel()
     assert await second == [b"b", b"2"]
     assert sync_redis.get("runs") == b"2"  # the cancelled one still ran (as a sent request)
@@ -161,82 +160,57 @@ async def test_redis_down_is_a_connection_error(sync_redis: redis.Redis) -> None
         await client.aclose()
 
 
-# The connection dies just before the script is loaded, or just before the calls that got
-# NOSCRIPT are sent again.
-@pytest.mark.parametrize("lose_after", [["calls", "load"], ["calls", "load", "calls"]],
-                         ids=["before-load", "before-resend"])
+# The connection dies as the first call goes out (before Redis answered NOSCRIPT), or as
+# the first SCRIPT LOAD, with its call behind it, goes out.
+@pytest.mark.parametrize("lose_at", ["calls", "load"])
 async def test_reload_then_a_lost_connection_still_runs_every_call_once(
         redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch,
-        lose_after: list[str]) -> None:
+        lose_at: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         script = PipelinedScript(client, ECHO)
         sent: list[str] = []
-        original = redis.asyncio.connection.AbstractConnection.send_packed_command
+        original = link_module._Wire.send
 
-        async def lose_the_connection_at(self: Any, command: Any, check_health: bool = True
-                                         ) -> None:
-            data = b"".join(command) if isinstance(command, list) else bytes(command)
-            kind = "load" if b"SCRIPT" in data else "calls" if b"EVALSHA" in data else ""
-            if kind:
-                sent.append(kind)
-                if sent == lose_after:
-                    sync_redis.client_kill_filter(_type="normal", skipme=True)
-            await original(self, command, check_health)
+        def lose_the_connection_at(wire: Any, commands: Any) -> Any:
+            data = b"".join(commands)
+            kind = "load" if b"SCRIPT" in data else "calls"
+            if kind == lose_at and lose_at not in sent:
+                sync_redis.client_kill_filter(_type="normal", skipme=True)
+            sent.append(kind)
+            return original(wire, commands)
 
-        monkeypatch.setattr(redis.asyncio.connection.AbstractConnection,
-                            "send_packed_command", lose_the_connection_at)
+        monkeypatch.setattr(link_module._Wire, "send", lose_the_connection_at)
         sync_redis.script_flush()
         replies = await asyncio.gather(*(script(["runs"], ["z", i]) for i in range(5)))
         assert replies == [[b"z", str(i).encode()] for i in range(5)]
-        assert sent[:len(lose_after)] == lose_after and len(sent) > len(lose_after)
+        assert lose_at in sent
         assert sync_redis.get("runs") == b"5"  # each ran once
+        assert script.link.opened == 2
     finally:
         await client.aclose()
 
 
-async def test_a_cancelled_batch_fails_its_callers_instead_of_leaving_them_waiting(
-        redis_url: str, sync_redis: redis.Redis) -> None:
+async def test_a_second_lost_connection_is_a_connection_error(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        script = PipelinedScript(client, ECHO)
-        assert await script(["runs"], ["warm", 0]) == [b"warm", b"0"]
-        sync_redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
-        try:
-            calls = [script(["runs"], ["p", i]) for i in range(3)]
-            await asyncio.sleep(0.05)  # the batch is now waiting for Redis
-            for batch in list(script._batching._running):
-                batch.cancel()
-            _, pending = await asyncio.wait(calls, timeout=10)
-        finally:
-            sync_redis.execute_command("CLIENT", "UNPAUSE")
-        assert not pending
-        assert all(isinstance(c.exception(), RedisConnectionError) for c in calls)
+        commands = AutoPipeline(client)
+        assert await commands([("ECHO", "up")]) == [b"up"]
+        original = link_module._Wire.send
+
+        def always_lost(wire: Any, packed: Any) -> Any:
+            sync_redis.client_kill_filter(_type="normal", skipme=True)
+            return original(wire, packed)
+
+        monkeypatch.setattr(link_module._Wire, "send", always_lost)
+        with pytest.raises(RedisConnectionError):
+            await commands([("INCR", "tries")])
+        monkeypatch.undo()
+        assert await commands([("GET", "tries")]) in ([None], [b"1"], [b"2"])
+        assert commands.link.opened == 3  # the first, the retry's, and this one's
     finally:
         await client.aclose()
-
-
-@pytest.mark.parametrize("pipeline", ["script", "commands"])
-async def test_a_batch_cancelled_before_it_started_fails_its_calls_and_the_next_ones_go(
-        aredis: redis.asyncio.Redis, pipeline: str) -> None:
-    """Shutdown may cancel a batch's task before its first step: its calls never went out.
-    They fail at once, and calls made afterwards get a batch of their own."""
-    script = PipelinedScript(aredis, ECHO)
-    commands = AutoPipeline(aredis)
-
-    def call(i: int) -> asyncio.Future[Any]:
-        if pipeline == "script":
-            return script(["runs"], ["c", i])
-        return commands([("ECHO", f"c{i}")])
-
-    batching = script._batching if pipeline == "script" else commands._batching
-    calls = [call(i) for i in range(3)]
-    [starting] = batching._running
-    starting.cancel()  # before the loop ran it
-    _, pending = await asyncio.wait(calls, timeout=10)
-    assert not pending
-    assert all(isinstance(c.exception(), RedisConnectionError) for c in calls)
-    assert await call(9) == ([b"c", b"9"] if pipeline == "script" else [b"c9"])
 
 
 async def test_read_hashes_gives_each_hash_or_nothing_and_raises_a_wrong_type(

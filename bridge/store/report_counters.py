@@ -33,7 +33,8 @@ from bridge.core.report_counts import (
     figures_to_fields,
 )
 from bridge.store.keys import PREFIX, index
-from bridge.store.pipelining import Arg, AutoPipeline, HeldConnections
+from bridge.store.link import RedisLink
+from bridge.store.pipelining import Arg, AutoPipeline
 from bridge.store.records import _s, read_hashes
 from bridge.store.transactions import transaction
 
@@ -128,7 +129,7 @@ class ReportCounters:
                          ("EXPIRE", ticket_key(ticket_id), KEEP_S)]
         # Never sent twice (see transactions.py): a lost reply makes the relay hand the
         # batch on again, and the figures' `log` then skips what this EXEC did.
-        await transaction(HeldConnections.of(self.redis), commands)
+        await transaction(RedisLink.of(self.redis), commands)
 
     async def dims(self) -> list[str]:
         return sorted(_s(d) for d in await self.redis.smembers(DIMS))

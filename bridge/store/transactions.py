@@ -1,4 +1,4 @@
-"""One MULTI/EXEC sent as one write on a held connection, and never sent twice.
+"""One MULTI/EXEC sent as one write, and never sent twice.
 
 redis-py's transaction pipeline packs each command in Python, and on a connection error its
 Retry sends the whole MULTI/EXEC again. That suits idempotent writes, not counters: an EXEC
@@ -6,55 +6,36 @@ that ran but whose reply was lost would count twice. Here a lost connection rais
 caller, a change-log consumer, gets its batch again and skips what the EXEC did write (the
 figures it saves in the same transaction remember the last change applied).
 
-The commands are packed in C (hiredis) and the connection is one the pipelines hold
-between their batches (pipelining.HeldConnections): the reports consumer's transaction
-cost the relay more CPU than reading the changes it counts.
+The commands are packed in C (hiredis) and go on the pool's link (link.py) as one group:
+nothing else is written between MULTI and EXEC, so other calls sharing the link never
+land inside the transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.store.pipelining import NO_READ_TIMER, Arg, HeldConnections, pack
+from bridge.store.link import RedisLink
+from bridge.store.pipelining import Arg, pack
 
 
-async def transaction(connections: HeldConnections, commands: Sequence[Sequence[Arg]]
-                      ) -> list[Any]:
+async def transaction(link: RedisLink, commands: Sequence[Sequence[Arg]]) -> list[Any]:
     """EXEC's replies, in order. A command Redis refuses (when queued, or when it runs)
     raises its ResponseError; with a refusal at queue time nothing ran (EXECABORT)."""
     if not commands:
         return []
     packed = [pack("MULTI"), *(pack(*command) for command in commands), pack("EXEC")]
-    connection = await connections.take()
-    refused: list[ResponseError] = []
-    replies: Any = None
-    try:
-        async with asyncio.timeout(connections.timeout_s):
-            await connection.send_packed_command(packed)
-            # MULTI's OK, a QUEUED per command, then EXEC's replies. Every one is read, an
-            # error reply included, so the connection stays in step for the next caller.
-            for _ in packed:
-                try:
-                    replies = await connection.read_response(timeout=NO_READ_TIMER)
-                except ResponseError as exc:
-                    refused.append(exc)
-    except TimeoutError:  # the connection may hold unread replies
-        await connection.disconnect(nowait=True)
-        await connections.give_back(connection)
-        raise RedisTimeoutError(f"no reply from Redis within {connections.timeout_s:g} s"
-                                ) from None
-    except BaseException:  # lost (redis-py disconnected it) or cancelled half-way
-        await connection.disconnect(nowait=True)
-        await connections.give_back(connection)
-        raise
-    await connections.keep(connection)
-    if refused:  # refused when queued (then EXEC answered EXECABORT: nothing ran)
-        raise refused[0]
+    # MULTI's OK, a QUEUED per command (or the error that refused it), then EXEC's replies
+    # (or EXECABORT when a command was refused: then nothing ran).
+    *queued, replies = await link.call(packed)
+    for reply in queued:
+        if isinstance(reply, ResponseError):
+            raise reply
+    if isinstance(replies, ResponseError):
+        raise replies
     assert isinstance(replies, list)
     for reply in replies:
         if isinstance(reply, ResponseError):  # failed when it ran; the others ran
