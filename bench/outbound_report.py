@@ -126,7 +126,9 @@ def sections(ctx: Context, o: Outcome) -> None:
         f"{o.shutdown.in_flight} of them `sending`; the workers exited in "
         f"{o.shutdown.stop_s:.1f} s (exit status {o.shutdown.codes}) with "
         f"{o.shutdown.sent_before_exit} accepted and recorded and {o.shutdown.left_sending} "
-        "left `sending`; started again, they sent the rest.",
+        f"left `sending`; started again, they sent the rest in {o.shutdown.rest_s:.1f} s "
+        "(over a minute when the SIGTERM stranded a job in RQ's intermediate list: RQ's "
+        "maintenance fails it after a minute there and its retry sends it).",
         "",
         f"Correctness, every phase: {o.accepted_once:,} of {o.events:,} replies accepted by "
         f"the stub exactly once with the provider id the worker recorded; {o.duplicates} "
