@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.store.link import RedisLink
 from bridge.store.pipelining import pack
+from tests.redis_support import writes_paused
 
 
 async def test_replies_come_back_to_their_callers_in_order_and_calls_share_writes(
@@ -59,15 +60,12 @@ async def test_closing_the_pool_fails_the_calls_in_flight_and_the_next_call_reco
     try:
         link = RedisLink.of(client)
         assert await link.call([pack("ECHO", "up")]) == [b"up"]
-        sync_redis.execute_command("CLIENT", "PAUSE", "5000", "WRITE")
-        try:
+        with writes_paused(sync_redis, 5000):
             waiting = asyncio.ensure_future(link.call([pack("INCR", "n")]))
             await asyncio.sleep(0.05)
             await asyncio.wait_for(client.connection_pool.disconnect(), timeout=3)
             with pytest.raises(RedisConnectionError):
                 await asyncio.wait_for(waiting, timeout=3)
-        finally:
-            sync_redis.execute_command("CLIENT", "UNPAUSE")
         assert await link.call([pack("ECHO", "again")]) == [b"again"]
         assert link.opened == 2
     finally:
@@ -80,13 +78,10 @@ async def test_no_reply_in_time_drops_the_link_for_every_call_on_it(
     try:
         link = RedisLink.of(client)
         assert await link.call([pack("ECHO", "up")]) == [b"up"]
-        sync_redis.execute_command("CLIENT", "PAUSE", "2000", "WRITE")
-        try:
+        with writes_paused(sync_redis, 2000):
             results = await asyncio.gather(
                 link.call([pack("INCR", "n")]), link.call([pack("ECHO", "behind")]),
                 return_exceptions=True)
-        finally:
-            sync_redis.execute_command("CLIENT", "UNPAUSE")
         assert all(isinstance(r, RedisTimeoutError) for r in results), results
         assert await link.call([pack("ECHO", "again")]) == [b"again"]
         assert link.opened == 2

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bridge.store import link as link_module
 from bridge.store.pipelining import AutoPipeline, PipelinedScript
 from bridge.store.records import read_hashes
+from tests.redis_support import writes_paused
 
 # Echoes its argument and counts its runs; "boom" is an error reply.
 ECHO = """
@@ -137,13 +138,10 @@ async def test_no_reply_in_time_is_a_redis_timeout_then_recovers(
     try:
         script = PipelinedScript(client, ECHO)
         assert await script(["runs"], ["a", 1]) == [b"a", b"1"]
-        sync_redis.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
-        try:
+        with writes_paused(sync_redis, 1500):
             results = await asyncio.gather(script(["runs"], ["b", 2]),
                                            script(["runs"], ["c", 3]),
                                            return_exceptions=True)
-        finally:
-            sync_redis.execute_command("CLIENT", "UNPAUSE")
         assert all(isinstance(r, RedisTimeoutError) for r in results), results
         assert await script(["runs"], ["d", 4]) == [b"d", b"4"]
     finally:
