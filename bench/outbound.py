@@ -195,7 +195,7 @@ def _shutdown_phase(url: str, driver: Driver, workers: Workers,
     workers.start()  # the rest goes out after the "deploy"
     # A SIGTERM that lands while a worker is taking a job off the queue leaves that job in
     # RQ's intermediate list (workers/dequeue.py): RQ's maintenance fails it after it sat
-    # there over a minute, and its retry sends it. Seen in 3 runs of 11: the wait allows
+    # there over a minute, and its retry sends it. Seen in 4 runs of 13: the wait allows
     # for that path, and the report gives how long the rest took.
     _wait(lambda: all(s.get("provider_id") or s.get("state") == Delivery.FAILED
                       for s in deliveries(url, batch)),
