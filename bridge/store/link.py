@@ -242,12 +242,6 @@ class RedisLink:
         # A wire from another (closed) event loop stays checked out: its pool is that
         # loop's, and is closed with it.
 
-    async def close(self) -> None:
-        wire, self._wire = self._wire, None
-        if wire is not None:
-            await self._give_back(wire)
-
-
 def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
