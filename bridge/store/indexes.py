@@ -86,10 +86,7 @@ class TicketIndexes(TicketReads):
             for tid in pending:
                 commands.append(("HMGET", keys.ticket(cid, tid), *_INDEXED))
             # Shared round trips with the other requests of this loop iteration.
-            results = await self._index_writes(commands)
-            for reply in results:
-                if isinstance(reply, Exception):
-                    raise reply
+            results = await self._index_writes.checked(commands)
             fields_after = results[-len(pending):]
             pending = [tid for tid, row, after in zip(pending, rows, fields_after, strict=True)
                        if list(map(_s, row)) != list(map(_s, after))]

@@ -111,3 +111,12 @@ class AutoPipeline:
         if not packed:
             return []
         return await _once_more_if_lost(lambda: self.link.call(packed))
+
+    async def checked(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """As a call, for a caller that has no use for part of the replies: the first error
+        reply is raised (the commands after it still ran)."""
+        replies = await self(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

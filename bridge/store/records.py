@@ -74,9 +74,7 @@ async def read_hashes(commands: AutoPipeline, hash_keys: Sequence[str]
     if not hash_keys:
         return []
     out: list[dict[str, str]] = []
-    for reply in await commands([("HGETALL", key) for key in hash_keys]):
-        if isinstance(reply, Exception):
-            raise reply
+    for reply in await commands.checked([("HGETALL", key) for key in hash_keys]):
         if isinstance(reply, dict):  # RESP3
             out.append(_decode_map(reply))
         else:

@@ -116,9 +116,7 @@ class TicketIds:
         # iteration are all waiting by now. A block each would be a round trip each, one
         # after the other (64 new conversations at once: four in a row for blocks of 16).
         count = min(max(self.block, self._waiting), MAX_TICKET_ID_BLOCK)
-        [reply] = await self._commands([("INCRBY", keys.TICKET_SEQ, count)])
-        if isinstance(reply, Exception):
-            raise reply
+        [reply] = await self._commands.checked([("INCRBY", keys.TICKET_SEQ, count)])
         last = int(reply)
         for tid in range(last - count + 1, last + 1):
             heapq.heappush(self._free, tid)
