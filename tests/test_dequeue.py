@@ -10,6 +10,7 @@ import pytest
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DequeueTimeout
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
@@ -100,6 +101,33 @@ def test_a_job_whose_pop_was_lost_is_retried_by_maintenance(sync_redis: redis.Re
     assert scheduled.get_job_ids() == ["send-1"]
     assert Job.fetch("send-1", connection=sync_redis, serializer=JSONSerializer
                      ).retries_left == 2
+
+
+def test_a_maintenance_pass_cut_short_leaves_no_lock_past_the_next_pass(
+        sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection dropped in the middle of a pass: RQ's own lock on that queue would keep
+    every worker from cleaning it (and recovering its stranded jobs) for 899 s."""
+    worker = build_worker(sync_redis, fork=False,
+                          settings=make_settings(worker_maintenance_interval_s=5))
+
+    def dropped(self: IntermediateQueue, worker: object, queue: Queue) -> None:
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(IntermediateQueue, "cleanup", dropped)
+    with pytest.raises(redis.ConnectionError):
+        worker.clean_registries()
+    outbound = worker.queues[0]
+    assert 0 < sync_redis.ttl(outbound.registry_cleaning_key) <= 4
+    assert sync_redis.exists(worker.queues[1].registry_cleaning_key) == 0  # not reached
+
+    monkeypatch.undo()
+    sync_redis.delete(outbound.registry_cleaning_key)  # expired, as by the next pass
+    job = outbound.enqueue(NOOP, "reply", job_id="send-1")
+    assert _dequeue(sync_redis, None) is not None  # ...and the reply is lost
+    worker.clean_registries()
+    assert outbound.intermediate_queue.get_first_seen("send-1") is not None
+    assert job.get_status() == JobStatus.QUEUED
+    assert all(sync_redis.exists(q.registry_cleaning_key) == 0 for q in worker.queues)
 
 
 class _StopWaiting(Exception):

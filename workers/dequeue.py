@@ -14,6 +14,14 @@ queue (agent replies start at once) for at most POLL_S, until the worker's deque
 A job on a lower-priority queue therefore waits at most POLL_S when the worker is idle.
 `ReliableDequeue.prepare_job_execution` takes the started job off the intermediate list, as
 RQ does for a single queue. Redis before 6.2 has no (B)LMOVE: RQ's own dequeue is used.
+
+That recovery needs the maintenance passes to keep running. RQ takes a queue's cleaning
+lock for 899 s and releases it only when its pass completes: a pass cut short (a dropped
+connection, a Redis restart) kept every worker from cleaning that queue for 15 minutes, so
+a stranded job waited that long (tests/faults/test_connection_chaos.py failed in CI on
+it). `ReliableDequeue` holds the lock for less than one maintenance interval instead, as
+RQ itself does for its group registries: a pass cut short delays the next one by one
+interval at most.
 """
 
 from __future__ import annotations
@@ -33,6 +41,14 @@ POLL_S = 1
 
 
 class ReliableQueue(Queue):
+    # How long a maintenance pass holds this queue's cleaning lock (RQ's 899 s by default;
+    # ReliableDequeue sets it from its maintenance interval).
+    maintenance_lock_s = 899
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True,
+                                        ex=self.maintenance_lock_s))
+
     @classmethod
     def dequeue_any(
         cls,
@@ -77,9 +93,19 @@ class ReliableQueue(Queue):
 
 
 class ReliableDequeue:
-    """Worker mixin: dequeue through ReliableQueue."""
+    """Worker mixin: dequeue through ReliableQueue; clean each queue under a lock that
+    expires before the next maintenance pass."""
 
     queue_class = ReliableQueue
+    queues: list[Queue]
+    maintenance_interval: int
+
+    def clean_registries(self) -> None:
+        lock_s = max(int(self.maintenance_interval) - 1, 1)
+        for queue in self.queues:
+            if isinstance(queue, ReliableQueue):
+                queue.maintenance_lock_s = lock_s
+        super().clean_registries()  # type: ignore[misc]
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False
                               ) -> None:
