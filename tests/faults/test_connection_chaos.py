@@ -28,6 +28,7 @@ from tests.faults.test_redis_restart import _deliver
 from tests.faults.test_web_crash import _stored
 from tests.faults.test_worker_faults import open_tickets_with_replies, settled
 from tests.faults.workers_support import (
+    WaitTimeout,
     WorkerProcess,
     in_store,
     sending_worker_env,
@@ -48,6 +49,29 @@ FLUSH_EVERY = 5  # kills
 # which the chaos spares: killed too, under load it rarely got through its reads between
 # two kills and reported "not settled" long after every reply had gone out.
 OBSERVER = "chaos-observer"
+
+
+def _where_unsettled(url: str, sends: list[tuple[str, str]], job_ids: list[str]) -> str:
+    """For a timed-out run: each unsettled reply's delivery state and where its job is."""
+    connection = redis.Redis.from_url(url, client_name=OBSERVER)
+    try:
+        places = {key: set(connection.lrange(key, 0, -1)) | set(connection.zrange(key, 0, -1))
+                  if connection.type(key) == b"zset" else set(connection.lrange(key, 0, -1))
+                  for keys in JobQueues(connection).key_names()
+                  for key in (keys.queued, keys.dequeuing, keys.started, keys.scheduled,
+                              keys.failed)}
+        lines = []
+        for (tid, eid), state, jid in zip(sends, _delivery_states(url, sends), job_ids,
+                                          strict=True):
+            if settled(state):
+                continue
+            status = connection.hget(f"rq:job:{jid}", "status")
+            where = [key for key, members in places.items() if jid.encode() in members]
+            lines.append(f"ticket {tid} event {eid}: {state}; job {jid} status {status!r} "
+                         f"in {where or 'no list'}")
+        return "\n".join(lines[:20]) or "every reply settled after all"
+    finally:
+        connection.close()
 
 
 def _delivery_states(url: str, sends: list[tuple[str, str]]) -> list[dict[str, str]]:
@@ -100,8 +124,7 @@ def test_dropped_connections_and_flushed_scripts_lose_and_double_nothing(
             wait_until(lambda: "*** Listening on" in worker.output(), "the workers",
                        timeout_s=30, workers=[worker])
             queues = JobQueues(admin)
-            for tid, eid in sends:
-                queues.send_outbound(tid, eid)
+            job_ids = [queues.send_outbound(tid, eid) for tid, eid in sends]
             chaos_thread.start()
 
             async def webhooks() -> None:
@@ -124,8 +147,13 @@ def test_dropped_connections_and_flushed_scripts_lose_and_double_nothing(
                     return False
 
             asyncio.run(webhooks())
-            wait_until(all_settled, "every reply sent or visibly failed", timeout_s=120,
-                       interval_s=0.5, workers=[worker])
+            try:
+                wait_until(all_settled, "every reply sent or visibly failed", timeout_s=120,
+                           interval_s=0.5, workers=[worker])
+            except WaitTimeout as timed_out:
+                stop.set()
+                raise WaitTimeout(f"{timed_out}\n{_where_unsettled(url, sends, job_ids)}"
+                                  ) from None
             stop.set()
             chaos_thread.join()
             assert web.process.poll() is None, "the web process died"
