@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from bridge.core.changes import Change
 from bridge.store import keys
+from bridge.store.scripts import Script
 
 START = "0-0"
 # The consumers the relay process feeds (workers/relay.py: consumers_for), each with its own
@@ -142,8 +143,8 @@ class ChangeLog:
         # a second a tailing reader makes.
         self._streams = [keys.change_log(p) for p in self.partitions]
         self._partition_of_stream = {stream: p for p, stream in enumerate(self._streams)}
-        self._renew = redis.register_script(_RENEW_SCRIPT)
-        self._release = redis.register_script(_RELEASE_SCRIPT)
+        self._renew = Script(redis, _RENEW_SCRIPT)
+        self._release = Script(redis, _RELEASE_SCRIPT)
 
     # ---------------------------------------------------------------- positions
 

@@ -11,6 +11,8 @@ import uuid
 
 from redis.asyncio import Redis
 
+from bridge.store.scripts import Script
+
 
 def new_token() -> str:
     return uuid.uuid4().hex
@@ -36,7 +38,7 @@ class Claims:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._release = redis.register_script(_RELEASE)
+        self._release = Script(redis, _RELEASE)
 
     async def take(self, key: str, token: str, *, ttl_ms: int) -> bool:
         return await claim(self.redis, key, token, ttl_ms=ttl_ms)

@@ -18,6 +18,7 @@ from bridge.core.tickets import (
 )
 from bridge.store import keys
 from bridge.store.records import NotFound, _s
+from bridge.store.scripts import Script
 from bridge.store.updates import TicketUpdates
 
 _CLEAR_MARK_SCRIPT = """
@@ -33,7 +34,7 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 class TicketDeliveries(TicketUpdates):
     def __init__(self, redis: Redis, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
-        self._clear_mark = redis.register_script(_CLEAR_MARK_SCRIPT)
+        self._clear_mark = Script(redis, _CLEAR_MARK_SCRIPT)
 
     async def _set_delivery(self, cid: str, tid: str, eid: str, state: dict[str, str]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from bridge.store.export_endpoints import endpoint_tag
 from bridge.store.records import _decode_map, _s
+from bridge.store.scripts import Script
 
 RETENTION_S = 7 * 24 * 3600
 FAILED_MAX = 10_000
@@ -152,8 +153,8 @@ class Outbox:
     def __init__(self, redis: Redis, endpoint_id: str) -> None:
         self.redis = redis
         self.endpoint_id = endpoint_id
-        self._park = redis.register_script(_PARK)
-        self._settle = redis.register_script(_SETTLE_HEAD)
+        self._park = Script(redis, _PARK)
+        self._settle = Script(redis, _SETTLE_HEAD)
         self.out, self.pos, self.due = (_key(endpoint_id, n) for n in ("out", "pos", "due"))
         self.attempts, self.parked = _key(endpoint_id, "attempts"), _key(endpoint_id, "parked")
         self.failed_key, self.health_key = _key(endpoint_id, "failed"), _key(endpoint_id,

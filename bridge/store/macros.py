@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from bridge.core.macros import Macro, MacroError, check_name, parse_macro
 from bridge.store.keys import PREFIX
+from bridge.store.scripts import Script
 
 
 def _shipped_dir() -> Path:
@@ -113,7 +114,7 @@ class MacroStore:
     def __init__(self, redis: Redis, shipped: Mapping[str, Macro]) -> None:
         self.redis = redis
         self.shipped = dict(shipped)
-        self._save = redis.register_script(_SAVE_SCRIPT)
+        self._save = Script(redis, _SAVE_SCRIPT)
 
     async def names(self) -> list[str]:
         stored = {m.decode() if isinstance(m, bytes) else m

@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.store.keys import PREFIX
+from bridge.store.scripts import Script
 
 # Both keys share one hash tag so the append script stays in one Redis Cluster slot.
 OUTBOX_STREAM = f"{PREFIX}:{{outbox}}:messages"
@@ -89,7 +90,7 @@ class Outbox:
     def __init__(self, redis: Redis, *, max_len: int = DEFAULT_MAX_LEN) -> None:
         self.redis = redis
         self.max_len = max_len
-        self._append = redis.register_script(_APPEND)
+        self._append = Script(redis, _APPEND)
 
     async def append(
         self,

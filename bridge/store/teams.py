@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from bridge.core.teams import Group, Person, Role
 from bridge.core.ticket_fields import FieldDef, parse_definition
 from bridge.store.records import NotFound, _decode_map, _s
+from bridge.store.scripts import Script
 
 _TAG = "bridge:{team}"
 PEOPLE = f"{_TAG}:people"  # set of names
@@ -102,7 +103,8 @@ return held or ''
 class TeamStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._pick = redis.register_script(_PICK)
+        self._pick = Script(redis, _PICK)
+        # Called inside pipelines (hold_many): redis-py's script loads itself before one.
         self._sync = redis.register_script(_SYNC)
 
     # ------------------------------------------------------------ people

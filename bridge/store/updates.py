@@ -35,6 +35,7 @@ from bridge.store.records import (
     _s,
 )
 from bridge.store.routing import TicketRouting
+from bridge.store.scripts import Script
 
 # Unsent-send marks (keys.UNSENT): the zset keeps the oldest moment (NX), where the sweep
 # starts looking; the hash keeps the latest, so that the sweep never clears a mark younger
@@ -67,7 +68,7 @@ def _team_changes(current: Ticket, group: str | None, field_values: dict[str, An
 class TicketUpdates(TicketRouting):
     def __init__(self, redis: Redis, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
-        self._mark = redis.register_script(_MARK_SCRIPT)
+        self._mark = Script(redis, _MARK_SCRIPT)
 
     async def update_ticket(
         self,

@@ -17,6 +17,7 @@ from bridge.core.visitor_thread import LOOK_BACK_MS, READABLE, EventKey
 from bridge.store import keys
 from bridge.store.reads import TicketReads
 from bridge.store.records import _decode_map, _s
+from bridge.store.scripts import Script
 from bridge.store.tickets import TicketStore
 
 # The visitor's thread spans their latest tickets; older ones are history nobody pages to.
@@ -56,7 +57,7 @@ class WidgetStore:
     def __init__(self, store: TicketStore) -> None:
         self.store = store
         self.redis: Redis = store.redis
-        self._count = self.redis.register_script(_COUNT_SCRIPT)
+        self._count = Script(self.redis, _COUNT_SCRIPT)
 
     async def ticket_ids(self, cid: str) -> list[str]:
         """The contact's latest tickets, its current one included (listed by the routing
