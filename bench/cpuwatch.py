@@ -8,6 +8,22 @@ import time
 from pathlib import Path
 
 
+def machine_cpu_s() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine since boot, all cores: busy is every
+    process's time (user, nice, system, irq, softirq); steal is the time the hypervisor
+    gave to other virtual machines while this one had work to run."""
+    try:
+        fields = [int(x) for x in
+                  Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 class ProcessCpu:
     """CPU seconds of the watched processes and of this one, between two snapshots."""
 
@@ -19,11 +35,9 @@ class ProcessCpu:
 
     def _read(self) -> dict[str, float]:
         out = {"loadgen": time.process_time()}
-        try:  # every process on the machine: user nice system idle iowait irq softirq steal
-            cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-            out["machine"] = (sum(int(x) for x in cpu) - int(cpu[3]) - int(cpu[4])) / self.tick
-        except (OSError, ValueError, IndexError):
-            pass
+        machine = machine_cpu_s()
+        if machine is not None:
+            out["machine"], out["steal"] = machine
         for label, pid in self.pids.items():
             seconds = self._process_cpu_s(pid)
             if seconds is not None:
@@ -55,6 +69,8 @@ class ProcessCpu:
         now = self._read()
         out = {k: round(100 * (now[k] - v) / elapsed, 1)
                for k, v in self.start.items() if k in now and elapsed > 0}
-        if "machine" in out:  # what the rest of the machine (other tenants) used
+        if "machine" in out:  # what the rest of the machine used (steal apart)
+            steal = out.pop("steal", 0.0)
             out["others"] = round(max(0.0, out.pop("machine") - sum(out.values())), 1)
+            out["steal"] = steal
         return out

@@ -41,8 +41,10 @@ def _median_measured(values: Iterable[float]) -> float:
 
 
 def others_percent(runs: list[LoadResult]) -> float:
-    """Mean CPU used by other processes of the machine during these windows (% of a core)."""
-    values = [r.cpu_percent["others"] for r in runs if "others" in r.cpu_percent]
+    """Mean CPU taken from the bench during these windows (% of a core): by the machine's
+    other processes, and by the hypervisor for other virtual machines (steal)."""
+    values = [r.cpu_percent["others"] + r.cpu_percent.get("steal", 0.0)
+              for r in runs if "others" in r.cpu_percent]
     return sum(values) / len(values) if values else math.nan
 
 
@@ -140,12 +142,13 @@ def _result_line(label: str, r: LoadResult) -> list[str]:
         label += " (request pool ran out early)"
     return [label, f"{r.rate:,.0f}", fmt(r.latency_ms["p50"]), fmt(r.latency_ms["p99"]),
             _pct(cpu, "server"), _pct(cpu, "loadgen"), _pct(cpu, "redis"),
-            _pct(cpu, "worker"), _pct(cpu, "relay"), _pct(cpu, "others"), str(r.errors)]
+            _pct(cpu, "worker"), _pct(cpu, "relay"), _pct(cpu, "others"),
+            _pct(cpu, "steal"), str(r.errors)]
 
 
 def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
     head = ["Phase", "200/s", "p50 ms", "p99 ms", "server CPU", "generator CPU",
-            "Redis CPU", "worker CPU", "relay CPU", "other processes CPU", "errors"]
+            "Redis CPU", "worker CPU", "relay CPU", "other processes CPU", "steal", "errors"]
     lines = []
     for i, (b, a, n) in enumerate(zip(o.base_rounds, o.appends.rounds, o.new.rounds,
                                       strict=True), 1):
@@ -167,7 +170,8 @@ def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
                     fmt(r.latency_ms["max"]), str(r.errors)] for r in points]
     noise = others_percent([*o.base_rounds, *o.appends.rounds, *o.new.rounds,
                             *o.appends.latency_rounds, *o.new.latency_rounds])
-    warning = (f"**Noisy run:** other processes used {noise:.0f}% of a core on average "
+    warning = (f"**Noisy run:** other processes and the hypervisor's steal took {noise:.0f}% "
+               "of a core on average "
                "during the measured windows: absolute rates may be lower and latency "
                "percentiles higher than on a quiet machine (ratios suffer less).\n\n"
                if noise > 25 else "")
@@ -192,8 +196,9 @@ def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
         f"{cfg.baseline_latency_s:g} s of the baseline at the same rate; the results table "
         "gives the median of the rounds' p50 and p99. CPU is % of one core over the "
         "measured window (the worker's forked job processes count under \"other "
-        "processes\", which is otherwise what the rest of the machine used meanwhile: other "
-        "tenants of a shared machine).",
+        "processes\", which is otherwise what the rest of the machine used meanwhile); "
+        "steal is the time the hypervisor gave other virtual machines while this one had "
+        "work to run (/proc/stat).",
         "",
         table(head, lines),
         "",

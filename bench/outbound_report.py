@@ -66,23 +66,25 @@ def _cpu_line(label: str, d: Drain, rate: float) -> list[str]:
     return [label, f"{rate:,.0f}", f"{d.window_s:.1f}", f"{c.get('workers', 0):.0f}%",
             fmt(d.cpu_ms_per_job("workers")), f"{c.get('redis', 0):.0f}%",
             f"{c.get('stub', 0):.0f}%", f"{c.get('bench driver', 0):.0f}%",
-            f"{c.get('others', 0):.0f}%"]
+            f"{c.get('others', 0):.0f}%", f"{c.get('steal', 0):.0f}%"]
 
 
 def sections(ctx: Context, o: Outcome) -> None:
     cfg = o.cfg
     mb = 1024 * 1024
     head = ["Phase", "jobs/s", "window s", "workers CPU", "worker CPU ms/job", "Redis CPU",
-            "stub CPU", "driver CPU", "other processes"]
+            "stub CPU", "driver CPU", "other processes", "steal"]
     lines = [
         _cpu_line(f"no-op RQ jobs (backlog of {o.noop.jobs:,})", o.noop, o.noop.rate()),
         _cpu_line(f"sends (backlog of {o.sends.jobs:,})", o.sends, o.sends.rate()),
         _cpu_line(f"sends offered at {cfg.open_rate:g}/s for {cfg.open_s:g} s", o.open,
                   o.open.rate()),
     ]
-    noise = max(d.cpu_percent.get("others", 0) for d in (o.noop, o.sends, o.open))
-    warning = (f"**Noisy run:** other processes used up to {noise:.0f}% of a core during "
-               "the measured windows.\n\n" if noise > 25 else "")
+    noise = max(d.cpu_percent.get("others", 0) + d.cpu_percent.get("steal", 0)
+                for d in (o.noop, o.sends, o.open))
+    warning = (f"**Noisy run:** other processes and the hypervisor's steal took up to "
+               f"{noise:.0f}% of a core during the measured windows.\n\n"
+               if noise > 25 else "")
     sup = o.supervisor_memory
     alone = o.standalone_memory
     lat = o.open_latency_ms

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from bench.cpuwatch import machine_cpu_s
 from bench.procs import ROOT, children_by_parent, python_module
 
 # processes: `python -m workers --processes K`; no-fork / fork: K separate
@@ -75,7 +76,8 @@ def memory(pid: int) -> Memory | None:
 
 class CpuWatch:
     """CPU used per labelled process group between begin() and end(), and what the rest of
-    the machine used meanwhile ("others": other tenants of a shared machine)."""
+    the machine used meanwhile ("others": other processes; "steal": the hypervisor's time
+    for other virtual machines)."""
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self.groups = groups
@@ -85,10 +87,9 @@ class CpuWatch:
     def _read(self) -> dict[str, float]:
         out = {label: cpu_seconds(pids()) for label, pids in self.groups.items()}
         out["bench driver"] = time.process_time()
-        with suppress(OSError, ValueError, IndexError):
-            cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-            busy = sum(int(x) for x in cpu) - int(cpu[3]) - int(cpu[4])  # minus idle, iowait
-            out["machine"] = busy / os.sysconf("SC_CLK_TCK")
+        machine = machine_cpu_s()
+        if machine is not None:
+            out["machine"], out["steal"] = machine
         return out
 
     def begin(self) -> None:
@@ -101,8 +102,11 @@ class CpuWatch:
         now = self._read()
         used = {k: max(0.0, now[k] - v) for k, v in self.start.items() if k in now}
         machine = used.pop("machine", None)
+        steal = used.pop("steal", None)
         if machine is not None:
             used["others"] = max(0.0, machine - sum(used.values()))
+        if steal is not None:
+            used["steal"] = steal
         return elapsed, {k: 100 * v / elapsed for k, v in used.items()}, used
 
 
