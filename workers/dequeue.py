@@ -18,10 +18,10 @@ RQ does for a single queue. Redis before 6.2 has no (B)LMOVE: RQ's own dequeue i
 That recovery needs the maintenance passes to keep running. RQ takes a queue's cleaning
 lock for 899 s and releases it only when its pass completes: a pass cut short (a dropped
 connection, a Redis restart) kept every worker from cleaning that queue for 15 minutes, so
-a stranded job waited that long (tests/faults/test_connection_chaos.py failed in CI on
-it). `ReliableDequeue` holds the lock for less than one maintenance interval instead, as
-RQ itself does for its group registries: a pass cut short delays the next one by one
-interval at most.
+a stranded job waited that long (the likely cause of a CI run of
+tests/faults/test_connection_chaos.py timing out on one reply). `ReliableDequeue` holds the
+lock for less than one maintenance interval instead, as RQ itself does for its group
+registries: a pass cut short delays the next one by one interval at most.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-Arg = str | bytes | int | float
+from bridge.store.pipelining import Arg
 
 
 class Script:
