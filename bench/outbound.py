@@ -193,10 +193,11 @@ def _shutdown_phase(url: str, driver: Driver, workers: Workers,
     sent = sum(bool(s.get("provider_id")) for s in after)
     t0 = time.perf_counter()
     workers.start()  # the rest goes out after the "deploy"
-    # A SIGTERM that lands while a worker is taking a job off the queue leaves that job in
-    # RQ's intermediate list (workers/dequeue.py): RQ's maintenance fails it after it sat
-    # there over a minute, and its retry sends it. Seen in 4 runs of 13: the wait allows
-    # for that path, and the report gives how long the rest took.
+    # A SIGTERM that landed while a worker was taking a job off the queue left that job in
+    # RQ's intermediate list until maintenance failed it and its retry sent it (4 runs of
+    # 13 on 2026-12-03); the workers now finish such a job before stopping
+    # (workers/dequeue.py). The wait still allows for that path, and the report gives how
+    # long the rest took: over a minute means a job was stranded again.
     _wait(lambda: all(s.get("provider_id") or s.get("state") == Delivery.FAILED
                       for s in deliveries(url, batch)),
           "the sends left queued by the stopped workers",

@@ -129,8 +129,9 @@ def sections(ctx: Context, o: Outcome) -> None:
         f"{o.shutdown.stop_s:.1f} s (exit status {o.shutdown.codes}) with "
         f"{o.shutdown.sent_before_exit} accepted and recorded and {o.shutdown.left_sending} "
         f"left `sending`; started again, they sent the rest in {o.shutdown.rest_s:.1f} s "
-        "(over a minute when the SIGTERM stranded a job in RQ's intermediate list: RQ's "
-        "maintenance fails it after a minute there and its retry sends it).",
+        "(over a minute would mean the SIGTERM stranded a job in RQ's intermediate list, "
+        "sent by maintenance's retry; the workers finish a job they were taking before "
+        "stopping, workers/dequeue.py).",
         "",
         f"Correctness, every phase: {o.accepted_once:,} of {o.events:,} replies accepted by "
         f"the stub exactly once with the provider id the worker recorded; {o.duplicates} "

@@ -3,8 +3,12 @@ job whose pop was lost is recovered by RQ's maintenance instead of vanishing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -19,7 +23,7 @@ from rq.utils import now
 from bridge.jobs import QUEUES_BY_PRIORITY
 from tests.conftest import make_settings
 from tests.test_pool import run_burst_worker
-from workers.__main__ import build_worker
+from workers.__main__ import build_worker, run_worker
 from workers.dequeue import ReliableQueue
 
 NOOP = "builtins.len"  # a job function that exists and takes one argument
@@ -101,6 +105,63 @@ def test_a_job_whose_pop_was_lost_is_retried_by_maintenance(sync_redis: redis.Re
     assert scheduled.get_job_ids() == ["send-1"]
     assert Job.fetch("send-1", connection=sync_redis, serializer=JSONSerializer
                      ).retries_left == 2
+
+
+@pytest.fixture
+def stop_handlers_restored() -> Iterator[None]:
+    """The worker installs its own SIGTERM/SIGINT handlers in this (the main) thread."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _sigterm_after_a_take(monkeypatch: pytest.MonkeyPatch, *, when_empty: bool) -> None:
+    """A deploy's SIGTERM lands just as an LMOVE's reply comes back (with a job, or empty)."""
+    lmove = ReliableQueue.lmove.__func__  # type: ignore[attr-defined]
+
+    def lmove_then_sigterm(cls: type[ReliableQueue], connection: redis.Redis, key: str,
+                           timeout: int | None) -> Any:
+        result = lmove(cls, connection, key, timeout)
+        if (result is None) == when_empty:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the return
+        return result
+
+    monkeypatch.setattr(ReliableQueue, "lmove", classmethod(lmove_then_sigterm))
+
+
+@pytest.mark.usefixtures("stop_handlers_restored")
+def test_a_stop_while_a_job_is_taken_runs_that_job_then_stops(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ raised StopRequested there: the job Redis had moved stayed in the intermediate
+    list, sent a minute or two later by maintenance (4 of 13 outbound benchmark runs)."""
+    outbound = _queues(sync_redis)[0]
+    for n in (1, 2):
+        outbound.enqueue(NOOP, "reply", job_id=f"send-{n}")
+    _sigterm_after_a_take(monkeypatch, when_empty=False)
+    assert run_burst_worker(redis_url, worker_extra_jobs=(NOOP,)) == 0
+    first, second = (Job.fetch(f"send-{n}", connection=sync_redis, serializer=JSONSerializer)
+                     for n in (1, 2))
+    assert first.get_status() == JobStatus.FINISHED
+    assert sync_redis.llen(outbound.intermediate_queue_key) == 0
+    assert second.get_status() == JobStatus.QUEUED  # stopped after the job it held
+    assert outbound.get_job_ids() == ["send-2"]
+
+
+@pytest.mark.usefixtures("stop_handlers_restored")
+def test_a_stop_while_idle_still_stops_without_taking_a_job(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a burst: the worker would wait for jobs; the stop ends it at the next empty
+    LMOVE, and a job enqueued later is left to the next worker."""
+    _sigterm_after_a_take(monkeypatch, when_empty=True)
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        status = run_worker(connection, make_settings(redis_url), fork=False, burst=False,
+                            log_level="INFO")
+    finally:
+        connection.close()
+    assert status == 0
+    assert all(sync_redis.llen(q.intermediate_queue_key) == 0 for q in _queues(sync_redis))
 
 
 def test_a_maintenance_pass_cut_short_leaves_no_lock_past_the_next_pass(

@@ -22,6 +22,10 @@ a stranded job waited that long (the likely cause of a CI run of
 tests/faults/test_connection_chaos.py timing out on one reply). `ReliableDequeue` holds the
 lock for less than one maintenance interval instead, as RQ itself does for its group
 registries: a pass cut short delays the next one by one interval at most.
+
+A deploy's SIGTERM no longer strands a job either: while the worker is taking one (from
+before the LMOVE until it is marked busy) RQ's warm stop is recorded, not raised, and the
+worker stops after that job (`_Taking`). A SIGKILL there still leaves it to maintenance.
 """
 
 from __future__ import annotations
@@ -32,12 +36,28 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.job import Job
 from rq.utils import as_text, get_version
 
 # When idle, how long a job on a queue other than the first may wait for a worker.
 POLL_S = 1
+
+
+class _Taking:
+    """This process's worker is taking a job off its queues: from before the LMOVE that may
+    move one into an intermediate list until the worker has marked itself busy. A stop
+    requested meanwhile (SIGTERM) is recorded instead of raised: raised, it interrupted
+    the LMOVE's reply or what followed it, and a job Redis had already moved stayed in the
+    intermediate list until maintenance failed it a minute or two later. Recorded, the
+    worker runs the job it took and stops at the top of its loop, as after any job, or
+    stops at once if it took none."""
+
+    active = False
+    stop_requested = False
+
+
+TAKING = _Taking()
 
 
 class ReliableQueue(Queue):
@@ -66,30 +86,40 @@ class ReliableQueue(Queue):
                                        death_penalty_class=death_penalty_class)
         queue_keys = [queue.key for queue in ordered]
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            result = None
-            for key in queue_keys:
-                result = cls.lmove(connection, key, None)
-                if result is not None:
-                    break
-            if result is None:
-                if deadline is None:
-                    return None
-                left_s = deadline - time.monotonic()
-                if left_s <= 0:
-                    raise DequeueTimeout(timeout, queue_keys)
-                try:
-                    result = cls.lmove(connection, queue_keys[0],
-                                       max(1, min(POLL_S, int(left_s))))
-                except DequeueTimeout:
-                    continue
-            queue_key, job_id = map(as_text, result)
-            fetched = cls._fetch_dequeued_job(connection, queue_key, job_id,
-                                              job_class=job_class, serializer=serializer,
-                                              death_penalty_class=death_penalty_class)
-            if fetched is not None:
-                return fetched
-            # The job hash is gone: RQ's maintenance drops its id from the intermediate list.
+        TAKING.active = True
+        try:
+            while True:
+                if TAKING.stop_requested:  # and no job taken: stop now
+                    TAKING.stop_requested = False
+                    raise StopRequested()
+                result = None
+                for key in queue_keys:
+                    result = cls.lmove(connection, key, None)
+                    if result is not None:
+                        break
+                if result is None:
+                    if deadline is None:
+                        TAKING.active = False
+                        return None
+                    left_s = deadline - time.monotonic()
+                    if left_s <= 0:
+                        raise DequeueTimeout(timeout, queue_keys)
+                    try:
+                        result = cls.lmove(connection, queue_keys[0],
+                                           max(1, min(POLL_S, int(left_s))))
+                    except DequeueTimeout:
+                        continue
+                queue_key, job_id = map(as_text, result)
+                fetched = cls._fetch_dequeued_job(connection, queue_key, job_id,
+                                                  job_class=job_class, serializer=serializer,
+                                                  death_penalty_class=death_penalty_class)
+                if fetched is not None:
+                    return fetched  # still taking, until ReliableDequeue.prepare_execution
+                # The job hash is gone: RQ's maintenance drops its id from the intermediate
+                # list.
+        except BaseException:
+            TAKING.active = False
+            raise
 
 
 class ReliableDequeue:
@@ -106,6 +136,28 @@ class ReliableDequeue:
             if isinstance(queue, ReliableQueue):
                 queue.maintenance_lock_s = lock_s
         super().clean_registries()  # type: ignore[misc]
+
+    _stop_requested: bool
+
+    def _install_signal_handlers(self) -> None:
+        TAKING.active = TAKING.stop_requested = False
+        super()._install_signal_handlers()  # type: ignore[misc]
+
+    def _shutdown(self) -> None:
+        """RQ's warm stop when idle raises StopRequested; while a job is being taken, the
+        stop waits for it (_Taking)."""
+        if TAKING.active:
+            TAKING.stop_requested = True
+            self._stop_requested = True
+            return
+        super()._shutdown()  # type: ignore[misc]
+
+    def prepare_execution(self, job: Job) -> Any:
+        try:
+            return super().prepare_execution(job)  # type: ignore[misc]
+        finally:  # marked busy: a stop now waits for the job, RQ's own way (a stop
+            # requested while taking it is in _stop_requested: RQ's loop stops after it)
+            TAKING.active = TAKING.stop_requested = False
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False
                               ) -> None:
