@@ -22,8 +22,8 @@ from rq.utils import now
 
 from bridge.jobs import QUEUES_BY_PRIORITY
 from tests.conftest import make_settings
-from tests.test_pool import run_burst_worker
-from workers.__main__ import build_worker, run_worker
+from tests.test_pool import run_burst_worker, run_worker_on
+from workers.__main__ import build_worker
 from workers.dequeue import ReliableQueue
 
 NOOP = "builtins.len"  # a job function that exists and takes one argument
@@ -152,15 +152,9 @@ def test_a_stop_while_a_job_is_taken_runs_that_job_then_stops(
 def test_a_stop_while_idle_still_stops_without_taking_a_job(
         redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not a burst: the worker would wait for jobs; the stop ends it at the next empty
-    LMOVE, and a job enqueued later is left to the next worker."""
+    LMOVE."""
     _sigterm_after_a_take(monkeypatch, when_empty=True)
-    connection = redis.Redis.from_url(redis_url)
-    try:
-        status = run_worker(connection, make_settings(redis_url), fork=False, burst=False,
-                            log_level="INFO")
-    finally:
-        connection.close()
-    assert status == 0
+    assert run_worker_on(redis_url, burst=False) == 0
     assert all(sync_redis.llen(q.intermediate_queue_key) == 0 for q in _queues(sync_redis))
 
 

@@ -85,25 +85,24 @@ def test_an_rq_worker_that_quits_on_its_own_exits_non_zero(
         raise redis.ConnectionError("Redis went away")
 
     monkeypatch.setattr(InProcessWorker, "check_for_suspension", redis_gone)
-    connection = redis.Redis.from_url(redis_url)
-    try:
-        code = run_worker(connection, make_settings(redis_url), fork=False, burst=False,
-                          log_level="INFO")
-    finally:
-        connection.close()
-    assert code == 1
+    assert run_worker_on(redis_url, burst=False) == 1
     assert Worker.all(connection=sync_redis) == []  # it still tore down
 
 
-def run_burst_worker(redis_url: str, *, fork: bool = False, **settings: object) -> int:
-    """One worker on its own connection until the queues are empty (in-process unless
-    fork)."""
+def run_worker_on(redis_url: str, *, burst: bool, fork: bool = False,
+                  **settings: object) -> int:
+    """One worker on its own connection (in-process unless fork); its exit status."""
     connection = redis.Redis.from_url(redis_url)
     try:
         return run_worker(connection, make_settings(redis_url, **settings), fork=fork,
-                          burst=True, log_level="INFO")
+                          burst=burst, log_level="INFO")
     finally:
         connection.close()
+
+
+def run_burst_worker(redis_url: str, *, fork: bool = False, **settings: object) -> int:
+    """One worker until the queues are empty."""
+    return run_worker_on(redis_url, burst=True, fork=fork, **settings)
 
 
 def test_a_burst_worker_that_ran_out_of_jobs_exits_zero(
