@@ -88,38 +88,43 @@ class ReliableQueue(Queue):
         deadline = None if timeout is None else time.monotonic() + timeout
         TAKING.active = True
         try:
-            while True:
-                if TAKING.stop_requested:  # and no job taken: stop now
-                    TAKING.stop_requested = False
-                    raise StopRequested()
-                result = None
-                for key in queue_keys:
-                    result = cls.lmove(connection, key, None)
-                    if result is not None:
-                        break
-                if result is None:
-                    if deadline is None:
-                        TAKING.active = False
-                        return None
-                    left_s = deadline - time.monotonic()
-                    if left_s <= 0:
-                        raise DequeueTimeout(timeout, queue_keys)
-                    try:
-                        result = cls.lmove(connection, queue_keys[0],
-                                           max(1, min(POLL_S, int(left_s))))
-                    except DequeueTimeout:
-                        continue
-                queue_key, job_id = map(as_text, result)
-                fetched = cls._fetch_dequeued_job(connection, queue_key, job_id,
-                                                  job_class=job_class, serializer=serializer,
-                                                  death_penalty_class=death_penalty_class)
-                if fetched is not None:
-                    return fetched  # still taking, until ReliableDequeue.prepare_execution
-                # The job hash is gone: RQ's maintenance drops its id from the intermediate
-                # list.
+            taken = cls._take(queue_keys, timeout, deadline, connection, job_class=job_class,
+                              serializer=serializer, death_penalty_class=death_penalty_class)
         except BaseException:
             TAKING.active = False
             raise
+        # A job taken: still taking, until ReliableDequeue.prepare_execution.
+        TAKING.active = taken is not None
+        return taken
+
+    @classmethod
+    def _take(cls, queue_keys: list[str], timeout: int | None, deadline: float | None,
+              connection: Redis, **job_options: Any) -> tuple[Job, Queue] | None:
+        while True:
+            if TAKING.stop_requested:  # and no job taken: stop now
+                TAKING.stop_requested = False
+                raise StopRequested()
+            result = None
+            for key in queue_keys:
+                result = cls.lmove(connection, key, None)
+                if result is not None:
+                    break
+            if result is None:
+                if deadline is None:
+                    return None
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    raise DequeueTimeout(timeout, queue_keys)
+                try:
+                    result = cls.lmove(connection, queue_keys[0],
+                                       max(1, min(POLL_S, int(left_s))))
+                except DequeueTimeout:
+                    continue
+            queue_key, job_id = map(as_text, result)
+            fetched = cls._fetch_dequeued_job(connection, queue_key, job_id, **job_options)
+            if fetched is not None:
+                return fetched
+            # The job hash is gone: RQ's maintenance drops its id from the intermediate list.
 
 
 class ReliableDequeue:
@@ -129,6 +134,7 @@ class ReliableDequeue:
     queue_class = ReliableQueue
     queues: list[Queue]
     maintenance_interval: int
+    _stop_requested: bool
 
     def clean_registries(self) -> None:
         lock_s = max(int(self.maintenance_interval) - 1, 1)
@@ -136,8 +142,6 @@ class ReliableDequeue:
             if isinstance(queue, ReliableQueue):
                 queue.maintenance_lock_s = lock_s
         super().clean_registries()  # type: ignore[misc]
-
-    _stop_requested: bool
 
     def _install_signal_handlers(self) -> None:
         TAKING.active = TAKING.stop_requested = False

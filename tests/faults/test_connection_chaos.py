@@ -61,9 +61,12 @@ def _where_unsettled(url: str, sends: list[tuple[str, str]], job_ids: list[str])
     """For a timed-out run: each unsettled reply's delivery state and where its job is."""
     connection = redis.Redis.from_url(url, client_name=OBSERVER)
     try:
-        places = {key: set(connection.lrange(key, 0, -1)) | set(connection.zrange(key, 0, -1))
-                  if connection.type(key) == b"zset" else set(connection.lrange(key, 0, -1))
-                  for keys in JobQueues(connection).key_names()
+        def members(key: str) -> set[bytes]:  # RQ's queues are lists, its registries zsets
+            if connection.type(key) == b"zset":
+                return set(connection.zrange(key, 0, -1))
+            return set(connection.lrange(key, 0, -1))
+
+        places = {key: members(key) for keys in JobQueues(connection).key_names()
                   for key in (keys.queued, keys.dequeuing, keys.started, keys.scheduled,
                               keys.failed)}
         lines = []
