@@ -34,6 +34,7 @@ from bridge.web.keys import (
     sync_redis_key,
 )
 from bridge.web.live import LiveFeed
+from bridge.web.loop_lag import loop_lag_ctx
 from bridge.web.middlewares import edge_middleware
 from bridge.web.rendering import render_gate_ctx
 from bridge.web.widget_setup import setup_widget
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.cleanup_ctx.append(redis_ctx)
     # Rendering's own executor: webhooks never wait behind a slow template.
     app.cleanup_ctx.append(render_gate_ctx)
+    app.cleanup_ctx.append(loop_lag_ctx)
     app.add_routes(health.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(api.routes)

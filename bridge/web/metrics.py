@@ -14,6 +14,13 @@ LATENCY = Histogram(
     "bridge_http_request_seconds", "Request latency", ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# bridge/web/loop_lag.py: a probe every 50 ms. Requests wait as long as the loop is late.
+LOOP_LAG = Histogram(
+    "bridge_event_loop_lag_seconds",
+    "How late the web process's event loop woke a probe due every 50 ms: CPU saturation, "
+    "a blocking call, a collector pause or a machine giving the process no CPU",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 INBOUND = Counter(
     "bridge_inbound_messages_total", "Inbound messages by routing action", ["channel", "action"]
 )
