@@ -26,7 +26,7 @@ Phases, every one bounded in request count and in time:
    rate, bridge and then baseline at the same rate (the baseline shows the generator's
    own floor), in `latency_rounds` alternating rounds: a p99 is a tail, and one slow spell
    of a shared machine moves it several-fold, so the median of the rounds' p50 and p99 is
-   reported;
+   reported, with what the bridge's event-loop probes saw in each round (its /metrics);
 4. a sweep of offered loads (fractions of the appends' max) for docs/ingest-latency.svg;
 5. correctness: customer_message events stored in Redis == 200 answers received, and the
    relay has handed every change log entry on once the load stops.
@@ -39,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,8 @@ from bridge.store.embedded import EmbeddedRedis, free_port
 
 PUBLIC_BASE_URL = "https://bridge.example.com"
 TOKEN = "bench-auth-token-" + "0123456789abcdef"
+METRICS_TOKEN = "bench-metrics-token-" + "0123456789abcdef"
+_LAG_BUCKET = re.compile(r'bridge_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +105,9 @@ class Workload:
     rounds: list[LoadResult]
     latency_rounds: list[LoadResult]  # bridge, open loop at half this workload's max
     base_latency_rounds: list[LoadResult]
+    # The web process's event-loop lag probes during each latency round: cumulative count
+    # by bucket upper bound (s), as /metrics gives them (bridge/web/loop_lag.py).
+    loop_lag_rounds: list[dict[float, float]]
 
     @property
     def max_rate(self) -> float:
@@ -207,6 +214,15 @@ def wait_for_relay(url: str, timeout_s: float) -> tuple[int, float]:
         time.sleep(0.2)
 
 
+def loop_lag_buckets(port: int) -> dict[float, float]:
+    """The bridge's bridge_event_loop_lag_seconds histogram: {upper bound s: count}."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    return {float(bound): float(count) for bound, count in _LAG_BUCKET.findall(text)}
+
+
 def _round_line(label: str, r: LoadResult) -> str:
     return (f"{label} {r.rate:,.0f}/s (server CPU {r.cpu_percent.get('server', 0):.0f}%)")
 
@@ -227,7 +243,8 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_"))}
         env.update(REDIS_URL=rds.url, PORT=str(bridge_port), HOST="127.0.0.1",
                    PUBLIC_BASE_URL=PUBLIC_BASE_URL, TWILIO_AUTH_TOKEN=TOKEN,
-                   BRIDGE_DATA_DIR=str(workdir / "var"), BRIDGE_CONTACT_KEY=CONTACT_KEY)
+                   BRIDGE_DATA_DIR=str(workdir / "var"), BRIDGE_CONTACT_KEY=CONTACT_KEY,
+                   BRIDGE_METRICS_TOKEN=METRICS_TOKEN)
         base = Server("baseline", python_module("bench.baseline_server", "--port",
                                                 str(base_port)),
                       port=base_port, log_path=workdir / "baseline.log")
@@ -281,9 +298,13 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                 half = statistics.median(r.rate for r in rounds[name]) / 2
                 lat: list[LoadResult] = []
                 base_lat: list[LoadResult] = []
+                lags: list[dict[float, float]] = []
                 for i in range(cfg.latency_rounds):
+                    before = loop_lag_buckets(bridge_port)
                     res = runner.open(bridge_port, rw, half, cfg.latency_s,
                                       new_contacts=new_contacts)
+                    after = loop_lag_buckets(bridge_port)
+                    lags.append({le: after[le] - before.get(le, 0.0) for le in after})
                     log(f"  ingest: {name}, open loop at {half:,.0f}/s, round {i + 1}/"
                         f"{cfg.latency_rounds}: bridge p50 {res.latency_ms['p50']:.2f} ms "
                         f"p99 {res.latency_ms['p99']:.2f} ms")
@@ -291,7 +312,7 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                     base_lat.append(runner.open(base_port, bw, half, cfg.baseline_latency_s))
                 bridge_runs += lat
                 base_runs += base_lat
-                workloads[name] = Workload(name, rounds[name], lat, base_lat)
+                workloads[name] = Workload(name, rounds[name], lat, base_lat, lags)
             max_appends = workloads["appends"].max_rate
             sweep = []
             for f in cfg.sweep:

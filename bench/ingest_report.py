@@ -146,6 +146,34 @@ def _result_line(label: str, r: LoadResult) -> list[str]:
             _pct(cpu, "steal"), str(r.errors)]
 
 
+def loop_lag_summary(buckets: dict[float, float]) -> tuple[int, int, int, str]:
+    """(probes, later than 10 ms, later than 50 ms, the latest's bucket) from one round's
+    bridge_event_loop_lag_seconds counts by upper bound."""
+    total = int(buckets.get(math.inf, 0))
+    if not total:
+        return 0, 0, 0, "—"
+
+    def later_than(bound_s: float) -> int:  # counts are cumulative: the nearest bound below
+        return total - int(max((count for bound, count in buckets.items() if bound <= bound_s),
+                               default=0))
+
+    worst = min(bound for bound, count in buckets.items() if count >= total)
+    return (total, later_than(0.01), later_than(0.05),
+            f"≤ {fmt(worst * 1000)} ms" if math.isfinite(worst) else "> 10 s")
+
+
+def _tail_lines(o: Outcome) -> list[list[str]]:
+    lines = []
+    for w in (o.appends, o.new):
+        for i, (r, lag) in enumerate(zip(w.latency_rounds, w.loop_lag_rounds, strict=True), 1):
+            probes, over_10, over_50, worst = loop_lag_summary(lag)
+            lines.append([f"{TITLES[w.name]}, {r.offered_rate:,.0f}/s, round {i}",
+                          fmt(r.latency_ms["p99"]), fmt(r.latency_ms["max"]), str(probes),
+                          str(over_10), str(over_50), worst, _pct(r.cpu_percent, "steal"),
+                          _pct(r.cpu_percent, "redis")])
+    return lines
+
+
 def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
     head = ["Phase", "200/s", "p50 ms", "p99 ms", "server CPU", "generator CPU",
             "Redis CPU", "worker CPU", "relay CPU", "other processes CPU", "steal", "errors"]
@@ -201,6 +229,17 @@ def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
         "work to run (/proc/stat).",
         "",
         table(head, lines),
+        "",
+        "What the open loop's tail was made of: the web process's event loop is probed every "
+        "50 ms (`bridge_event_loop_lag_seconds`, read from its /metrics before and after "
+        "each round); a probe woken late means every request the process held waited as "
+        "long. Late probes with steal point at the machine, late probes without steal at "
+        "the web process itself, and a p99 well above the loop's lag at Redis or the load "
+        "generator.",
+        "",
+        table(["Open-loop round (bridge)", "p99 ms", "max ms", "loop probes",
+               "probes > 10 ms late", "> 50 ms late", "latest probe", "steal", "Redis CPU"],
+              _tail_lines(o)),
         "",
         "Server CPU time per webhook (in the results table) is the steadier figure on a "
         "shared machine: other processes take CPU time away from the server, which lowers "

@@ -33,3 +33,16 @@ def test_the_median_rounds_pair_is_reported(measured: list[float], reference: li
 def test_rounds_must_pair_up() -> None:
     with pytest.raises(ValueError):
         median_pair([_closed(1), _closed(2)], [_closed(1)])
+
+
+def test_loop_lag_summary_reads_a_rounds_probe_counts() -> None:
+    from bench.ingest_report import loop_lag_summary
+
+    inf = float("inf")
+    # 100 probes: 90 within 5 ms, 6 within 10 ms, 3 within 50 ms, 1 within 250 ms.
+    buckets = {0.005: 90.0, 0.01: 96.0, 0.025: 98.0, 0.05: 99.0, 0.1: 99.0, 0.25: 100.0,
+               0.5: 100.0, 10.0: 100.0, inf: 100.0}
+    assert loop_lag_summary(buckets) == (100, 4, 1, "≤ 250 ms")
+    assert loop_lag_summary({0.005: 3.0, 0.01: 3.0, inf: 3.0}) == (3, 0, 0, "≤ 5 ms")
+    assert loop_lag_summary({0.005: 0.0, 10.0: 1.0, inf: 2.0}) == (2, 2, 2, "> 10 s")
+    assert loop_lag_summary({inf: 0.0}) == (0, 0, 0, "—")

@@ -65,6 +65,12 @@ def test_ingest_smoke(tmp_path: Path) -> None:
         assert cpu.value > 0 and cpu.baseline
     assert by_name["customer_message events stored vs 200 answers"].passed is True
     assert rows[-1].passed is True
+    # The web process's loop was probed during every latency round (every 50 ms).
+    for workload in (outcome.appends, outcome.new):
+        assert len(workload.loop_lag_rounds) == len(workload.latency_rounds)
+        for lag in workload.loop_lag_rounds:
+            probes, *_ = ingest_report.loop_lag_summary(lag)
+            assert probes > 0
 
 
 def test_relay_smoke(ctx: Context) -> None:
