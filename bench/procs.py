@@ -84,6 +84,13 @@ class Background:
         self.spawn(cpus)
         return self
 
+    def lower_priority(self, nice: int) -> None:
+        """Run the process, its threads and the processes it started (its session's
+        process group) at niceness `nice` (up to 19, the lowest CPU priority), from now
+        on; what it starts later inherits it. Lowering a priority needs no privilege;
+        raising it back would."""
+        os.setpriority(os.PRIO_PGRP, self.pid, nice)
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
