@@ -206,10 +206,7 @@ def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
     text = [
         warning + f"One `bridge serve` web process against `bench/baseline_server.py`, with "
         "`python -m workers` and `python -m workers.relay` running as `make run` runs "
-        f"them; {o.layout}; the worker and the relay at the lowest CPU priority (nice 19: "
-        "on dynos of their own in production, here they take what Redis and the load "
-        "generator leave, and their lag shows in the relay's row). Load: bench/loadgen.py, "
-        "HTTP/1.1 keep-alive over "
+        f"them; {o.layout}. Load: bench/loadgen.py, HTTP/1.1 keep-alive over "
         f"{cfg.concurrency} connections, pre-built correctly signed Twilio WhatsApp inbound "
         "forms, a unique MessageSid each. Two workloads: **appends** (messages from "
         f"{cfg.contacts} contacts `whatsapp:+336…` whose tickets the warm-up opened, so "

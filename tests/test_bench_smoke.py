@@ -37,7 +37,7 @@ def ctx(tmp_path: Path) -> Context:
     return Context(workdir=tmp_path / "work", docs_dir=tmp_path / "docs", log=lambda m: None)
 
 
-def test_ingest_smoke(tmp_path: Path) -> None:
+def test_ingest_smoke(tmp_path: Path, ctx: Context) -> None:
     """Both workloads run with the worker and the relay beside the web process; every 200
     answer is stored, every new conversation opened a ticket, and the relay handed every
     change log entry on."""
@@ -71,6 +71,15 @@ def test_ingest_smoke(tmp_path: Path) -> None:
         for lag in workload.loop_lag_rounds:
             probes, *_ = ingest_report.loop_lag_summary(lag)
             assert probes > 0
+    ingest_report.sections(ctx, outcome, ingest.SMOKE)
+    [details] = ctx.sections
+    # The table of what each open-loop round's tail was made of: a row per round.
+    after_header = details.markdown.split("| Open-loop round (bridge) |", 1)[1]
+    tail_rows = after_header.split("\n\n", 1)[0].splitlines()[2:]  # header's end, |---|
+    rounds = len(outcome.appends.latency_rounds) + len(outcome.new.latency_rounds)
+    assert len(tail_rows) == rounds
+    assert all(row.startswith(("| appends to open tickets, ", "| new conversations, "))
+               for row in tail_rows)
 
 
 def test_relay_smoke(ctx: Context) -> None:
