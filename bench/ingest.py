@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import secrets
 import statistics
 import time
@@ -54,6 +53,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import ingest_report
 from bench.data import CONTACT_KEY
@@ -74,7 +74,6 @@ METRICS_TOKEN = "bench-metrics-token-" + "0123456789abcdef"
 # 71.9 ms once) in four 5 s phases at nice 0, 5.7-5.8 ms (16.6 ms once) in the four
 # phases alternating with them at nice 19.
 BACKGROUND_NICE = 19
-_LAG_BUCKET = re.compile(r'bridge_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,7 +229,10 @@ def loop_lag_buckets(port: int) -> dict[float, float]:
                                      headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         text = answer.read().decode()
-    return {float(bound): float(count) for bound, count in _LAG_BUCKET.findall(text)}
+    return {float(sample.labels["le"]): sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "bridge_event_loop_lag_seconds"
+            for sample in family.samples if sample.name.endswith("_bucket")}
 
 
 def _round_line(label: str, r: LoadResult) -> str:

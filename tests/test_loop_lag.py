@@ -45,7 +45,7 @@ async def test_a_loop_held_up_shows_as_lag_at_least_as_long_as_the_hold_up() -> 
     assert sum(1 for lag in lags if lag >= 0.29) == 1  # one hold-up, one late wake-up
 
 
-async def test_a_free_loop_shows_no_lag_near_a_hold_up() -> None:
+async def test_a_free_loop_shows_no_probe_as_late_as_a_hold_up() -> None:
     async def idle(lags: list[float]) -> None:
         while len(lags) < 5:
             await asyncio.sleep(0.01)
