@@ -24,6 +24,7 @@ that dies is started again. `--processes 1` (the default) is the single worker a
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import sys
@@ -94,6 +95,33 @@ class _StopSignalsAfterHandlers:
                 signal.signal(sig, self.request_force_stop)  # type: ignore[attr-defined]
 
 
+class _BoundedUnsubscribe:
+    """RQ's teardown unsubscribes from the worker's command channel, stops the thread that
+    listens on it (reads of up to 60 s: the unsubscribe reply is what ends them) and waits
+    1 s for it. redis-py 8's `stop()` itself waits for the thread, without a bound; and a
+    thread that took the unsubscribe reply before `stop()` cleared its flag goes back to
+    waiting up to 60 s for a subscription. A warm stop then took a minute, past the
+    supervisor's 25 s grace and a platform's 30 s before SIGKILL: the worker was killed
+    (exit 1; seen once in a full test run, tests/test_bench_smoke.py's warm shutdown).
+    Here the wait is RQ's 1 s again; the thread is a daemon and ends with the process."""
+
+    pubsub: Any
+    pubsub_thread: Any
+    name: str
+    pubsub_channel_name: str
+
+    def unsubscribe(self) -> None:
+        thread = self.pubsub_thread
+        if thread is None or "timeout" not in inspect.signature(thread.stop).parameters:
+            super().unsubscribe()  # type: ignore[misc]  # redis-py < 8: stop() does not wait
+            return
+        log.info("worker %s: unsubscribing from channel %s", self.name,
+                 self.pubsub_channel_name)
+        self.pubsub.unsubscribe()
+        thread.stop(timeout=1)
+        self.pubsub.close()
+
+
 class _EnsuresSweep:
     """At each maintenance pass (at start, then every maintenance interval), make sure the
     unsent-sends sweep is scheduled (workers/sweeper.py): every worker names the same job,
@@ -123,7 +151,8 @@ class _PromptReconnect:
 
 
 class BridgeWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, ReliableDequeue,
-                   _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat, HerokuWorker):
+                   _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
+                   _BoundedUnsubscribe, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
@@ -131,7 +160,7 @@ class BridgeWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, Relia
 
 class InProcessWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, ReliableDequeue,
                       _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
-                      SimpleWorker):
+                      _BoundedUnsubscribe, SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For

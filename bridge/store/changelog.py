@@ -64,8 +64,21 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _change(entry_id: bytes | str, fields: dict[Any, Any]) -> Change:
-    return Change.from_fields(_s(entry_id), {_s(k): _s(v) for k, v in fields.items()})
+def _change(log_id: str, flat: list[Any]) -> Change:
+    """An entry as Redis sends it: its fields and values in one flat list."""
+    try:
+        values = [_s(value) for value in flat or ()]
+    except UnicodeDecodeError:
+        raise ValueError(f"change {log_id}: a field is not UTF-8") from None
+    pairs = iter(values)
+    return Change.from_fields(log_id, dict(zip(pairs, pairs, strict=True)))
+
+
+def _unparsed(response: Any, **options: Any) -> Any:
+    """The reply as Redis sent it: stream entries as [id, [field, value, ...]] lists.
+    redis-py's own callbacks turn each entry's fields into a dict of bytes, which the
+    parsing above then rebuilt decoded: a third of the relay's time per change."""
+    return response
 
 
 def _batch(per_partition: Iterable[tuple[int, list[Any]]]) -> Batch:
@@ -75,10 +88,10 @@ def _batch(per_partition: Iterable[tuple[int, list[Any]]]) -> Batch:
     reached: dict[int, str] = {}
     unreadable = 0
     for partition, entries in per_partition:
-        for entry_id, fields in entries:
-            reached[partition] = _s(entry_id)
+        for entry_id, flat in entries:
+            log_id = reached[partition] = _s(entry_id)
             try:
-                changes.append(_change(entry_id, fields))
+                changes.append(_change(log_id, flat))
             except ValueError:
                 unreadable += 1
             else:
@@ -143,6 +156,11 @@ class ChangeLog:
         # a second a tailing reader makes.
         self._streams = [keys.change_log(p) for p in self.partitions]
         self._partition_of_stream = {stream: p for p, stream in enumerate(self._streams)}
+        # Entries are read on a client of the same pool that leaves XREAD's and XRANGE's
+        # replies as Redis sent them (_unparsed).
+        self._entries = Redis(connection_pool=redis.connection_pool)
+        for command in ("XREAD", "XRANGE"):
+            self._entries.set_response_callback(command, _unparsed)
         self._renew = Script(redis, _RENEW_SCRIPT)
         self._release = Script(redis, _RELEASE_SCRIPT)
 
@@ -182,15 +200,17 @@ class ChangeLog:
         for the first one when there is none (None: do not wait)."""
         names = self._streams
         streams = {names[p]: pos for p, pos in positions.items()}
-        raw = await self.redis.xread(streams, count=count, block=block_ms)
+        raw = await self._entries.xread(streams, count=count, block=block_ms)
         partition_of = self._partition_of_stream
-        return _batch((partition_of[_s(stream)], entries) for stream, entries in raw or [])
+        # RESP2 answers [[stream, entries], ...], RESP3 a map; no entries: nil (None).
+        per_stream = raw.items() if isinstance(raw, dict) else raw or []
+        return _batch((partition_of[_s(stream)], entries) for stream, entries in per_stream)
 
     async def read_until(self, positions: dict[int, str], *, until_ms: int, count: int
                          ) -> Batch:
         """Up to `count` entries per partition after the positions and written before
         until_ms (a consumer that must stay a grace period behind the writers)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._entries.pipeline(transaction=False) as pipe:
             for p, pos in positions.items():
                 pipe.xrange(keys.change_log(p), _after(pos), str(until_ms - 1), count=count)
             replies: list[Any] = await pipe.execute()
@@ -211,7 +231,7 @@ class ChangeLog:
         """Entries after the consumer's positions (counted up to LAG_COUNT_CAP per
         partition) and the age of the oldest of them."""
         positions = await self.positions(consumer)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._entries.pipeline(transaction=False) as pipe:
             for p in self.partitions:
                 pipe.xrange(keys.change_log(p), _after(positions[p]), "+", count=LAG_COUNT_CAP)
             replies: list[Any] = await pipe.execute()
@@ -228,8 +248,8 @@ class ChangeLog:
 
     async def entries(self, partition: int) -> list[Change]:
         """Every entry of one partition still in the log (tests, inspection)."""
-        raw = await self.redis.xrange(keys.change_log(partition))
-        return [_change(entry_id, fields) for entry_id, fields in raw]
+        raw = await self._entries.xrange(keys.change_log(partition))
+        return [_change(_s(entry_id), flat) for entry_id, flat in raw]
 
     async def all_entries(self) -> list[Change]:
         out: list[Change] = []
