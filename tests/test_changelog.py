@@ -243,6 +243,34 @@ async def test_lag_counts_what_was_not_handed_on_and_the_log_is_trimmed(
     assert (await log.lag(RELAY_CONSUMER)).events == 1
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_entries_that_cannot_be_parsed_are_counted_and_passed_over(
+        redis_url: str, sync_redis: redis.Redis, protocol: int) -> None:
+    """A reader skips an entry it cannot parse (a field missing, an unknown kind, bytes that
+    are not UTF-8) and counts it; the entries around it come through, in order, and the
+    positions move past all of them, so nothing is read twice. The entries are read as
+    Redis sends them, which differs between RESP2 and RESP3 (a list, a map)."""
+    client = redis.asyncio.Redis.from_url(redis_url, protocol=protocol)
+    log = ChangeLog(client)
+    stream = keys.change_log(3)
+    good = [sync_redis.xadd(stream, {"k": "routed", "t": str(n), "c": "c1", "a": "append"})
+            for n in range(2)]
+    sync_redis.xadd(stream, {"k": "routed", "c": "c1"})  # no ticket
+    sync_redis.xadd(stream, {"k": "exploded", "t": "9", "c": "c1"})
+    sync_redis.xadd(stream, {"k": "routed", "t": "9", "c": b"\xff\xfe"})
+    last = sync_redis.xadd(stream, {"k": "routed", "t": "2", "c": "c1", "a": "new_ticket"})
+    start = {p: "0-0" for p in log.partitions}
+    for batch in (await log.read(start, count=10, block_ms=None),
+                  await log.read_until(start, until_ms=now_ms() + 1000, count=10)):
+        assert [c.log_id for c in batch.changes] == [*(g.decode() for g in good),
+                                                      last.decode()]
+        assert [c.ticket_id for c in batch.changes] == ["0", "1", "2"]
+        assert batch.unreadable == 3
+        assert batch.positions == {3: last.decode()}
+        assert batch.partitions == [3, 3, 3]
+    await client.aclose()
+
+
 async def test_the_job_payloads_are_json(store: TicketStore, sync_redis: redis.Redis) -> None:
     await inbound(store)
     await relay_all(store.redis, sync_redis)

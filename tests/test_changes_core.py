@@ -77,6 +77,52 @@ def test_entries_round_trip_and_name_their_time() -> None:
     assert change.at_ms == 1700000000000
 
 
+# Every field an entry can carry, the attribute it fills, and a value no other field has
+# (from_fields builds the named tuple positionally: a field in the wrong place fails here).
+_EVERY_FIELD = [
+    ("t", "ticket_id", "t-7", "t-7"),
+    ("c", "contact_id", "c-1", "c-1"),
+    ("e", "event_id", "9-3", "9-3"),
+    ("v", "version", "41", 41),
+    ("a", "action", "a-x", "a-x"),
+    ("p", "previous_ticket_id", "p-6", "p-6"),
+    ("r", "close_reason", "r-x", "r-x"),
+    ("sf", "status_from", "sf-x", "sf-x"),
+    ("st", "status_to", "st-x", "st-x"),
+    ("o", "origin", "agent", Origin.AGENT),
+    ("se", "session_ended", "1", True),
+    ("op", "op", "op-x", "op-x"),
+    ("ev", "event_types", "n1,,n2", ("n1", "n2")),
+    ("as", "assignee", "as-x", "as-x"),
+    ("tg", "tags_changed", "1", True),
+    ("d", "delivery", "d-x", "d-x"),
+    ("ec", "error_code", "ec-x", "ec-x"),
+]
+
+
+def test_every_field_lands_in_its_own_attribute() -> None:
+    fields = {"k": "delivery", "future": "ignored"} | {key: raw for key, _, raw, _ in _EVERY_FIELD}
+    change = Change.from_fields("1700000000123-4", fields)
+    assert (change.log_id, change.kind, change.at_ms) == (
+        "1700000000123-4", ChangeKind.DELIVERY, 1700000000123)
+    assert {attr: getattr(change, attr) for _, attr, _, _ in _EVERY_FIELD} == {
+        attr: parsed for _, attr, _, parsed in _EVERY_FIELD}
+    assert set(Change._fields) == {"log_id", "kind", "at_ms"} | {a for _, a, _, _ in _EVERY_FIELD}
+
+
+def test_absent_optional_fields_take_their_defaults() -> None:
+    change = Change.from_fields("5-0", {"k": "routed", "t": "7", "c": "c1"})
+    assert change == Change(log_id="5-0", kind=ChangeKind.ROUTED, ticket_id="7",
+                            contact_id="c1", at_ms=5)
+    assert (change.origin, change.assignee, change.event_types, change.version) == (
+        Origin.SYSTEM, None, (), 0)
+
+
+def test_an_unknown_origin_is_refused() -> None:
+    with pytest.raises(ValueError, match="origin"):
+        Change.from_fields("1-0", {"k": "updated", "t": "7", "c": "c1", "o": "martian"})
+
+
 @pytest.mark.parametrize("missing", ["k", "t", "c"])
 def test_an_entry_without_its_required_fields_is_refused(missing: str) -> None:
     fields = {"k": "routed", "t": "7", "c": "c1", "a": "append"}

@@ -3,7 +3,6 @@ and solves, a survey and its answer, handed on twice."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -141,7 +140,7 @@ async def test_an_entry_without_statuses_is_judged_from_the_figures(
     [*_, answer] = await ChangeLog(aredis).all_entries()
     assert (answer.action, answer.status_from, answer.status_to) == ("append", "pending",
                                                                       "open")
-    await consumer.handle([replace(answer, status_from="", status_to="")])
+    await consumer.handle([answer._replace(status_from="", status_to="")])
     (figures, _), = (await consumer.counters.figures([tid])).values()
     assert figures.status == "open"
 
