@@ -231,6 +231,26 @@ def test_ticket_from_full_fields() -> None:
     assert t.age_s(0) == 0  # clock skew never gives a negative age
 
 
+def test_ticket_field_values_and_empty_json_fields() -> None:
+    base = {"id": "7", "contact_id": "c", "channel": "widget", "status": "new",
+            "created_at_ms": "1000"}
+    t = Ticket.from_fields(base | {"fields": '{"order": "A-1"}', "tags": "[]",
+                                   "follow_ups": ""})
+    assert t.field_values == {"order": "A-1"} and t.tags == () and t.follow_ups == ()
+    empty = [Ticket.from_fields(base | {"fields": "{}"}), Ticket.from_fields(base)]
+    assert [e.field_values for e in empty] == [{}, {}]
+    assert empty[0].field_values is not empty[1].field_values  # never one shared dict
+
+
+@pytest.mark.parametrize(("name", "value"), [("status", "lost"), ("session", "paused")])
+def test_a_stored_status_or_session_this_version_does_not_know_is_refused(
+        name: str, value: str) -> None:
+    fields = {"id": "7", "contact_id": "c", "channel": "whatsapp", "status": "open",
+              "created_at_ms": "1000", name: value}
+    with pytest.raises(ValueError, match=f"'{value}' is not a valid ticket {name}"):
+        Ticket.from_fields(fields)
+
+
 def test_contact_window() -> None:
     c = Contact(id="c", channel="whatsapp", address="whatsapp:+1", window_until_ms=1000)
     assert c.window_open(999) and not c.window_open(1000)
