@@ -117,6 +117,9 @@ class Workload:
     # The web process's event-loop lag probes during each latency round: cumulative count
     # by bucket upper bound (s), as /metrics gives them (bridge/web/loop_lag.py).
     loop_lag_rounds: list[dict[float, float]]
+    # How many times Redis forked during each latency round (INFO stats total_forks): an
+    # AOF rewrite, whose child shares the CPU of Redis and the load generator.
+    redis_forks_rounds: list[int]
 
     @property
     def max_rate(self) -> float:
@@ -223,6 +226,12 @@ def wait_for_relay(url: str, timeout_s: float) -> tuple[int, float]:
         time.sleep(0.2)
 
 
+def redis_forks(url: str) -> int:
+    """How many times Redis has forked since it started (AOF rewrites, here)."""
+    with redis.Redis.from_url(url) as client:
+        return int(client.info("stats")["total_forks"])
+
+
 def loop_lag_buckets(port: int) -> dict[float, float]:
     """The bridge's bridge_event_loop_lag_seconds histogram: {upper bound s: count}."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
@@ -313,12 +322,14 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                 lat: list[LoadResult] = []
                 base_lat: list[LoadResult] = []
                 lags: list[dict[float, float]] = []
+                forks: list[int] = []
                 for i in range(cfg.latency_rounds):
-                    before = loop_lag_buckets(bridge_port)
+                    before, forks_before = loop_lag_buckets(bridge_port), redis_forks(rds.url)
                     res = runner.open(bridge_port, rw, half, cfg.latency_s,
                                       new_contacts=new_contacts)
                     after = loop_lag_buckets(bridge_port)
                     lags.append({le: after[le] - before.get(le, 0.0) for le in after})
+                    forks.append(redis_forks(rds.url) - forks_before)
                     log(f"  ingest: {name}, open loop at {half:,.0f}/s, round {i + 1}/"
                         f"{cfg.latency_rounds}: bridge p50 {res.latency_ms['p50']:.2f} ms "
                         f"p99 {res.latency_ms['p99']:.2f} ms")
@@ -326,7 +337,7 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                     base_lat.append(runner.open(base_port, bw, half, cfg.baseline_latency_s))
                 bridge_runs += lat
                 base_runs += base_lat
-                workloads[name] = Workload(name, rounds[name], lat, base_lat, lags)
+                workloads[name] = Workload(name, rounds[name], lat, base_lat, lags, forks)
             max_appends = workloads["appends"].max_rate
             sweep = []
             for f in cfg.sweep:

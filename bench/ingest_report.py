@@ -165,12 +165,14 @@ def loop_lag_summary(buckets: dict[float, float]) -> tuple[int, int, int, str]:
 def _tail_lines(o: Outcome) -> list[list[str]]:
     lines = []
     for w in (o.appends, o.new):
-        for i, (r, lag) in enumerate(zip(w.latency_rounds, w.loop_lag_rounds, strict=True), 1):
+        for i, (r, lag, forks) in enumerate(zip(w.latency_rounds, w.loop_lag_rounds,
+                                                w.redis_forks_rounds, strict=True), 1):
             probes, over_10, over_50, worst = loop_lag_summary(lag)
             lines.append([f"{TITLES[w.name]}, {r.offered_rate:,.0f}/s, round {i}",
                           fmt(r.latency_ms["p99"]), fmt(r.latency_ms["max"]), str(probes),
                           str(over_10), str(over_50), worst, _pct(r.cpu_percent, "steal"),
-                          _pct(r.cpu_percent, "redis")])
+                          _pct(r.cpu_percent, "redis"), str(forks),
+                          _pct(r.cpu_percent, "others")])
     return lines
 
 
@@ -239,10 +241,13 @@ def sections(ctx: Context, o: Outcome, cfg: IngestConfig) -> None:
         "each round); a probe woken late means every request the process held waited as "
         "long. Late probes with steal point at the machine, late probes without steal at "
         "the web process itself, and a p99 well above the loop's lag at Redis or the load "
-        "generator.",
+        "generator. Redis forks to rewrite its append-only file once the file has doubled "
+        "since the last rewrite (64 MB at least): the rewriting child then shares the CPU "
+        "of Redis and the load generator (it counts under other processes).",
         "",
         table(["Open-loop round (bridge)", "p99 ms", "max ms", "loop probes",
-               "probes > 10 ms late", "> 50 ms late", "latest probe", "steal", "Redis CPU"],
+               "probes > 10 ms late", "> 50 ms late", "latest probe", "steal", "Redis CPU",
+               "Redis forks (AOF rewrite)", "other processes CPU"],
               _tail_lines(o)),
         "",
         "Server CPU time per webhook (in the results table) is the steadier figure on a "

@@ -68,6 +68,8 @@ def test_ingest_smoke(tmp_path: Path, ctx: Context) -> None:
     # The web process's loop was probed during every latency round (every 50 ms).
     for workload in (outcome.appends, outcome.new):
         assert len(workload.loop_lag_rounds) == len(workload.latency_rounds)
+        assert len(workload.redis_forks_rounds) == len(workload.latency_rounds)
+        assert all(forks >= 0 for forks in workload.redis_forks_rounds)
         for lag in workload.loop_lag_rounds:
             probes, *_ = ingest_report.loop_lag_summary(lag)
             assert probes > 0
@@ -80,6 +82,8 @@ def test_ingest_smoke(tmp_path: Path, ctx: Context) -> None:
     assert len(tail_rows) == rounds
     assert all(row.startswith(("| appends to open tickets, ", "| new conversations, "))
                for row in tail_rows)
+    # Each row ends with the round's Redis forks and other processes' CPU.
+    assert all(row.rstrip(" |").rsplit(" | ", 2)[-2].isdigit() for row in tail_rows)
 
 
 def test_relay_smoke(ctx: Context) -> None:
