@@ -83,8 +83,7 @@ class Change(NamedTuple):
         """Parse a log entry's fields; unknown fields are ignored (a newer writer may add
         some), a missing required one or an unknown kind or origin raises ValueError."""
         # The relay parses every change of every message (thousands a second under load):
-        # the enums are looked up in plain dicts (an Enum call costs a microsecond), and
-        # optional fields are read only when the entry has more than a routed append's.
+        # the enums are looked up in plain dicts (an Enum call costs a microsecond).
         get = fields.get
         try:
             kind = _KINDS[fields["k"]]
