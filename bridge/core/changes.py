@@ -86,12 +86,14 @@ class Change(NamedTuple):
         # the enums are looked up in plain dicts (an Enum call costs a microsecond).
         get = fields.get
         try:
-            kind = _KINDS[fields["k"]]
+            raw_kind = fields["k"]
             ticket_id = fields["t"]
             contact_id = fields["c"]
         except KeyError as exc:
-            raise ValueError(f"change {log_id}: missing field or unknown kind {exc.args[0]!r}"
-                             ) from None
+            raise ValueError(f"change {log_id}: missing field {exc.args[0]!r}") from None
+        kind = _KINDS.get(raw_kind)
+        if kind is None:
+            raise ValueError(f"change {log_id}: unknown kind {raw_kind!r}")
         origin = _ORIGINS.get(get("o") or Origin.SYSTEM.value)
         if origin is None:
             raise ValueError(f"change {log_id}: unknown origin {get('o')!r}")
