@@ -28,16 +28,15 @@ from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings
 from tests.factories import routed_reply
 from tests.faults.workers_support import work_in_process
 from tests.relay_support import relay_all
-from tests.stubs.twilio_stub import (
+from tests.stubs.twilio_rules import (
     INVALID_TO,
     MESSAGES_PATH,
     SERVER_ERROR,
     SERVICE_UNAVAILABLE,
     TOO_MANY_REQUESTS,
     Failure,
-    TwilioStub,
-    run_in_thread,
 )
+from tests.stubs.twilio_stub import TwilioStub, run_in_thread
 from workers import runtime
 from workers.outbound import OutboundService, RetryPolicy
 from workers.runtime import Runtime
