@@ -52,6 +52,28 @@ def inbound_message(body: str = "Bonjour", *, sid: str | None = None, address: s
     )
 
 
+# A fixed clock, for store tests that check exact times.
+FIXED_NOW_MS = 1_700_000_000_123
+
+
+def numbered_message(sid: str, address: str = CUSTOMER, *, body: str = "",
+                     channel: Channel = Channel.WHATSAPP, at_ms: int = FIXED_NOW_MS
+                     ) -> InboundMessage:
+    """A message whose body names its provider id ("body SM3") unless `body` is given: a
+    thread's order shows in its bodies."""
+    return inbound_message(body or f"body {sid}", sid=sid, address=address, at_ms=at_ms,
+                           channel=channel)
+
+
+async def open_ticket(store: TicketStore, sid: str = "SM1", address: str = CUSTOMER, *,
+                      channel: Channel = Channel.WHATSAPP, at_ms: int = FIXED_NOW_MS) -> str:
+    """Route numbered_message(sid) from `address`: the id of the ticket it went to."""
+    result = await store.route_inbound(
+        numbered_message(sid, address, channel=channel, at_ms=at_ms), RatingSignal(),
+        ChannelPolicy(), now_ms=at_ms)
+    return ids(result)
+
+
 async def inbound(
     store: TicketStore,
     body: str = "Bonjour",
