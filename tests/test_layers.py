@@ -1,4 +1,5 @@
-"""Imports point inward: the core is pure, bridge never imports workers."""
+"""Structure: imports point inward (the core is pure, bridge never imports workers), and no
+module grows past MAX_MODULE_LINES."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ def imported_modules(path: Path) -> set[str]:
 
 def python_files(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
+
+
+# A module past this many lines has a second job inside it (README, "Layout").
+MAX_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("folder", ["bridge", "workers", "config", "bench", "tests"])
+def test_no_module_over_max_lines(folder: str) -> None:
+    long = {str(p.relative_to(ROOT)): n for p in python_files(folder)
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these modules by responsibility: {long}"
 
 
 @pytest.mark.parametrize("path", python_files("bridge/core"), ids=lambda p: p.name)
