@@ -1,12 +1,15 @@
-"""Running the change log relay inside a test: hand every change recorded so far on."""
+"""Running the change log relay inside a test: hand every change recorded so far on; consumers
+that record the batches they get."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio
 
+from bridge.core.changes import Change
 from bridge.jobs import JobQueues
 from bridge.store.changelog import ChangeLog
 from workers.relay import ChangeConsumer, JobsConsumer, Relay
@@ -26,3 +29,23 @@ async def relay_all(aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
         finally:
             await relay.release()
     return total
+
+
+@dataclass
+class BatchRecorder:
+    name: str
+    batches: list[list[str]] = field(default_factory=list)
+
+    async def handle(self, changes: list[Change]) -> None:
+        self.batches.append([c.ticket_id for c in changes])  # log ids repeat across partitions
+
+
+@dataclass
+class FailsOnce(BatchRecorder):
+    failed: bool = False
+
+    async def handle(self, changes: list[Change]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("receiver down")
+        await super().handle(changes)

@@ -14,7 +14,7 @@ from bridge.core.tickets import EventType, Status
 from bridge.store.changelog import Batch, ChangeLog
 from bridge.store.tickets import TicketStore
 from tests.factories import ids, inbound, now_ms
-from tests.relay_support import relay_all
+from tests.relay_support import BatchRecorder, relay_all
 from workers.relay import Relay
 
 
@@ -107,15 +107,6 @@ async def test_each_consumer_has_its_own_positions_and_a_failure_repeats_only_it
     assert await relay_all(store.redis, sync_redis, [healthy, failing]) == 0
 
 
-@dataclass
-class BatchRecorder:
-    name: str
-    batches: list[list[str]] = field(default_factory=list)
-
-    async def handle(self, changes: list[Change]) -> None:
-        self.batches.append([c.ticket_id for c in changes])  # log ids repeat across partitions
-
-
 async def test_changes_written_back_to_back_are_handed_on_in_few_batches(
         store: TicketStore) -> None:
     """A busy relay reads at most every min_read_interval_s, so changes gather into batches
@@ -140,87 +131,6 @@ async def test_changes_written_back_to_back_are_handed_on_in_few_batches(
     assert len(handed) == written and len(set(handed)) == written
     # One partition per contact here: the order within the log is what each batch keeps.
     assert len(recorder.batches) <= written // 4, [len(b) for b in recorder.batches]
-
-
-@dataclass
-class _FailsOnce(BatchRecorder):
-    failed: bool = False
-
-    async def handle(self, changes: list[Change]) -> None:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("receiver down")
-        await super().handle(changes)
-
-
-async def test_consumers_at_the_same_positions_share_their_reads(
-        store: TicketStore) -> None:
-    """The relay process's consumers read the log once between them while they stand at the
-    same positions; each still gets every change once, in order, and one whose batch failed
-    gets it again."""
-    import asyncio
-
-    from workers.relay import SharedReads
-
-    written = 40
-    recorders = [BatchRecorder(f"shared-test-{n}") for n in range(4)]
-    failing = _FailsOnce("shared-test-failing")
-    log = ChangeLog(store.redis)
-    shared = SharedReads(log, max_age_s=0.2)
-    relays = [Relay(log, consumer, shared=shared, min_read_interval_s=0.2)
-              for consumer in [*recorders, failing]]
-    stop = asyncio.Event()
-    running = [asyncio.create_task(relay.run(stop)) for relay in relays]
-    try:
-        for n in range(written):
-            await inbound(store, address=f"whatsapp:+336123470{n:02d}")
-        async with asyncio.timeout(30):
-            while min(sum(map(len, r.batches)) for r in [*recorders, failing]) < written:
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.gather(*running)
-    first = [ticket for batch in recorders[0].batches for ticket in batch]
-    assert len(first) == written and len(set(first)) == written
-    for recorder in [*recorders[1:], failing]:
-        assert sorted(t for batch in recorder.batches for t in batch) == sorted(first)
-    assert failing.failed
-
-
-async def test_consumers_in_step_read_once_between_them(store: TicketStore) -> None:
-    from workers.relay import SharedReads
-
-    log = ChangeLog(store.redis)
-    shared = SharedReads(log, max_age_s=60)
-    recorders = [BatchRecorder(f"in-step-{n}") for n in range(4)]
-    relays = [Relay(log, r, shared=shared) for r in recorders]
-    for round_ in range(2):
-        for n in range(10):
-            await inbound(store, address=f"whatsapp:+33612348{round_}{n:02d}")
-        for relay in relays:
-            assert await relay.step(wait=False) == 10
-        assert shared.reads == round_ + 1  # one read per round, not four
-    assert all(r.batches == recorders[0].batches for r in recorders)
-    # A consumer ahead of a kept batch gets only what it has not handed on.
-    await inbound(store, address="whatsapp:+33612348900")
-    assert await relays[0].step(wait=False) == 1  # reads alone: the kept batch is behind it
-    assert shared.reads == 3
-    await inbound(store, address="whatsapp:+33612348901")
-    newcomer = BatchRecorder("in-step-new")
-    lagging = Relay(log, newcomer, shared=shared)
-    assert await relays[1].step(wait=False) == 1  # the batch kept from relays[0]'s read
-    assert shared.reads == 3
-    assert await relays[1].step(wait=False) == 1  # ahead of that batch now: its own read
-    assert shared.reads == 4
-    assert await relays[0].step(wait=False) == 1  # the newest: relays[1]'s batch, beyond
-    assert shared.reads == 4
-    assert recorders[0].batches[-2:] == recorders[1].batches[-2:]
-    # A consumer that starts from the beginning catches up on the kept batches, in order;
-    # only its last read, which finds nothing new, goes to Redis.
-    steps = [await lagging.step(wait=False) for _ in range(5)]
-    assert steps == [10, 10, 1, 1, 0]
-    assert shared.reads == 5
-    assert newcomer.batches == recorders[0].batches
 
 
 def _batch_of(entries: list[tuple[int, str]], read_to: dict[int, str]) -> Batch:

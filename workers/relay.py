@@ -38,23 +38,19 @@ from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
 from bridge.core.tickets import Status
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
-from bridge.store.changelog import RELAY_CONSUMER, Batch, ChangeLog
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
 from workers.export_consumer import ExportConsumer
 from workers.report_counters import ReportConsumer
+from workers.shared_reads import SharedReads
 from workers.teams import TeamsConsumer
 
 log = logging.getLogger("workers.relay")
 
 # Refused free-form messages that the approved template replaces (the send job knows how).
 _TEMPLATE_FALLBACK_CODES = frozenset({OUTSIDE_WINDOW})
-
-# How long a batch read for one consumer serves the others (SharedReads): the consumers
-# pace their reads Relay.min_read_interval_s apart but finish their batches at different
-# times.
-SHARED_READ_MAX_AGE_S = 0.05
 
 # Trimming reads every consumer's positions and touches every partition: not per batch.
 TRIM_INTERVAL_S = 5.0
@@ -114,42 +110,6 @@ class JobsConsumer:
         specs = jobs_for(changes, self.config)
         if specs:  # most batches under load are appends, which ask for no job
             await asyncio.to_thread(self.queues.enqueue_many, specs)
-
-
-@dataclass
-class SharedReads:
-    """One read of the change log for this process's consumers. Caught up, they hand on
-    the same entries; each used to read them for itself: the same XREAD over 256 streams,
-    and the same entries parsed, four times. A non-empty batch is kept max_age_s, and a
-    consumer that asks meanwhile from the batch's starting positions, or from positions
-    ahead of them, gets the part it has not handed on yet (it may miss what was written
-    since: that comes with its next read, as if it had read a moment earlier). Consumers
-    that read at different moments end at different positions; served from the same batch
-    they end at the same ones, so after one shared round they read together. An idle
-    consumer still blocks on its own read and wakes the moment a change is written, and one
-    left behind (its batch failed) reads alone until it has caught up."""
-
-    log: ChangeLog
-    max_age_s: float = SHARED_READ_MAX_AGE_S
-    reads: int = 0  # reads that went to Redis (tests, benchmarks)
-    _recent: list[tuple[float, dict[int, str], int, Batch]] = field(default_factory=list)
-
-    async def read(self, positions: dict[int, str], *, count: int, block_ms: int | None
-                   ) -> Batch:
-        now = time.monotonic()
-        self._recent = [kept for kept in self._recent if now - kept[0] <= self.max_age_s]
-        for _, read_from, read_count, batch in reversed(self._recent):
-            if read_count != count:
-                continue
-            part = batch if read_from == positions else batch.beyond(read_from, positions)
-            if part is not None and part.positions:
-                return part
-        self.reads += 1
-        read_from = dict(positions)  # the caller's dict moves on once it has handed on
-        batch = await self.log.read(read_from, count=count, block_ms=block_ms)
-        if batch.positions:
-            self._recent.append((time.monotonic(), read_from, count, batch))
-        return batch
 
 
 @dataclass
@@ -303,8 +263,9 @@ async def _serve(settings: Settings) -> None:
         for relay in relays:
             log.info("relay stopped after handing %d changes on to %s in %.0f s",
                      relay.handed_on, relay.name, time.monotonic() - started)
-        log.info("%d reads of the change log served %d consumer steps", shared.reads,
-                 sum(relay.steps for relay in relays))
+        log.info("%d reads of the change log served %d consumer steps (%d of them joined a "
+                 "read in flight)", shared.reads, sum(relay.steps for relay in relays),
+                 shared.joined)
 
 
 @click.command()

@@ -106,6 +106,21 @@ def _id_key(log_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def positions_ahead(read_from: dict[int, str], positions: dict[int, str]
+                    ) -> dict[int, tuple[int, int]] | None:
+    """The partitions in which `positions` are past `read_from`, with their positions as
+    comparable keys; None when `positions` are behind `read_from` in some partition (a
+    read from `read_from` lacks entries a consumer standing there needs)."""
+    ahead: dict[int, tuple[int, int]] = {}
+    for partition, position in positions.items():
+        start = read_from.get(partition, START)
+        if position != start:
+            if _id_key(position) < _id_key(start):
+                return None
+            ahead[partition] = _id_key(position)
+    return ahead
+
+
 @dataclass(frozen=True)
 class Lag:
     """How far a consumer is behind the writers: entries not yet handed on, and the age of
@@ -129,13 +144,9 @@ class Batch:
         """What of this batch (read after `read_from`) a consumer standing at `positions`
         has not handed on yet; None when that consumer is behind `read_from` in some
         partition (the batch lacks entries it needs)."""
-        ahead: dict[int, tuple[int, int]] = {}
-        for partition, position in positions.items():
-            start = read_from.get(partition, START)
-            if position != start:
-                if _id_key(position) < _id_key(start):
-                    return None
-                ahead[partition] = _id_key(position)
+        ahead = positions_ahead(read_from, positions)
+        if ahead is None:
+            return None
         if not ahead:
             return self
         kept = [(change, p) for change, p in zip(self.changes, self.partitions, strict=True)
