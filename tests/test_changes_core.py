@@ -97,6 +97,8 @@ _EVERY_FIELD = [
     ("tg", "tags_changed", "1", True),
     ("d", "delivery", "d-x", "d-x"),
     ("ec", "error_code", "ec-x", "ec-x"),
+    ("ch", "channel", "ch-x", "ch-x"),
+    ("ca", "created_at_ms", "1700000000999", 1700000000999),
 ]
 
 

@@ -9,13 +9,16 @@ import pytest
 import redis
 import redis.asyncio
 
+from bridge.core.messages import Channel
+from bridge.core.policy import ChannelPolicy
 from bridge.core.report_counts import bucket_of, bucket_value
+from bridge.core.routing import RatingSignal
 from bridge.core.tickets import EventType, Status, Ticket
 from bridge.report_query import build_report, parse_period
 from bridge.store import keys
 from bridge.store.changelog import ChangeLog
 from bridge.store.tickets import TicketStore
-from tests.factories import ids, inbound, now_ms
+from tests.factories import ids, inbound, inbound_message, now_ms
 from tests.relay_support import relay_all
 from workers.report_counters import ReportConsumer
 
@@ -83,12 +86,9 @@ async def test_a_customer_answer_in_a_later_batch_reopens_a_pending_ticket(
     assert figures.status == "open"
 
 
-async def test_messages_appended_to_an_open_ticket_read_no_ticket(
-        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    await inbound(store, "Bonjour")
-    consumer = ReportConsumer.on(aredis)
-    await relay_all(aredis, sync_redis, [consumer])
+def _count_reads(consumer: ReportConsumer, monkeypatch: pytest.MonkeyPatch
+                 ) -> tuple[list[list[object]], list[list[str]]]:
+    """The tickets and the figures the consumer reads from now on."""
     asked: list[list[object]] = []
     get_tickets, tickets_in = consumer.store.get_tickets, consumer.store.tickets_in
 
@@ -110,12 +110,59 @@ async def test_messages_appended_to_an_open_ticket_read_no_ticket(
         return await figures(ticket_ids)
 
     monkeypatch.setattr(consumer.counters, "figures", counting_figures)
+    return asked, figures_asked
+
+
+async def test_messages_appended_to_an_open_ticket_read_no_ticket(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await inbound(store, "Bonjour")
+    consumer = ReportConsumer.on(aredis)
+    await relay_all(aredis, sync_redis, [consumer])
+    asked, figures_asked = _count_reads(consumer, monkeypatch)
     for body in ("un", "deux", "trois"):
         await inbound(store, body)
     assert await relay_all(aredis, sync_redis, [consumer]) == 3
     # Neither the tickets nor their figures: the entries say the status stayed as it was.
     assert [ids for ids in asked if ids] == []
     assert figures_asked == []
+
+
+async def test_openings_are_counted_from_their_entries(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A routed opening's entry carries the new ticket's channel and creation time: the
+    consumer counts it by channel without reading the ticket."""
+    opened = [ids(await inbound(store, "Bonjour", address=f"whatsapp:+3361234{n:04d}"))
+              for n in range(3)]
+    widget = await store.route_inbound(
+        inbound_message("Hello", address="visitor-7", channel=Channel.WIDGET),
+        RatingSignal(), ChannelPolicy(), now_ms=now_ms())
+    entries = {c.ticket_id: c for c in await ChangeLog(aredis).all_entries()}
+    assert sorted(entries) == sorted([*opened, ids(widget)])
+    for tid, change in entries.items():
+        ticket = await store.get_ticket(tid)
+        assert (change.channel, change.created_at_ms) == (ticket.channel,
+                                                          ticket.created_at_ms)
+    consumer = ReportConsumer.on(aredis)
+    asked, _ = _count_reads(consumer, monkeypatch)
+    assert await relay_all(aredis, sync_redis, [consumer]) == 4
+    assert [ids for ids in asked if ids] == []
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 4
+    assert {name: figures["created"] for name, figures in report["tickets"]["by_channel"].items()
+            } == {"whatsapp": 3, "widget": 1}
+
+
+async def test_an_opening_from_before_entries_named_the_channel_reads_its_ticket(
+        aredis: redis.asyncio.Redis, store: TicketStore) -> None:
+    """Entries written before routing recorded the channel (a log carried over an upgrade)."""
+    await inbound(store, "Bonjour")
+    [opening] = await ChangeLog(aredis).all_entries()
+    await ReportConsumer.on(aredis).handle([opening._replace(channel="", created_at_ms=0)])
+    report = await _report(aredis)
+    assert report["tickets"]["created"] == 1
+    assert report["tickets"]["by_channel"]["whatsapp"]["created"] == 1
 
 
 async def test_a_new_ticket_not_indexed_yet_is_counted(

@@ -7,7 +7,9 @@ and the counters and figures of a change are written in one transaction, so a ba
 on again after a crash counts nothing twice.
 
 What a change does not say is read from the ticket as it is when the change is handed on
-(its channel, its current assignee when the change did not set one, its rating).
+(its current assignee when an update did not set one, its rating); a routed message's entry
+says all the rest (bridge/store/route.lua), so routing's changes read no ticket but a
+survey's answer.
 """
 
 from __future__ import annotations
@@ -47,16 +49,15 @@ def _counts_nothing(change: Change) -> bool:
         and change.status_from != "" and change.status_from == change.status_to)
 
 
-def _needs_ticket(change: Change, figures: dict[str, TicketFigures]) -> bool:
-    """Whether counting the change reads its ticket. An append from an entry written before
-    routing recorded statuses is judged from the figures: only one to a pending ticket
-    counts (routing opened it again). A ticket can only turn pending within a batch
-    through a status change, whose own entry then loads it."""
-    if change.kind is ChangeKind.ROUTED and change.action == "append" \
-            and not change.status_from:
-        current = figures.get(change.ticket_id)
-        return current is not None and current.status == "pending"
-    return True
+def _needs_ticket(change: Change) -> bool:
+    """Whether counting the change reads its ticket. A routed change says all it counts,
+    except a survey's answer (the rating is on the ticket) and an opening from an entry
+    written before routing recorded the new ticket's channel and creation time."""
+    if change.kind is not ChangeKind.ROUTED:
+        return True
+    if change.action in OPENING_ACTIONS:
+        return not change.channel
+    return change.action == "csat_answer"
 
 
 @dataclass
@@ -80,7 +81,7 @@ class ReportConsumer:
         figures = {tid: f for tid, (f, _) in known.items()}
         last = {tid: log for tid, (_, log) in known.items()}
         tickets = await self._tickets({c.ticket_id: c.contact_id for c in relevant
-                                       if _needs_ticket(c, figures)})
+                                       if _needs_ticket(c)})
         updates: dict[str, tuple[str, TicketFigures, str, list[Increment]]] = {}
         for change in relevant:
             for ticket_id, facts in await self._facts(change, tickets, figures):
@@ -111,30 +112,11 @@ class ReportConsumer:
     async def _facts(self, change: Change, tickets: dict[str, Ticket],
                      figures: dict[str, TicketFigures]) -> list[tuple[str, list[Fact]]]:
         ticket = tickets.get(change.ticket_id)
+        if change.kind is ChangeKind.ROUTED:
+            return _routed_facts(change, ticket, figures)
         if ticket is None:  # gone since: nothing to count
             return []
         at = change.at_ms
-        if change.kind is ChangeKind.ROUTED:
-            out: list[tuple[str, list[Fact]]] = []
-            if change.action in OPENING_ACTIONS:
-                if change.previous_ticket_id and change.close_reason:
-                    # Routing closed the previous ticket in the same step (thread limit).
-                    out.append((change.previous_ticket_id, [StatusTo(at, "closed")]))
-                out.append((ticket.id, [Created(ticket.created_at_ms or at, ticket.channel)]))
-            elif change.action == "reopen":
-                out.append((ticket.id, [StatusTo(at, "open")]))
-            elif change.action == "append":
-                # Routing opens a pending ticket again when the customer writes.
-                if change.status_from:
-                    if change.status_to != change.status_from:
-                        out.append((ticket.id, [StatusTo(at, change.status_to)]))
-                else:  # an entry without statuses: the figures tell
-                    current = figures.get(ticket.id)
-                    if current is not None and current.status == "pending":
-                        out.append((ticket.id, [StatusTo(at, "open")]))
-            elif change.action == "csat_answer" and ticket.csat_rating:
-                out.append((ticket.id, [Rated(at, ticket.csat_rating)]))
-            return out
         facts: list[Fact] = []
         if _EVENTS_WANTED.intersection(change.event_types):
             for event in await self.store.events_of_change(change):
@@ -146,3 +128,36 @@ class ReportConsumer:
             assignee = change.assignee if change.assignee is not None else ticket.assignee
             facts.append(StatusTo(at, change.status_to, assignee))
         return [(ticket.id, facts)] if facts else []
+
+
+def _routed_facts(change: Change, ticket: Ticket | None, figures: dict[str, TicketFigures]
+                  ) -> list[tuple[str, list[Fact]]]:
+    """A routed message's facts: from its entry, and from its ticket (read only when
+    _needs_ticket says so; None when it is gone since)."""
+    at, ticket_id = change.at_ms, change.ticket_id
+    out: list[tuple[str, list[Fact]]] = []
+    if change.action in OPENING_ACTIONS:
+        if change.channel:
+            created = Created(change.created_at_ms or at, change.channel)
+        elif ticket is not None:  # an entry written before routing recorded these
+            created = Created(ticket.created_at_ms or at, ticket.channel)
+        else:
+            return []
+        if change.previous_ticket_id and change.close_reason:
+            # Routing closed the previous ticket in the same step (thread limit).
+            out.append((change.previous_ticket_id, [StatusTo(at, "closed")]))
+        out.append((ticket_id, [created]))
+    elif change.action == "reopen":
+        out.append((ticket_id, [StatusTo(at, "open")]))
+    elif change.action == "append":
+        # Routing opens a pending ticket again when the customer writes.
+        if change.status_from:
+            if change.status_to != change.status_from:
+                out.append((ticket_id, [StatusTo(at, change.status_to)]))
+        else:  # an entry without statuses: the figures tell
+            current = figures.get(ticket_id)
+            if current is not None and current.status == "pending":
+                out.append((ticket_id, [StatusTo(at, "open")]))
+    elif change.action == "csat_answer" and ticket is not None and ticket.csat_rating:
+        out.append((ticket_id, [Rated(at, ticket.csat_rating)]))
+    return out

@@ -77,6 +77,10 @@ class Change(NamedTuple):
     # DELIVERY
     delivery: str = ""
     error_code: str = ""
+    # ROUTED openings (new_ticket, follow_up): the new ticket's channel and creation time
+    # ("" and 0 in entries written before routing recorded them).
+    channel: str = ""
+    created_at_ms: int = 0
 
     @classmethod
     def from_fields(cls, log_id: str, fields: Mapping[str, str]) -> Change:
@@ -122,6 +126,8 @@ class Change(NamedTuple):
             get("tg") == "1",  # tags_changed
             get("d", ""),  # delivery
             get("ec", ""),  # error_code
+            get("ch", ""),  # channel
+            int(get("ca") or 0),  # created_at_ms
         )
 
 

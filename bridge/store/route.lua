@@ -54,8 +54,10 @@ end
 
 -- The change log entry of this message (bridge/core/changes.py reads it): written with the
 -- change, so a process that dies after this script loses none of the change's consequences.
--- A message to the current ticket also records its status before and after (the report
--- counters' consumer then knows, without reading anything, that an append changed nothing).
+-- What its consumers would otherwise read back goes on the entry: a message to the current
+-- ticket records its status before and after (the report counters' consumer then knows that
+-- an append changed nothing), and an opening records the new ticket's channel and creation
+-- time (which it counts).
 local function log_change(action, tid, eid, prev, reason, status_from, status_to)
   local fields = {'k', 'routed', 't', tid, 'c', ARGV[21], 'a', action, 'e', eid}
   if prev ~= '' then table.insert(fields, 'p'); table.insert(fields, prev) end
@@ -63,6 +65,10 @@ local function log_change(action, tid, eid, prev, reason, status_from, status_to
   if status_from then
     table.insert(fields, 'sf'); table.insert(fields, status_from)
     table.insert(fields, 'st'); table.insert(fields, status_to)
+  end
+  if action == 'new_ticket' or action == 'follow_up' then
+    table.insert(fields, 'ch'); table.insert(fields, ARGV[5])
+    table.insert(fields, 'ca'); table.insert(fields, now)
   end
   redis.call('XADD', log_key, '*', unpack(fields))
 end
