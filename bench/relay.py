@@ -77,8 +77,10 @@ class Change:
 def new_ticket_change(contact: int, ticket: int) -> Change:
     """What route.lua writes when a message from a new contact opens ticket `ticket`."""
     cid = contact_id_for(CONTACT_KEY.encode(), Channel.WHATSAPP, contact_address(contact))
-    event_id = f"{1_700_000_000_000 + ticket}-0"
-    fields = {"k": "routed", "t": str(ticket), "c": cid, "a": "new_ticket", "e": event_id}
+    created_at_ms = 1_700_000_000_000 + ticket
+    event_id = f"{created_at_ms}-0"
+    fields = {"k": "routed", "t": str(ticket), "c": cid, "a": "new_ticket", "e": event_id,
+              "ch": Channel.WHATSAPP.value, "ca": str(created_at_ms)}
     return Change(keys.change_log_of(cid), fields,
                   trigger_job(str(ticket), TriggerName.CREATED.value, 0, event_id))
 
