@@ -263,9 +263,9 @@ async def _serve(settings: Settings) -> None:
         for relay in relays:
             log.info("relay stopped after handing %d changes on to %s in %.0f s",
                      relay.handed_on, relay.name, time.monotonic() - started)
-        log.info("%d reads of the change log served %d consumer steps (%d of them joined a "
-                 "read in flight)", shared.reads, sum(relay.steps for relay in relays),
-                 shared.joined)
+        log.info("%d batches handed on; the consumers' reads of the change log (idle ones "
+                 "included): %d went to Redis, %d joined one in flight",
+                 sum(relay.steps for relay in relays), shared.reads, shared.joined)
 
 
 @click.command()
