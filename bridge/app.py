@@ -77,7 +77,7 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(openapi.routes)
     app.add_routes(macros.routes)
     app.add_routes(reports.routes)
-    app.add_routes(workspace.routes)
+    workspace.setup(app)
     app.add_routes(export_api.routes)
     app.add_routes(export_bulk_api.routes)
     app.add_routes(teams.routes)

@@ -50,4 +50,9 @@ def live_server(settings: Settings) -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
+        # Stopping takes well under a second; a handler left open holds runner.cleanup()
+        # until aiohttp's shutdown timeout (an /app/live stream once held it 14-30 s a test).
+        thread.join(15)
+        if thread.is_alive():
+            raise RuntimeError("the live server did not stop within 15 s: a handler "
+                               "still open at shutdown?")

@@ -51,3 +51,21 @@ async def test_the_feed_needs_a_session_and_a_known_ticket(client: Client) -> No
     assert (await client.get("/app/live", allow_redirects=False)).status == 303
     await sign_in(client, AGENT_TOKEN)
     assert (await client.get("/app/live?ticket=424242")).status == 404
+
+
+async def test_the_streams_end_when_the_process_stops(client: Client) -> None:
+    """Stopping, the process ends every stream at once (the page's EventSource connects
+    again, to its successor): an open stream would hold the process until aiohttp's
+    shutdown timeout. A stream asked for meanwhile opens and ends at once too."""
+    await sign_in(client, AGENT_TOKEN)
+    streams = [await client.get("/app/live"), await client.get("/app/live?everything=1")]
+    for response in streams:
+        assert (await response.content.readline()).startswith(b"retry:")
+    await client.app.shutdown()  # what the runner runs first when the process stops
+    async with asyncio.timeout(10):  # a stream left open never ends: the test fails
+        for response in streams:
+            await response.content.read()  # to the end of the stream
+            assert response.content.at_eof()
+        late = await client.get("/app/live")
+        assert late.status == 200
+        assert (await late.content.read()).startswith(b"retry:")

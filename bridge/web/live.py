@@ -79,6 +79,10 @@ class Subscription:
             out.append(self._queue.get_nowait())
         return out
 
+    def wake(self) -> None:
+        """Hand the subscriber a RESYNC now, so that it looks up (its process is stopping)."""
+        self._offer(RESYNC)
+
     def _offer(self, item: Change | Resync) -> None:
         try:
             self._queue.put_nowait(item)

@@ -29,6 +29,12 @@ def _static_dir() -> Path:
 
 routes: list[web.AbstractRouteDef] = [
     *signin.routes, *tickets.routes, *ticket_page.routes, *reports_page.routes,
-    *live.routes, *macros_page.routes, *operations.routes, *teams_page.routes,
+    *macros_page.routes, *operations.routes, *teams_page.routes,
     web.static("/app/static", _static_dir()),
 ]
+
+
+def setup(app: web.Application) -> None:
+    """The pages' routes, and the live streams' state (ended when the process stops)."""
+    app.add_routes(routes)
+    live.setup(app)

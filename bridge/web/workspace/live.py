@@ -5,7 +5,12 @@ one ticket or for everything; each burst of changes becomes one `change` event n
 tickets, and the page re-fetches its fragment (bridge/static/workspace.js). The events carry
 no content: the fragment is read from the store with the viewer's session, so nothing is
 missed or shown twice, and the page reads it again when it connects (changes made between
-the page's render and the subscription are not lost)."""
+the page's render and the subscription are not lost).
+
+When the process stops, every stream ends at once (LivePages): the browser's EventSource
+connects again 2 s later (the `retry` the stream sets), to this process's successor or
+another one. A stream left open would hold the process until aiohttp's shutdown timeout
+(20 s in `bridge serve`), since a page that went away is noticed only at the next write."""
 
 from __future__ import annotations
 
@@ -16,12 +21,35 @@ from aiohttp import web
 
 from bridge.web.auth import Principal
 from bridge.web.keys import live_feed_key, store_key
-from bridge.web.live import Resync
+from bridge.web.live import Resync, Subscription
 from bridge.web.workspace.common import page
 
 routes = web.RouteTableDef()
 
 KEEPALIVE_S = 15.0
+
+
+class LivePages:
+    """This process's open /app/live streams, ended when it stops."""
+
+    def __init__(self) -> None:
+        self.open: set[Subscription] = set()
+        self.stopping = False
+
+    async def end_all(self, app: web.Application) -> None:
+        """on_shutdown: each stream wakes, sees `stopping` and ends."""
+        self.stopping = True
+        for subscription in self.open:
+            subscription.wake()
+
+
+live_pages_key = web.AppKey("live_pages", LivePages)
+
+
+def setup(app: web.Application) -> None:
+    app[live_pages_key] = pages = LivePages()
+    app.on_shutdown.append(pages.end_all)
+    app.add_routes(routes)
 
 
 @routes.get("/app/live")
@@ -30,7 +58,9 @@ async def live(request: web.Request, who: Principal) -> web.StreamResponse:
     ticket_id = request.query.get("ticket", "")
     if ticket_id:
         await request.app[store_key].get_ticket(ticket_id)  # 404 for an unknown ticket
-    feed = request.app[live_feed_key]
+    # A stream asked for while stopping still opens, then ends at once: EventSource
+    # connects again after an ended stream, never after an error status.
+    feed, pages = request.app[live_feed_key], request.app[live_pages_key]
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"})
@@ -39,13 +69,16 @@ async def live(request: web.Request, who: Principal) -> web.StreamResponse:
         # Subscribed before the page hears "open" and re-reads its fragment.
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
+        pages.open.add(changes)
         try:
-            while True:
+            while not pages.stopping:
                 try:
                     first = await asyncio.wait_for(changes.get(), timeout=KEEPALIVE_S)
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
+                if pages.stopping:
+                    break
                 burst = [first, *changes.pending()]
                 tickets = sorted({c.ticket_id for c in burst if not isinstance(c, Resync)})
                 data = json.dumps({"tickets": tickets,
@@ -53,4 +86,6 @@ async def live(request: web.Request, who: Principal) -> web.StreamResponse:
                 await response.write(f"event: change\ndata: {data}\n\n".encode())
         except ConnectionResetError:
             pass  # the page went away
+        finally:
+            pages.open.discard(changes)
     return response
