@@ -3,7 +3,7 @@
 RQ's teardown unsubscribes, then stops the listening thread. When the thread takes the
 unsubscribe reply before its stop flag is cleared, it goes back to waiting up to 60 s for a
 subscription; redis-py 8's `stop()` waited for it without a bound, so the worker took a
-minute to exit and the supervisor killed it (workers/__main__.py: _BoundedUnsubscribe).
+minute to exit and the supervisor killed it (workers/__main__.py: BoundedUnsubscribe).
 The test forces that order: the unsubscribe returns only once the thread has read its reply.
 """
 

@@ -95,7 +95,7 @@ class _StopSignalsAfterHandlers:
                 signal.signal(sig, self.request_force_stop)  # type: ignore[attr-defined]
 
 
-class _BoundedUnsubscribe:
+class BoundedUnsubscribe:
     """RQ's teardown unsubscribes from the worker's command channel, stops the thread that
     listens on it (reads of up to 60 s: the unsubscribe reply is what ends them) and waits
     1 s for it. redis-py 8's `stop()` itself waits for the thread, without a bound; and a
@@ -152,7 +152,7 @@ class _PromptReconnect:
 
 class BridgeWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, ReliableDequeue,
                    _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
-                   _BoundedUnsubscribe, HerokuWorker):
+                   BoundedUnsubscribe, HerokuWorker):
     # A send takes at most ~15 s (HTTP timeouts); platforms allow 30 s between SIGTERM
     # and SIGKILL. Give a running job 20 s before it is interrupted.
     imminent_shutdown_delay = 20
@@ -160,7 +160,7 @@ class BridgeWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, Relia
 
 class InProcessWorker(SafeSchedulerStart, _PromptReconnect, ContractJobsOnly, ReliableDequeue,
                       _EnsuresSweep, _StopSignalsAfterHandlers, _PipelinedHeartbeat,
-                      _BoundedUnsubscribe, SimpleWorker):
+                      BoundedUnsubscribe, SimpleWorker):
     """Runs jobs in the worker process itself: no fork per job, so the event loop, the Redis
     pools and the HTTP keep-alive connection to Twilio are reused from one job to the next
     (a forked child pays ~50-100 ms of set-up and a new TLS handshake per message). For

@@ -34,6 +34,7 @@ from bench.procs import children_by_parent
 from bridge.jobs import QUEUES_BY_PRIORITY
 from bridge.store.tickets import TicketStore
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONTACT_KEY
+from workers.__main__ import BoundedUnsubscribe
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -171,8 +172,13 @@ def work_in_process(connection: redis.Redis, queue_names: Iterable[str] = QUEUES
     first."""
     queues = [Queue(name, connection=connection, serializer=JSONSerializer)
               for name in queue_names]
-    worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    worker = _BurstWorker(queues, connection=connection, serializer=JSONSerializer)
     return bool(worker.work(burst=True, with_scheduler=with_scheduler))
+
+
+class _BurstWorker(BoundedUnsubscribe, SimpleWorker):
+    """RQ's SimpleWorker, stopping as the bridge's workers do: its teardown could wait a
+    minute for redis-py's command-channel thread (a test once took 60 s)."""
 
 
 # ------------------------------------------------------------------ waiting and the store
