@@ -22,11 +22,7 @@ from tests.outbound.support import (
     service,
     twilio_error,
 )
-from workers.outbound import (
-    FAILED,
-    SENT,
-    SKIPPED,
-)
+from workers.outbound import FAILED, SENT, SKIPPED
 from workers.senders import TwilioSender
 
 # ------------------------------------------------------------------------------ permanent

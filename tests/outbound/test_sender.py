@@ -25,12 +25,7 @@ from tests.outbound.support import (
     service,
     twilio_error,
 )
-from workers.outbound import (
-    FAILED,
-    RETRY,
-    SENT,
-    SKIPPED,
-)
+from workers.outbound import FAILED, RETRY, SENT, SKIPPED
 from workers.senders import TwilioSender
 
 # ------------------------------------------------------------------------------ success
