@@ -43,16 +43,13 @@ class _Read:
     block_ms: int | None
     answer: asyncio.Future[Batch]
 
-    def covers(self, positions: dict[int, str], count: int) -> bool:
-        """Whether this read's answer holds every entry a consumer standing at `positions`
-        may be handed next (it asks for as many, from here or from further on)."""
-        return count == self.count and (positions == self.read_from or positions_ahead(
-            self.read_from, positions) is not None)
-
-    def part_for(self, batch: Batch, positions: dict[int, str]) -> Batch:
-        part = batch if positions == self.read_from else batch.beyond(self.read_from, positions)
-        assert part is not None, "served only from positions not behind the read's"
-        return part
+    def ahead(self, positions: dict[int, str], count: int) -> dict[int, tuple[int, int]] | None:
+        """Where a consumer standing at `positions` and asking for `count` entries is past
+        this read's start (Batch.past drops what it has handed on); None when this read's
+        answer may lack entries it needs."""
+        if count != self.count:
+            return None
+        return {} if positions == self.read_from else positions_ahead(self.read_from, positions)
 
 
 @dataclass
@@ -69,21 +66,23 @@ class SharedReads:
         now = time.monotonic()
         self._recent = [kept for kept in self._recent if now - kept[0] <= self.max_age_s]
         for _, done, batch in reversed(self._recent):
-            if done.covers(positions, count):
-                part = done.part_for(batch, positions)
-                if part.positions:
-                    return part
+            ahead = done.ahead(positions, count)
+            if ahead is not None and (part := batch.past(ahead)).positions:
+                return part
         for pending in self._in_flight:
             # Joined only if it waits as this read would: a read that may not wait must
             # not be held up by one that may.
-            if pending.block_ms == block_ms and pending.covers(positions, count):
+            if pending.block_ms != block_ms:
+                continue
+            ahead = pending.ahead(positions, count)
+            if ahead is not None:
                 self.joined += 1
                 try:
                     # Shielded: a joiner that stops waiting leaves the read to the others.
                     batch = await asyncio.shield(pending.answer)
                 except _ReadAbandoned:
                     break
-                return pending.part_for(batch, positions)
+                return batch.past(ahead)
         return await self._read(positions, count, block_ms)
 
     async def _read(self, positions: dict[int, str], count: int, block_ms: int | None

@@ -115,9 +115,10 @@ def positions_ahead(read_from: dict[int, str], positions: dict[int, str]
     for partition, position in positions.items():
         start = read_from.get(partition, START)
         if position != start:
-            if _id_key(position) < _id_key(start):
+            key = _id_key(position)
+            if key < _id_key(start):
                 return None
-            ahead[partition] = _id_key(position)
+            ahead[partition] = key
     return ahead
 
 
@@ -145,8 +146,10 @@ class Batch:
         has not handed on yet; None when that consumer is behind `read_from` in some
         partition (the batch lacks entries it needs)."""
         ahead = positions_ahead(read_from, positions)
-        if ahead is None:
-            return None
+        return None if ahead is None else self.past(ahead)
+
+    def past(self, ahead: dict[int, tuple[int, int]]) -> Batch:
+        """This batch without what lies at or before `ahead` (positions_ahead's answer)."""
         if not ahead:
             return self
         kept = [(change, p) for change, p in zip(self.changes, self.partitions, strict=True)
