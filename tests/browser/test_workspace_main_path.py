@@ -8,7 +8,7 @@ import re
 
 import pytest
 import redis
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from config.settings import Settings
 from tests.browser.conftest import LiveBridge, assert_accessible, screenshot
@@ -76,3 +76,22 @@ def test_an_agent_works_a_new_whatsapp_ticket(page: Page, live_bridge: LiveBridg
     expect(survey).to_have_count(1, timeout=15_000)
     assert survey.get_attribute("data-event") in outbox(sync_redis)
     assert_accessible(page)
+
+
+def test_the_ticket_lists_fit_a_phone(chromium: Browser, live_bridge: LiveBridge) -> None:
+    """At a phone's width (390 px) the page stays the screen's width: a list wider than it
+    scrolls on its own, and the page passes axe there too."""
+    base = live_bridge.url
+    context = chromium.new_context(locale="en-US", viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        for n in range(3):
+            customer_writes(base, "Bonjour", sender=f"whatsapp:+3361234560{n}")
+        sign_in(page, base, AGENT_TOKEN)
+        expect(page.locator("section[aria-labelledby=view-new] tr[data-ticket]")
+               ).to_have_count(3, timeout=15_000)
+        screenshot(page, "workspace-views-phone")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert_accessible(page)
+    finally:
+        context.close()
