@@ -188,3 +188,24 @@ async def test_a_views_count_is_every_ticket_in_it_not_just_the_page(
     assert 'data-count="new">53<' in html and html.count("data-ticket=") == 50
     filtered = await (await client.get("/app/?channel=whatsapp")).text()
     assert 'data-count="new">50+<' in filtered
+
+
+async def test_a_live_refresh_during_a_redirect_leaves_the_pages_message(
+        client: Client, store: TicketStore) -> None:
+    """The ticket's own change wakes the old page's live region, whose fetch can reach the
+    server between the redirect and the page it points to: the fragment must not spend the
+    page's one-time message."""
+    tid = ids(await inbound(store, "Bonjour"))
+    csrf = await sign_in(client, AGENT_TOKEN)
+    saved = await client.post(f"/app/tickets/{tid}/update",
+                              data={"csrf_token": csrf, "status": "pending"},
+                              allow_redirects=False)
+    assert saved.status == 303
+    for fragment in (f"/app/tickets/{tid}/thread", "/app/views",
+                     f"/app/tickets/{tid}/macro-preview?macro=greeting"):
+        answer = await client.get(fragment)
+        assert answer.status == 200 and "flash" not in await answer.text()
+    page = await (await client.get(saved.headers["Location"])).text()
+    assert 'class="flash flash-notice"' in page and "Ticket updated" in page
+    again = await (await client.get(saved.headers["Location"])).text()
+    assert 'class="flash' not in again  # shown once

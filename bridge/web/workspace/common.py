@@ -65,18 +65,32 @@ def environment() -> jinja2.Environment:
 
 def render(request: web.Request, template: str, *, status: int = 200,
            who: Principal | None = None, **context: Any) -> web.Response:
-    lang = language(request)
+    """A whole page, showing (and so spending) the one-time message left by a redirect."""
     flash = _read_flash(request)
+    response = _rendered(request, template, status, who, flash, context)
+    if flash:
+        response.del_cookie(FLASH_COOKIE, path="/app")
+    return response
+
+
+def render_fragment(request: web.Request, template: str, *, status: int = 200,
+                    who: Principal | None = None, **context: Any) -> web.Response:
+    """A part of a page fetched by its script (a live region, a preview). It leaves the
+    one-time message alone: a live region refreshed while the browser follows a redirect
+    would otherwise spend the message meant for the page being loaded."""
+    return _rendered(request, template, status, who, None, context)
+
+
+def _rendered(request: web.Request, template: str, status: int, who: Principal | None,
+              flash: dict[str, str] | None, context: dict[str, Any]) -> web.Response:
+    lang = language(request)
     body = environment().get_template(template).render(
         _=translator(lang), lang=lang, who=who, csrf_field=CSRF_FIELD,
         csrf_token=csrf_token(request), flash=flash, path=request.path_qs,
         is_admin=who is not None and who.role is Role.ADMIN,
         available=request.get(AVAILABLE_KEY), **context)
-    response = web.Response(text=body, content_type="text/html", status=status,
-                            headers=PAGE_HEADERS)
-    if flash:
-        response.del_cookie(FLASH_COOKIE, path="/app")
-    return response
+    return web.Response(text=body, content_type="text/html", status=status,
+                        headers=PAGE_HEADERS)
 
 
 def _read_flash(request: web.Request) -> dict[str, str] | None:

@@ -25,7 +25,7 @@ from bridge.web.keys import store_key
 from bridge.web.macros import _limits, _validate, automation_config, macro_store
 from bridge.web.rendering import render_gate_key
 from bridge.web.ticket_actions import contact_or_none
-from bridge.web.workspace.common import page, redirect, render
+from bridge.web.workspace.common import page, redirect, render, render_fragment
 
 routes = web.RouteTableDef()
 
@@ -139,7 +139,7 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     except MacroNotFound as exc:
         raise not_found(str(exc)) from None
     except ApiError as exc:  # a draft that does not parse is shown as such
-        return render(request, "_preview.html", who=who, body="", problems=[exc.message])
+        return render_fragment(request, "_preview.html", who=who, body="", problems=[exc.message])
     config = automation_config(app)
     ticket_id = str(form.get("ticket_id", "")).strip()
     ticket = FIXTURE_TICKET
@@ -148,8 +148,8 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
         try:
             ticket = await app[store_key].get_ticket(ticket_id)
         except NotFound:
-            return render(request, "_preview.html", who=who, body="",
-                          problems=[f"ticket {ticket_id} not found"])
+            return render_fragment(request, "_preview.html", who=who, body="",
+                                   problems=[f"ticket {ticket_id} not found"])
         contact = await contact_or_none(app[store_key], ticket)
     locale = str(form.get("preview_locale", "")) or None
     try:
@@ -158,9 +158,9 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
                                       locale=locale, limits=_limits(request),
                                       run=app[render_gate_key].runner(who.name))
     except TemplateErrors as exc:
-        return render(request, "_preview.html", who=who, body="",
-                      problems=[p.describe() for p in exc.problems])
-    return render(request, "_preview.html", who=who, body=rendered.body, problems=[])
+        return render_fragment(request, "_preview.html", who=who, body="",
+                               problems=[p.describe() for p in exc.problems])
+    return render_fragment(request, "_preview.html", who=who, body=rendered.body, problems=[])
 
 
 @routes.get("/app/macros/{name}/versions/{version}")

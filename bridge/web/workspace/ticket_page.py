@@ -27,7 +27,7 @@ from bridge.web.macros import _limits, apply_macro, automation_config, macro_sto
 from bridge.web.rendering import render_gate_key
 from bridge.web.serialize import event_json, iso, ticket_json
 from bridge.web.workspace import teams_page
-from bridge.web.workspace.common import form_text, page, redirect, render
+from bridge.web.workspace.common import form_text, page, redirect, render, render_fragment
 
 routes = web.RouteTableDef()
 
@@ -87,8 +87,8 @@ async def thread_fragment(request: web.Request, who: Principal) -> web.Response:
     """The thread alone (the live refresh swaps it in)."""
     ticket_id = request.match_info["id"]
     need(who, await request.app[store_key].get_ticket(ticket_id), Access.READ)
-    return render(request, "_thread.html", who=who, ticket={"id": ticket_id},
-                  thread=await thread(request, ticket_id))
+    return render_fragment(request, "_thread.html", who=who, ticket={"id": ticket_id},
+                           thread=await thread(request, ticket_id))
 
 
 @routes.post("/app/tickets/{id}/reply")
@@ -133,16 +133,16 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     try:
         macro = await macro_store(app).get(request.query.get("macro", ""))
     except MacroNotFound as exc:
-        return render(request, "_preview.html", who=who, body="", problems=[str(exc)])
+        return render_fragment(request, "_preview.html", who=who, body="", problems=[str(exc)])
     try:
         rendered = await render_macro(
             macro, ticket=ticket, contact=contact, general=automation_config(app).general,
             agent_name=who.name, locale=None, limits=_limits(request),
             run=app[render_gate_key].runner(who.name))
     except TemplateErrors as exc:
-        return render(request, "_preview.html", who=who, body="",
-                      problems=[p.describe() for p in exc.problems])
-    return render(request, "_preview.html", who=who, body=rendered.body, problems=[])
+        return render_fragment(request, "_preview.html", who=who, body="",
+                               problems=[p.describe() for p in exc.problems])
+    return render_fragment(request, "_preview.html", who=who, body=rendered.body, problems=[])
 
 
 @routes.post("/app/tickets/{id}/update")

@@ -21,7 +21,7 @@ from bridge.web.keys import redis_key, settings_key, store_key
 from bridge.web.serialize import ticket_json
 from bridge.web.ticket_actions import contact_or_none
 from bridge.web.workspace import teams_page
-from bridge.web.workspace.common import page, render
+from bridge.web.workspace.common import page, render, render_fragment
 
 routes = web.RouteTableDef()
 
@@ -144,5 +144,6 @@ async def ticket_views(request: web.Request, who: Principal) -> web.Response:
 async def ticket_views_fragment(request: web.Request, who: Principal) -> web.Response:
     """The views alone (the live refresh swaps them in)."""
     filters = Filters.of(request.query)
-    return render(request, "_views.html", who=who, views=await views(request, filters, who),
-                  **_context(request, filters))
+    return render_fragment(request, "_views.html", who=who,
+                           views=await views(request, filters, who),
+                           **_context(request, filters))
