@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.app import create_app
-from bridge.web.heap import SurvivorFreezer, full_sweep
+from bridge.web.heap import YOUNG_COLLECTION_THRESHOLD, SurvivorFreezer, full_sweep
 from config.settings import Settings
 
 
@@ -25,6 +25,14 @@ def collector() -> Iterator[None]:
     yield
     gc.callbacks[:] = callbacks
     gc.unfreeze()
+
+
+@pytest.fixture
+def thresholds() -> Iterator[tuple[int, ...]]:
+    """The collector's thresholds as the test found them, restored afterwards."""
+    found = gc.get_threshold()
+    yield found
+    gc.set_threshold(*found)
 
 
 class Node:
@@ -44,16 +52,33 @@ async def test_the_served_app_freezes_its_heap_and_stops_on_cleanup(
     client = await aiohttp_client(create_app(settings, freeze_heap=True))  # started up
     assert gc.get_freeze_count() > 10_000
     assert any(isinstance(cb, SurvivorFreezer) for cb in gc.callbacks)
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD
     assert (await client.get("/healthz")).status == 200
     await client.close()
     assert gc.callbacks == before
+    assert gc.get_threshold()[0] != YOUNG_COLLECTION_THRESHOLD  # the process's own again
 
 
 async def test_an_app_built_for_a_test_leaves_the_collector_alone(
-        aiohttp_client: Any, settings: Settings, collector: None) -> None:
+        aiohttp_client: Any, settings: Settings, collector: None,
+        thresholds: tuple[int, ...]) -> None:
     await aiohttp_client(create_app(settings))
     assert gc.get_freeze_count() == 0
     assert not any(isinstance(cb, SurvivorFreezer) for cb in gc.callbacks)
+    assert gc.get_threshold() == thresholds
+
+
+def test_the_raised_young_threshold_still_collects_cycles_on_its_own(
+        thresholds: tuple[int, ...]) -> None:
+    """No explicit collect: allocations past the threshold set the collector off."""
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
+    gc.collect()  # the count starts from zero
+    garbage = weakref.ref(_cycle())
+    held: list[list[int]] = [[] for _ in range(YOUNG_COLLECTION_THRESHOLD // 2)]
+    assert garbage() is not None  # below the threshold: still there
+    held += [[] for _ in range(YOUNG_COLLECTION_THRESHOLD)]
+    assert garbage() is None
+    assert len(held) > YOUNG_COLLECTION_THRESHOLD
 
 
 def test_survivors_of_a_full_collection_are_frozen(collector: None) -> None:
