@@ -145,6 +145,7 @@ async def apply_macro(
     idempotency: Idempotency | None = None,
     run: RenderRunner | None = None,
     status_check: Callable[[Ticket, Status | None], None] | None = None,
+    macro: Macro | None = None,
 ) -> MacroOutcome:
     """Render and apply a macro: one recorded event carrying the text, the macro's ticket
     changes in the same update, then the send is enqueued.
@@ -152,13 +153,15 @@ async def apply_macro(
     Raises NotFound (ticket), MacroNotFound, Conflict (closed ticket, ended session for a
     macro that sends; `status_check`'s refusals of the macro's status, such as solving
     without the required ticket fields) and TemplateErrors (the text does not render for
-    this ticket)."""
+    this ticket). `macro`: the version the caller already read and checked (else `name`'s
+    current one)."""
     ticket = await store.get_ticket(ticket_id)
     try:
         contact: Contact | None = await store.get_contact(ticket.contact_id)
     except NotFound:
         contact = None
-    macro = await macros.get(name)
+    if macro is None:
+        macro = await macros.get(name)
     refuse = _refuse_send if macro.sends else _refuse_closed
 
     def guard(current: Ticket) -> None:

@@ -212,3 +212,71 @@ async def test_environment_agents_keep_working_the_pool(client: Client) -> None:
 def _form() -> dict[str, str]:
     from tests.factories import inbound_form
     return inbound_form("Bonjour")
+
+
+async def _save_macro(client: Client, assignee: str) -> Any:
+    return await client.put("/api/v1/macros/hand_over", headers=ADMIN, json={
+        "locales": {"en": "Handing you over"}, "actions": {"assignee": assignee}})
+
+
+async def test_a_macro_assigns_only_to_someone_a_ticket_may_be_assigned_to(
+        client: Client, store_of: TicketStore) -> None:
+    await _world(client, store_of)
+    for nobody in ("nobody", "ro", "admin"):  # unknown, read-only, the bootstrap admin
+        refused = await _save_macro(client, nobody)
+        assert refused.status == 422, nobody
+        assert (await refused.json())["error"]["code"] == "invalid_macro"
+        checked = await client.post("/api/v1/macros/hand_over/validate", headers=ADMIN,
+                                    json={"locales": {"en": "x"},
+                                          "actions": {"assignee": nobody}})
+        assert checked.status == 422
+    missing = await client.get("/api/v1/macros/hand_over", headers=ADMIN)
+    assert missing.status == 404  # nothing saved
+    for fine in ("ag2", "", "@me"):
+        assert (await _save_macro(client, fine)).status == 200, fine
+
+
+async def test_a_macro_is_no_way_around_the_assignment_rules(
+        client: Client, store_of: TicketStore) -> None:
+    """An agent may not assign a ticket to someone else by PATCH, nor by a macro."""
+    world = await _world(client, store_of)
+    ticket = world.ids["T"]
+    as_agent = {"Authorization": f"Bearer {world.tokens['agent']}"}
+    as_manager = {"Authorization": f"Bearer {world.tokens['manager']}"}
+    assert (await _save_macro(client, "ag2")).status == 200
+    before, _ = await store_of.events(ticket)
+    refused = await client.post(f"/api/v1/tickets/{ticket}/macros/hand_over",
+                                headers=as_agent)
+    assert refused.status == 403, await refused.text()
+    after, _ = await store_of.events(ticket)
+    assert len(after) == len(before)
+    assert (await store_of.get_ticket(ticket)).assignee in (None, "")
+    applied = await client.post(f"/api/v1/tickets/{ticket}/macros/hand_over",
+                                headers=as_manager)
+    assert applied.status == 202, await applied.text()
+    assert (await store_of.get_ticket(ticket)).assignee == "ag2"
+
+
+async def test_a_macro_naming_the_applying_agent_assigns_them(
+        client: Client, store_of: TicketStore) -> None:
+    world = await _world(client, store_of)
+    ticket = world.ids["T"]
+    assert (await _save_macro(client, "@me")).status == 200
+    applied = await client.post(f"/api/v1/tickets/{ticket}/macros/hand_over",
+                                headers={"Authorization": f"Bearer {world.tokens['agent']}"})
+    assert applied.status == 202, await applied.text()
+    assert (await store_of.get_ticket(ticket)).assignee == "ag"
+
+
+async def test_a_macro_whose_assignee_has_left_is_refused_when_applied(
+        client: Client, store_of: TicketStore) -> None:
+    world = await _world(client, store_of)
+    ticket = world.ids["T"]
+    assert (await _save_macro(client, "ag2")).status == 200
+    deleted = await client.delete("/api/v1/agents/ag2", headers=ADMIN)
+    assert deleted.status == 204
+    refused = await client.post(f"/api/v1/tickets/{ticket}/macros/hand_over",
+                                headers={"Authorization": f"Bearer {world.tokens['manager']}"})
+    assert refused.status == 422, await refused.text()
+    assert (await refused.json())["error"]["code"] == "unknown_agent"
+    assert (await store_of.get_ticket(ticket)).assignee in (None, "")

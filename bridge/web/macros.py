@@ -33,7 +33,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.core.macros import Macro, MacroError, check_name, check_variants, parse_macro
+from bridge.core.macros import (
+    SELF_ASSIGNEE,
+    Macro,
+    MacroError,
+    check_name,
+    check_variants,
+    parse_macro,
+)
 from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
 from bridge.core.teams import Access, Permission
@@ -50,7 +57,7 @@ from bridge.templating import (
     fixture_contact,
     validate_macro,
 )
-from bridge.web.access import need, status_check
+from bridge.web.access import assignable, check_assignment, need, status_check
 from bridge.web.auth import Principal, principal, require, require_admin
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
@@ -181,10 +188,22 @@ def _limits(request: web.Request) -> Limits:
     return replace(DEFAULT_LIMITS, budget_s=budget_s)
 
 
+async def _check_assignee(request: web.Request, macro: Macro) -> None:
+    """A macro that assigns names someone a ticket may be assigned to, as a PATCH must
+    (or unassigns, or names the applying agent)."""
+    assignee = macro.actions.assignee
+    if assignee and assignee != SELF_ASSIGNEE and await assignable(request.app, assignee) is None:
+        raise unprocessable(
+            f"actions.assignee: {assignee[:64]!r} is not someone a ticket may be assigned to "
+            f"(an agent of GET /api/v1/agents, not read-only); \"\" unassigns, "
+            f"{SELF_ASSIGNEE!r} is the agent who applies the macro", "invalid_macro")
+
+
 async def _validate(request: web.Request, macro: Macro, who: Principal) -> list[TemplateProblem]:
     """Every template of the macro, rendered on the render gate as `who` (429/503 when
-    full); refuses a macro over the variant cap first."""
+    full); refuses a macro over the variant cap or assigning to no agent first."""
     _check_variants(request, macro)
+    await _check_assignee(request, macro)
     company = automation_config(request.app).general.company_name
     job = functools.partial(validate_macro, macro, company_name=company,
                             limits=_limits(request))
@@ -351,12 +370,21 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
     if earlier is not None:
         return web.json_response(event_json(earlier), status=202)
     try:
+        macro = await macro_store(app).get(name)
+    except MacroNotFound as exc:
+        raise not_found(str(exc)) from None
+    if macro.actions.assignee is not None:
+        # The agent's role and groups decide as for a PATCH: a macro is no way around them.
+        assignee = who.name if macro.actions.assignee == SELF_ASSIGNEE else macro.actions.assignee
+        await check_assignment(app, who, await store.get_ticket(ticket_id), group=None,
+                               assignee=assignee)
+    try:
         outcome = await apply_macro_to_ticket(
             store=store, macros=macro_store(app), queues=queues,
             general=automation_config(app).general, ticket_id=ticket_id, name=name,
             author=who.name, agent_name=who.name, now_ms=now_ms(), idempotency=idempotency,
             limits=_limits(request), run=app[render_gate_key].runner(),
-            status_check=await status_check(app),
+            status_check=await status_check(app), macro=macro,
         )
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None
