@@ -80,6 +80,15 @@ def resolve_redis_url(settings: Settings) -> str:
     return url
 
 
+def acts_on_development_run(settings: Settings, redis_url: str | None) -> bool:
+    """Whether a command, given no Redis of its own, acts on a `bridge run` started in
+    development (as `make run` starts it): it then allows what that bridge allows, such
+    as an http:// webhook endpoint, rather than what a production shell would."""
+    if redis_url or settings.redis_url:
+        return False
+    return runtime_info(settings.data_dir).get("development") is True
+
+
 def run_all(settings: Settings, env: dict[str, str]) -> None:
     data_dir = settings.data_dir
     redis_server: EmbeddedRedis | None = None
@@ -102,6 +111,7 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
             "redis_url": child_env["REDIS_URL"],
             "port": settings.port,
             "public_base_url": settings.public_base_url,
+            "development": settings.development,
         }))
         children.append(subprocess.Popen([sys.executable, "-m", "bridge", "serve"],
                                          env=child_env))

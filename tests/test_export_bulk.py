@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import secrets
 from typing import Any
 
 import pytest
@@ -152,3 +153,20 @@ def test_bridge_export_and_webhooks_on_the_command_line(redis_url: str,
     done = runner.invoke(main, ["webhooks", "remove", endpoint_id, "--redis-url", redis_url],
                          env=env)
     assert done.exit_code == 0 and in_store(redis_url, endpoints) == []
+
+
+@pytest.mark.parametrize("development", [True, False])
+def test_the_command_line_allows_what_the_running_bridge_allows(
+        redis_url: str, tmp_path: Any, development: bool) -> None:
+    """Without a Redis of its own the command acts on the `bridge run` of run.json: an
+    http:// endpoint is accepted when that bridge runs in development (as `make run`), as
+    its API would, and refused otherwise."""
+    from bridge.devrun import write_private
+    write_private(tmp_path / "run.json",
+                  json.dumps({"redis_url": redis_url, "development": development}))
+    env = {"BRIDGE_DATA_DIR": str(tmp_path), "REDIS_URL": None, "BRIDGE_ENV": None}
+    url = f"http://hooks.example.com/{secrets.token_hex(4)}"
+    done = CliRunner().invoke(main, ["webhooks", "add", url], env=env)
+    assert done.exit_code == (0 if development else 2), done.output
+    stored = in_store(redis_url, lambda store: EndpointStore(store.redis).all())
+    assert (url in [e.url for e in stored]) is development
