@@ -18,6 +18,7 @@ from bridge.core.export_policy import (
     MAX_ATTEMPTS,
     Outcome,
     address_refusal,
+    legacy_ipv4,
     outcome_of,
     parse_retry_after,
     retry_delay_s,
@@ -125,11 +126,25 @@ def test_allow_private_lets_a_local_receiver_through_but_never_the_metadata_serv
     ("https://hooks.example.com/x", None), ("https://localhost/x", "loopback"),
     ("https://api.localhost./x", "loopback"), ("https://127.0.0.1:8443/x", "loopback"),
     ("https://[::1]/x", "loopback"), ("https://169.254.169.254/latest", "metadata"),
-    ("https://10.0.0.1/x", "private"),
+    ("https://10.0.0.1/x", "private"), ("https://2130706433/x", "loopback"),
+    ("https://0x7f000001/x", "loopback"), ("https://127.1/x", "loopback"),
+    ("https://0177.0.0.1/x", "loopback"), ("https://0xa.1/x", "private"),
+    ("https://1572395042/x", None),  # 93.184.216.34, a public address
+    ("https://2130706433.example.com/x", None), ("https://4294967296/x", None),
 ])
 def test_target_refusal_checks_literal_hosts_at_set_up(url: str, refused: str | None) -> None:
     found = target_refusal(url, allow_http=False, allow_private=False)
     assert (found is None) if refused is None else (found is not None and refused in found)
+
+
+def test_legacy_ipv4_reads_host_names_as_inet_aton_does() -> None:
+    import socket
+    for host in ("2130706433", "0x7f000001", "127.1", "0177.0.0.1", "10.1.258", "0xa.1",
+                 "1.2.3.4", "0", "255.255.255.255", "00", "0xFF.0"):
+        assert legacy_ipv4(host) == socket.inet_ntoa(socket.inet_aton(host)), host
+    for host in ("example.com", "1.2.3.4.5", "256.1.1.1", "1.2.3.256", "4294967296",
+                 "08", "0x1g", "0x", "", "1..2", "-1", "1_0", "0xf_f", "\u0661", " 1"):
+        assert legacy_ipv4(host) is None, host
 
 
 @pytest.mark.parametrize(("events", "error"), [

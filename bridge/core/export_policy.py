@@ -12,6 +12,7 @@ followed unless the endpoint asks) is retried on the schedule.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -172,5 +173,43 @@ def target_refusal(url: object, *, allow_http: bool, allow_private: bool) -> str
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return None
+        legacy = legacy_ipv4(host)
+        if legacy is None:
+            return None
+        # The resolver reads it as that address: refused as that address would be.
+        refusal = address_refusal(legacy, allow_private=False)
+        return f"{host} is {legacy}: {refusal}" if refusal else None
     return address_refusal(host, allow_private=False)
+
+
+_HEX_PART = re.compile(r"0[xX][0-9a-fA-F]+")
+_OCTAL_PART = re.compile(r"0[0-7]*")
+_DECIMAL_PART = re.compile(r"[1-9][0-9]*")
+
+
+def legacy_ipv4(host: str) -> str | None:
+    """The IPv4 address a resolver (inet_aton) reads in a host name written the old ways:
+    one to four parts, each decimal, 0x-hexadecimal or 0-octal ("2130706433", "0x7f000001",
+    "127.1", "0177.0.0.1" are all 127.0.0.1). None: not such a name. Without this, those
+    spellings of a loopback or private address pass the check at set-up (and are only
+    refused at delivery, after resolution)."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = []
+    for part in parts:
+        if _HEX_PART.fullmatch(part):
+            values.append(int(part[2:], 16))
+        elif _OCTAL_PART.fullmatch(part):
+            values.append(int(part, 8))
+        elif _DECIMAL_PART.fullmatch(part):
+            values.append(int(part))
+        else:
+            return None
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = last
+    for n, value in enumerate(head):
+        number += value << (8 * (3 - n))
+    return str(ipaddress.IPv4Address(number))
