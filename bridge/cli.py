@@ -17,7 +17,7 @@ from bridge.commands.agents import team_commands
 from bridge.commands.bulk_export import export
 from bridge.commands.check import check
 from bridge.commands.migrate import migrate
-from bridge.commands.outbound import failed, outbox, retry
+from bridge.commands.outbound import _one_line, failed, outbox, retry
 from bridge.commands.report import report
 from bridge.commands.webhooks import webhooks
 from bridge.core.tickets import Status
@@ -125,8 +125,10 @@ def tickets(status: str | None, limit: int) -> None:
             now = time.time()
             for t in page:
                 contact = await store.get_contact(t.contact_id)
-                rows.append((t.id, t.status.value, t.channel, contact.name or "-",
-                             contact.address, str(t.message_count), t.session.value,
+                rows.append((t.id, t.status.value, t.channel,
+                             _one_line(contact.name, 32) or "-",
+                             _one_line(contact.address, 40), str(t.message_count),
+                             t.session.value,
                              t.assignee or "-", f"{int(now - t.created_at_ms / 1000)}s"))
             return rows
         finally:

@@ -59,3 +59,13 @@ def test_bad_input_is_refused_and_writes_nothing(redis_url: str,
         result = CliRunner().invoke(main, args, env=env)
         assert result.exit_code != 0, args
     assert sync_redis.dbsize() == 0
+
+
+def test_the_tickets_table_keeps_long_names_to_a_column(redis_url: str,
+                                                        sync_redis: redis.Redis) -> None:
+    from tests.factories import inbound
+    from tests.faults.workers_support import in_store
+    in_store(redis_url, lambda store: inbound(store, name="Camille " + "x" * 190))
+    out = _bridge(redis_url, "tickets")
+    row = out.splitlines()[1]
+    assert "Camille xxx" in row and "…" in row and len(row) < 160

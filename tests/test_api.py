@@ -89,9 +89,13 @@ async def test_list_filters_and_pages(client: Client) -> None:
     by_contact = await (await client.get(
         f"/api/v1/tickets?contact={first['contact']['id']}", headers=AGENT)).json()
     assert [t["id"] for t in by_contact["tickets"]] == [first["id"]]
-    for bad in ("status=bogus", "limit=0", "limit=1000", "cursor=abc"):
+    for bad in ("status=bogus", "limit=0", "limit=1000", "cursor=abc", "channel=sms"):
         response = await client.get(f"/api/v1/tickets?{bad}", headers=AGENT)
         assert response.status == 422, bad
+    on_whatsapp = await client.get("/api/v1/tickets?channel=whatsapp", headers=AGENT)
+    assert len((await on_whatsapp.json())["tickets"]) == 7
+    on_widget = await client.get("/api/v1/tickets?channel=widget", headers=AGENT)
+    assert (await on_widget.json())["tickets"] == []
 
 
 async def test_status_changes_follow_the_ticket_model(client: Client) -> None:

@@ -93,6 +93,21 @@ async def test_save_history_and_rollback(client: Client) -> None:
     assert bad.status == 422
 
 
+async def test_a_save_without_a_title_keeps_the_current_one(client: Client) -> None:
+    first = await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                             json={"title": "Welcome", "locales": {"en": "Hi v1"}})
+    assert first.status == 200
+    saved = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                                    json={"locales": {"en": "Hi v2"}})).json()
+    assert (saved["title"], saved["locales"]) == ("Welcome", {"en": "Hi v2"})
+    renamed = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                                      json={"title": "", "locales": {"en": "Hi v3"}})).json()
+    assert renamed["title"] == ""  # sent empty: emptied
+    new = await (await client.put("/api/v1/macros/brand_new", headers=ADMIN,
+                                  json={"locales": {"en": "Hello"}})).json()
+    assert new["title"] == ""
+
+
 @pytest.mark.parametrize(("template", "kind", "line"), [
     ("{{ ''.__class__.__mro__ }}", "security", 1),
     ("Hi\n{{ cycler.__init__.__globals__ }}", "security", 2),

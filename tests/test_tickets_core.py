@@ -255,3 +255,9 @@ def test_contact_window() -> None:
     c = Contact(id="c", channel="whatsapp", address="whatsapp:+1", window_until_ms=1000)
     assert c.window_open(999) and not c.window_open(1000)
     assert not Contact(id="c", channel="whatsapp", address="x").window_open(0)
+
+
+def test_an_invalid_tag_is_shown_cut_in_its_error() -> None:
+    with pytest.raises(TransitionError) as info:
+        normalize_tags(["bad " * 250])
+    assert len(str(info.value)) < 200 and "…" in str(info.value)

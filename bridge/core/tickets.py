@@ -253,7 +253,9 @@ def normalize_tags(tags: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for tag in tags:
         norm = tag.strip().lower()
         if not _TAG_RE.match(norm):
-            raise TransitionError("invalid_tag", f"tag {tag!r} must be 1-64 letters, digits, _ : -")
+            shown = tag if len(tag) <= 80 else tag[:80] + "…"  # an error is no echo chamber
+            raise TransitionError("invalid_tag",
+                                  f"tag {shown!r} must be 1-64 letters, digits, _ : -")
         if norm not in out:
             out.append(norm)
     if len(out) > TAG_MAX:

@@ -42,6 +42,7 @@ def _text(data: dict[str, Any], name: str, max_chars: int) -> str:
 
 # ASCII digits only: str.isdigit() is also true for '²', which int() refuses.
 _NUMBER = re.compile(r"[0-9]{1,18}")
+_CHANNELS = frozenset(Channel)
 # A stream id as the store hands it out (ms-seq), each part below 2**64.
 _REASON = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
@@ -126,6 +127,9 @@ async def list_tickets(request: web.Request) -> web.Response:
             status = Status(q["status"])
         except ValueError:
             raise unprocessable(f"status must be one of {', '.join(Status)}") from None
+    channel = q.get("channel", "")
+    if channel and channel not in _CHANNELS:
+        raise unprocessable(f"channel must be one of {', '.join(Channel)}")
     cursor = None
     if q.get("cursor"):
         if not _NUMBER.fullmatch(q["cursor"]):
@@ -133,7 +137,7 @@ async def list_tickets(request: web.Request) -> web.Response:
         cursor = int(q["cursor"])
     tickets, next_cursor = await request.app[store_key].list_tickets(
         status=status,
-        channel=q.get("channel", ""),
+        channel=channel,
         assignee=q.get("assignee", ""),
         contact_id=_contact_id(q.get("contact", ""),
                                request.app[settings_key].contact_key_bytes),

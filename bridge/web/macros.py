@@ -24,6 +24,7 @@ otherwise they are built from the Redis client and `config_dir/automations.toml`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -230,6 +231,11 @@ async def put_macro(request: web.Request) -> web.Response:
     data = await _json(request, _DRAFT_FIELDS)
     if "locales" not in data and "actions" not in data:
         raise unprocessable("send locales and/or actions", "invalid_macro")
+    if "title" not in data:
+        # The new version is the locales and actions as sent; a title left out is kept
+        # (a label, not content: an update of the text should not blank it).
+        with contextlib.suppress(MacroNotFound, MacroError):  # a new macro: no title
+            data = {**data, "title": (await macro_store(request.app).get(name)).title}
     try:
         macro = parse_macro(name, data, source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:

@@ -195,7 +195,8 @@ PATHS: dict[str, Any] = {
         "summary": "List tickets, newest first",
         "parameters": [
             {"name": "status", "in": "query", "schema": _STATUS},
-            {"name": "channel", "in": "query", "schema": {"type": "string"}},
+            {"name": "channel", "in": "query",
+             "schema": {"type": "string", "enum": ["whatsapp", "widget"]}},
             {"name": "assignee", "in": "query", "schema": {"type": "string"}},
             {"name": "contact", "in": "query", "schema": {"type": "string"},
              "description": "A contact id (a ticket's contact.id) or the customer's WhatsApp "
@@ -251,7 +252,8 @@ PATHS: dict[str, Any] = {
     "/api/v1/macros/{name}": {
         "get": {"summary": "Read a macro", "parameters": [_NAME],
                 "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 503)}},
-        "put": {"summary": "Save a new version (admin)", "parameters": [_NAME],
+        "put": {"summary": "Save a new version (admin): locales and actions as sent, the "
+                           "title kept when left out", "parameters": [_NAME],
                 "requestBody": _body({"type": "object"}),
                 "responses": {"200": _json({"type": "object"}),
                               **_errors(400, 401, 403, 415, 422, 429, 503)}},
