@@ -157,3 +157,33 @@ def test_the_part_of_a_batch_beyond_a_consumers_positions(
     assert list(zip(part.partitions, [c.log_id for c in part.changes],
                     strict=True)) == expected
     assert part.positions == {p: log_id for p, log_id in expected}
+
+
+async def test_a_stopping_relay_does_not_wait_on_a_release_redis_cannot_answer(
+        store: TicketStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the export process: the release at exit gets LEASE_RELEASE_AT_EXIT_S, then the
+    lease is left to its TTL."""
+    import asyncio
+
+    import workers.relay
+    monkeypatch.setattr(workers.relay, "LEASE_RELEASE_AT_EXIT_S", 0.05)
+    await inbound(store)
+    log = ChangeLog(store.redis)
+    releases: list[str] = []
+
+    async def unanswered(token: str, *, consumer: str) -> None:
+        releases.append(consumer)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(log, "release_lease", unanswered)
+    recorder = Recorder("stopping-test")
+    relay = Relay(log, recorder)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    for _ in range(400):
+        if recorder.seen:  # holds the lease and handed the change on
+            break
+        await asyncio.sleep(0.025)
+    stop.set()
+    await asyncio.wait_for(running, timeout=60)  # a hang guard, far above the 0.05 s
+    assert recorder.seen and releases == ["stopping-test"]

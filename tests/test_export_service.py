@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 
+import pytest
 import redis.asyncio
 from aiohttp import web
 
@@ -76,3 +77,31 @@ def test_export_settings() -> None:
             assert next(iter(bad)) in str(exc)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+async def test_a_stop_does_not_wait_on_a_lease_release_redis_cannot_answer(
+        aredis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Redis gone at exit, the ride-out retries would hold the release ~25 s: the
+    process gives it LEASE_RELEASE_AT_EXIT_S and leaves the lease to its TTL."""
+    import workers.export
+    monkeypatch.setattr(workers.export, "LEASE_RELEASE_AT_EXIT_S", 0.05)
+    store = EndpointStore(aredis)
+    releases: list[str] = []
+
+    async def unanswered(token: str) -> None:
+        releases.append(token)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(store, "release_lease", unanswered)
+    client = export_client(allow_http=True, allow_private=True, timeout_s=15)
+    service = ExportService(store, client, max_block_ms=50)
+    stop = asyncio.Event()
+    running = asyncio.create_task(service.run(stop))
+    for _ in range(400):
+        if service._version != -1:  # took the lease and synced
+            break
+        await asyncio.sleep(0.025)
+    stop.set()
+    await asyncio.wait_for(running, timeout=60)  # a hang guard, far above the 0.05 s
+    assert releases == [service.token]
+    await client.aclose()

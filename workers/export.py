@@ -24,7 +24,7 @@ import click
 import redis
 
 from bridge.core.export_policy import Endpoint
-from bridge.store.claims import new_token
+from bridge.store.claims import LEASE_RELEASE_AT_EXIT_S, new_token
 from bridge.store.connection import RIDE_OUT, async_redis
 from bridge.store.export_endpoints import EndpointStore
 from bridge.store.export_outbox import Outbox
@@ -116,8 +116,10 @@ class ExportService:
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
         await self.stop_all()
         if holding:
-            with contextlib.suppress(redis.RedisError):
-                await self.endpoints.release_lease(self.token)
+            with contextlib.suppress(redis.RedisError, TimeoutError):
+                await asyncio.wait_for(self.endpoints.release_lease(self.token),
+                                       LEASE_RELEASE_AT_EXIT_S)
+        log.info("export stopped")
 
 
 async def _serve(settings: Settings) -> None:

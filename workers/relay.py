@@ -19,6 +19,7 @@ more can run as standbys (a second dyno) and take over within the lease's lifeti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -39,7 +40,7 @@ from bridge.core.rule_parsing import load_config
 from bridge.core.tickets import Status
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
 from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
-from bridge.store.claims import new_token
+from bridge.store.claims import LEASE_RELEASE_AT_EXIT_S, new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
 from workers.export_consumer import ExportConsumer
@@ -226,7 +227,8 @@ class Relay:
                 log.exception("relay: consumer %s failed; retrying its batch", self.name)
                 await asyncio.sleep(1.0)
         if self._positions is not None:
-            await self.release()
+            with contextlib.suppress(redis.RedisError, TimeoutError):
+                await asyncio.wait_for(self.release(), LEASE_RELEASE_AT_EXIT_S)
 
 
 def consumers_for(settings: Settings, aredis: redis.asyncio.Redis,

@@ -13,6 +13,11 @@ from redis.asyncio import Redis
 
 from bridge.store.scripts import Script
 
+# A lease released on the way out only lets a standby take over before the lease's TTL runs
+# out: with Redis gone (stopped first, or failing over) the workers' ride-out retries would
+# hold a stopping process ~25 s, so a release at exit is given this long, then left to the TTL.
+LEASE_RELEASE_AT_EXIT_S = 2.0
+
 
 def new_token() -> str:
     return uuid.uuid4().hex
