@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from config.settings import Secret, Settings
 from tests.browser.conftest import assert_accessible, screenshot
@@ -95,6 +95,21 @@ def test_a_visitor_message_becomes_a_ticket_and_the_reply_shows_without_a_reload
     assert thread_texts(page) == ["Where is my parcel?", "It left the warehouse this morning."]
     assert not violations, violations
     assert_accessible(page)
+
+
+def test_the_typing_notice_goes_when_the_agents_message_arrives(
+        world: World, page: Page) -> None:
+    page.goto(world.page_url())
+    open_chat(page)
+    write(page, "Are you there?")
+    (ticket,) = world.agent.wait_tickets(1)
+    notice = widget(page).locator(".typing")
+    world.agent.typing(ticket["id"])
+    expect(notice).to_have_text("An agent is typing…")
+    world.agent.reply(ticket["id"], "Yes, looking at it now.")
+    wait_for_text(page, "Yes, looking at it now.")
+    # Shown for 6 s after the last typing signal otherwise: the reply itself clears it.
+    assert notice.inner_text() == ""
 
 
 def test_the_widget_is_keyboard_usable_and_announces_messages(

@@ -182,6 +182,10 @@ class Agent:
         assert response.status_code == 202, response.text
         return dict(response.json())
 
+    def typing(self, ticket_id: str) -> None:
+        response = self.http.post(f"/api/v1/tickets/{ticket_id}/typing")
+        assert response.status_code in (200, 202, 204), response.text
+
     def end_session(self, ticket_id: str) -> None:
         assert self.http.post(f"/api/v1/tickets/{ticket_id}/session/end").status_code == 200
 

@@ -187,6 +187,7 @@
       node = bubbleFor("visitor", ev.body, T.you, time(ev.at_ms));
     } else if (ev.type === "agent") {
       node = bubbleFor("agent", ev.body, T.agent, time(ev.at_ms));
+      if (!atTop) hideTyping();  // the message the agent was typing has arrived
     } else if (ev.type === "ended") {
       node = el("p", "notice", T.ended);
     } else if (ev.type === "csat") {
@@ -426,7 +427,11 @@
   function showTyping() {
     typing.textContent = T.typing;
     clearTimeout(typingTimer);
-    typingTimer = setTimeout(function () { typing.textContent = ""; }, 6000);
+    typingTimer = setTimeout(hideTyping, 6000);
+  }
+  function hideTyping() {
+    clearTimeout(typingTimer);
+    typing.textContent = "";
   }
 
   // Session, the newest page of the thread, then real time; again later if any step fails.
