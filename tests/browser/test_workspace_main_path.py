@@ -32,6 +32,8 @@ def settings(redis_url: str) -> Settings:
 def test_an_agent_works_a_new_whatsapp_ticket(page: Page, live_bridge: LiveBridge,
                                               sync_redis: redis.Redis) -> None:
     base = live_bridge.url
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{base}/app/")
     expect(page).to_have_url(re.compile(r"/app/sign-in"))
     assert_accessible(page)
@@ -76,6 +78,7 @@ def test_an_agent_works_a_new_whatsapp_ticket(page: Page, live_bridge: LiveBridg
     expect(survey).to_have_count(1, timeout=15_000)
     assert survey.get_attribute("data-event") in outbox(sync_redis)
     assert_accessible(page)
+    assert console_errors == []  # no failed load (a favicon's 404 was one), no script error
 
 
 def test_the_ticket_lists_fit_a_phone(chromium: Browser, live_bridge: LiveBridge) -> None:

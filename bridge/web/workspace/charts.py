@@ -70,6 +70,20 @@ def _describe(days: Sequence[str], series: Sequence[tuple[str, str, Sequence[flo
                      for label, _, values in series)
 
 
+def duration_text(seconds: float | int | None) -> str:
+    """A short human duration: 45 s, 12 min, 3 h 05, 2 d 4 h."""
+    if seconds is None:
+        return "–"
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d}"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
 def time_bars(chart_id: str, title: str, rows: Sequence[tuple[str, float | None, float | None]],
               labels: tuple[str, str]) -> Markup:
     """Horizontal paired bars (median, 90th percentile) in hours, one row per figure."""
@@ -91,7 +105,7 @@ def time_bars(chart_id: str, title: str, rows: Sequence[tuple[str, float | None,
             w = plot_w * hours / top
             parts.append(f'<rect class="{css}" x="{left}" y="{y + j * 13}" width="{w:.1f}" '
                          f'height="12"/><text x="{left + w + 4:.1f}" y="{y + j * 13 + 10}">'
-                         f'{"–" if value is None else f"{hours:.2f} h"}</text>')
+                         f'{duration_text(value)}</text>')
     legend_y = height - 12
     parts.append(f'<rect class="bar-a" x="{left}" y="{legend_y - 9}" width="10" height="10"/>'
                  f'<text x="{left + 14}" y="{legend_y}">{escape(labels[0])}</text>'

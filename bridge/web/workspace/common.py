@@ -19,6 +19,7 @@ from bridge.web.access import team_store
 from bridge.web.auth import Principal, Role
 from bridge.web.errors import ApiError
 from bridge.web.session import CSRF_FIELD, check_csrf, csrf_token, load_session, set_cookie
+from bridge.web.workspace.charts import duration_text
 from bridge.web.workspace.i18n import language, translator
 
 # Whether the signed-in person is available for assignment (the header's toggle; unset for
@@ -38,18 +39,6 @@ PAGE_HEADERS = {
 }
 
 
-def _duration(seconds: float | int | None) -> str:
-    """A short human duration: 45 s, 12 min, 3 h 05, 2 d 4 h."""
-    if seconds is None:
-        return "–"
-    s = int(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60:02d}"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 @functools.cache
@@ -59,7 +48,7 @@ def environment() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters["duration"] = _duration
+    env.filters["duration"] = duration_text
     return env
 
 
