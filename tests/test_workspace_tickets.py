@@ -205,6 +205,9 @@ async def test_a_live_refresh_during_a_redirect_leaves_the_pages_message(
                      f"/app/tickets/{tid}/macro-preview?macro=greeting"):
         answer = await client.get(fragment)
         assert answer.status == 200 and "flash" not in await answer.text()
+    # A script's fetch answered with an error page (a thread it may no longer read).
+    refused = await client.get("/app/tickets/999999/thread", headers={"Sec-Fetch-Mode": "cors"})
+    assert refused.status == 404 and "Ticket updated" not in await refused.text()
     page = await (await client.get(saved.headers["Location"])).text()
     assert 'class="flash flash-notice"' in page and "Ticket updated" in page
     again = await (await client.get(saved.headers["Location"])).text()

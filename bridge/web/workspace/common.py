@@ -54,8 +54,10 @@ def environment() -> jinja2.Environment:
 
 def render(request: web.Request, template: str, *, status: int = 200,
            who: Principal | None = None, **context: Any) -> web.Response:
-    """A whole page, showing (and so spending) the one-time message left by a redirect."""
-    flash = _read_flash(request)
+    """A whole page, showing (and so spending) the one-time message left by a redirect,
+    when the browser navigates to it: an error answered to a page's script (a live region's
+    fetch of a thread the viewer may no longer read) must leave the message to the page."""
+    flash = _read_flash(request) if _navigating(request) else None
     response = _rendered(request, template, status, who, flash, context)
     if flash:
         response.del_cookie(FLASH_COOKIE, path="/app")
@@ -80,6 +82,11 @@ def _rendered(request: web.Request, template: str, status: int, who: Principal |
         available=request.get(AVAILABLE_KEY), **context)
     return web.Response(text=body, content_type="text/html", status=status,
                         headers=PAGE_HEADERS)
+
+
+def _navigating(request: web.Request) -> bool:
+    """A browser's navigation, or a client that does not say (no Sec-Fetch-Mode)."""
+    return request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
 
 
 def _read_flash(request: web.Request) -> dict[str, str] | None:
