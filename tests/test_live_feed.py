@@ -133,3 +133,37 @@ async def test_changes_written_back_to_back_reach_subscribers_in_few_reads(
     assert all(isinstance(c, Change) for c in got)
     assert len({c.ticket_id for c in got if isinstance(c, Change)}) == written  # one each
     assert reads <= written // 4, reads
+
+
+async def test_subscribers_arriving_together_share_one_tail(store: TicketStore) -> None:
+    """After a deploy every page subscribes at once: one reader of the log, and each change
+    reaches each subscriber once."""
+    feed = LiveFeed(ChangeLog(store.redis), block_ms=100)
+    entered: list[Subscription] = []
+    release = asyncio.Event()
+
+    async def page() -> list[Change | Resync]:
+        async with feed.subscribe(everything=True) as subscription:
+            entered.append(subscription)
+            await release.wait()
+            got = [await _next(subscription)]
+            await asyncio.sleep(0.3)  # time for a second copy to arrive, were there one
+            return got + subscription.pending()
+
+    pages = [asyncio.create_task(page()) for _ in range(5)]
+    try:
+        while len(entered) < 5:
+            await asyncio.sleep(0.01)
+        tails = [t for t in asyncio.all_tasks() if t.get_name() == "live-feed"]
+        assert len(tails) == 1
+        message = await inbound(store, "once")
+        release.set()
+        for got in await asyncio.gather(*pages):
+            assert [c.ticket_id for c in got if isinstance(c, Change)] == [ids(message)]
+    finally:
+        for task in pages:
+            task.cancel()
+        await asyncio.gather(*pages, return_exceptions=True)
+        await feed.close()
+        for tail in [t for t in asyncio.all_tasks() if t.get_name() == "live-feed"]:
+            tail.cancel()  # a second tail, were there one, is the feed's no more

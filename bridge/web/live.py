@@ -102,6 +102,10 @@ class LiveFeed:
         self._min_read_interval_s = min_read_interval_s
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
+        # Subscribers arriving together (every page reconnects at once after a deploy) wait
+        # for one start: two would each tail the log, and every change would reach each
+        # subscriber twice.
+        self._starting = asyncio.Lock()
         self.changes_seen = 0
 
     @contextlib.asynccontextmanager
@@ -122,12 +126,13 @@ class LiveFeed:
         return len(self._subscribers)
 
     async def _ensure_tailing(self) -> None:
-        if self._task is not None and not self._task.done():
-            return
-        # The positions are taken before the subscriber is added, so every change written
-        # after subscribe() returns is read.
-        positions = await self._log.tail_positions()
-        self._task = asyncio.create_task(self._tail(positions), name="live-feed")
+        async with self._starting:
+            if self._task is not None and not self._task.done():
+                return
+            # The positions are taken before the subscriber is added, so every change
+            # written after subscribe() returns is read.
+            positions = await self._log.tail_positions()
+            self._task = asyncio.create_task(self._tail(positions), name="live-feed")
 
     async def _tail(self, positions: dict[int, str]) -> None:
         idle_since: float | None = None
