@@ -54,10 +54,13 @@ class EmbeddedRedis:
     """A redis-server child process; `stop()` (or the context manager) ends it."""
 
     def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = True,
-                 password: str = "") -> None:
+                 password: str = "", appendfsync: str = "everysec") -> None:
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.password = password or secrets.token_urlsafe(24)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -78,7 +81,7 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir.resolve()),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", "",

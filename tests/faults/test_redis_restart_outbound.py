@@ -39,7 +39,7 @@ DOWN_S = 0.5
 def test_workers_ride_out_redis_restarts_without_losing_or_doubling_a_send(
     tmp_path: Path,
 ) -> None:
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True, appendfsync="always").start()
     worker: WorkerProcess | None = None
     try:
         url = server.url
