@@ -34,7 +34,7 @@ def _ours(text: str) -> list[tuple[str, str]] | None:
         return None
 
 
-@settings(max_examples=800)
+@settings(max_examples=800, deadline=None)  # a stall of a shared machine is no failure
 @given(_form_text)
 @example("")
 @example("a=1&&b=2")
@@ -51,6 +51,7 @@ def test_same_pairs_or_same_refusal_as_parse_qsl(text: str) -> None:
     assert _ours(text) == _reference(text)
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=40), max_size=15))
 def test_round_trips_what_urlencode_builds(form: dict[str, str]) -> None:
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +164,11 @@ async def test_a_send_found_hours_late_fails_visibly_instead_of_going_out(
 
 def test_sweeps_schedule_one_successor_whoever_asks(sync_redis: redis.Redis) -> None:
     queues = JobQueues(sync_redis)
-    first = queues.schedule_sweep(60)
-    second = queues.schedule_sweep(60)  # another worker starting in the same minute
+    # One moment for both calls (the clock could cross a minute between them), 30 s into a
+    # minute that is still to come.
+    now = datetime.fromtimestamp((int(time.time()) // 60 + 2) * 60 + 30, UTC)
+    first = queues.schedule_sweep(60, after=now)
+    second = queues.schedule_sweep(60, after=now)  # another worker starting in that minute
     assert first == second
     registry = ScheduledJobRegistry(QUEUE_HOUSEKEEPING, connection=sync_redis,
                                     serializer=JSONSerializer)
@@ -172,7 +176,7 @@ def test_sweeps_schedule_one_successor_whoever_asks(sync_redis: redis.Redis) -> 
     job = Job.fetch(first, connection=sync_redis, serializer=JSONSerializer)
     assert job.func_name == "workers.tasks.sweep_unsent"
     due = registry.get_scheduled_time(first).timestamp()
-    assert due % 60 == 0 and 0 < due - time.time() <= 60
+    assert due % 60 == 0 and due - now.timestamp() == 30
 
 
 def test_the_sweep_job_runs_in_a_worker_and_schedules_its_successor(
