@@ -70,7 +70,8 @@ class Served:
         self._loop = loop
         self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
-        ready.wait(20)
+        if not ready.wait(20):
+            raise RuntimeError(f"{self.url} did not start within 20 s")
         if failure:
             raise RuntimeError(f"{self.url} did not start") from failure[0]
         return self
