@@ -34,6 +34,10 @@ MAX_BODY_CHARS = 4096
 MAX_FIELDS = 200  # Twilio sends 15-40; a hostile body may send thousands
 # fullmatch, not `$`: `$` also matches before a trailing newline.
 _SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
+# Deliberately loose: besides whatsapp:+E164, WhatsApp now sends business-scoped user ids
+# (whatsapp:US.1349…, "CC." and up to 128 characters) and may send other forms; only a
+# request Twilio signed gets here, and refusing a form we did not foresee would lose that
+# customer's messages. The address is the ticket's key, kept whole.
 _ADDRESS = re.compile(r"whatsapp:\S{1,200}")
 _COUNT = re.compile(r"[0-9]{1,2}")  # ASCII digits only: str.isdigit() accepts '²'
 
