@@ -16,6 +16,7 @@ from bridge.web import (
     export_api,
     export_bulk_api,
     health,
+    macro_apply,
     macros,
     openapi,
     reports,
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, redis_client: redis.asyncio.Redis | None =
     app.add_routes(api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(macros.routes)
+    app.add_routes(macro_apply.routes)
     app.add_routes(reports.routes)
     workspace.setup(app)
     app.add_routes(export_api.routes)

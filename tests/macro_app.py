@@ -12,7 +12,7 @@ from aiohttp import web
 from bridge.core.rules import AutomationConfig
 from bridge.jobs import JobQueues
 from bridge.store.tickets import TicketStore
-from bridge.web import macros, reports
+from bridge.web import macro_apply, macros, reports
 from bridge.web.keys import queues_key, redis_key, settings_key, store_key, sync_redis_key
 from bridge.web.middlewares import edge_middleware
 from bridge.web.rendering import render_gate_ctx
@@ -41,6 +41,7 @@ def build_app(
         app[macros.automations_key] = config
     app.cleanup_ctx.append(render_gate_ctx)
     app.add_routes(macros.routes)
+    app.add_routes(macro_apply.routes)
     app.add_routes(reports.routes)
     app.add_routes(list(extra_routes))
     return app

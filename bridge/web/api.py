@@ -24,7 +24,7 @@ from bridge.web.bodies import json_object
 from bridge.web.errors import bad_request, unprocessable
 from bridge.web.idempotency import idempotency_of, replayed
 from bridge.web.keys import settings_key, store_key
-from bridge.web.macros import apply_macro
+from bridge.web.macro_apply import apply_macro
 from bridge.web.serialize import event_json, ticket_json
 from bridge.web.ticket_actions import MAX_NOTE_CHARS, MAX_REPLY_CHARS
 

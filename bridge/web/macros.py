@@ -1,4 +1,5 @@
-"""Macro API: read, edit (admin), preview, validate, version history, rollback, apply.
+"""Macro API: read, edit (admin), preview, validate, version history, rollback (applying
+one to a ticket is bridge/web/macro_apply.py's).
 
     GET  /api/v1/macros                       {"macros": [macro]}
     GET  /api/v1/macros/{name}                macro
@@ -8,7 +9,6 @@
     POST /api/v1/macros/{name}/validate       {draft?} -> {"valid": true} or 422
     POST /api/v1/macros/{name}/rollback       admin; {"version": n} -> macro
     GET  /api/v1/macros/{name}/versions       {"name", "current", "versions": [...]}
-    POST /api/v1/tickets/{id}/macros/{name}   apply -> 202, the recorded event
 
 A draft is the PUT body (title / locales / actions): preview and validate check an edit
 before it is saved. A template that fails answers 422 with code "invalid_template", a
@@ -44,11 +44,9 @@ from bridge.core.macros import (
 )
 from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
-from bridge.core.teams import Access, Permission
-from bridge.sending import apply_macro as apply_macro_to_ticket
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
-from bridge.store.tickets import Conflict, Idempotency, NotFound, Replayed
+from bridge.store.tickets import NotFound
 from bridge.templating import (
     DEFAULT_LIMITS,
     FIXTURE_TICKET,
@@ -58,14 +56,13 @@ from bridge.templating import (
     fixture_contact,
     validate_macro,
 )
-from bridge.web.access import assignable, check_assignment, need, status_check
-from bridge.web.auth import Principal, principal, require, require_admin
+from bridge.web.access import assignable
+from bridge.web.auth import Principal, principal, require_admin
 from bridge.web.bodies import json_object
-from bridge.web.errors import ApiError, conflict_error, not_found, unprocessable
-from bridge.web.idempotency import idempotency_of, replayed
-from bridge.web.keys import queues_key, redis_key, settings_key, store_key
+from bridge.web.errors import ApiError, not_found, unprocessable
+from bridge.web.keys import redis_key, settings_key, store_key
 from bridge.web.rendering import render_gate_key
-from bridge.web.serialize import event_json, iso
+from bridge.web.serialize import iso
 
 log = logging.getLogger("bridge.macros")
 
@@ -183,7 +180,7 @@ def _draft(request: web.Request, name: str, data: dict[str, Any]) -> Macro | Non
     return _check_variants(request, macro)
 
 
-def _limits(request: web.Request) -> Limits:
+def render_limits(request: web.Request) -> Limits:
     """One request's render limits: the defaults with the configured total budget."""
     budget_s = request.app[settings_key].render_request_budget_s
     return replace(DEFAULT_LIMITS, budget_s=budget_s)
@@ -207,7 +204,7 @@ async def _validate(request: web.Request, macro: Macro, who: Principal) -> list[
     await _check_assignee(request, macro)
     company = automation_config(request.app).general.company_name
     job = functools.partial(validate_macro, macro, company_name=company,
-                            limits=_limits(request))
+                            limits=render_limits(request))
     return await request.app[render_gate_key].run(job, user=who.name)
 
 
@@ -277,7 +274,7 @@ async def preview_macro(request: web.Request) -> web.Response:
     try:
         rendered = await render_macro(macro, ticket=ticket, contact=contact,
                                       general=config.general, agent_name=who.name,
-                                      locale=locale, limits=_limits(request),
+                                      locale=locale, limits=render_limits(request),
                                       run=request.app[render_gate_key].runner(who.name))
     except TemplateErrors as exc:
         return invalid_template(exc.problems)
@@ -355,64 +352,6 @@ async def list_versions(request: web.Request) -> web.Response:
     })
 
 
-async def apply_macro(request: web.Request, ticket_id: str, name: str,
-                      idempotency: Idempotency | None = None) -> web.Response:
-    """Apply a macro to a ticket as the requesting agent: 202 with the recorded event.
-
-    Also used by `POST /api/v1/tickets/{id}/replies {"macro": name}`."""
-    who = require(request, Permission.TICKETS_WORK)
-    try:
-        check_name(name)
-    except MacroError:
-        raise not_found(f"macro {name!r} not found") from None
-    app = request.app
-    queues = app[queues_key]
-    store = app[store_key]
-    try:
-        need(who, await store.get_ticket(ticket_id), Access.WORK)
-        earlier = await replayed(store, ticket_id, idempotency)
-    except NotFound:
-        raise not_found(f"ticket {ticket_id} not found") from None
-    if earlier is not None:
-        return web.json_response(event_json(earlier), status=202)
-    try:
-        macro = await macro_store(app).get(name)
-    except MacroNotFound as exc:
-        raise not_found(str(exc)) from None
-    if macro.actions.assignee is not None:
-        # The agent's role and groups decide as for a PATCH: a macro is no way around them.
-        assignee = who.name if macro.actions.assignee == SELF_ASSIGNEE else macro.actions.assignee
-        await check_assignment(app, who, await store.get_ticket(ticket_id), group=None,
-                               assignee=assignee)
-    try:
-        outcome = await apply_macro_to_ticket(
-            store=store, macros=macro_store(app), queues=queues,
-            general=automation_config(app).general, ticket_id=ticket_id, name=name,
-            author=who.name, agent_name=who.name, now_ms=now_ms(), idempotency=idempotency,
-            limits=_limits(request), run=app[render_gate_key].runner(),
-            status_check=await status_check(app), macro=macro,
-        )
-    except NotFound:
-        raise not_found(f"ticket {ticket_id} not found") from None
-    except MacroNotFound as exc:
-        raise not_found(str(exc)) from None
-    except Conflict as exc:
-        raise conflict_error(exc) from None
-    except Replayed as replay:  # applied by the same request, running alongside
-        event = await store.get_event(ticket_id, replay.event_id)
-        return web.json_response(event_json(event), status=202)
-    except TemplateErrors as exc:
-        return invalid_template(exc.problems)
-    assert outcome.event_id is not None  # apply always records an event
-    event = await store.get_event(ticket_id, outcome.event_id)
-    return web.json_response(event_json(event), status=202)
-
-
-async def apply_macro_handler(request: web.Request) -> web.Response:
-    return await apply_macro(request, request.match_info["id"], request.match_info["name"],
-                             idempotency_of(request, {}))
-
-
 routes: list[web.RouteDef] = [
     web.get("/api/v1/macros", list_macros),
     web.get("/api/v1/macros/{name}", get_macro),
@@ -421,5 +360,4 @@ routes: list[web.RouteDef] = [
     web.post("/api/v1/macros/{name}/validate", validate_macro_handler),
     web.post("/api/v1/macros/{name}/rollback", rollback_macro),
     web.get("/api/v1/macros/{name}/versions", list_versions),
-    web.post("/api/v1/tickets/{id}/macros/{name}", apply_macro_handler),
 ]

@@ -22,7 +22,7 @@ from bridge.templating import DEFAULT_LIMITS, FIXTURE_TICKET, TemplateErrors, fi
 from bridge.web.auth import Principal
 from bridge.web.errors import ApiError, not_found, unprocessable
 from bridge.web.keys import store_key
-from bridge.web.macros import _limits, _validate, automation_config, macro_store
+from bridge.web.macros import _validate, automation_config, macro_store, render_limits
 from bridge.web.rendering import render_gate_key
 from bridge.web.ticket_actions import contact_or_none
 from bridge.web.workspace.common import page, redirect, render, render_fragment
@@ -155,7 +155,7 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     try:
         rendered = await render_macro(draft, ticket=ticket, contact=contact,
                                       general=config.general, agent_name=who.name,
-                                      locale=locale, limits=_limits(request),
+                                      locale=locale, limits=render_limits(request),
                                       run=app[render_gate_key].runner(who.name))
     except TemplateErrors as exc:
         return render_fragment(request, "_preview.html", who=who, body="",

@@ -23,7 +23,8 @@ from bridge.web.access import field_definitions, need, visible_to
 from bridge.web.auth import Principal
 from bridge.web.errors import ApiError, unprocessable
 from bridge.web.keys import settings_key, store_key
-from bridge.web.macros import _limits, apply_macro, automation_config, macro_store
+from bridge.web.macro_apply import apply_macro
+from bridge.web.macros import automation_config, macro_store, render_limits
 from bridge.web.rendering import render_gate_key
 from bridge.web.serialize import event_json, iso, ticket_json
 from bridge.web.workspace import teams_page
@@ -137,7 +138,7 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     try:
         rendered = await render_macro(
             macro, ticket=ticket, contact=contact, general=automation_config(app).general,
-            agent_name=who.name, locale=None, limits=_limits(request),
+            agent_name=who.name, locale=None, limits=render_limits(request),
             run=app[render_gate_key].runner(who.name))
     except TemplateErrors as exc:
         return render_fragment(request, "_preview.html", who=who, body="",
