@@ -163,3 +163,26 @@ def test_bridge_check_also_renders_macros_edited_in_redis(
                                                "BRIDGE_CONTACT_KEY": CONTACT_KEY})
     assert result.exit_code == 1
     assert "macro 'greeting' (stored v1): locale:en, line 2: security" in result.output
+
+
+def test_bridge_check_finds_the_redis_of_a_running_make_run(
+    redis_url: str, sync_redis: redis.Redis, tmp_path: Path,
+) -> None:
+    """Without REDIS_URL, as the other commands: the bridge `make run` started."""
+    import json
+
+    from click.testing import CliRunner
+
+    from bridge.commands.check import check
+    from bridge.devrun import write_private
+    from bridge.store.macros import NAMES_KEY, versions_key
+
+    sync_redis.sadd(NAMES_KEY, "greeting")
+    sync_redis.hset(versions_key("greeting"), "1", json.dumps(
+        {"title": "", "locales": {"en": "Hi\n{{ ''.__class__ }}"}, "actions": {}}))
+    write_private(tmp_path / "run.json", json.dumps({"redis_url": redis_url}))
+    result = CliRunner().invoke(check, [], env={"REDIS_URL": None,
+                                               "BRIDGE_DATA_DIR": str(tmp_path),
+                                               "BRIDGE_CONTACT_KEY": CONTACT_KEY})
+    assert result.exit_code == 1
+    assert "macro 'greeting' (stored v1): locale:en, line 2: security" in result.output

@@ -6,7 +6,8 @@ Checks, and exits 1 on the first kind of failure it finds after reporting them a
   * every shipped macro (bridge/templates/macros/*.toml) parses and each of its templates
     renders in the sandbox against the sample ticket (line and reason otherwise);
   * every macro the rules name exists;
-  * with REDIS_URL set, the current version of every macro edited in Redis renders too
+  * with REDIS_URL set (or a `make run` running), the current version of every macro
+    edited in Redis renders too
     (Redis being unreachable is a warning: the release must not depend on it).
 """
 
@@ -20,6 +21,7 @@ import click
 from bridge.core.macros import Macro, MacroError
 from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import RuleError, load_config
+from bridge.devrun import runtime_info
 from bridge.store.macros import SHIPPED_DIR, MacroStore, load_shipped
 from bridge.templating import validate_macro
 from config.settings import DEFAULT_CONFIG_DIR, Settings, SettingsError
@@ -30,10 +32,11 @@ def _check_macro(macro: Macro, company: str, origin: str) -> list[str]:
             for p in validate_macro(macro, company_name=company)]
 
 
-async def _stored_macros(settings: Settings, shipped: dict[str, Macro]) -> list[Macro]:
+async def _stored_macros(settings: Settings, url: str, shipped: dict[str, Macro]
+                         ) -> list[Macro]:
     from bridge.store.connection import async_redis
 
-    client = async_redis(settings)
+    client = async_redis(settings, url)
     try:
         store = MacroStore(client, shipped)
         stored = []
@@ -52,7 +55,7 @@ async def _stored_macros(settings: Settings, shipped: dict[str, Macro]) -> list[
 @click.option("--macros-dir", type=click.Path(path_type=Path, file_okay=False),
               default=SHIPPED_DIR, show_default=True, help="Shipped macro templates.")
 @click.option("--stored/--no-stored", default=True, show_default=True,
-              help="Also check macros edited through the API (needs REDIS_URL).")
+              help="Also check macros edited through the API (REDIS_URL, or a running make run).")
 def check(config_dir: Path | None, macros_dir: Path, stored: bool) -> None:
     """Validate config/automations.toml and every macro template."""
     errors: list[str] = []
@@ -85,9 +88,12 @@ def check(config_dir: Path | None, macros_dir: Path, stored: bool) -> None:
             click.echo(f"ok   macro {macro.name!r} (shipped, {', '.join(sorted(macro.locales))})")
 
     known = set(shipped)
-    if stored and settings is not None and settings.redis_url:
+    # REDIS_URL, else the Redis of a running `make run` (as the other commands find it).
+    url = (settings.redis_url or str(runtime_info(settings.data_dir).get("redis_url", ""))
+           if settings is not None else "")
+    if stored and settings is not None and url:
         try:
-            edited = asyncio.run(_stored_macros(settings, shipped))
+            edited = asyncio.run(_stored_macros(settings, url, shipped))
         except Exception as exc:  # Redis down or unreachable: warn, do not block a release
             click.echo(f"warn stored macros not checked: {type(exc).__name__}: {exc}", err=True)
         else:
