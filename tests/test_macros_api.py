@@ -161,14 +161,14 @@ async def test_validate_checks_a_draft_without_saving(client: Client) -> None:
     ok = await client.post("/api/v1/macros/greeting/validate", headers=AGENT)
     assert (await ok.json())["valid"] is True
     bad = await client.post("/api/v1/macros/greeting/validate",
-                            json={"locales": {"en": "{{ ticket.idd }}"}}, headers=AGENT)
+                            json={"locales": {"en": "{{ ticket.idd }}"}}, headers=ADMIN)
     assert bad.status == 422
     assert (await bad.json())["error"]["problems"][0]["kind"] == "undefined"
     unknown = await client.post("/api/v1/macros/unknown/validate", headers=AGENT)
     assert unknown.status == 422
     assert (await unknown.json())["error"]["code"] == "invalid_macro"
     new = await client.post("/api/v1/macros/unknown/validate",
-                            json={"locales": {"en": "Hi {{ contact.name }}"}}, headers=AGENT)
+                            json={"locales": {"en": "Hi {{ contact.name }}"}}, headers=ADMIN)
     assert (await new.json())["valid"] is True
 
 
@@ -179,7 +179,7 @@ async def test_preview_renders_ticket_variables_as_plain_text(
     draft = {"locales": {"en": "Hi {{ contact.first_name }} {{ contact.name }}: ticket "
                                "#{{ ticket.id }} is {{ ticket.status }} 🎉 & <ok>"}}
     response = await client.post("/api/v1/macros/greeting/preview",
-                                 json={"ticket_id": tid, **draft}, headers=AGENT)
+                                 json={"ticket_id": tid, **draft}, headers=ADMIN)
     assert response.status == 200
     preview = await response.json()
     assert preview["body"] == f"Hi Ana Ana & <Bob> 😀: ticket #{tid} is new 🎉 & <ok>"

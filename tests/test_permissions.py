@@ -280,3 +280,53 @@ async def test_a_macro_whose_assignee_has_left_is_refused_when_applied(
     assert refused.status == 422, await refused.text()
     assert (await refused.json())["error"]["code"] == "unknown_agent"
     assert (await store_of.get_ticket(ticket)).assignee in (None, "")
+
+
+_DRAFT = {"locales": {"en": "{{ contact.name }} {{ ticket.fields }}"}}
+
+
+async def test_previews_read_only_the_tickets_one_may_read(
+        client: Client, store_of: TicketStore) -> None:
+    world = await _world(client, store_of)
+    ticket = world.ids["T"]  # group fr
+
+    async def preview(role: str, body: dict[str, Any]) -> Any:
+        return await client.post("/api/v1/macros/greeting/preview", json=body,
+                                 headers={"Authorization": f"Bearer {world.tokens[role]}"})
+
+    outsider = await preview("outsider", {"ticket_id": ticket})
+    assert outsider.status == 403, await outsider.text()
+    assert "Camille" not in await outsider.text()
+    assert (await preview("agent", {"ticket_id": ticket})).status == 200
+    assert (await preview("read_only", {"ticket_id": ticket})).status == 200
+
+
+async def test_only_admins_render_drafts(client: Client, store_of: TicketStore) -> None:
+    """A draft is a template of the sender's own: rendering one is editing's privilege."""
+    world = await _world(client, store_of)
+    for role in ("manager", "agent", "read_only", "outsider"):
+        headers = {"Authorization": f"Bearer {world.tokens[role]}"}
+        for path in ("/api/v1/macros/greeting/preview", "/api/v1/macros/greeting/validate",
+                     "/api/v1/macros/new_one/preview"):
+            refused = await client.post(path, json=_DRAFT, headers=headers)
+            assert refused.status == 403, (role, path, await refused.text())
+    drafted = await client.post("/api/v1/macros/greeting/preview", headers=ADMIN,
+                                json={**_DRAFT, "ticket_id": world.ids["T"]})
+    assert drafted.status == 200, await drafted.text()
+
+
+async def test_the_workspace_previews_follow_the_same_rules(
+        client: Client, store_of: TicketStore) -> None:
+    from tests.workspace_support import sign_in
+    world = await _world(client, store_of)
+    ticket = world.ids["T"]
+    csrf = await sign_in(client, world.tokens["outsider"])
+    page = await client.get(f"/app/tickets/{ticket}/macro-preview?macro=greeting")
+    assert page.status == 403 and "Camille" not in await page.text()
+    editor = await client.post("/app/macros/greeting/preview", data={
+        "csrf_token": csrf, "locale_en": "{{ contact.name }} DRAFT", "ticket_id": ticket})
+    assert editor.status == 403 and "Camille" not in await editor.text()
+    sample = await client.post("/app/macros/greeting/preview", data={
+        "csrf_token": csrf, "locale_en": "{{ contact.name }} DRAFT"})
+    assert sample.status == 200
+    assert "DRAFT" not in await sample.text()  # the macro as saved, not the draft

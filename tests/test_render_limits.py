@@ -79,7 +79,7 @@ async def test_validate_stops_at_the_request_budget_and_lists_what_was_not_check
     settings = make_settings(redis_url, render_request_budget_s=1.5)
     client = await _client(aiohttp_client, settings, aredis, sync_redis)
     response = await client.post("/api/v1/macros/slow/validate", json=draft(LOCALES, ENDLESS),
-                                 headers=AGENT)
+                                 headers=ADMIN)
     assert response.status == 422
     error = (await response.json())["error"]
     assert error["code"] == "render_budget_exceeded"
@@ -113,7 +113,7 @@ async def test_preview_of_slow_variables_stops_at_the_request_budget(
     body = {"locales": {"en": ENDLESS},
             "actions": {"content_sid": "HX" + "0" * 32,
                         "content_variables": {str(n): ENDLESS for n in range(1, 6)}}}
-    response = await client.post("/api/v1/macros/slow/preview", json=body, headers=AGENT)
+    response = await client.post("/api/v1/macros/slow/preview", json=body, headers=ADMIN)
     assert response.status == 422
     error = (await response.json())["error"]
     assert error["code"] == "render_budget_exceeded"
@@ -134,10 +134,10 @@ async def test_too_many_variants_are_refused_at_save_and_validate(
     assert "4 locale variants" in error["message"] and "at most 3" in error["message"]
     current = await (await client.get("/api/v1/macros/greeting", headers=AGENT)).json()
     assert current["version"] == 0
-    checked = await client.post("/api/v1/macros/greeting/validate", json=body, headers=AGENT)
+    checked = await client.post("/api/v1/macros/greeting/validate", json=body, headers=ADMIN)
     assert checked.status == 422
     assert (await checked.json())["error"]["code"] == "too_many_variants"
-    previewed = await client.post("/api/v1/macros/greeting/preview", json=body, headers=AGENT)
+    previewed = await client.post("/api/v1/macros/greeting/preview", json=body, headers=ADMIN)
     assert previewed.status == 422
     ok = await client.put("/api/v1/macros/greeting", json=draft(["en", "fr", "de"]),
                           headers=ADMIN)
@@ -150,8 +150,9 @@ async def test_a_full_render_executor_answers_503_busy_with_retry_after(
 ) -> None:
     settings = make_settings(redis_url, render_workers=1, render_queue=0)
     client = await _client(aiohttp_client, settings, aredis, sync_redis)
-    held = asyncio.create_task(client.post("/api/v1/macros/greeting/validate", json=draft(
-        ["en"]), headers=AGENT))
+    # An agent validates the macro as saved (drafts are the admins'); it renders the same.
+    held = asyncio.create_task(client.post("/api/v1/macros/greeting/validate", json={},
+                                           headers=AGENT))
     await blocker.wait_entered(1)
     for path in ("/api/v1/macros/greeting/validate", "/api/v1/macros/greeting/preview"):
         refused = await client.post(path, json=draft(["en"]), headers=ADMIN)
@@ -172,9 +173,10 @@ async def test_one_user_may_run_only_so_many_renders_at_once(
     settings = make_settings(redis_url, render_workers=2, render_queue=2, render_per_user=1)
     client = await _client(aiohttp_client, settings, aredis, sync_redis)
     path = "/api/v1/macros/greeting/validate"
-    held = asyncio.create_task(client.post(path, json=draft(["en"]), headers=AGENT))
+    # The agent validates the macro as saved (drafts are the admins'); it renders the same.
+    held = asyncio.create_task(client.post(path, json={}, headers=AGENT))
     await blocker.wait_entered(1)
-    refused = await client.post(path, json=draft(["en"]), headers=AGENT)
+    refused = await client.post(path, json={}, headers=AGENT)
     assert refused.status == 429
     assert refused.headers["Retry-After"].isdigit()
     assert (await refused.json())["error"]["code"] == "too_many_renders"
@@ -183,7 +185,7 @@ async def test_one_user_may_run_only_so_many_renders_at_once(
     await blocker.wait_entered(2)
     blocker.release.set()
     assert (await held).status == 200 and (await other).status == 200
-    assert (await client.post(path, json=draft(["en"]), headers=AGENT)).status == 200
+    assert (await client.post(path, json={}, headers=AGENT)).status == 200
 
 
 async def test_webhooks_are_answered_while_every_render_thread_is_blocked(
@@ -196,7 +198,7 @@ async def test_webhooks_are_answered_while_every_render_thread_is_blocked(
     settings = make_settings(redis_url, render_workers=2, render_queue=0, render_per_user=4)
     client: Client = await aiohttp_client(create_app(settings))
     path = "/api/v1/macros/greeting/validate"
-    renders = [asyncio.create_task(client.post(path, json=draft(["en"]), headers=AGENT))
+    renders = [asyncio.create_task(client.post(path, json={}, headers=AGENT))
                for _ in range(4)]
     await blocker.wait_entered(2)
     # A new contact: routing opens a ticket (and records its change for the relay).

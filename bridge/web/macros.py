@@ -44,6 +44,7 @@ from bridge.core.macros import (
 )
 from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
+from bridge.core.teams import Access, Permission, allowed
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
 from bridge.store.tickets import NotFound
@@ -56,7 +57,7 @@ from bridge.templating import (
     fixture_contact,
     validate_macro,
 )
-from bridge.web.access import assignable
+from bridge.web.access import assignable, need
 from bridge.web.auth import Principal, principal, require_admin
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, not_found, unprocessable
@@ -169,10 +170,17 @@ def _check_variants(request: web.Request, macro: Macro) -> Macro:
     return macro
 
 
-def _draft(request: web.Request, name: str, data: dict[str, Any]) -> Macro | None:
+def _draft(request: web.Request, who: Principal, name: str, data: dict[str, Any]
+           ) -> Macro | None:
+    """The draft in the body, if any. Only those who may edit macros send one: a draft is a
+    template of the sender's own, which rendered against a ticket reads whatever the
+    template names, and holds the render threads as long as it likes."""
     draft = {k: v for k, v in data.items() if k in _DRAFT_FIELDS}
     if not draft:
         return None
+    if not allowed(who.role, Permission.MACROS_EDIT):
+        raise ApiError(403, "forbidden", "only admins render drafts; send no title, locales "
+                                         "or actions to preview the macro as saved")
     try:
         macro = parse_macro(name, draft, source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
@@ -250,7 +258,7 @@ async def preview_macro(request: web.Request) -> web.Response:
     name = _name(request)
     request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS | {"ticket_id", "locale"})
-    macro = _draft(request, name, data) or await _current(request, name)
+    macro = _draft(request, who, name, data) or await _current(request, name)
     config = automation_config(request.app)
     locale = data.get("locale")
     if locale is not None and not isinstance(locale, str):
@@ -267,6 +275,7 @@ async def preview_macro(request: web.Request) -> web.Response:
             ticket = await store.get_ticket(str(ticket_id))
         except NotFound:
             raise not_found(f"ticket {ticket_id} not found") from None
+        need(who, ticket, Access.READ)  # a preview shows the ticket's fields and contact
         try:
             contact = await store.get_contact(ticket.contact_id)
         except NotFound:
@@ -299,7 +308,7 @@ async def validate_macro_handler(request: web.Request) -> web.Response:
         raise _invalid_macro(exc) from None
     request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS)
-    macro = _draft(request, name, data)
+    macro = _draft(request, who, name, data)
     if macro is None:
         try:
             macro = await macro_store(request.app).get(name)

@@ -69,7 +69,7 @@ if MACROS_SERVED:
         Write("macro-preview", "POST", "/api/v1/macros/greeting/preview", {"ticket_id": "{t}"},
               AGENT, "ticket_id"),
         Write("macro-validate", "POST", "/api/v1/macros/greeting/validate",
-              {"locales": {"en": "Hello"}}, AGENT, "title"),
+              {"locales": {"en": "Hello"}}, ADMIN, "title"),
         Write("macro-rollback", "POST", "/api/v1/macros/greeting/rollback", {"version": 0},
               ADMIN, None),
     ]

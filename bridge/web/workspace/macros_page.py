@@ -14,12 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.macros import Macro, MacroError, check_name, parse_macro
+from bridge.core.teams import Access
 from bridge.core.tickets import Contact
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound
 from bridge.store.tickets import NotFound
 from bridge.templating import DEFAULT_LIMITS, FIXTURE_TICKET, TemplateErrors, fixture_contact
-from bridge.web.auth import Principal
+from bridge.web.access import need
+from bridge.web.auth import Principal, Role
 from bridge.web.errors import ApiError, not_found, unprocessable
 from bridge.web.keys import store_key
 from bridge.web.macros import _validate, automation_config, macro_store, render_limits
@@ -131,9 +133,11 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     """The draft in the editor rendered for a ticket (or a sample one): a fragment."""
     app = request.app
     form = await request.post()
-    editable = "actions" in form or any(k.startswith("locale_") for k in form)
+    # An agent's editor has its fields disabled: the macro as stored is previewed, whatever
+    # the form holds (a draft is a template of one's own: only admins render those).
+    editable = who.role is Role.ADMIN and (
+        "actions" in form or any(k.startswith("locale_") for k in form))
     try:
-        # An agent's editor has its fields disabled: the macro as stored is previewed.
         draft = (draft_of(_name(request), form) if editable
                  else await macro_store(app).get(_name(request)))
     except MacroNotFound as exc:
@@ -150,6 +154,7 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
         except NotFound:
             return render_fragment(request, "_preview.html", who=who, body="",
                                    problems=[f"ticket {ticket_id} not found"])
+        need(who, ticket, Access.READ)  # the preview shows the ticket's fields and contact
         contact = await contact_or_none(app[store_key], ticket)
     locale = str(form.get("preview_locale", "")) or None
     try:

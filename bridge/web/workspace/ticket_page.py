@@ -130,6 +130,7 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     app = request.app
     store = app[store_key]
     ticket = await store.get_ticket(request.match_info["id"])
+    need(who, ticket, Access.READ)  # the preview shows the ticket's fields and contact
     contact = await ticket_actions.contact_or_none(store, ticket)
     try:
         macro = await macro_store(app).get(request.query.get("macro", ""))
