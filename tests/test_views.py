@@ -230,3 +230,69 @@ async def test_views_follow_the_change_log(client: TestClient[Any, Any],
     await inbound(store, address="whatsapp:+33600000001", body="encore")  # reopens
     await relay_all(aredis, sync_redis, [consumer])
     assert await shown() == (sorted([first, second]), 2)
+
+
+async def test_a_ticket_moved_out_of_ones_groups_leaves_ones_views_at_once(
+        client: TestClient[Any, Any], aredis: redis.asyncio.Redis, sync_redis: Any) -> None:
+    """The view's sets trail the move by the relay's delay; the page does not show the
+    ticket meanwhile."""
+    from bridge.core.teams import TeamConfig
+    from bridge.store.teams import TeamStore
+    from tests.relay_support import relay_all
+    from workers.teams import TeamsConsumer
+    store: TicketStore = client.app[store_key]
+    consumer = TeamsConsumer(store, TeamStore(aredis), ViewStore(aredis), TeamConfig())
+    for group in ("fr", "vip"):
+        assert (await client.post("/api/v1/groups", headers=ADMIN,
+                                  json={"name": group})).status == 201
+    made = await client.post("/api/v1/agents", headers=ADMIN,
+                             json={"name": "mallory", "role": "agent", "groups": ["fr"]})
+    agent = {"Authorization": f"Bearer {(await made.json())['token']}"}
+    ticket = str((await inbound(store, address="whatsapp:+33600000009")).ticket_id)
+    await client.patch(f"/api/v1/tickets/{ticket}", json={"group": "fr"}, headers=ADMIN)
+    created = await client.post("/api/v1/views", headers=agent, json={
+        "name": "mine", "conditions": {"status_below": "solved"}})
+    view_id = (await created.json())["id"]
+    await relay_all(aredis, sync_redis, [consumer])
+
+    async def shown() -> list[str]:
+        page = await client.get(f"/api/v1/views/{view_id}/tickets", headers=agent)
+        assert page.status == 200
+        return [t["id"] for t in (await page.json())["tickets"]]
+
+    assert await shown() == [ticket]
+    await client.patch(f"/api/v1/tickets/{ticket}", json={"group": "vip"}, headers=ADMIN)
+    assert await shown() == []  # before the relay has moved it out of the view's sets
+
+
+def test_views_are_bounded_in_all_and_per_person() -> None:
+    from bridge.core.views import MAX_PERSONAL_VIEWS, MAX_VIEWS, views_refusal
+
+    def views(owners: list[str]) -> list[View]:
+        return [parse_view(str(n), owner, {"name": f"v{n}", "conditions": {}})
+                for n, owner in enumerate(owners)]
+
+    assert views_refusal(views(["ada"] * (MAX_PERSONAL_VIEWS - 1)), "ada") is None
+    full = views(["ada"] * MAX_PERSONAL_VIEWS)
+    assert "50 personal views" in (views_refusal(full, "ada") or "")
+    assert views_refusal(full, "bob") is None and views_refusal(full, "") is None
+    crowded = views([""] * MAX_VIEWS)
+    assert views_refusal(crowded, "") is not None and views_refusal(crowded, "bob") is not None
+
+
+async def test_an_agent_cannot_make_views_without_end(client: TestClient[Any, Any],
+                                                      aredis: redis.asyncio.Redis) -> None:
+    from bridge.core.views import MAX_PERSONAL_VIEWS
+    made = await client.post("/api/v1/agents", headers=ADMIN,
+                             json={"name": "mallory", "role": "agent"})
+    agent = {"Authorization": f"Bearer {(await made.json())['token']}"}
+    for n in range(MAX_PERSONAL_VIEWS):
+        created = await client.post("/api/v1/views", headers=agent,
+                                    json={"name": f"v{n}", "conditions": {}})
+        assert created.status == 201
+    before = len(await ViewStore(aredis).views())
+    refused = await client.post("/api/v1/views", headers=agent,
+                                json={"name": "one more", "conditions": {}})
+    assert refused.status == 422
+    assert (await refused.json())["error"]["code"] == "too_many_views"
+    assert len(await ViewStore(aredis).views()) == before  # nothing saved

@@ -31,7 +31,11 @@ class Sort(StrEnum):
 _CONDITION_KEYS = frozenset({"status", "status_below", "channel", "group", "assignee",
                              "unassigned", "tags_all", "tags_none", "fields", "aging"})
 _VIEW_KEYS = frozenset({"name", "conditions", "sort", "group_by", "shared"})
+# Every ticket change is checked against every view (the relay's teams consumer), and a new
+# view is built from every ticket: views cost the whole desk, so they are bounded.
 MAX_VIEWS = 500
+MAX_PERSONAL_VIEWS = 50  # per person
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,3 +200,12 @@ def aging_range(aging: frozenset[Aging], *, now_ms: int, yellow_after_s: int,
     low = min(bounds[a][0] for a in aging)
     high = max(bounds[a][1] for a in aging)
     return low, high
+
+
+def views_refusal(views: list[View], owner: str) -> str | None:
+    """Why one more view (personal when `owner`) may not be made now; None: it may."""
+    if len(views) >= MAX_VIEWS:
+        return f"there are {MAX_VIEWS} views already: delete one first"
+    if owner and sum(1 for v in views if v.owner == owner) >= MAX_PERSONAL_VIEWS:
+        return f"{owner} has {MAX_PERSONAL_VIEWS} personal views already: delete one first"
+    return None

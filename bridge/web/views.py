@@ -21,10 +21,10 @@ from bridge.core.messages import Channel
 from bridge.core.teams import Permission, Role, allowed
 from bridge.core.ticket_fields import FieldType, check_value
 from bridge.core.tickets import Ticket
-from bridge.core.views import View, aging_range, parse_view
+from bridge.core.views import View, aging_range, parse_view, views_refusal
 from bridge.store.records import MAX_PAGE, NotFound
 from bridge.store.views import ViewStore
-from bridge.web.access import field_definitions
+from bridge.web.access import field_definitions, visible_to
 from bridge.web.api import ticket_body
 from bridge.web.auth import Principal, require
 from bridge.web.bodies import json_object
@@ -159,8 +159,11 @@ async def view_page(request: web.Request, who: Principal, view: View, *, group: 
                                         group=group, cursor=cursor, limit=limit)
     tickets = await request.app[store_key].get_tickets(ids)
     # The sets trail the tickets by the relay's delay: a ticket that changed since is
-    # checked again here.
-    tickets = [t for t in tickets if view.conditions.matches(t)]
+    # checked again here, conditions and who may see it alike (moved to another group
+    # meanwhile, it is no longer this person's to read).
+    visible = visible_to(who)
+    tickets = [t for t in tickets
+               if view.conditions.matches(t) and (visible is None or visible(t))]
     counts = await store.counts(view, low, high, _scope(who))
     return (tickets, f"{next_cursor[0]}.{next_cursor[1]}" if next_cursor else None,
             counts.get(group, 0) if group is not None else sum(counts.values()))
@@ -194,6 +197,9 @@ async def create_view(request: web.Request) -> web.Response:
     require(request, Permission.VIEWS_SHARED if shared else Permission.VIEWS_PERSONAL)
     store = view_store(request.app)
     view = await _checked(request, "0", "" if shared else who.name, data, 1)
+    refusal = views_refusal(await store.views(), view.owner)
+    if refusal:
+        raise unprocessable(refusal, "too_many_views")
     view = View(**{**view.__dict__, "id": await store.new_id()})
     await store.save_view(view, data)
     await store.rebuild(view, request.app[store_key])
