@@ -139,3 +139,28 @@ async def test_pages_are_not_cached_nor_framed(client: Client) -> None:
     page = await client.get("/app/")
     assert page.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+async def test_a_rotated_token_ends_the_sessions_signed_in_with_it(client: Client) -> None:
+    """Rotating a leaked token locks out whoever signed in with it, pages included."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    made = await client.post("/api/v1/agents", headers=admin,
+                             json={"name": "mallory", "role": "agent"})
+    await sign_in(client, (await made.json())["token"])
+    assert (await client.get("/app/", allow_redirects=False)).status == 200
+    rotated = await client.post("/api/v1/agents/mallory/token", headers=admin)
+    assert rotated.status == 200
+    assert (await client.get("/app/", allow_redirects=False)).status == 303  # to sign in
+    await sign_in(client, (await rotated.json())["token"])  # the new token works
+    assert (await client.get("/app/", allow_redirects=False)).status == 200
+
+
+async def test_a_session_from_before_stamps_is_asked_to_sign_in_again(client: Client) -> None:
+    import hashlib
+
+    from bridge.store.keys import PREFIX
+    await sign_in(client, AGENT_TOKEN)
+    assert (await client.get("/app/", allow_redirects=False)).status == 200
+    digest = hashlib.sha256(_session_cookie(client).encode()).hexdigest()
+    assert await _redis(client).hdel(f"{PREFIX}:sess:{digest}", "stamp") == 1
+    assert (await client.get("/app/", allow_redirects=False)).status == 303

@@ -20,6 +20,9 @@ class SessionRecord:
     name: str
     role: str
     csrf_token: str
+    # A digest of the token signed in with: the session ends when that token no longer
+    # signs anyone in (rotated, removed). "" for a record made before stamps existed.
+    stamp: str = ""
 
 
 def _key(session_id: str) -> str:
@@ -31,12 +34,13 @@ class SessionStore:
         self.redis = redis
         self.ttl_s = ttl_s
 
-    async def create(self, *, name: str, role: str) -> SessionRecord:
+    async def create(self, *, name: str, role: str, stamp: str) -> SessionRecord:
         """A new session with fresh id and CSRF token (never one the browser chose)."""
-        record = SessionRecord(secrets.token_urlsafe(32), name, role, secrets.token_urlsafe(32))
+        record = SessionRecord(secrets.token_urlsafe(32), name, role, secrets.token_urlsafe(32),
+                               stamp)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_key(record.session_id), mapping={
-                "name": name, "role": role, "csrf": record.csrf_token})
+                "name": name, "role": role, "csrf": record.csrf_token, "stamp": stamp})
             pipe.expire(_key(record.session_id), self.ttl_s)
             await pipe.execute()
         return record
@@ -47,7 +51,8 @@ class SessionStore:
         fields = _decode_map(await self.redis.hgetall(_key(session_id)))
         if not {"name", "role", "csrf"} <= fields.keys():
             return None
-        return SessionRecord(session_id, fields["name"], fields["role"], fields["csrf"])
+        return SessionRecord(session_id, fields["name"], fields["role"], fields["csrf"],
+                             fields.get("stamp", ""))
 
     async def delete(self, session_id: str) -> None:
         if session_id and len(session_id) <= 128:

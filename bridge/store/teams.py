@@ -166,6 +166,10 @@ class TeamStore:
                 pipe.zrem(rotation_key(group), name)
             await pipe.execute()
 
+    async def token_hash_of(self, name: str) -> str | None:
+        """The SHA-256 of the person's current API token (None: no person, no token)."""
+        return _s(await self.redis.hget(person_key(name), "token_hash")) or None
+
     async def name_of_token(self, token: str) -> str | None:
         return _s(await self.redis.get(token_key(hash_token(token)))) or None
 

@@ -5,13 +5,14 @@ there is an agent of no group); the permission table is bridge/core/teams.py."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from bridge.core.teams import Actor, Permission, Role, allowed
-from bridge.store.teams import TeamStore
+from bridge.store.teams import TeamStore, hash_token
 from bridge.web.errors import ApiError
 from bridge.web.keys import redis_key, settings_key
 from config.settings import Settings
@@ -89,6 +90,32 @@ async def still_signed_in(app: web.Application, name: str, role: Role) -> Princi
     if person is not None:
         return Principal(name, person.role, person.groups)
     return Principal(name, Role.AGENT) if name in settings.agent_tokens else None
+
+
+def credential_stamp(token: str) -> str:
+    """What a workspace session keeps of the token it was signed in with: a digest of the
+    token's SHA-256 (the form people's tokens are kept in), never the token."""
+    return _stamp_of_hash(hash_token(token.strip()))
+
+
+def _stamp_of_hash(token_hash: str) -> str:
+    return hashlib.sha256(f"stamp:{token_hash}".encode()).hexdigest()[:32]
+
+
+async def credential_stamps(app: web.Application, name: str) -> set[str]:
+    """The stamps of every token that signs `name` in now: the admin token, their
+    BRIDGE_AGENT_TOKENS entry, their token in Redis. A session whose stamp is not among
+    them ends (the token was rotated or removed)."""
+    settings = app[settings_key]
+    stamps = set()
+    if name == "admin" and settings.admin_token:
+        stamps.add(credential_stamp(str(settings.admin_token)))
+    if name in settings.agent_tokens:
+        stamps.add(credential_stamp(str(settings.agent_tokens[name])))
+    stored = await TeamStore(app[redis_key]).token_hash_of(name)
+    if stored:
+        stamps.add(_stamp_of_hash(stored))
+    return stamps
 
 
 async def principal_named(app: web.Application, name: str, role: Role = Role.AGENT

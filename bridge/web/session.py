@@ -20,7 +20,15 @@ import secrets
 from aiohttp import web
 
 from bridge.store.sessions import SessionRecord, SessionStore
-from bridge.web.auth import PRINCIPAL, Principal, Role, authenticate_header, still_signed_in
+from bridge.web.auth import (
+    PRINCIPAL,
+    Principal,
+    Role,
+    authenticate_header,
+    credential_stamp,
+    credential_stamps,
+    still_signed_in,
+)
 from bridge.web.errors import ApiError
 from bridge.web.keys import redis_key
 
@@ -53,6 +61,10 @@ async def _still_allowed(request: web.Request, record: SessionRecord) -> Princip
         role = Role(record.role)
     except ValueError:
         return None
+    # Signed in with a token that no longer signs them in (rotated after a leak, removed):
+    # the session ends with it.
+    if record.stamp not in await credential_stamps(request.app, record.name):
+        return None
     # Role and groups as they are now (bridge/core/teams.py: people in Redis).
     return await still_signed_in(request.app, record.name, role)
 
@@ -75,7 +87,8 @@ async def sign_in(request: web.Request, token: str) -> tuple[Principal, SessionR
     who = await authenticate_header(request.app, f"Bearer {token.strip()}")
     store = sessions(request)
     await store.delete(request.cookies.get(SESSION_COOKIE, ""))
-    record = await store.create(name=who.name, role=who.role.value)
+    record = await store.create(name=who.name, role=who.role.value,
+                                stamp=credential_stamp(token))
     request[SESSION] = record
     request[PRINCIPAL] = who
     return who, record
