@@ -106,6 +106,7 @@ def test_url_refusal(url: object, allow_http: bool, refused: str | None) -> None
     ("fc00::1", "private"), ("0.0.0.0", "unspecified"), ("224.0.0.1", "multicast"),
     ("100.64.0.1", "public"), ("::ffff:127.0.0.1", "loopback"),
     ("::ffff:169.254.169.254", "metadata"), ("240.0.0.1", "reserved"), ("nonsense", "not an IP"),
+    ("fec0::1", "site-local"),
 ])
 def test_address_refusal(address: str, refused: str | None) -> None:
     found = address_refusal(address, allow_private=False)

@@ -134,6 +134,15 @@ async def test_the_next_page_is_never_another_site(client: Client) -> None:
     assert signed.headers["Location"] == "/app/"
 
 
+async def test_a_next_page_with_a_line_break_is_not_a_header_split(client: Client) -> None:
+    for raw in ("/app/%0d%0aSet-Cookie:%20x=1", "/app/%0aX:y", "/app/a%20b"):
+        answer = await client.get(f"/app/lang/fr?next={raw}", allow_redirects=False)
+        assert answer.status == 303, raw
+        assert answer.headers["Location"] == "/app/" and "x" not in answer.cookies
+    fine = await client.get("/app/lang/fr?next=/app/tickets/1", allow_redirects=False)
+    assert fine.headers["Location"] == "/app/tickets/1"
+
+
 async def test_pages_are_not_cached_nor_framed(client: Client) -> None:
     await sign_in(client, AGENT_TOKEN)
     page = await client.get("/app/")

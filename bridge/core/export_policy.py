@@ -150,8 +150,11 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
     # Most specific first: 0.0.0.0 and 240.0.0.0/4 are also "private" to ipaddress.
     for flag, what in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),
                        ("is_link_local", "link-local"), ("is_multicast", "multicast"),
-                       ("is_reserved", "reserved"), ("is_private", "private")):
-        if getattr(ip, flag):
+                       ("is_reserved", "reserved"), ("is_private", "private"),
+                       # fec0::/10: deprecated, but routed inside some networks still, and
+                       # neither private nor reserved to ipaddress.
+                       ("is_site_local", "site-local")):
+        if getattr(ip, flag, False):
             return f"{ip} is a {what} address"
     if isinstance(ip, ipaddress.IPv6Address) and (ip.sixtofour or ip.teredo):
         return f"{ip} tunnels to an IPv4 address"

@@ -105,8 +105,8 @@ def _read_flash(request: web.Request) -> dict[str, str] | None:
 def redirect(request: web.Request, location: str, *, notice: str = "",
              error: str = "") -> web.Response:
     """303 to a page of the workspace, with a one-time message shown there."""
-    if not location.startswith("/app/"):  # never an open redirect
-        location = "/app/"
+    if not location.startswith("/app/") or not location.isprintable():  # never an open
+        location = "/app/"  # redirect, nor a header a newline would split
     response = web.Response(status=303, headers={"Location": location, **PAGE_HEADERS})
     if notice or error:
         flash = {"kind": "error" if error else "notice", "text": error or notice}

@@ -24,8 +24,11 @@ routes = web.RouteTableDef()
 
 
 def _next(raw: str) -> str:
-    """Where to go after sign-in: a workspace page only (never another site)."""
-    return raw if raw.startswith("/app/") and not raw.startswith("/app//") else "/app/"
+    """Where to go after sign-in: a workspace page only (never another site), and a path a
+    Location header can carry (no control character, no space)."""
+    if not raw.startswith("/app/") or raw.startswith("/app//"):
+        return "/app/"
+    return raw if raw.isprintable() and " " not in raw else "/app/"
 
 
 def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
