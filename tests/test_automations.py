@@ -298,3 +298,29 @@ async def test_no_live_conversation_means_no_notice(deps: Deps, store: TicketSto
 def test_shipped_rule_file_loads_for_the_worker() -> None:
     config = automations._config(ROOT / "config" / "automations.toml")
     assert config.automation("close_solved_whatsapp") is not None
+
+
+async def test_a_customers_answer_that_opens_a_pending_ticket_fires_status_changed(
+    deps: Deps, store: TicketStore,
+) -> None:
+    """From the change log entry to the rule's action, as the relay and a worker run it."""
+    from bridge.store.changelog import ChangeLog
+    from workers.relay import jobs_for
+    deps.config = parse_config(tomllib.loads("""
+[[triggers]]
+name = "became_open"
+on = ["ticket.status_changed"]
+when = { status = ["open"] }
+then = { add_tags = ["became_open"] }
+"""), "test.toml")
+    address = "whatsapp:+15551110009"
+    tid = ids(await inbound(store, address=address))
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.PENDING)
+    answered = await inbound(store, "here is the info", address=address)
+    assert answered.ticket_id == tid and answered.status is Status.OPEN
+    last = (await ChangeLog(store.redis).all_entries())[-1]
+    [spec] = jobs_for([last], deps.config)
+    assert spec.payload["trigger"] == "ticket.status_changed"
+    result = await handle_ticket_event(deps, spec.payload)
+    assert result["fired"] == ["became_open"] and result["errors"] == []
+    assert (await store.get_ticket(tid)).tags == ("became_open",)

@@ -78,8 +78,9 @@ async def test_thread_limit_close_is_logged_with_both_tickets(store: TicketStore
     await inbound(store, "two", policy=policy)
     third = await inbound(store, "three", policy=policy)
     last = (await ChangeLog(store.redis).all_entries())[-1]
-    assert (last.action, last.ticket_id, last.previous_ticket_id, last.close_reason) == (
-        "follow_up", third.ticket_id, first.ticket_id, "thread_limit")
+    assert (last.action, last.ticket_id, last.previous_ticket_id, last.close_reason,
+            last.previous_status) == (
+        "follow_up", third.ticket_id, first.ticket_id, "thread_limit", "new")
 
 
 async def test_updates_log_who_changed_what_in_the_same_transaction(store: TicketStore) -> None:

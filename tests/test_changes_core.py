@@ -16,12 +16,15 @@ from bridge.core.changes import (
 )
 
 
-def routed(action: str, *, prev: str = "", reason: str = "") -> Change:
+def routed(action: str, *, prev: str = "", reason: str = "", moved: tuple[str, str] = ("", "")
+           ) -> Change:
     fields = {"k": "routed", "t": "7", "c": "c1", "a": action, "e": "1-0"}
     if prev:
         fields["p"] = prev
     if reason:
         fields["r"] = reason
+    if moved[0]:
+        fields["sf"], fields["st"] = moved
     return Change.from_fields("1700000000000-0", fields)
 
 
@@ -37,9 +40,14 @@ def updated(origin: Origin, *, status_from: str = "open", status_to: str = "open
     (routed("follow_up", prev="6"), [("7", TriggerName.CREATED)]),
     (routed("follow_up", prev="6", reason="thread_limit"),
      [("7", TriggerName.CREATED), ("6", TriggerName.CLOSED_THREAD_LIMIT)]),
-    (routed("reopen"), [("7", TriggerName.REOPENED)]),
+    (routed("reopen"), [("7", TriggerName.REOPENED)]),  # an entry from before sf/st
+    (routed("reopen", moved=("solved", "open")),
+     [("7", TriggerName.REOPENED), ("7", TriggerName.STATUS_CHANGED)]),
     (routed("csat_answer"), [("7", TriggerName.CSAT_ANSWERED)]),
     (routed("append"), []),
+    (routed("append", moved=("new", "new")), []),
+    # The customer's answer opens a pending ticket: a status change like an agent's.
+    (routed("append", moved=("pending", "open")), [("7", TriggerName.STATUS_CHANGED)]),
     (updated(Origin.AGENT, status_from="open", status_to="solved"),
      [("7", TriggerName.STATUS_CHANGED)]),
     (updated(Origin.AGENT, session_ended=True), [("7", TriggerName.SESSION_ENDED)]),
@@ -99,6 +107,7 @@ _EVERY_FIELD = [
     ("ec", "error_code", "ec-x", "ec-x"),
     ("ch", "channel", "ch-x", "ch-x"),
     ("ca", "created_at_ms", "1700000000999", 1700000000999),
+    ("pf", "previous_status", "pending", "pending"),
 ]
 
 

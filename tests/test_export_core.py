@@ -200,8 +200,14 @@ CONTACT = Contact(id="cid", channel="whatsapp", address="whatsapp:+33612345678",
      ["ticket.created", "message.received"]),
     (_change(kind=ChangeKind.ROUTED, action="append"),
      [_event(EventType.CUSTOMER_MESSAGE, "encore")], ["message.received"]),
-    (_change(kind=ChangeKind.ROUTED, action="reopen"),
+    (_change(kind=ChangeKind.ROUTED, action="reopen", status_from="solved", status_to="open"),
      [_event(EventType.CUSTOMER_MESSAGE, "re")], ["message.received", "ticket.status_changed"]),
+    # The customer's answer to a pending ticket opens it: exported like any status change.
+    (_change(kind=ChangeKind.ROUTED, action="append", status_from="pending", status_to="open"),
+     [_event(EventType.CUSTOMER_MESSAGE, "voilà")],
+     ["message.received", "ticket.status_changed"]),
+    (_change(kind=ChangeKind.ROUTED, action="append", status_from="open", status_to="open"),
+     [_event(EventType.CUSTOMER_MESSAGE, "encore")], ["message.received"]),
     (_change(kind=ChangeKind.ROUTED, action="follow_up", previous_ticket_id="6",
              close_reason="thread_limit"),
      [_event(EventType.CUSTOMER_MESSAGE, "x")],
@@ -228,6 +234,20 @@ def test_export_events_of_a_change(change: Change, events: list[Event],
     assert len({i.webhook_id for i in items}) == len(items)
     assert [i.webhook_id for i in export_items(change, events, CONTACT)] == [
         i.webhook_id for i in items]
+
+
+def test_a_customers_status_change_and_a_thread_limit_close_say_from_what() -> None:
+    [_, moved] = export_items(_change(kind=ChangeKind.ROUTED, action="append",
+                                      status_from="pending", status_to="open"),
+                              [_event(EventType.CUSTOMER_MESSAGE, "voilà")], CONTACT)
+    assert moved.data["status"] == {"from": "pending", "to": "open",
+                                    "reason": "customer_message"}
+    [closed, *_] = export_items(_change(kind=ChangeKind.ROUTED, action="follow_up",
+                                        ticket_id="8", previous_ticket_id="6",
+                                        close_reason="thread_limit", previous_status="open"),
+                                [_event(EventType.CUSTOMER_MESSAGE, "x")], CONTACT)
+    assert closed.ticket_id == "6"
+    assert closed.data["status"] == {"from": "open", "to": "closed", "reason": "thread_limit"}
 
 
 def test_ids_differ_between_partitions_with_the_same_stream_id() -> None:

@@ -81,6 +81,9 @@ class Change(NamedTuple):
     # ("" and 0 in entries written before routing recorded them).
     channel: str = ""
     created_at_ms: int = 0
+    # ROUTED follow_up closing the previous ticket (thread limit): that ticket's status
+    # before it closed ("" in entries written before routing recorded it).
+    previous_status: str = ""
 
     @classmethod
     def from_fields(cls, log_id: str, fields: Mapping[str, str]) -> Change:
@@ -128,6 +131,7 @@ class Change(NamedTuple):
             get("ec", ""),  # error_code
             get("ch", ""),  # channel
             int(get("ca") or 0),  # created_at_ms
+            get("pf", ""),  # previous_status
         )
 
 
@@ -182,11 +186,16 @@ def triggers_of(change: Change) -> list[tuple[str, TriggerName]]:
             if change.close_reason == "thread_limit" and change.previous_ticket_id:
                 fired.append((change.previous_ticket_id, TriggerName.CLOSED_THREAD_LIMIT))
             return fired
-        if change.action == "reopen":
-            return [(change.ticket_id, TriggerName.REOPENED)]
         if change.action == "csat_answer":
             return [(change.ticket_id, TriggerName.CSAT_ANSWERED)]
-        return []
+        fired = []
+        if change.action == "reopen":
+            fired.append((change.ticket_id, TriggerName.REOPENED))
+        # The customer's message moved the ticket (pending or solved -> open): a status
+        # change like an agent's, for the rules listening to ticket.status_changed.
+        if change.status_from and change.status_to and change.status_from != change.status_to:
+            fired.append((change.ticket_id, TriggerName.STATUS_CHANGED))
+        return fired
     if change.kind is ChangeKind.UPDATED and change.origin is Origin.AGENT:
         fired = []
         if change.status_from and change.status_to and change.status_from != change.status_to:
@@ -217,6 +226,6 @@ def status_after(change: Change, trigger: TriggerName) -> str | None:
     known without reading the ticket)."""
     if trigger in _STATUS_AFTER:
         return _STATUS_AFTER[trigger]
-    if change.kind is ChangeKind.UPDATED and change.status_to:
+    if change.kind in (ChangeKind.UPDATED, ChangeKind.ROUTED) and change.status_to:
         return change.status_to
     return None

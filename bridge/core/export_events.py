@@ -119,7 +119,8 @@ def _routed(change: Change, events: Sequence[Event], contact: Contact | None
     out: list[tuple[ExportEventType, str, dict[str, Any]]] = []
     if change.close_reason and change.previous_ticket_id:
         data = _base(change, change.previous_ticket_id)
-        data["status"] = {"from": None, "to": "closed", "reason": change.close_reason}
+        data["status"] = {"from": change.previous_status or None, "to": "closed",
+                          "reason": change.close_reason}
         out.append((ExportEventType.TICKET_STATUS_CHANGED, change.previous_ticket_id, data))
     if change.action in OPENING_ACTIONS:
         out.append((ExportEventType.TICKET_CREATED, "", _ticket_created(change, contact)))
@@ -131,9 +132,11 @@ def _routed(change: Change, events: Sequence[Event], contact: Contact | None
         elif event.type is EventType.CUSTOMER_MESSAGE:
             data["message"] = _event_json(event)
             out.append((ExportEventType.MESSAGE_RECEIVED, "", data))
-    if change.action == "reopen":
+    # The customer's message moved the ticket: solved -> open (a reopen), pending -> open.
+    if change.status_from and change.status_to and change.status_from != change.status_to:
         data = _base(change)
-        data["status"] = {"from": "solved", "to": "open", "reason": "customer_message"}
+        data["status"] = {"from": change.status_from, "to": change.status_to,
+                          "reason": "customer_message"}
         out.append((ExportEventType.TICKET_STATUS_CHANGED, "", data))
     return out
 

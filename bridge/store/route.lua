@@ -58,7 +58,7 @@ end
 -- ticket records its status before and after (the report counters' consumer then knows that
 -- an append changed nothing), and an opening records the new ticket's channel and creation
 -- time (which it counts).
-local function log_change(action, tid, eid, prev, reason, status_from, status_to)
+local function log_change(action, tid, eid, prev, reason, status_from, status_to, prev_status)
   local fields = {'k', 'routed', 't', tid, 'c', ARGV[21], 'a', action, 'e', eid}
   if prev ~= '' then table.insert(fields, 'p'); table.insert(fields, prev) end
   if reason ~= '' then table.insert(fields, 'r'); table.insert(fields, reason) end
@@ -69,6 +69,9 @@ local function log_change(action, tid, eid, prev, reason, status_from, status_to
   if action == 'new_ticket' or action == 'follow_up' then
     table.insert(fields, 'ch'); table.insert(fields, ARGV[5])
     table.insert(fields, 'ca'); table.insert(fields, now)
+  end
+  if prev_status then  -- the status the previous ticket had before this message closed it
+    table.insert(fields, 'pf'); table.insert(fields, prev_status)
   end
   redis.call('XADD', log_key, '*', unpack(fields))
 end
@@ -148,7 +151,8 @@ if action == 'new_ticket' or action == 'follow_up' then
              'message_count', 1, 'follow_up_of', prev, 'version', 1)
   redis.call('HSET', contact_key, 'cur', new_tid)
   local eid = add_event(new_tid, 'customer_message', 'customer', ARGV[10], message_data)
-  log_change(action, new_tid, eid, prev, close_reason)
+  log_change(action, new_tid, eid, prev, close_reason, nil, nil,
+             close_reason ~= '' and cur.status or nil)
   return {action, new_tid, 'new', prev, close_reason, eid, ''}
 end
 
