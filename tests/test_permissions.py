@@ -330,3 +330,16 @@ async def test_the_workspace_previews_follow_the_same_rules(
         "csrf_token": csrf, "locale_en": "{{ contact.name }} DRAFT"})
     assert sample.status == 200
     assert "DRAFT" not in await sample.text()  # the macro as saved, not the draft
+
+
+async def test_a_read_only_refusal_names_the_role_not_an_empty_assignee(
+        client: Client, store_of: TicketStore) -> None:
+    world = await _world(client, store_of)
+    refused = await client.patch(f"/api/v1/tickets/{world.ids['T']}", json={"status": "open"},
+                                 headers={"Authorization": f"Bearer {world.tokens['read_only']}"})
+    assert refused.status == 403
+    message = (await refused.json())["error"]["message"]
+    assert "read_only role" in message and "assigned to" not in message
+    taken = await client.patch(f"/api/v1/tickets/{world.ids['A']}", json={"status": "open"},
+                               headers={"Authorization": f"Bearer {world.tokens['agent']}"})
+    assert "assigned to ag2" in (await taken.json())["error"]["message"]

@@ -30,6 +30,8 @@ def need(who: Principal, ticket: Ticket, level: Access) -> None:
     if access is Access.NONE:
         raise ApiError(403, "forbidden", f"ticket {ticket.id} belongs to group "
                                          f"{ticket.group}, which is not yours")
+    if not ticket.assignee:  # theirs to read, unassigned: the role is what stops them
+        raise ApiError(403, "forbidden", f"the {who.role.value} role cannot work tickets")
     raise ApiError(403, "forbidden", f"ticket {ticket.id} is assigned to "
                                      f"{ticket.assignee}: only they or a manager can work it")
 
