@@ -30,12 +30,26 @@ async def test_an_update_names_its_events_assignee_and_tags(store: TicketStore) 
     change = await _last_change(store)
     assert change.kind is ChangeKind.UPDATED
     assert change.op
-    assert change.event_types == (EventType.TICKET_UPDATED.value, EventType.AGENT_REPLY.value)
+    # The caller's event first (the reply), then the change it makes.
+    assert change.event_types == (EventType.AGENT_REPLY.value, EventType.TICKET_UPDATED.value)
     assert (change.assignee, change.tags_changed) == ("alice", True)
     events = await store.events_of_change(change)
-    assert [(e.type, e.body) for e in events] == [(EventType.TICKET_UPDATED, ""),
-                                                  (EventType.AGENT_REPLY, "Hello")]
-    assert events[1].data == {} and events[0].data["assignee"] == "alice"
+    assert [(e.type, e.body) for e in events] == [(EventType.AGENT_REPLY, "Hello"),
+                                                  (EventType.TICKET_UPDATED, "")]
+    assert events[0].data == {} and events[1].data["assignee"] == "alice"
+
+
+async def test_a_closing_message_comes_before_the_end_of_the_session(
+        store: TicketStore) -> None:
+    """A macro that says goodbye and ends the session: the text, then the end (the thread,
+    the widget and the export read them in this order)."""
+    tid = ids(await inbound(store, "Bonjour"))
+    _, returned = await store.update_ticket(
+        tid, author="alice", now_ms=now_ms(), end_session_reason="agent",
+        event=(EventType.MACRO_APPLIED, "Au revoir !", {}), origin=Origin.AGENT)
+    events = await store.events_of_change(await _last_change(store))
+    assert [e.type for e in events] == [EventType.MACRO_APPLIED, EventType.SESSION_ENDED]
+    assert returned == events[0].id  # the caller's event is the one handed back
 
 
 async def test_unassigning_is_told_apart_from_leaving_the_assignee(store: TicketStore) -> None:

@@ -240,7 +240,7 @@ async def test_macros_read_the_ticket_fields_and_group(client: Client) -> None:
     draft = {"locales": {"en": "Pays {{ ticket.fields.country | default('-') }}, "
                                "visa {{ ticket.fields.visa | default('-') }}, "
                                "groupe '{{ ticket.group }}'"}}
-    response = await client.post("/api/v1/macros/greeting/preview", headers=AGENT,
+    response = await client.post("/api/v1/macros/greeting/preview", headers=ADMIN,
                                  json={"ticket_id": tid, **draft})
     assert response.status == 200, await response.text()
     assert (await response.json())["body"] == "Pays sn, visa -, groupe ''"

@@ -157,8 +157,8 @@ class TicketUpdates(TicketRouting):
                         pipe, tkey, ekey, changes=changes, op=op, author=author,
                         now_ms=now_ms, change=(change_type, change_data) if change_data
                         else None, event=event)
-                    recorded = ((change_type.value,) if change_data else ()) + (
-                        (event[0].value,) if event is not None else ())
+                    recorded = ((event[0].value,) if event is not None else ()) + (
+                        (change_type.value,) if change_data else ())
                     pipe.xadd(keys.change_log_of(cid), update_fields(
                         ticket_id=ticket_id, contact_id=cid, origin=origin,
                         version=current.version + 1, status_from=current.status.value,
@@ -224,20 +224,25 @@ class TicketUpdates(TicketRouting):
         event: tuple[EventType, str, dict[str, Any]] | None,
     ) -> int | None:
         """Queue a ticket update's writes in the transaction: its fields (with the
-        attempt's token), the version, the change's event and the caller's. Returns the
+        attempt's token), the version, the caller's event and the change's. Returns the
         position of the reply holding the id of the event to return (the caller's, else
-        the change's), None without either."""
+        the change's), None without either.
+
+        The caller's event goes first: a macro's text is what it does before the changes it
+        makes (a closing message, then the session's end; a reply, then solved), and the
+        thread, the widget and the export show them in that order."""
         pipe.hset(tkey, mapping={**changes, "updated_at_ms": str(now_ms), "op": op})
         pipe.hincrby(tkey, "version", 1)
         index = None
-        if change is not None:
-            etype, data = change
-            pipe.xadd(ekey, self._fields(etype, author, "", data, now_ms, op=op))
-            index = len(pipe.command_stack) - 1
         if event is not None:
             etype, body, data = event
             pipe.xadd(ekey, self._fields(etype, author, body, data, now_ms, op=op))
             index = len(pipe.command_stack) - 1
+        if change is not None:
+            etype, data = change
+            pipe.xadd(ekey, self._fields(etype, author, "", data, now_ms, op=op))
+            if index is None:
+                index = len(pipe.command_stack) - 1
         return index
 
     @staticmethod
@@ -282,11 +287,15 @@ class TicketUpdates(TicketRouting):
         return found
 
     async def _event_of_op(self, ekey: str, op: str, *, scan: int = 50) -> str | None:
-        """The id of the last event an update_ticket attempt wrote (among the newest)."""
+        """The id of the event an update_ticket attempt handed back (among the newest):
+        the first it wrote (the caller's event when it had one; _queue_update's order)."""
+        found = None
         for eid, fields in await self.redis.xrevrange(ekey, "+", "-", count=scan):
             if _s(fields.get(b"op")) == op:
-                return _s(eid)
-        return None
+                found = _s(eid)
+            elif found is not None:  # one attempt's events are next to each other
+                break
+        return found
 
     async def add_event(
         self, ticket_id: str, etype: EventType, *, author: str, body: str = "",
