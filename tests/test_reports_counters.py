@@ -210,6 +210,11 @@ async def test_the_reports_page_draws_its_charts(client: Client,
     assert page.status == 200
     assert html.count('<svg class="chart"') == 2 and 'id="fig-created">4<' in html
     assert 'id="fig-quality">83.3<' in html
+    # The same figures as the API's overview, closed and reopened included.
+    api = await (await client.get("/api/v1/reports/overview?since=2026-11-01&until=2026-11-03",
+                                  headers={"Authorization": f"Bearer {AGENT_TOKEN}"})).json()
+    for figure in ("created", "solved", "closed", "reopened"):
+        assert f'id="fig-{figure}">{api["tickets"][figure]}<' in html, figure
     download = await client.get("/app/reports?since=2026-11-01&until=2026-11-03&format=csv")
     assert download.content_type == "text/csv" and "tickets,created,4" in await download.text()
     bad = await client.get("/app/reports?since=2026-11-05&until=2026-11-01")

@@ -212,3 +212,21 @@ async def test_a_live_refresh_during_a_redirect_leaves_the_pages_message(
     assert 'class="flash flash-notice"' in page and "Ticket updated" in page
     again = await (await client.get(saved.headers["Location"])).text()
     assert 'class="flash' not in again  # shown once
+
+
+async def test_a_closed_ticket_or_ended_session_offers_no_reply_form(
+        client: Client, store: TicketStore) -> None:
+    tid = ids(await inbound(store, "Bonjour"))
+    await sign_in(client, AGENT_TOKEN)
+    page = await (await client.get(f"/app/tickets/{tid}")).text()
+    assert f'action="/app/tickets/{tid}/reply"' in page
+    assert f'action="/app/tickets/{tid}/end-session"' in page
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), end_session_reason="agent")
+    page = await (await client.get(f"/app/tickets/{tid}")).text()
+    assert f'action="/app/tickets/{tid}/reply"' not in page
+    assert "messaging session was ended" in page
+    assert f'action="/app/tickets/{tid}/end-session"' not in page
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.SOLVED)
+    await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.CLOSED)
+    page = await (await client.get(f"/app/tickets/{tid}")).text()
+    assert "the ticket is closed" in page and f'/app/tickets/{tid}/reply"' not in page

@@ -39,6 +39,7 @@ FRENCH: dict[str, str] = {
     "hold": "suspendu",
     "solved": "résolu",
     "closed": "fermé",
+    "reopened": "rouverts",
     "No tickets": "Aucun ticket",
     "Customer": "Client",
     "Age": "Âge",

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.core.outbound import session_refusal
 from bridge.core.teams import Access
 from bridge.core.tickets import OUTBOUND_EVENTS, Status
 from bridge.sending import render_macro
@@ -61,9 +62,13 @@ async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]
                                          keep=visible_to(who))
     macros = await macro_store(app).all()
     window_open = contact is not None and contact.window_open(now_ms)
+    # A closed ticket or an ended session takes no reply at all (the store would refuse it):
+    # the page says why instead of offering a form.
+    stopped = session_refusal(ticket)
     return {
         "ticket": ticket_json(ticket, contact, settings=app[settings_key], now_ms=now_ms),
         "thread": await thread(request, ticket.id),
+        "reply_refusal": stopped.message if stopped else "",
         "window_open": window_open,
         "window_until": iso(contact.window_until_ms) if contact else None,
         "macros": [m for m in macros if window_open or m.actions.fallback_content_sid
