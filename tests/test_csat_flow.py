@@ -100,7 +100,28 @@ async def test_survey_on_solve_is_sent_once_per_ticket_even_when_triggered_twice
     ticket = await store.get_ticket(tid)
     assert ticket.csat_sent_at_ms > 0
     contact = await aredis.hgetall(keys.contact(ticket.contact_id))
-    assert contact[b"survey_ticket"] == tid.encode() and int(contact[b"survey_at_ms"]) > 0
+    # Still outstanding for its buttons; the customer's reopen ended the bare-rating window.
+    assert contact[b"survey_ticket"] == tid.encode() and b"survey_at_ms" not in contact
+
+
+async def test_after_a_reopen_an_ok_in_the_conversation_is_no_rating(
+    deps: Deps, store: TicketStore,
+) -> None:
+    from bridge.core.csat import survey_payload
+    address = "whatsapp:+15552220009"
+    tid, solved_event = await solved_ticket(store, address)
+    assert (await fire(deps, tid, "ticket.status_changed", solved_event))["fired"] == [
+        "csat_on_solve"]
+    reopened = await inbound(store, "J'ai encore un problème", address=address)
+    assert reopened.action.value == "reopen"
+    ok = await inbound(store, "ok", address=address)  # "ok" reads as a 3 otherwise
+    assert ok.action.value == "append" and ok.ticket_id == tid
+    ticket = await store.get_ticket(tid)
+    assert ticket.csat_rating == 0 and ticket.status is Status.OPEN  # 0: no rating
+    tapped = await inbound(store, "😀 Good", address=address,
+                           button_payload=survey_payload(tid, 5))
+    assert tapped.action.value == "csat_answer"  # its button still answers it
+    assert (await store.get_ticket(tid)).csat_rating == 5
 
 
 async def test_survey_on_session_end_goes_out_in_the_contacts_language(

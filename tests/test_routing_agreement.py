@@ -162,6 +162,8 @@ class Agreement:
             fields = {k.decode(): v.decode() for k, v in raw.items()}
             assert fields.get("cur", "") == (self.ids[mc.current] if mc.current else "")
             assert ("survey_ticket" in fields) == (mc.survey is not None)
+            assert ("survey_at_ms" in fields) == (mc.survey is not None
+                                                  and mc.survey.sent_at_ms is not None)
             seen = {p.decode() for p in await self.aredis.zrange(keys.seen(cid), 0, -1)}
             assert seen == mc.seen
 

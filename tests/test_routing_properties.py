@@ -23,6 +23,7 @@ from bridge.core.routing import (
     Survey,
     TicketView,
     route,
+    survey_after,
 )
 from bridge.core.tickets import SessionState, Status, TransitionError, check_transition
 
@@ -204,10 +205,11 @@ class Model:
         assert m.pid not in contact.seen
         contact.seen.add(m.pid)
         contact.accepted.append(m.pid)
+        survey_before, contact.survey = contact.survey, survey_after(d, contact.survey)
         if d.action is Action.CSAT_ANSWER:
             assert d.ticket_id is not None and d.rating is not None
+            assert contact.survey is None and survey_before is not None
             self.tickets[d.ticket_id].ratings.append((m.pid, d.rating))
-            contact.survey = None
         elif d.opens_ticket:
             assert d.status is Status.NEW and d.ticket_id is None
             if d.action is Action.FOLLOW_UP:

@@ -14,6 +14,7 @@ from bridge.core.routing import (
     TicketView,
     answers_survey,
     route,
+    survey_after,
     thread_limit_reached,
 )
 from bridge.core.tickets import SessionState, Status
@@ -212,3 +213,28 @@ def test_thread_limit_reached(count: int, age_ms: int, policy: ChannelPolicy,
                               expected: bool) -> None:
     view = ticket(Status.OPEN, count=count, created=NOW - age_ms)
     assert thread_limit_reached(view, policy, now_ms=NOW) is expected
+
+
+REOPENED_SURVEY = Survey(ticket_id="7", message_id="SMsurvey", sent_at_ms=None)
+
+
+@pytest.mark.parametrize(("signal", "expected"), [
+    (RatingSignal(rating=3), None),  # "ok" after the reopen: the conversation goes on
+    (RatingSignal(rating=5, payload_ticket_id="7"), 5),  # its button still answers
+    (RatingSignal(rating=4, replied_to_id="SMsurvey"), 4),  # so does a reply to it
+])
+def test_a_reopened_tickets_survey_takes_only_explicit_answers(
+        signal: RatingSignal, expected: int | None) -> None:
+    assert answers_survey(REOPENED_SURVEY, signal, now_ms=NOW, window_s=86400) == expected
+
+
+@pytest.mark.parametrize(("decision", "expected"), [
+    (Decision(Action.CSAT_ANSWER, "7", None, rating=5), None),
+    (Decision(Action.REOPEN, "7", Status.OPEN), REOPENED_SURVEY),
+    (Decision(Action.REOPEN, "8", Status.OPEN), SURVEY),  # another ticket's reopen
+    (Decision(Action.APPEND, "7", Status.OPEN), SURVEY),
+    (Decision(Action.NEW_TICKET, None, Status.NEW), SURVEY),
+])
+def test_survey_after(decision: Decision, expected: Survey | None) -> None:
+    assert survey_after(decision, SURVEY) == expected
+    assert survey_after(decision, None) is None

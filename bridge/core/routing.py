@@ -7,7 +7,7 @@ histories that both make the same decisions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bridge.core.policy import ChannelPolicy, SolvedReply
@@ -44,7 +44,10 @@ class Survey:
 
     ticket_id: str
     message_id: str  # the outbound survey's provider id (Twilio SM…) once known
-    sent_at_ms: int
+    # Starts the window in which a bare rating ("5", "bien") answers it. None: that window
+    # is over early, the ticket having been reopened since; a button or a reply to the
+    # survey still answers it.
+    sent_at_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,20 @@ def answers_survey(
         return signal.rating if signal.payload_ticket_id == survey.ticket_id else None
     if signal.replied_to_id and survey.message_id:
         return signal.rating if signal.replied_to_id == survey.message_id else None
-    if now_ms - survey.sent_at_ms <= window_s * 1000:
+    if survey.sent_at_ms is not None and now_ms - survey.sent_at_ms <= window_s * 1000:
         return signal.rating
     return None
+
+
+def survey_after(decision: Decision, survey: Survey | None) -> Survey | None:
+    """The outstanding survey once the message is routed: gone when answered. When the
+    message reopens the surveyed ticket, bare ratings no longer answer it (the conversation
+    goes on, and an "ok" in it is no rating) but its buttons still do; otherwise unchanged."""
+    if survey is None or decision.action is Action.CSAT_ANSWER:
+        return None
+    if decision.action is Action.REOPEN and decision.ticket_id == survey.ticket_id:
+        return replace(survey, sent_at_ms=None)
+    return survey
 
 
 def thread_limit_reached(ticket: TicketView, policy: ChannelPolicy, *, now_ms: int) -> bool:

@@ -84,7 +84,7 @@ if survey_tid and rating ~= '' then
     answers = (ARGV[13] == survey_tid)
   elseif ARGV[14] ~= '' and survey_msg and survey_msg ~= '' then
     answers = (ARGV[14] == survey_msg)
-  else
+  elseif survey_at then  -- none once the surveyed ticket was reopened (survey_after)
     answers = (now - tonumber(survey_at) <= csat_window_ms)
   end
   if answers then
@@ -166,6 +166,11 @@ if action == 'reopen' or status == 'pending' then
   status_changed = '1'
   add_event(cur.id, 'status_changed', 'system', '',
             cjson.encode({from = cur.status, to = 'open', reason = 'customer_reply'}))
+end
+-- A reopen of the surveyed ticket ends the window for bare ratings; its buttons and a
+-- reply to it still answer (bridge/core/routing.survey_after).
+if action == 'reopen' and survey_tid == cur.id then
+  redis.call('HDEL', contact_key, 'survey_at_ms')
 end
 -- One HSET for what the message changes (the counters were read above, in this script).
 redis.call('HSET', key, 'status', status, 'updated_at_ms', now,
