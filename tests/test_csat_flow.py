@@ -247,3 +247,29 @@ def test_report_aggregation_is_pure() -> None:
     assert [(g.key, g.count) for g in groups] == [("whatsapp", 1), ("widget", 1)]
     _, agents = aggregate([t("1", "widget", 1)], "agent")
     assert agents[0].key == "unassigned"
+
+
+async def test_a_survey_button_tapped_again_replaces_the_rating_and_reopens_nothing(
+    deps: Deps, store: TicketStore,
+) -> None:
+    from bridge.core.csat import survey_payload
+    address = "whatsapp:+15552220010"
+    tid, solved_event = await solved_ticket(store, address)
+    assert (await fire(deps, tid, "ticket.status_changed", solved_event))["fired"] == [
+        "csat_on_solve"]
+    first = await inbound(store, "4", address=address)
+    assert first.action.value == "csat_answer"
+    again = await inbound(store, "🙁 Mauvais", address=address,
+                          button_payload=survey_payload(tid, 1))
+    assert again.action.value == "csat_answer" and again.ticket_id == tid
+    ticket = await store.get_ticket(tid)
+    assert ticket.csat_rating == 1 and ticket.status is Status.SOLVED  # replaced, not reopened
+    events, _ = await store.events(tid)
+    assert [e.data.get("rating") for e in events if e.type is EventType.CSAT_ANSWERED] == [1, 4]
+    assert not [e for e in events if e.type is EventType.CUSTOMER_MESSAGE and e.body != "Bonjour"]
+    # A payload naming a ticket that was never surveyed stays a message (here: reopens).
+    other = ids(await inbound(store, address="whatsapp:+15552220011"))
+    await store.update_ticket(other, author="alice", now_ms=now_ms(), status=Status.SOLVED)
+    unsurveyed = await inbound(store, "5", address="whatsapp:+15552220011",
+                               button_payload=survey_payload(other, 5))
+    assert unsurveyed.action.value == "reopen"

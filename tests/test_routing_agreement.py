@@ -102,9 +102,11 @@ class Agreement:
         if isinstance(op, SendSurvey):
             self.model.send_survey(mid, op.message_id, self.now)
             # As bridge/sending.py writes them: survey_msg only once the provider id is known.
-            key = keys.contact(_cid(inbound(Msg(op.contact, "", "text"), self.now)))
+            cid = _cid(inbound(Msg(op.contact, "", "text"), self.now))
+            key = keys.contact(cid)
             await self.aredis.hset(key, mapping={"survey_ticket": tid,
                                                  "survey_at_ms": str(self.now)})
+            await self.aredis.hset(keys.ticket(cid, tid), "csat_sent_at_ms", str(self.now))
             if op.message_id:
                 await self.aredis.hset(key, "survey_msg", op.message_id)
             else:

@@ -127,6 +127,7 @@ class MTicket:
     session: SessionState = SessionState.ACTIVE
     messages: list[str] = field(default_factory=list)
     ratings: list[tuple[str, int]] = field(default_factory=list)
+    surveyed: bool = False
     follow_up_of: str = ""
     closed_reason: str = ""
     history: list[Status] = field(default_factory=list)
@@ -197,18 +198,22 @@ class Model:
             TicketView(cur.id, cur.status, cur.session, len(cur.messages), cur.created_at_ms)
             if cur else None
         )
+        signal = self.signal(m)
+        named = signal.payload_ticket_id
         d = route(seen=m.pid in contact.seen, current=view, survey=contact.survey,
-                  signal=self.signal(m), policy=self.policy, now_ms=now_ms)
+                  signal=signal, policy=self.policy, now_ms=now_ms,
+                  payload_ticket_surveyed=named in contact.tickets
+                  and self.tickets[named].surveyed)
         if d.action is Action.DUPLICATE:
             assert m.pid in contact.seen
             return d
         assert m.pid not in contact.seen
         contact.seen.add(m.pid)
         contact.accepted.append(m.pid)
-        survey_before, contact.survey = contact.survey, survey_after(d, contact.survey)
+        contact.survey = survey_after(d, contact.survey)
         if d.action is Action.CSAT_ANSWER:
             assert d.ticket_id is not None and d.rating is not None
-            assert contact.survey is None and survey_before is not None
+            assert self.tickets[d.ticket_id].surveyed and d.ticket_id in contact.tickets
             self.tickets[d.ticket_id].ratings.append((m.pid, d.rating))
         elif d.opens_ticket:
             assert d.status is Status.NEW and d.ticket_id is None
@@ -247,6 +252,7 @@ class Model:
 
     def send_survey(self, tid: str, message_id: str, now_ms: int) -> None:
         t = self.tickets[tid]
+        t.surveyed = True
         self.contact(t.contact).survey = Survey(tid, message_id, now_ms)
 
 

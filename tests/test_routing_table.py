@@ -238,3 +238,21 @@ def test_a_reopened_tickets_survey_takes_only_explicit_answers(
 def test_survey_after(decision: Decision, expected: Survey | None) -> None:
     assert survey_after(decision, SURVEY) == expected
     assert survey_after(decision, None) is None
+
+
+@pytest.mark.parametrize(("survey", "surveyed", "expected"), [
+    # The survey was answered (none outstanding): tapping its button again re-rates it.
+    (None, True, Decision(Action.CSAT_ANSWER, "7", None, rating=1)),
+    # An older survey's button while another ticket's is outstanding: that older ticket.
+    (Survey(ticket_id="9", message_id="SMother", sent_at_ms=NOW - HOUR_MS), True,
+     Decision(Action.CSAT_ANSWER, "7", None, rating=1)),
+    # A payload naming a ticket never surveyed (or not this contact's) is a message.
+    (None, False, Decision(Action.REOPEN, "7", Status.OPEN)),
+])
+def test_a_survey_button_tapped_again_replaces_the_rating(
+        survey: Survey | None, surveyed: bool, expected: Decision) -> None:
+    signal = RatingSignal(rating=1, payload_ticket_id="7")
+    decision = route(seen=False, current=ticket(Status.SOLVED), survey=survey, signal=signal,
+                     policy=POLICY, now_ms=NOW, payload_ticket_surveyed=surveyed)
+    assert decision == expected
+    assert survey_after(decision, survey) == survey  # another ticket's survey stays

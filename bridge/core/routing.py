@@ -92,11 +92,14 @@ def answers_survey(
 
 
 def survey_after(decision: Decision, survey: Survey | None) -> Survey | None:
-    """The outstanding survey once the message is routed: gone when answered. When the
+    """The outstanding survey once the message is routed: gone when answered (rating
+    another surveyed ticket leaves it as it is). When the
     message reopens the surveyed ticket, bare ratings no longer answer it (the conversation
     goes on, and an "ok" in it is no rating) but its buttons still do; otherwise unchanged."""
-    if survey is None or decision.action is Action.CSAT_ANSWER:
+    if survey is None:
         return None
+    if decision.action is Action.CSAT_ANSWER:  # answered, unless another ticket was rated
+        return None if decision.ticket_id == survey.ticket_id else survey
     if decision.action is Action.REOPEN and decision.ticket_id == survey.ticket_id:
         return replace(survey, sent_at_ms=None)
     return survey
@@ -117,13 +120,23 @@ def route(
     signal: RatingSignal,
     policy: ChannelPolicy,
     now_ms: int,
+    payload_ticket_surveyed: bool = False,
 ) -> Decision:
-    """Decide what one inbound message does; the first matching row of DESIGN §2 wins."""
+    """Decide what one inbound message does; the first matching row of DESIGN §2 wins.
+
+    `payload_ticket_surveyed`: the ticket a survey button's payload names is one of this
+    contact's and was surveyed (its survey may be answered already, or older than the one
+    outstanding)."""
     if seen:
         return Decision(Action.DUPLICATE, None, None)
     rating = answers_survey(survey, signal, now_ms=now_ms, window_s=policy.csat_window_s)
     if rating is not None and survey is not None:
         return Decision(Action.CSAT_ANSWER, survey.ticket_id, None, rating=rating)
+    if signal.rating is not None and signal.payload_ticket_id and payload_ticket_surveyed:
+        # A survey's button tapped again (a changed mind) or an older survey's: the new
+        # rating replaces that ticket's, and nothing reopens.
+        return Decision(Action.CSAT_ANSWER, signal.payload_ticket_id, None,
+                        rating=signal.rating)
     if current is None or current.session is SessionState.ENDED:
         return Decision(Action.NEW_TICKET, None, Status.NEW)
     if current.status is Status.CLOSED:

@@ -98,6 +98,22 @@ if survey_tid and rating ~= '' then
     return {'csat_answer', survey_tid, '', '', '', eid, rating}
   end
 end
+-- A survey's button tapped again, or an older survey's: the rating replaces that ticket's
+-- when the ticket is this contact's (its key is under the contact's prefix) and was
+-- surveyed (bridge/core/routing.route, payload_ticket_surveyed).
+if rating ~= '' and ARGV[13] ~= '' then
+  local rated = ARGV[13]
+  local sent = redis.call('HGET', tkey(rated), 'csat_sent_at_ms')
+  if sent and sent ~= '' and sent ~= '0' then
+    mark_seen_and_touch_contact()
+    redis.call('HSET', tkey(rated), 'csat_rating', rating, 'csat_answered_at_ms', now)
+    redis.call('HINCRBY', tkey(rated), 'version', 1)
+    local eid = add_event(rated, 'csat_answered', 'customer', ARGV[10],
+                          cjson.encode({rating = tonumber(rating), provider_id = pid}))
+    log_change('csat_answer', rated, eid, '', '')
+    return {'csat_answer', rated, '', '', '', eid, rating}
+  end
+end
 
 local cur = nil
 if cur_id then
