@@ -78,6 +78,18 @@ end
 
 -- Row 2: an answer to the outstanding survey.
 local rating = ARGV[12]
+
+-- The rating recorded on the ticket (replacing an earlier one); the script's reply.
+local function record_rating(rated)
+  mark_seen_and_touch_contact()
+  redis.call('HSET', tkey(rated), 'csat_rating', rating, 'csat_answered_at_ms', now)
+  redis.call('HINCRBY', tkey(rated), 'version', 1)
+  local eid = add_event(rated, 'csat_answered', 'customer', ARGV[10],
+                        cjson.encode({rating = tonumber(rating), provider_id = pid}))
+  log_change('csat_answer', rated, eid, '', '')
+  return {'csat_answer', rated, '', '', '', eid, rating}
+end
+
 if survey_tid and rating ~= '' then
   local answers = false
   if ARGV[13] ~= '' then
@@ -88,30 +100,17 @@ if survey_tid and rating ~= '' then
     answers = (now - tonumber(survey_at) <= csat_window_ms)
   end
   if answers then
-    mark_seen_and_touch_contact()
     redis.call('HDEL', contact_key, 'survey_ticket', 'survey_msg', 'survey_at_ms')
-    redis.call('HSET', tkey(survey_tid), 'csat_rating', rating, 'csat_answered_at_ms', now)
-    redis.call('HINCRBY', tkey(survey_tid), 'version', 1)
-    local eid = add_event(survey_tid, 'csat_answered', 'customer', ARGV[10],
-                          cjson.encode({rating = tonumber(rating), provider_id = pid}))
-    log_change('csat_answer', survey_tid, eid, '', '')
-    return {'csat_answer', survey_tid, '', '', '', eid, rating}
+    return record_rating(survey_tid)
   end
 end
 -- A survey's button tapped again, or an older survey's: the rating replaces that ticket's
 -- when the ticket is this contact's (its key is under the contact's prefix) and was
 -- surveyed (bridge/core/routing.route, payload_ticket_surveyed).
 if rating ~= '' and ARGV[13] ~= '' then
-  local rated = ARGV[13]
-  local sent = redis.call('HGET', tkey(rated), 'csat_sent_at_ms')
+  local sent = redis.call('HGET', tkey(ARGV[13]), 'csat_sent_at_ms')
   if sent and sent ~= '' and sent ~= '0' then
-    mark_seen_and_touch_contact()
-    redis.call('HSET', tkey(rated), 'csat_rating', rating, 'csat_answered_at_ms', now)
-    redis.call('HINCRBY', tkey(rated), 'version', 1)
-    local eid = add_event(rated, 'csat_answered', 'customer', ARGV[10],
-                          cjson.encode({rating = tonumber(rating), provider_id = pid}))
-    log_change('csat_answer', rated, eid, '', '')
-    return {'csat_answer', rated, '', '', '', eid, rating}
+    return record_rating(ARGV[13])
   end
 end
 
