@@ -4,6 +4,7 @@ routing transaction, deduplication, history, read receipts, flood control, bad i
 from __future__ import annotations
 
 import gzip
+import json
 import time
 from typing import Any
 
@@ -236,6 +237,33 @@ async def test_a_visitor_past_its_message_budget_gets_429_others_do_not(
     assert (await send(client, calm, "hello")).status == 201
 
 
+async def test_a_retry_of_a_stored_message_is_a_duplicate_even_past_the_budget(
+        client: Client) -> None:
+    """The outbox resends after a network error: what is stored is answered as such."""
+    token = await new_visitor(client)
+    assert (await send(client, token, "first", client_id="kept-0001")).status == 201
+    for i in range(4):
+        assert (await send(client, token, f"m{i}")).status == 201
+    assert (await send(client, token, "over")).status == 429  # the budget (5) is spent
+    again = await send(client, token, "first", client_id="kept-0001")
+    assert again.status == 200 and (await again.json())["duplicate"] is True
+    assert (await send(client, token, "new", client_id="never-0001")).status == 429
+
+
+@pytest.mark.parametrize(("body", "content_type", "status"), [
+    ([], "application/json", 400), ("notjson", "application/json", 400),
+    ({"zzz": 1}, "application/json", 422), ("{}", "text/plain", 415),
+])
+async def test_typing_checks_its_body_like_every_call(
+        client: Client, body: Any, content_type: str, status: int) -> None:
+    token = await new_visitor(client)
+    raw = body if isinstance(body, str) else json.dumps(body)
+    response = await client.post("/widget/v1/typing", data=raw, headers={
+        "Origin": ORIGIN, "Authorization": f"Bearer {token}", "Content-Type": content_type})
+    assert response.status == status, await response.text()
+    assert (await call(client, "typing", {}, token=token)).status == 204
+
+
 async def test_an_ip_past_its_budget_gets_429(client: Client) -> None:
     statuses = [(await call(client, "session", {})).status for _ in range(42)]
     assert statuses.count(200) == 40 and statuses[-1] == 429
@@ -256,6 +284,10 @@ async def test_the_visitor_read_position_marks_agent_replies_read(client: Client
     assert agent["delivery"] == "read"
     session = await (await call(client, "session", token=token)).json()
     assert session["read_up_to"] == newest
+    # A position past the newest event stops there, and the answer says where.
+    ahead = await (await call(client, "read", {"key": "9999999999999-0_" + ticket["id"]},
+                              token=token)).json()
+    assert ahead["read_up_to"] == newest
 
 
 async def test_the_script_is_small_and_cacheable(client: Client) -> None:

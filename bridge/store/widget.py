@@ -178,6 +178,11 @@ class WidgetStore:
 
     # ---------------------------------------------------------------- flood control
 
+    async def already_stored(self, cid: str, provider_id: str) -> bool:
+        """Whether the contact's message with this provider id is stored (within the
+        dedupe window the routing script keeps)."""
+        return await self.redis.zscore(keys.seen(cid), provider_id) is not None
+
     async def take(self, kind: str, ident: str, *, limit: int, window_s: int) -> float:
         """Count one request against the caller's window (it starts with the caller's first
         request, so a burst cannot straddle two windows); 0 when allowed, else the seconds

@@ -189,6 +189,10 @@ async def send_message(request: web.Request) -> web.Response:
         "visitor", ctx.contact_id, limit=settings.widget_visitor_messages_per_min,
         window_s=WINDOW_S)
     if wait_s:
+        # A retry of a message already stored (the widget's outbox after a network error)
+        # is answered as the duplicate it is, out of budget or not.
+        if await request.app[widget_store_key].already_stored(ctx.contact_id, msg.provider_id):
+            return web.json_response({"duplicate": True, "action": "duplicate"})
         raise too_many(wait_s, "messages")
     signal = rating_signal(body=msg.body, button_payload=msg.button_payload,
                            replied_to_id=msg.replied_to_id)
@@ -226,13 +230,18 @@ async def read(request: web.Request) -> web.Response:
     upto = key_param(data, "key")
     if upto is None:
         raise ApiError(400, "invalid", "key is required")
-    moved = await request.app[widget_store_key].mark_read(ctx.contact_id, upto)
-    return web.json_response({"read_up_to": str(upto), "marked": moved})
+    store = request.app[widget_store_key]
+    moved = await store.mark_read(ctx.contact_id, upto)
+    # Where the position stands now (a key past the thread's newest event stops there).
+    position = await store.read_position(ctx.contact_id)
+    return web.json_response({"read_up_to": str(position) if position else None,
+                              "marked": moved})
 
 
 @routes.post("/widget/v1/typing")
 async def visitor_typing(request: web.Request) -> web.Response:
     ctx = await guarded(request)
+    await json_object(request, frozenset(), optional=True)  # checked like every call's
     await request.app[widget_store_key].publish_typing(ctx.contact_id, "visitor")
     return web.Response(status=204)
 
