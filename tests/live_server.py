@@ -54,5 +54,20 @@ def live_server(settings: Settings) -> Iterator[str]:
         # until aiohttp's shutdown timeout (an /app/live stream once held it 14-30 s a test).
         thread.join(15)
         if thread.is_alive():
-            raise RuntimeError("the live server did not stop within 15 s: a handler "
-                               "still open at shutdown?")
+            raise RuntimeError("the live server did not stop within 15 s; what it was still "
+                               "running:\n" + _pending(loop))
+
+
+def _pending(loop: asyncio.AbstractEventLoop) -> str:
+    """The stacks of the server loop's tasks (read from this thread: a diagnosis, racy)."""
+    lines = []
+    try:
+        tasks = list(asyncio.all_tasks(loop))
+    except RuntimeError:  # the set changed while being read
+        return "(tasks changing)"
+    for task in tasks:
+        lines.append(f"- {task.get_name()}: {task.get_coro()!r}")
+        for frame in task.get_stack(limit=8):
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} "
+                         f"{frame.f_code.co_name}")
+    return "\n".join(lines) or "(no task)"
