@@ -54,6 +54,14 @@ async def solved_ticket(store: TicketStore, address: str, **kw: Any) -> tuple[st
     return tid, event_id
 
 
+async def surveyed_ticket(deps: Deps, store: TicketStore, address: str) -> str:
+    """A solved ticket whose survey the csat_on_solve trigger sent."""
+    tid, solved_event = await solved_ticket(store, address)
+    assert (await fire(deps, tid, "ticket.status_changed", solved_event))["fired"] == [
+        "csat_on_solve"]
+    return tid
+
+
 async def fire(deps: Deps, tid: str, trigger: str, event_id: str) -> dict[str, Any]:
     return await handle_ticket_event(deps, {"ticket_id": tid, "trigger": trigger,
                                             "version": 0, "event_id": event_id})
@@ -107,11 +115,8 @@ async def test_survey_on_solve_is_sent_once_per_ticket_even_when_triggered_twice
 async def test_after_a_reopen_an_ok_in_the_conversation_is_no_rating(
     deps: Deps, store: TicketStore,
 ) -> None:
-    from bridge.core.csat import survey_payload
     address = "whatsapp:+15552220009"
-    tid, solved_event = await solved_ticket(store, address)
-    assert (await fire(deps, tid, "ticket.status_changed", solved_event))["fired"] == [
-        "csat_on_solve"]
+    tid = await surveyed_ticket(deps, store, address)
     reopened = await inbound(store, "J'ai encore un problème", address=address)
     assert reopened.action.value == "reopen"
     ok = await inbound(store, "ok", address=address)  # "ok" reads as a 3 otherwise
@@ -252,11 +257,8 @@ def test_report_aggregation_is_pure() -> None:
 async def test_a_survey_button_tapped_again_replaces_the_rating_and_reopens_nothing(
     deps: Deps, store: TicketStore,
 ) -> None:
-    from bridge.core.csat import survey_payload
     address = "whatsapp:+15552220010"
-    tid, solved_event = await solved_ticket(store, address)
-    assert (await fire(deps, tid, "ticket.status_changed", solved_event))["fired"] == [
-        "csat_on_solve"]
+    tid = await surveyed_ticket(deps, store, address)
     first = await inbound(store, "4", address=address)
     assert first.action.value == "csat_answer"
     again = await inbound(store, "🙁 Mauvais", address=address,

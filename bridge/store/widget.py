@@ -147,20 +147,21 @@ class WidgetStore:
         except ValueError:
             return None
 
-    async def mark_read(self, cid: str, upto: EventKey) -> int:
+    async def mark_read(self, cid: str, upto: EventKey) -> tuple[int, EventKey | None]:
         """The visitor has seen everything up to `upto`: the agents' messages until then
         become `read` (forward only; each move is a delivery change in the log, as a
         WhatsApp read receipt is). A position past the thread's newest event stops at it,
-        so a client cannot claim a future it has not seen. Returns how many moved."""
+        so a client cannot claim a future it has not seen. Returns how many moved and the
+        read position now."""
         current = await self.read_position(cid)
         if current is not None and upto <= current:
-            return 0
+            return 0, current
         floor = EventKey(current.ms - LOOK_BACK_MS, 0, 0) if current else None
         page = await self.events_after(cid, floor)
         keyed = [(EventKey.of(e.ticket_id, e.id), e) for e in page.events]
         known = [key for key, _ in keyed if key <= upto]
         if not known:
-            return 0
+            return 0, current
         upto = max(known)
         moved = 0
         for key, event in keyed:
@@ -174,7 +175,7 @@ class WidgetStore:
             moved += 1
         # Events exist, so the contact does: no field is written onto a missing contact.
         await self.redis.hset(keys.contact(cid), "widget_read", str(upto))
-        return moved
+        return moved, upto
 
     # ---------------------------------------------------------------- flood control
 

@@ -43,7 +43,8 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
     queues = app[queues_key]
     store = app[store_key]
     try:
-        need(who, await store.get_ticket(ticket_id), Access.WORK)
+        ticket = await store.get_ticket(ticket_id)
+        need(who, ticket, Access.WORK)
         earlier = await replayed(store, ticket_id, idempotency)
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None
@@ -56,8 +57,7 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
     if macro.actions.assignee is not None:
         # The agent's role and groups decide as for a PATCH: a macro is no way around them.
         assignee = who.name if macro.actions.assignee == SELF_ASSIGNEE else macro.actions.assignee
-        await check_assignment(app, who, await store.get_ticket(ticket_id), group=None,
-                               assignee=assignee)
+        await check_assignment(app, who, ticket, group=None, assignee=assignee)
     try:
         outcome = await apply_macro_to_ticket(
             store=store, macros=macro_store(app), queues=queues,
@@ -68,8 +68,6 @@ async def apply_macro(request: web.Request, ticket_id: str, name: str,
         )
     except NotFound:
         raise not_found(f"ticket {ticket_id} not found") from None
-    except MacroNotFound as exc:
-        raise not_found(str(exc)) from None
     except Conflict as exc:
         raise conflict_error(exc) from None
     except Replayed as replay:  # applied by the same request, running alongside

@@ -230,10 +230,8 @@ async def read(request: web.Request) -> web.Response:
     upto = key_param(data, "key")
     if upto is None:
         raise ApiError(400, "invalid", "key is required")
-    store = request.app[widget_store_key]
-    moved = await store.mark_read(ctx.contact_id, upto)
     # Where the position stands now (a key past the thread's newest event stops there).
-    position = await store.read_position(ctx.contact_id)
+    moved, position = await request.app[widget_store_key].mark_read(ctx.contact_id, upto)
     return web.json_response({"read_up_to": str(position) if position else None,
                               "marked": moved})
 
