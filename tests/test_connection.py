@@ -1,5 +1,5 @@
 """Redis clients from settings: TLS options for managed Redis, fail-fast pools for the web
-process, clients that ride out a Redis restart for the workers."""
+process, clients that ride out a Redis restart (and a dropped connection) for the workers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 import redis.asyncio
+import redis.connection
 
 from bridge.store.connection import (
     FAIL_FAST,
@@ -167,3 +168,38 @@ async def test_fail_fast_clients_give_up_while_redis_is_down(
     finally:
         await aclient.aclose()
         client.close()
+
+
+@pytest.mark.parametrize("implementation", ["bridge", "redis-py"])
+def test_a_connection_closed_again_while_the_pool_checks_it_is_ridden_out(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, implementation: str) -> None:
+    """A pooled connection the server closed is reconnected by redis-py's pool check,
+    outside the command's retry; when the new connection is closed too before the check
+    reads it, redis-py's own pool raised to the caller (RQ's worker loop then quit)."""
+    client = sync_redis(make_settings(redis_url), retry=RIDE_OUT) \
+        if implementation == "bridge" else redis.Redis.from_url(redis_url, retry=RIDE_OUT.sync())
+    admin = redis.Redis.from_url(redis_url)
+    client.connection_pool.connection_kwargs["client_name"] = "victim"
+    client.ping()  # one connection waits in the pool
+    connect = redis.connection.Connection.connect
+    kills_left = [2]  # after the pooled connection's (no-op) connect, after its reconnect
+
+    def connect_then_closed_by_the_server(self: redis.connection.Connection) -> None:
+        connect(self)
+        if self.client_name == "victim" and kills_left[0]:
+            kills_left[0] -= 1
+            admin.client_kill_filter(_type="normal", skipme=True)
+
+    monkeypatch.setattr(redis.connection.Connection, "connect",
+                        connect_then_closed_by_the_server)
+    try:
+        if implementation == "bridge":
+            assert client.set("scripts:e", "z") is True
+            assert admin.get("scripts:e") == b"z"
+            assert kills_left == [0]
+        else:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                client.set("scripts:e", "z")
+    finally:
+        client.close()
+        admin.close()

@@ -29,6 +29,7 @@ import redis
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 
+from bridge.store.connection import ReconnectingPool
 from workers.pool import STOP_SIGNALS
 
 log = logging.getLogger("workers.scheduler")
@@ -39,6 +40,15 @@ STOP_GRACE_S = 15.0
 
 
 class BridgeScheduler(RQScheduler):
+    @property
+    def connection(self) -> redis.Redis:
+        """RQ's own client, built in the scheduler process from the worker's settings,
+        on a pool that rides out a dropped connection (connection.ReconnectingPool)."""
+        if self._connection is None:
+            pool = ReconnectingPool(connection_class=self._pool_class, **self._pool_kwargs)
+            self._connection = self._connection_class.from_pool(pool)
+        return self._connection
+
     def start(self) -> Any:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:

@@ -34,6 +34,7 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 
+from bridge.store.scripts import EvalOnNoScript
 from config.settings import Settings
 
 
@@ -142,9 +143,34 @@ def async_redis(settings: Settings, url: str | None = None, *,
     return redis.asyncio.Redis(connection_pool=pool)
 
 
+class ReconnectingPool(redis.ConnectionPool):  # type: ignore[misc]
+    """A pool whose check of a pooled connection rides out a dropped connection like the
+    command does. redis-py checks a connection as it leaves the pool, outside the
+    command's retry: a connection the server closed is reconnected once, and if the new
+    one is closed before the check reads it (a Redis restarting, a proxy dropping
+    clients, a busy machine between the two steps) the ConnectionError went straight to
+    the caller. In RQ's worker loop, any command but the dequeue then ended the loop (the
+    worker process quit and was restarted: tests/faults/test_connection_chaos.py under a
+    loaded CI machine), and in RQ's scheduler it ended the scheduler process."""
+
+    def ensure_connection(self, connection: Any) -> None:
+        connection.retry.call_with_retry(
+            lambda: super(ReconnectingPool, self).ensure_connection(connection),
+            lambda error: connection.disconnect())
+
+
+class ScriptsSurviveFlush(redis.Redis):  # type: ignore[misc]
+    """The synchronous client (workers, RQ, the CLI): its scripts run whether or not Redis
+    still has them cached (scripts.EvalOnNoScript). RQ's scheduler builds its own client
+    of the class it is given, so it gets this one too."""
+
+    def register_script(self, script: str | bytes) -> EvalOnNoScript:
+        return EvalOnNoScript(self, script)
+
+
 def sync_redis(settings: Settings, url: str | None = None, *,
                retry: RetryPolicy = FAIL_FAST) -> redis.Redis:
-    return redis.Redis.from_url(
+    pool = ReconnectingPool.from_url(
         url or settings.redis_url,
         retry=retry.sync(),
         socket_connect_timeout=2,
@@ -152,3 +178,4 @@ def sync_redis(settings: Settings, url: str | None = None, *,
         health_check_interval=30,
         **_ssl_kwargs(settings),
     )
+    return ScriptsSurviveFlush.from_pool(pool)

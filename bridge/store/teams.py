@@ -104,8 +104,6 @@ class TeamStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._pick = Script(redis, _PICK)
-        # Called inside pipelines (hold_many): redis-py's script loads itself before one.
-        self._sync = redis.register_script(_SYNC)
 
     # ------------------------------------------------------------ people
 
@@ -249,9 +247,12 @@ class TeamStore:
         moves = [(tid, holder) for tid, holder in holders if holder or previous[tid]]
         if moves:
             async with self.redis.pipeline(transaction=False) as pipe:
+                # EVAL, not redis-py's EVALSHA after a SCRIPT LOAD: a retry of the
+                # pipeline after a dropped connection does not load its scripts again, and
+                # a Redis that restarted meanwhile has none (scripts.py).
                 for tid, holder in moves:
-                    await self._sync(keys=[OWNER, load_key(holder), load_key(previous[tid])],
-                                     args=[tid, holder], client=pipe)
+                    pipe.eval(_SYNC, 3, OWNER, load_key(holder), load_key(previous[tid]),
+                              tid, holder)
                 held = await pipe.execute()
             previous.update((tid, _s(h)) for (tid, _), h in zip(moves, held, strict=True))
         return previous
