@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 import redis.connection
 
 from bridge.store.connection import (
@@ -203,3 +204,36 @@ def test_a_connection_closed_again_while_the_pool_checks_it_is_ridden_out(
     finally:
         client.close()
         admin.close()
+
+
+@pytest.mark.parametrize("implementation", ["bridge", "redis-py"])
+async def test_an_asyncio_connection_closed_again_while_the_pool_checks_it_is_ridden_out(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, implementation: str) -> None:
+    """The same check in the asyncio pool (jobs, the relay and the web's pooled calls).
+    An asyncio socket shows its end only once the loop has read it, so the check is made
+    to find the pooled connection and its replacement closed, as a loaded machine does."""
+    client = async_redis(make_settings(redis_url), retry=RIDE_OUT) \
+        if implementation == "bridge" \
+        else redis.asyncio.Redis.from_url(redis_url, retry=RIDE_OUT.asyncio())
+    await client.ping()
+    can_read = redis.asyncio.connection.Connection.can_read
+    closed_left = [2]
+
+    async def closed_by_the_server(self: redis.asyncio.connection.Connection,
+                                   *args: float) -> bool:
+        if closed_left[0]:
+            closed_left[0] -= 1
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return await can_read(self, *args)
+
+    monkeypatch.setattr(redis.asyncio.connection.Connection, "can_read", closed_by_the_server)
+    try:
+        if implementation == "bridge":
+            assert await client.set("scripts:f", "w") is True
+            assert await client.get("scripts:f") == b"w"
+            assert closed_left == [0]
+        else:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await client.set("scripts:f", "w")
+    finally:
+        await client.aclose()

@@ -128,7 +128,7 @@ def async_redis(settings: Settings, url: str | None = None, *,
                 retry: RetryPolicy = FAIL_FAST) -> redis.asyncio.Redis:
     """A blocking pool: under a burst, requests wait up to redis_pool_timeout_s for a
     connection and then fail (the web layer answers 503) instead of opening without bound."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
+    pool = ReconnectingBlockingPool.from_url(
         url or settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout_s,
@@ -156,6 +156,15 @@ class ReconnectingPool(redis.ConnectionPool):  # type: ignore[misc]
     def ensure_connection(self, connection: Any) -> None:
         connection.retry.call_with_retry(
             lambda: super(ReconnectingPool, self).ensure_connection(connection),
+            lambda error: connection.disconnect())
+
+
+class ReconnectingBlockingPool(redis.asyncio.BlockingConnectionPool):  # type: ignore[misc]
+    """ReconnectingPool's check, for the asyncio clients (jobs, the relay, the web)."""
+
+    async def ensure_connection(self, connection: Any) -> None:
+        await connection.retry.call_with_retry(
+            lambda: redis.asyncio.BlockingConnectionPool.ensure_connection(self, connection),
             lambda error: connection.disconnect())
 
 
