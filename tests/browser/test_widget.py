@@ -245,6 +245,31 @@ def test_long_polling_carries_the_conversation_where_websockets_are_blocked(
     assert thread_texts(page) == ["behind a strict proxy", "polled reply"]
 
 
+def test_a_page_on_a_refused_origin_says_it_is_not_connected_and_stores_nothing(
+        world: World, page: Page) -> None:
+    """The bridge refuses an origin outside BRIDGE_WIDGET_ORIGINS without a CORS answer,
+    so the script cannot tell it from a network failure: the visitor sees the chat is not
+    connected (not a message forever "Sending…" and nothing else), and the site owner's
+    console names the setting."""
+    bridge_url = world.bridge.url
+    stranger = site(free_port(), {"/": host_page(bridge_url)}, strict_csp(bridge_url))
+    warnings: list[str] = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    try:
+        page.goto(stranger.url + "/")
+        open_chat(page)
+        write(page, "anyone there?")
+        expect(widget(page).locator(".status")).to_have_text(
+            "Connection lost, reconnecting…", timeout=WAIT_MS)
+        expect(widget(page).locator(".log .pending .meta")).to_have_text("Sending…")
+        hint = [w for w in warnings if "BRIDGE_WIDGET_ORIGINS" in w]
+        assert hint and stranger.url in hint[0], warnings
+        assert world.agent.tickets() == []
+        assert_accessible(page)
+    finally:
+        stranger.stop()
+
+
 def test_a_logged_in_user_sees_one_thread_in_two_contexts(
         chromium: Browser, world: World) -> None:
     contexts = [chromium.new_context(locale="en-US") for _ in range(2)]

@@ -435,12 +435,29 @@
   }
 
   // Session, the newest page of the thread, then real time; again later if any step fails.
+  // A page whose origin the bridge refuses gets no readable answer (CORS): to the script
+  // that looks like a network failure. After two failed starts the visitor sees that the
+  // chat is not connected, and the site owner's console says what to check.
+  var bootFailures = 0;
   function boot() {
     before = undefined;
     session().then(function () { return history(true); }).then(function () {
+      bootFailures = 0;
+      status.textContent = "";
       flush();
       if (script.getAttribute("data-transport") === "poll") fallback(); else connect();
-    }, function () { setTimeout(boot, jitter()); });
+    }, function (err) {
+      bootFailures++;
+      if (bootFailures === 2) {
+        status.textContent = T.offline;
+        if (!err || !err.status) {
+          console.warn("BridgeChat: cannot reach " + BASE + ". If it is up, add this " +
+                       "page's origin (" + location.origin + ") to BRIDGE_WIDGET_ORIGINS " +
+                       "on the bridge.");
+        }
+      }
+      setTimeout(boot, jitter());
+    });
   }
   function start() {
     document.body.appendChild(host);
