@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jsonschema
@@ -248,3 +249,18 @@ async def test_health_ready_and_metrics(client: Client) -> None:
     await inbound(client)
     text = await (await client.get("/metrics", headers=SCRAPER)).text()
     assert 'bridge_inbound_messages_total{action="new_ticket",channel="whatsapp"}' in text
+
+
+async def test_routine_inbound_outcomes_log_at_debug_and_a_reopen_at_info(
+        client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """New tickets, appends and duplicates are the bulk of traffic (counted in /metrics);
+    a line each at info cost the web process 10% of its CPU under new conversations."""
+    caplog.set_level(logging.INFO, logger="bridge.webhooks")
+    ticket = await inbound(client)
+    await inbound(client, "and another thing")
+    assert [r for r in caplog.records if r.name == "bridge.webhooks"] == []
+    await client.patch(f"/api/v1/tickets/{ticket['id']}", json={"status": "solved"},
+                       headers=AGENT)
+    await inbound(client, "not fixed")
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "bridge.webhooks"]
+    assert "action=reopen" in line and f"ticket={ticket['id']}" in line
