@@ -39,7 +39,9 @@ class ReportPeriod:
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+    # A name that is a directory of the zone database ("Europe") or too long for a file
+    # name fails as the OSError of opening it.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise PeriodError(f"unknown time zone {name[:60]!r}: use an IANA name such as "
                           "Europe/Paris") from None
 
@@ -48,8 +50,9 @@ def _moment(raw: str, zone: ZoneInfo, name: str) -> datetime:
     try:
         if len(raw) == 10:
             day = date.fromisoformat(raw)
-            return datetime(day.year, day.month, day.day, tzinfo=zone)
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            value = datetime(day.year, day.month, day.day, tzinfo=zone)
+        else:
+            value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise PeriodError(f"{name} must be a date (2024-05-01) or an ISO 8601 time") from None
     if not 1970 <= value.year <= 9000:

@@ -153,8 +153,11 @@ async def csat_report(request: web.Request) -> web.Response:
 
 
 def wants_csv(request: web.Request) -> bool:
-    return (request.query.get("format") == "csv"
-            or "text/csv" in request.headers.get("Accept", ""))
+    """format=csv or json (the OpenAPI enum) wins over the Accept header."""
+    chosen = request.query.get("format", "")
+    if chosen not in ("", "json", "csv"):
+        raise unprocessable("format must be json or csv")
+    return chosen == "csv" or (not chosen and "text/csv" in request.headers.get("Accept", ""))
 
 
 def csv_response(rows: list[list[str]], filename: str) -> web.Response:
