@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from bridge.cli import main
 from bridge.core.teams import Role
 from bridge.store.teams import TeamStore
+from bridge.store.tickets import TicketStore
 from tests.conftest import CONTACT_KEY
 
 
@@ -69,3 +70,29 @@ def test_the_tickets_table_keeps_long_names_to_a_column(redis_url: str,
     out = _bridge(redis_url, "tickets")
     row = out.splitlines()[1]
     assert "Camille xxx" in row and "…" in row and len(row) < 160
+
+
+def test_a_change_or_removal_that_would_strand_held_tickets_is_refused(
+        redis_url: str, sync_redis: redis.Redis) -> None:
+    """As in the API: tickets are not left with someone who can no longer hold them."""
+    from tests.factories import inbound
+    from tests.faults.workers_support import in_store
+
+    _bridge(redis_url, "groups", "add", "fr")
+    _bridge(redis_url, "groups", "add", "sn")
+    _bridge(redis_url, "agents", "add", "awa", "--group", "fr")
+
+    async def held(store: TicketStore) -> str:
+        tid = str((await inbound(store)).ticket_id)
+        await store.update_ticket(tid, author="admin", now_ms=1, group="fr", assignee="awa")
+        return tid
+
+    tid = in_store(redis_url, held)
+    env = {"REDIS_URL": redis_url, "BRIDGE_CONTACT_KEY": CONTACT_KEY}
+    for args in (["agents", "set", "awa", "--group", "sn"],
+                 ["agents", "set", "awa", "--role", "read_only"],
+                 ["agents", "remove", "awa"]):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code != 0 and f"({tid})" in result.output, (args, result.output)
+    assert "fr" in _bridge(redis_url, "agents", "list")  # unchanged
+    _bridge(redis_url, "agents", "set", "awa", "--group", "fr", "--group", "sn")

@@ -136,3 +136,54 @@ async def test_a_group_with_members_is_not_removed(client: Client) -> None:
                               headers=ADMIN)).status == 409
     listed = await (await client.get("/api/v1/groups", headers=ADMIN)).json()
     assert listed["groups"] == [{"name": "fr", "description": "", "members": ["awa"]}]
+
+
+async def test_a_group_with_unsolved_tickets_is_not_removed(client: Client) -> None:
+    """Its tickets would stay in a group nobody can join: readable by admins only."""
+    await client.post("/api/v1/groups", json={"name": "es"}, headers=ADMIN)
+    tid = await _ticket(client, group="es")
+    refused = await client.delete("/api/v1/groups/es", headers=ADMIN)
+    assert refused.status == 409
+    error = (await refused.json())["error"]
+    assert error["code"] == "group_has_tickets" and tid in error["message"]
+    await client.patch(f"/api/v1/tickets/{tid}", json={"status": "closed"}, headers=ADMIN)
+    # A closed ticket is history: it keeps its group's name.
+    assert (await client.delete("/api/v1/groups/es", headers=ADMIN)).status == 204
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"groups": ["sn"]}, 409),  # leaves the group of a ticket they hold
+    ({"role": "read_only"}, 409),  # read-only people hold no ticket
+    ({"groups": ["fr", "sn"]}, 200),
+    ({"role": "manager"}, 200),
+    ({"display_name": "Awa D."}, 200),
+])
+async def test_a_change_that_would_strand_held_tickets_is_refused(
+        client: Client, change: dict[str, Any], code: int) -> None:
+    for group in ("fr", "sn"):
+        await client.post("/api/v1/groups", json={"name": group}, headers=ADMIN)
+    await _person(client, name="awa", groups=["fr"])
+    tid = await _ticket(client, group="fr")
+    assigned = await client.patch(f"/api/v1/tickets/{tid}", json={"assignee": "awa"},
+                                  headers=ADMIN)
+    assert assigned.status == 200, await assigned.text()
+    answer = await client.patch("/api/v1/agents/awa", json=change, headers=ADMIN)
+    assert answer.status == code, await answer.text()
+    person = await (await client.get("/api/v1/agents/awa", headers=ADMIN)).json()
+    if code == 409:
+        error = (await answer.json())["error"]
+        assert error["code"] == "agent_holds_tickets" and tid in error["message"]
+        assert (person["role"], person["groups"]) == ("agent", ["fr"])  # nothing written
+    else:
+        assert all(person[k] == v for k, v in change.items())
+
+
+async def test_a_person_holding_unsolved_tickets_is_not_deleted(client: Client) -> None:
+    await _person(client, name="awa")
+    tid = await _ticket(client)
+    await client.patch(f"/api/v1/tickets/{tid}", json={"assignee": "awa"}, headers=ADMIN)
+    refused = await client.delete("/api/v1/agents/awa", headers=ADMIN)
+    assert refused.status == 409
+    assert (await refused.json())["error"]["code"] == "agent_holds_tickets"
+    await client.patch(f"/api/v1/tickets/{tid}", json={"assignee": None}, headers=ADMIN)
+    assert (await client.delete("/api/v1/agents/awa", headers=ADMIN)).status == 204

@@ -9,8 +9,10 @@ from bridge.core.teams import (
     Access,
     Actor,
     Permission,
+    Person,
     Role,
     assignment_refusal,
+    could_still_hold,
     ticket_access,
 )
 
@@ -70,3 +72,20 @@ def test_roles_nest() -> None:
     assert PERMISSIONS[Role.ADMIN] == frozenset(Permission)
     assert PERMISSIONS[Role.READ_ONLY] < PERMISSIONS[Role.AGENT] < PERMISSIONS[Role.MANAGER]
     assert Permission.PEOPLE_MANAGE not in PERMISSIONS[Role.MANAGER]
+
+
+FR_AGENT = Person(name="awa", role=Role.AGENT, groups=frozenset({"fr"}))
+
+
+@pytest.mark.parametrize(("person", "group", "holds"), [
+    (FR_AGENT, "fr", True),
+    (FR_AGENT, "", True),  # the shared pool
+    (FR_AGENT, "sn", False),  # not a member
+    (Person(name="awa", role=Role.READ_ONLY, groups=frozenset({"fr"})), "fr", False),
+    (Person(name="awa", role=Role.ADMIN), "", True),
+    (Person(name="awa", role=Role.ADMIN), "fr", False),  # a group's ticket: its members
+    (None, "", False),  # deleted
+])
+def test_who_could_still_hold_an_unsolved_ticket(person: Person | None, group: str,
+                                                 holds: bool) -> None:
+    assert could_still_hold(person, group) is holds

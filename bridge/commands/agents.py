@@ -21,7 +21,15 @@ from typing import TypeVar
 import click
 
 from bridge.commands.outbound import _settings_and_url, _table, redis_url_option
-from bridge.core.teams import Group, Person, Role, check_name
+from bridge.core.teams import (
+    STRANDED_NAMED,
+    Group,
+    Person,
+    Role,
+    check_name,
+    could_still_hold,
+    holder_refusal,
+)
 from bridge.store.connection import async_redis
 from bridge.store.teams import TeamStore
 from bridge.store.tickets import TicketStore
@@ -70,6 +78,15 @@ async def _known_groups(teams: TeamStore, groups: tuple[str, ...]) -> frozenset[
         raise click.ClickException(f"no such group(s): {', '.join(sorted(unknown))} "
                                    "(bridge groups add NAME)")
     return frozenset(groups)
+
+
+async def _refuse_stranding(tickets: TicketStore, name: str, after: Person | None) -> None:
+    """As the API: no change that leaves unsolved tickets with someone who can no longer
+    hold them (core.teams.could_still_hold)."""
+    left = await tickets.unsolved_ids(lambda t: not could_still_hold(after, t.group),
+                                      assignee=name, limit=STRANDED_NAMED)
+    if left:
+        raise click.ClickException(holder_refusal(name, left))
 
 
 @click.group()
@@ -136,7 +153,7 @@ def set_agent(name: str, role: str | None, groups: tuple[str, ...], capacity: in
               available: bool | None, display_name: str | None, time_zone: str | None,
               redis_url: str | None) -> None:
     """Change a person (only the options given)."""
-    async def work(teams: TeamStore, _: ViewStore, __: TicketStore) -> None:
+    async def work(teams: TeamStore, _: ViewStore, tickets: TicketStore) -> None:
         person = await teams.find_person(name)
         if person is None:
             raise click.ClickException(f"no agent {name}")
@@ -150,7 +167,10 @@ def set_agent(name: str, role: str | None, groups: tuple[str, ...], capacity: in
                            ("time_zone", None if time_zone is None else _zone(time_zone))):
             if value is not None:
                 changes[key] = value
-        await teams.save_person(Person(**{**person.__dict__, **changes}))
+        after = Person(**{**person.__dict__, **changes})
+        if (after.role, after.groups) != (person.role, person.groups):
+            await _refuse_stranding(tickets, name, after)
+        await teams.save_person(after)
     _run(redis_url, work)
     click.echo(f"updated {name}")
 
@@ -175,12 +195,13 @@ def rotate_token(name: str, redis_url: str | None) -> None:
 @redis_url_option
 def remove_agent(name: str, redis_url: str | None) -> None:
     """Remove a person and their token."""
-    async def work(teams: TeamStore, _: ViewStore, __: TicketStore) -> None:
+    async def work(teams: TeamStore, _: ViewStore, tickets: TicketStore) -> None:
         if await teams.find_person(name) is None:
             raise click.ClickException(f"no agent {name}")
+        await _refuse_stranding(tickets, name, None)
         await teams.delete_person(name)
     _run(redis_url, work)
-    click.echo(f"removed {name} (their tickets keep them as assignee until reassigned)")
+    click.echo(f"removed {name}")
 
 
 @click.group()

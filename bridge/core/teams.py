@@ -167,6 +167,35 @@ def assignment_refusal(actor: Actor, *, current_group: str, current_assignee: st
                                 "ask a manager")
 
 
+def could_still_hold(person: Person | None, ticket_group: str) -> bool:
+    """Whether `person` (None: deleted) may go on holding an unsolved ticket of
+    `ticket_group` ("" : the shared pool) after an admin changes or deletes them: read-only
+    people hold none, and a ticket with a group is held by a member of it. A change that
+    leaves a ticket behind is refused until it is reassigned, instead of stranding it with
+    someone who can no longer be its assignee (or no longer exists)."""
+    if person is None or person.role is Role.READ_ONLY:
+        return False
+    return not ticket_group or ticket_group in person.groups
+
+
+# How many tickets a refusal names at most.
+STRANDED_NAMED = 10
+
+
+def _listed(ticket_ids: list[str]) -> str:
+    return ", ".join(ticket_ids) + (", ..." if len(ticket_ids) >= STRANDED_NAMED else "")
+
+
+def holder_refusal(holder: str, ticket_ids: list[str]) -> str:
+    return (f"{holder} holds unsolved tickets they could no longer hold "
+            f"({_listed(ticket_ids)}): reassign them first")
+
+
+def group_refusal(group: str, ticket_ids: list[str]) -> str:
+    return (f"group {group} still has unsolved tickets ({_listed(ticket_ids)}): move them "
+            "to another group first")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TeamConfig:
     """config/teams.toml: the deployment's ticket options, automatic assignment, and the

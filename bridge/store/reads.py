@@ -128,6 +128,19 @@ class TicketReads(StoreBase):
         page = page[:limit]
         return page, (int(page[-1].id) if has_more else None)
 
+    async def unsolved_ids(self, keep: Callable[[Ticket], bool], *, assignee: str = "",
+                           limit: int = 10) -> list[str]:
+        """Ids of up to `limit` tickets not closed (closed ones are history) that `keep`
+        picks, oldest first: what a refusal names."""
+        found: list[str] = []
+        for status in Status:
+            if status is Status.CLOSED or len(found) >= limit:
+                continue
+            page, _ = await self.list_tickets(status=status, assignee=assignee, keep=keep,
+                                              limit=limit - len(found))
+            found += [t.id for t in page]
+        return sorted(found, key=int)
+
     async def events(
         self, ticket_id: str, *, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[Event], str | None]:

@@ -27,6 +27,7 @@ from bridge.assignment import Assigner
 from bridge.core.changes import Origin
 from bridge.core.teams import (
     MAX_GROUPS,
+    STRANDED_NAMED,
     Access,
     Group,
     Permission,
@@ -34,6 +35,9 @@ from bridge.core.teams import (
     Role,
     allowed,
     check_name,
+    could_still_hold,
+    group_refusal,
+    holder_refusal,
 )
 from bridge.core.ticket_fields import MAX_FIELDS, parse_definition
 from bridge.web.access import check_assignment, field_definitions, need, team_store
@@ -202,12 +206,23 @@ async def get_agent(request: web.Request) -> web.Response:
     return web.json_response(person_json(person, await team_store(request.app).load(person.name)))
 
 
+async def _refuse_stranding(request: web.Request, name: str, after: Person | None) -> None:
+    """409 when the change would leave unsolved tickets with an assignee who can no
+    longer hold them (core.teams.could_still_hold)."""
+    left = await request.app[store_key].unsolved_ids(
+        lambda t: not could_still_hold(after, t.group), assignee=name, limit=STRANDED_NAMED)
+    if left:
+        raise conflict("agent_holds_tickets", holder_refusal(name, left))
+
+
 @routes.patch("/api/v1/agents/{name}")
 async def patch_agent(request: web.Request) -> web.Response:
     require(request, Permission.PEOPLE_MANAGE)
     base = await _existing(request)
     data = await json_object(request, _PERSON_KEYS - {"name"})
     person = await _person_from(request, data, base)
+    if (person.role, person.groups) != (base.role, base.groups):
+        await _refuse_stranding(request, person.name, person)
     await team_store(request.app).save_person(person)
     await _drain(request, person)
     return web.json_response(person_json(person, await team_store(request.app).load(person.name)))
@@ -216,7 +231,9 @@ async def patch_agent(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/agents/{name}")
 async def delete_agent(request: web.Request) -> web.Response:
     require(request, Permission.PEOPLE_MANAGE)
-    await team_store(request.app).delete_person((await _existing(request)).name)
+    person = await _existing(request)
+    await _refuse_stranding(request, person.name, None)
+    await team_store(request.app).delete_person(person.name)
     return web.Response(status=204)
 
 
@@ -271,6 +288,11 @@ async def delete_group(request: web.Request) -> web.Response:
     if members:
         raise conflict("group_has_members", f"group {name} still has members: "
                                             f"{', '.join(members)}")
+    # Its unsolved tickets would be left in a group nobody can be a member of.
+    tickets = await request.app[store_key].unsolved_ids(lambda t: t.group == name,
+                                                        limit=STRANDED_NAMED)
+    if tickets:
+        raise conflict("group_has_tickets", group_refusal(name, tickets))
     await store.delete_group(name)
     return web.Response(status=204)
 
