@@ -150,11 +150,14 @@ async def test_an_answer_records_the_rating_and_leaves_the_status_alone(
     tid, event_id = await solved_ticket(store, address)
     await fire(deps, tid, "ticket.status_changed", event_id)
     before = await store.get_ticket(tid)
-    answer = await inbound(store, "😀 Good", address=address,
+    answered_at_ms = before.updated_at_ms + 60_000
+    answer = await inbound(store, "😀 Good", address=address, at_ms=answered_at_ms,
                            button_payload=survey_payload(tid, 5))
     assert answer.action is Action.CSAT_ANSWER and answer.ticket_id == tid
     after = await store.get_ticket(tid)
     assert after.csat_rating == 5
+    # A change of the ticket: incremental exports, which select on it, carry the rating.
+    assert after.updated_at_ms == answered_at_ms
     assert after.status is Status.SOLVED and after.solved_at_ms == before.solved_at_ms
     events, _ = await store.events(tid)
     assert events[0].type is EventType.CSAT_ANSWERED and events[0].data["rating"] == 5

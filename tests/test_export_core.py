@@ -3,6 +3,9 @@ filters, redaction and the events of a change."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from bridge.core.changes import Change, ChangeKind, Origin
@@ -269,3 +272,18 @@ def test_payload_shape_and_anonymised_payload() -> None:
     assert anonymous["data"]["contact"] == {"id": "cid", "address": None, "name": None}
     assert payload(received, anonymize=False)["data"]["message"]["body"] == "Bonjour"
     assert payload(received, anonymize=True)["data"]["message"]["body"] is None
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=SUM(A1)", "'=SUM(A1)"),
+    (["-A1:A9", "vip"], "'-A1:A9;vip"),  # tags: once left unguarded
+    (["vip", "=x"], "vip;=x"),  # only the cell's start is read as a formula
+    (-5, "-5"),
+    (2.5, "2.5"),
+    (None, ""),
+    ({"a": "=b"}, '{"a": "=b"}'),
+])
+def test_csv_cells_a_spreadsheet_would_run_are_quoted(value: object, cell: str) -> None:
+    from bridge.core.export_rows import render
+    out = render([{"c": value}], ("c",), "csv", header=False)
+    assert next(csv.reader(io.StringIO(out))) == [cell]

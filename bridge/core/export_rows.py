@@ -53,7 +53,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):  # ticket field values: one JSON object in the cell
         return json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
     text = ";".join(str(v) for v in value) if isinstance(value, list) else str(value)
-    if isinstance(value, str) and text.startswith(_FORMULA_STARTS):
+    # Numbers stay numbers (-5 is no formula); text and lists (tags) are guarded.
+    if not isinstance(value, int | float) and text.startswith(_FORMULA_STARTS):
         return "'" + text
     return text
 

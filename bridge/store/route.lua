@@ -82,7 +82,9 @@ local rating = ARGV[12]
 -- The rating recorded on the ticket (replacing an earlier one); the script's reply.
 local function record_rating(rated)
   mark_seen_and_touch_contact()
-  redis.call('HSET', tkey(rated), 'csat_rating', rating, 'csat_answered_at_ms', now)
+  -- updated_at_ms too: incremental exports (`bridge export --since`) select on it.
+  redis.call('HSET', tkey(rated), 'csat_rating', rating, 'csat_answered_at_ms', now,
+             'updated_at_ms', now)
   redis.call('HINCRBY', tkey(rated), 'version', 1)
   local eid = add_event(rated, 'csat_answered', 'customer', ARGV[10],
                         cjson.encode({rating = tonumber(rating), provider_id = pid}))
