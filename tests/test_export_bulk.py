@@ -130,6 +130,11 @@ def test_bridge_export_and_webhooks_on_the_command_line(redis_url: str,
     refused = runner.invoke(main, ["webhooks", "add", "http://127.0.0.1/x",
                                    "--redis-url", redis_url], env=env)
     assert refused.exit_code == 2
+    for description in ("x" * 501, "a\x00b"):  # the API's rule
+        refused = runner.invoke(main, ["webhooks", "add", "https://hooks.example.com/x",
+                                       "--description", description,
+                                       "--redis-url", redis_url], env=env)
+        assert refused.exit_code == 2 and "description" in refused.output
     added = runner.invoke(main, ["webhooks", "add", "https://hooks.example.com/x", "--event",
                                  "ticket.created", "--redis-url", redis_url], env=env)
     assert added.exit_code == 0, added.output
@@ -142,7 +147,9 @@ def test_bridge_export_and_webhooks_on_the_command_line(redis_url: str,
     assert in_store(redis_url, endpoints) == [endpoint_id]
     for args in (["list"], ["health", endpoint_id], ["failed", endpoint_id],
                  ["update", endpoint_id, "--disable"], ["rotate-secret", endpoint_id],
-                 ["replay", endpoint_id, "--since", "2026-01-01T00:00:00Z"]):
+                 ["replay", endpoint_id, "--since", "2026-01-01T00:00:00Z"],
+                 # before 1970: everything, as the API (it crashed on the stream id)
+                 ["replay", endpoint_id, "--since", "1960-01-01T00:00:00Z"]):
         done = runner.invoke(main, ["webhooks", *args, "--redis-url", redis_url], env=env)
         assert done.exit_code == 0, (args, done.output)
     assert "disabled" in runner.invoke(main, ["webhooks", "list", "--redis-url", redis_url],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -24,7 +23,7 @@ from redis.asyncio import Redis
 
 from bridge.commands.outbound import _settings_and_url, _table, redis_url_option
 from bridge.core.export_events import check_event_filter, iso
-from bridge.core.export_policy import target_refusal
+from bridge.core.export_policy import description_refusal, since_ms, target_refusal
 from bridge.devrun import acts_on_development_run
 from bridge.store.connection import async_redis
 from bridge.store.export_endpoints import EndpointStore
@@ -105,6 +104,9 @@ def list_endpoints(redis_url: str | None) -> None:
 def add(url: str, events: tuple[str, ...], description: str, anonymize: bool,
         redis_url: str | None) -> None:
     """Add an endpoint; prints its secret (shown this once)."""
+    refusal = description_refusal(description)
+    if refusal is not None:
+        raise click.BadParameter(refusal, param_hint="--description")
     checked = _checked_url(url, redis_url)
     chosen = _events(events)
     endpoint, secret = _run(redis_url, lambda r: EndpointStore(r).create(
@@ -200,20 +202,19 @@ def replay(endpoint_id: str, webhook_id: str | None, since: str | None,
     """Deliver again: one failed delivery, or everything since a time (same webhook-ids)."""
     if (webhook_id is None) == (since is None):
         raise click.UsageError("give either --webhook-id or --since")
-    since_ms = 0
+    start_ms = 0
     if since is not None:
-        try:
-            stamp = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise click.BadParameter("an ISO 8601 time", param_hint="--since") from None
-        since_ms = int((stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp() * 1000)
+        parsed = since_ms(since)
+        if parsed is None:
+            raise click.BadParameter("an ISO 8601 time", param_hint="--since")
+        start_ms = parsed
 
     async def work(redis: Redis) -> int:
         await EndpointStore(redis).get(endpoint_id)
         outbox = Outbox(redis, endpoint_id)
         if webhook_id is not None:
             return await outbox.replay_failed(webhook_id)
-        return await outbox.replay_since(since_ms)
+        return await outbox.replay_since(start_ms)
 
     count = _run(redis_url, work)
     if webhook_id is not None and not count:

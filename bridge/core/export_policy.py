@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -100,6 +101,31 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 # ------------------------------------------------------------------ safe targets
+
+
+MAX_DESCRIPTION_CHARS = 500
+
+
+def description_refusal(description: object) -> str | None:
+    """Why an endpoint's description is refused (None: fine); the API and the CLI ask."""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS \
+            or "\x00" in description:
+        return f"description must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
+    return None
+
+
+def since_ms(raw: object) -> int | None:
+    """An ISO 8601 time (with its offset or Z; UTC without) as epoch milliseconds, times
+    before 1970 as 0 (everything); None when it is no such time."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return max(int(stamp.timestamp() * 1000), 0)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def url_refusal(url: object, *, allow_http: bool) -> str | None:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from bridge.core.export_events import check_event_filter, iso
-from bridge.core.export_policy import Endpoint, target_refusal
+from bridge.core.export_policy import Endpoint, description_refusal, since_ms, target_refusal
 from bridge.store.export_endpoints import ROTATION_GRACE_S, EndpointStore, TooManyEndpoints
 from bridge.store.export_outbox import Health, Outbox
 from bridge.store.records import NotFound
@@ -37,7 +36,6 @@ from bridge.web.keys import redis_key, settings_key
 routes = web.RouteTableDef()
 
 BASE = "/api/v1/webhook-endpoints"
-MAX_DESCRIPTION_CHARS = 500
 _ENDPOINT_ID = re.compile(r"ep_[0-9a-f]{16}")
 _CREATE_FIELDS = frozenset({"url", "events", "description", "anonymize", "follow_redirects"})
 _PATCH_FIELDS = _CREATE_FIELDS | {"enabled"}
@@ -99,10 +97,9 @@ def _checked(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
             raise ApiError(422, "invalid_events", str(exc)) from None
     if "description" in data:
         description = data["description"]
-        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS \
-                or "\x00" in description:
-            raise unprocessable(f"description must be a string of at most "
-                                f"{MAX_DESCRIPTION_CHARS} characters")
+        refusal = description_refusal(description)
+        if refusal is not None:
+            raise unprocessable(refusal)
         out["description"] = description
     for flag in ("enabled", "anonymize", "follow_redirects"):
         if flag in data:
@@ -200,21 +197,11 @@ async def failed_deliveries(request: web.Request) -> web.Response:
 
 def parse_since(raw: object) -> int:
     """An ISO 8601 time (with its offset, or Z) as epoch milliseconds."""
-    if not isinstance(raw, str) or not raw:
+    ms = since_ms(raw)
+    if ms is None:
         raise unprocessable("since must be an ISO 8601 time, e.g. 2026-12-01T00:00:00Z",
                             "invalid_since")
-    try:
-        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise unprocessable("since must be an ISO 8601 time, e.g. 2026-12-01T00:00:00Z",
-                            "invalid_since") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    try:
-        ms = int(stamp.timestamp() * 1000)
-    except (OverflowError, OSError, ValueError):
-        raise unprocessable("since is out of range", "invalid_since") from None
-    return max(ms, 0)
+    return ms
 
 
 @routes.post(BASE + "/{id}/replay")
