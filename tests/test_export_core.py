@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -287,3 +288,16 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted(value: object, cell: str) 
     from bridge.core.export_rows import render
     out = render([{"c": value}], ("c",), "csv", header=False)
     assert next(csv.reader(io.StringIO(out))) == [cell]
+
+
+def test_an_anonymised_body_keeps_its_shape_and_redacting_twice_changes_nothing() -> None:
+    from bridge.core.export_events import anonymized_body
+    body = ('{"type":"message.received","timestamp":"2026-12-01T00:00:00.000Z",'
+            '"schema_version":1,"data":{"ticket_id":"7","message":{"body":"Bonjour é",'
+            '"media":["https://m"]},"contact":{"address":"whatsapp:+336","name":"Camille"}}}')
+    once = anonymized_body(body)
+    assert json.loads(once)["data"] == {"ticket_id": "7",
+                                        "message": {"body": None, "media": None},
+                                        "contact": {"address": None, "name": None}}
+    assert json.loads(once)["type"] == "message.received"
+    assert anonymized_body(once) == once

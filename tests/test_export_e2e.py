@@ -195,3 +195,29 @@ async def test_a_rotated_secret_signs_beside_the_new_one(
         await sender.client.aclose()
     assert old_only.unverified == [] and new_only.unverified == []
     assert old_only.ids() == new_only.ids() and len(old_only.ids()) == 2
+
+
+async def test_an_endpoint_switched_to_anonymised_data_gets_none_queued_before(
+        client: Client, store: TicketStore, aredis: redis.asyncio.Redis,
+        sync_redis: redis.Redis) -> None:
+    """Deliveries are queued with the endpoint's setting of the moment; one switched to
+    anonymize afterwards (then replayed, or still retrying) must still get no personal
+    data, signed as sent."""
+    async with receiving(Receiver()) as receiver:
+        created = await new_endpoint(client, receiver.url)
+        receiver.secrets = [created["secret"]]
+        await busy_day(client, store)
+        await export_changes(aredis, sync_redis, store)  # queued with personal data
+        switched = await client.patch(f"/api/v1/webhook-endpoints/{created['id']}",
+                                      json={"anonymize": True}, headers=ADMIN)
+        assert switched.status == 200
+        endpoint = await EndpointStore(aredis).get(created["id"])
+        sender = local_sender(aredis, endpoint)
+        await drain(sender)
+        assert await Outbox(aredis, endpoint.id).replay_since(0) > 0
+        await drain(sender)
+        await sender.client.aclose()
+    sent = json.dumps([d.payload for d in receiver.received], ensure_ascii=False)
+    assert receiver.received and receiver.unverified == []
+    for personal in ("+33612345600", "Camille", "Bonjour", "client fidèle", "Je regarde"):
+        assert personal not in sent

@@ -105,3 +105,15 @@ async def test_a_stop_does_not_wait_on_a_lease_release_redis_cannot_answer(
     await asyncio.wait_for(running, timeout=60)  # a hang guard, far above the 0.05 s
     assert releases == [service.token]
     await client.aclose()
+
+
+async def test_a_replay_does_not_copy_an_earlier_replays_copies(
+        aredis: redis.asyncio.Redis) -> None:
+    """The same period replayed three times sends its events three times, not 1 + 2 + 4."""
+    from bridge.store.export_outbox import Outbox
+    await append(aredis, [NewDelivery("ep1", f"msg_{n}", "7", "message.received", "{}", n)
+                          for n in range(2)])
+    outbox = Outbox(aredis, "ep1")
+    assert [await outbox.replay_since(0) for _ in range(3)] == [2, 2, 2]
+    entries = await aredis.xrange(outbox.out)
+    assert [e[1][b"id"] for e in entries] == [b"msg_0", b"msg_1"] * 4

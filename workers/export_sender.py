@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from bridge.core.export_events import anonymized_body
 from bridge.core.export_policy import (
     Endpoint,
     Outcome,
@@ -85,10 +86,11 @@ class EndpointSender:
 
     async def attempt(self, item: OutboxItem, secrets: list[str]) -> Attempt:
         """One signed POST; the answer classified (never raises for the receiver's faults)."""
-        headers = signed_headers(secrets, item.webhook_id, item.body)
+        body = anonymized_body(item.body) if self.endpoint.anonymize else item.body
+        headers = signed_headers(secrets, item.webhook_id, body)
         try:
             response = await self.client.post(
-                self.endpoint.url, content=item.body.encode(), headers=headers,
+                self.endpoint.url, content=body.encode(), headers=headers,
                 follow_redirects=self.endpoint.follow_redirects)
         except RefusedTarget as exc:
             return Attempt(Outcome.FAILED, error=f"refused: {exc}")

@@ -127,6 +127,10 @@ def _key(endpoint_id: str, name: str) -> str:
     return f"{endpoint_tag(endpoint_id)}:{name}"
 
 
+# Marks an entry a replay appended (a copy of an earlier one).
+COPY_FIELD = b"copy"
+
+
 def _item(entry_id: Any, fields: dict[Any, Any]) -> OutboxItem:
     f = _decode_map(fields)
     return OutboxItem(entry_id=_s(entry_id), webhook_id=f["id"], ticket_id=f["t"],
@@ -294,7 +298,9 @@ class Outbox:
 
     async def replay_since(self, since_ms: int, *, chunk: int = 1000) -> int:
         """Deliver again everything appended since then (still within RETENTION_S), in its
-        order, with the same webhook-ids; receivers that dedupe by id ignore what they had."""
+        order, with the same webhook-ids; receivers that dedupe by id ignore what they had.
+        Earlier replays' copies are not copied again: each replay of the same period sent
+        the period's events once more for every replay before it."""
         last = await self.redis.xrevrange(self.out, "+", "-", count=1)
         if not last:
             return 0
@@ -305,16 +311,19 @@ class Outbox:
             entries = await self.redis.xrange(self.out, start, end, count=chunk)
             if not entries:
                 return copied
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for eid, fields in entries:
-                    self._copy(pipe, _item(eid, fields))
-                await pipe.execute()
-            copied += len(entries)
+            originals = [(eid, fields) for eid, fields in entries
+                         if COPY_FIELD not in fields and COPY_FIELD.decode() not in fields]
+            if originals:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for eid, fields in originals:
+                        self._copy(pipe, _item(eid, fields))
+                    await pipe.execute()
+            copied += len(originals)
             start = f"({_s(entries[-1][0])}"
 
     def _copy(self, pipe: Any, item: OutboxItem) -> None:
         pipe.xadd(self.out, {"id": item.webhook_id, "t": item.ticket_id, "type": item.type,
-                             "body": item.body, "ms": str(item.created_ms)})
+                             "body": item.body, "ms": str(item.created_ms), COPY_FIELD: "1"})
 
     async def trim(self, *, now_ms: int) -> None:
         """Drop entries older than RETENTION_S that the sender has settled."""
