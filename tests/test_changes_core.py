@@ -108,6 +108,7 @@ _EVERY_FIELD = [
     ("ch", "channel", "ch-x", "ch-x"),
     ("ca", "created_at_ms", "1700000000999", 1700000000999),
     ("pf", "previous_status", "pending", "pending"),
+    ("ah", "holder", "ah-x", "ah-x"),
 ]
 
 

@@ -218,3 +218,17 @@ async def test_a_follow_up_of_a_solved_ticket_does_not_close_it(
     report = await _report(aredis)
     assert report["tickets"]["created"] == 2 and report["tickets"]["closed"] == 0
     assert report["tickets"]["solved"] == 1
+
+
+async def test_a_solve_is_credited_to_who_held_the_ticket_then(
+        aredis: redis.asyncio.Redis, sync_redis: redis.Redis, store: TicketStore) -> None:
+    """The ticket changes hands after the solve, before the relay reads the change: the
+    solve stays bob's (it went to whoever held the ticket when the relay ran)."""
+    tid = ids(await inbound(store, "Bonjour"))
+    await store.update_ticket(tid, author="bob", now_ms=now_ms(), assignee="bob")
+    await store.update_ticket(tid, author="bob", now_ms=now_ms(), status=Status.SOLVED)
+    await store.update_ticket(tid, author="admin", now_ms=now_ms(), assignee="alice")
+    assert await relay_all(aredis, sync_redis, [ReportConsumer.on(aredis)]) > 0
+    agents = {a["name"]: a for a in (await _report(aredis))["agents"]}
+    assert agents["bob"]["solved"] == 1
+    assert agents.get("alice", {"solved": 0})["solved"] == 0

@@ -125,7 +125,10 @@ class ReportConsumer:
                 elif event.type is EventType.CSAT_SENT:
                     facts.append(SurveySent(event.at_ms))
         if change.status_to and change.status_to != change.status_from:
-            assignee = change.assignee if change.assignee is not None else ticket.assignee
+            # Who held it once the status changed, as the entry says (older entries: the
+            # update's new assignee, else the ticket now, which may have changed hands).
+            assignee = change.holder if change.holder is not None else (
+                change.assignee if change.assignee is not None else ticket.assignee)
             facts.append(StatusTo(at, change.status_to, assignee))
         return [(ticket.id, facts)] if facts else []
 

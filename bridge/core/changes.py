@@ -84,6 +84,10 @@ class Change(NamedTuple):
     # ROUTED follow_up closing the previous ticket (thread limit): that ticket's status
     # before it closed ("" in entries written before routing recorded it).
     previous_status: str = ""
+    # UPDATED with a status change: who held the ticket once it was made ("" : nobody;
+    # None in entries written before updates recorded it). Reports credit a solve to
+    # them; the ticket read later may have changed hands.
+    holder: str | None = None
 
     @classmethod
     def from_fields(cls, log_id: str, fields: Mapping[str, str]) -> Change:
@@ -132,6 +136,7 @@ class Change(NamedTuple):
             get("ch", ""),  # channel
             int(get("ca") or 0),  # created_at_ms
             get("pf", ""),  # previous_status
+            get("ah"),  # holder
         )
 
 
@@ -143,7 +148,7 @@ def update_fields(*, ticket_id: str, contact_id: str, origin: Origin, version: i
                   status_from: str = "", status_to: str = "",
                   session_ended: bool = False, op: str = "",
                   event_types: tuple[str, ...] = (), assignee: str | None = None,
-                  tags_changed: bool = False) -> dict[str, str]:
+                  tags_changed: bool = False, holder: str = "") -> dict[str, str]:
     """The log entry of an update, as the store writes it (kept beside from_fields so the
     two spellings cannot drift). The events it recorded are not named by id (their ids are
     only known once the transaction ran) but by the update's `op` token, which each of them
@@ -151,7 +156,7 @@ def update_fields(*, ticket_id: str, contact_id: str, origin: Origin, version: i
     fields = {"k": ChangeKind.UPDATED.value, "t": ticket_id, "c": contact_id,
               "o": origin.value, "v": str(version)}
     if status_from != status_to:
-        fields["sf"], fields["st"] = status_from, status_to
+        fields["sf"], fields["st"], fields["ah"] = status_from, status_to, holder
     if session_ended:
         fields["se"] = "1"
     if op:

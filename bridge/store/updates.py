@@ -164,7 +164,8 @@ class TicketUpdates(TicketRouting):
                         version=current.version + 1, status_from=current.status.value,
                         status_to=changes.get("status", current.status.value),
                         session_ended="session" in changes, op=op, event_types=recorded,
-                        assignee=changes.get("assignee"), tags_changed="tags" in changes))
+                        assignee=changes.get("assignee"), tags_changed="tags" in changes,
+                        holder=changes.get("assignee", current.assignee) or ""))
                     results = await pipe.execute()
                     event_id = _s(results[eid_index]) if eid_index is not None else None
                     break
