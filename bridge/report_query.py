@@ -22,6 +22,8 @@ from bridge.store.report_counters import ReportCounters
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
+# The figures a channel filter does not narrow (their counters are not kept per channel).
+ACROSS_CHANNELS = ("agents", "tickets.unsolved_now_by_status")
 
 
 class PeriodError(ValueError):
@@ -112,8 +114,12 @@ async def build_report(redis: Redis, period: ReportPeriod) -> dict[str, Any]:
         channels={d[2:]: summed(rows[d]) for d in channel_dims},
         agents={d[2:]: summed(rows[d]) for d in agent_dims},
         daily=daily, unsolved_by_status=await counters.unsolved_by_status())
+    # Agents' counters and the unsolved-now counts are kept across channels: with a channel
+    # filter the report says so rather than let them pass for the channel's.
+    across = list(ACROSS_CHANNELS) if period.channel else []
     return {"since": _iso(period.since_ms, period.zone),
             "until": _iso(period.until_ms, period.zone),
             "time_zone": period.zone.key, "channel": period.channel or None,
+            "across_all_channels": across,
             **report,
             "generated_at": datetime.fromtimestamp(time.time(), UTC).isoformat()}

@@ -244,3 +244,22 @@ def test_bridge_report_prints_the_same_figures(redis_url: str, sync_redis: objec
     for zone in ("Nowhere/City", "Europe"):
         bad = CliRunner().invoke(report_command, ["--tz", zone, "--redis-url", redis_url])
         assert bad.exit_code != 0 and "unknown time zone" in bad.output, bad.output
+
+
+async def test_a_channel_filter_names_the_figures_it_does_not_narrow(
+        client: Client, aredis: redis.asyncio.Redis) -> None:
+    """Agents' counters and the unsolved-now counts are kept across channels: filtered by
+    channel, the answer and the page say so instead of passing them off as the channel's."""
+    await record(ReportCounters(aredis), HISTORY)
+    query = "/api/v1/reports/overview?since=2026-11-01&until=2026-11-03"
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+    whole = await (await client.get(query, headers=headers)).json()
+    assert whole["across_all_channels"] == []
+    narrowed = await (await client.get(query + "&channel=widget", headers=headers)).json()
+    assert narrowed["across_all_channels"] == ["agents", "tickets.unsolved_now_by_status"]
+    await sign_in(client, AGENT_TOKEN)
+    page = await (await client.get("/app/reports?since=2026-11-01&until=2026-11-03"
+                                   "&channel=widget")).text()
+    assert 'id="agents-scope"' in page and "all channels" in page
+    page = await (await client.get("/app/reports?since=2026-11-01&until=2026-11-03")).text()
+    assert 'id="agents-scope"' not in page

@@ -12,7 +12,10 @@ _QUERY = [
     {"name": "tz", "in": "query", "schema": {"type": "string", "default": "UTC"},
      "description": "IANA time zone of the dates and of the per-day series"},
     {"name": "channel", "in": "query",
-     "schema": {"type": "string", "enum": ["whatsapp", "widget"]}},
+     "schema": {"type": "string", "enum": ["whatsapp", "widget"]},
+     "description": "Only this channel's figures; `agents` and "
+                    "`tickets.unsolved_now_by_status` stay across channels (the answer's "
+                    "`across_all_channels` names them)"},
     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
 ]
 

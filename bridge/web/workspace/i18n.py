@@ -109,6 +109,8 @@ FRENCH: dict[str, str] = {
     "Reopen rate": "Taux de réouverture",
     "Replies": "Réponses",
     "now": "maintenant",
+    "all channels": "tous canaux",
+    "Agents' figures cover all channels.": "Les chiffres des agents couvrent tous les canaux.",
     "Response times": "Délais",
     "Score (positive ÷ ratings)": "Score (positives ÷ notes)",
     "Response rate": "Taux de réponse",
