@@ -80,13 +80,14 @@ def resolve_redis_url(settings: Settings) -> str:
     return url
 
 
-def acts_on_development_run(settings: Settings, redis_url: str | None) -> bool:
-    """Whether a command, given no Redis of its own, acts on a `bridge run` started in
-    development (as `make run` starts it): it then allows what that bridge allows, such
-    as an http:// webhook endpoint, rather than what a production shell would."""
+def running_bridge(settings: Settings, redis_url: str | None) -> dict[str, Any]:
+    """The run.json of the `bridge run` a command acts on when given no Redis of its own
+    ({} when it has one): the command then allows what that bridge allows, such as an
+    http:// or a private webhook endpoint, rather than what its own shell would."""
     if redis_url or settings.redis_url:
-        return False
-    return runtime_info(settings.data_dir).get("development") is True
+        return {}
+    return runtime_info(settings.data_dir)
+
 
 
 def run_all(settings: Settings, env: dict[str, str]) -> None:
@@ -112,6 +113,7 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
             "port": settings.port,
             "public_base_url": settings.public_base_url,
             "development": settings.development,
+            "export_allow_private": settings.export_allow_private,
         }))
         children.append(subprocess.Popen([sys.executable, "-m", "bridge", "serve"],
                                          env=child_env))

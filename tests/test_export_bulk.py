@@ -177,3 +177,20 @@ def test_the_command_line_allows_what_the_running_bridge_allows(
     assert done.exit_code == (0 if development else 2), done.output
     stored = in_store(redis_url, lambda store: EndpointStore(store.redis).all())
     assert (url in [e.url for e in stored]) is development
+
+
+@pytest.mark.parametrize("allow_private", [True, False])
+def test_the_command_line_takes_a_local_receiver_when_the_running_bridge_does(
+        redis_url: str, tmp_path: Any, allow_private: bool) -> None:
+    """BRIDGE_EXPORT_ALLOW_PRIVATE set for `make run` holds for the commands acting on it,
+    even from a shell without it; the metadata service stays refused."""
+    from bridge.devrun import write_private
+    write_private(tmp_path / "run.json", json.dumps({
+        "redis_url": redis_url, "development": True, "export_allow_private": allow_private}))
+    env = {"BRIDGE_DATA_DIR": str(tmp_path), "REDIS_URL": None, "BRIDGE_ENV": None,
+           "BRIDGE_EXPORT_ALLOW_PRIVATE": None}
+    done = CliRunner().invoke(main, ["webhooks", "add", "http://127.0.0.1:9911/cli"], env=env)
+    assert done.exit_code == (0 if allow_private else 2), done.output
+    metadata = CliRunner().invoke(main, ["webhooks", "add", "http://169.254.169.254/x"],
+                                  env=env)
+    assert metadata.exit_code == 2 and "metadata" in metadata.output

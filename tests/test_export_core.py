@@ -142,6 +142,19 @@ def test_target_refusal_checks_literal_hosts_at_set_up(url: str, refused: str | 
     assert (found is None) if refused is None else (found is not None and refused in found)
 
 
+@pytest.mark.parametrize(("url", "refused"), [
+    ("https://127.0.0.1:9911/x", None), ("https://localhost/x", None),
+    ("https://10.0.0.1/x", None), ("https://hooks.example.com/x", None),
+    # once accepted when saved with BRIDGE_EXPORT_ALLOW_PRIVATE (delivery refused them)
+    ("https://169.254.169.254/latest", "metadata"), ("https://2852039166/x", "metadata"),
+    ("https://[fd00:ec2::254]/x", "metadata"),
+])
+def test_allow_private_still_refuses_the_metadata_service_at_set_up(
+        url: str, refused: str | None) -> None:
+    found = target_refusal(url, allow_http=False, allow_private=True)
+    assert (found is None) if refused is None else (found is not None and refused in found)
+
+
 def test_legacy_ipv4_reads_host_names_as_inet_aton_does() -> None:
     import socket
     for host in ("2130706433", "0x7f000001", "127.1", "0177.0.0.1", "10.1.258", "0xa.1",

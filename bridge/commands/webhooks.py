@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from bridge.commands.outbound import _settings_and_url, _table, redis_url_option
 from bridge.core.export_events import check_event_filter, iso
 from bridge.core.export_policy import description_refusal, since_ms, target_refusal
-from bridge.devrun import acts_on_development_run
+from bridge.devrun import running_bridge
 from bridge.store.connection import async_redis
 from bridge.store.export_endpoints import EndpointStore
 from bridge.store.export_outbox import Outbox
@@ -61,9 +61,10 @@ def _events(values: tuple[str, ...]) -> tuple[str, ...]:
 
 def _checked_url(url: str, redis_url: str | None) -> str:
     settings, _ = _settings_and_url(redis_url)
-    development = settings.development or acts_on_development_run(settings, redis_url)
-    refusal = target_refusal(url, allow_http=development,
-                             allow_private=settings.export_allow_private)
+    running = running_bridge(settings, redis_url)
+    development = settings.development or running.get("development") is True
+    allow_private = settings.export_allow_private or running.get("export_allow_private") is True
+    refusal = target_refusal(url, allow_http=development, allow_private=allow_private)
     if refusal:
         raise click.BadParameter(refusal, param_hint="URL")
     return url

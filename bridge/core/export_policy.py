@@ -194,11 +194,11 @@ def target_refusal(url: object, *, allow_http: bool, allow_private: bool) -> str
     host that is an address or a localhost name failing address_refusal. Other names are
     checked after resolution, at every delivery."""
     refusal = url_refusal(url, allow_http=allow_http)
-    if refusal or allow_private:
+    if refusal:
         return refusal
     host = (urlsplit(str(url)).hostname or "").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
-        return "localhost is a loopback address"
+        return None if allow_private else "localhost is a loopback address"
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -206,9 +206,10 @@ def target_refusal(url: object, *, allow_http: bool, allow_private: bool) -> str
         if legacy is None:
             return None
         # The resolver reads it as that address: refused as that address would be.
-        refusal = address_refusal(legacy, allow_private=False)
+        refusal = address_refusal(legacy, allow_private=allow_private)
         return f"{host} is {legacy}: {refusal}" if refusal else None
-    return address_refusal(host, allow_private=False)
+    # allow_private lets a local receiver through, never the metadata service.
+    return address_refusal(host, allow_private=allow_private)
 
 
 _HEX_PART = re.compile(r"0[xX][0-9a-fA-F]+")
