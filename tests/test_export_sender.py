@@ -3,6 +3,7 @@ ticket, 410/429, redirects and the SSRF guard."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -248,3 +249,36 @@ async def test_a_302_is_not_followed_even_when_asked(
     await sender.step(max_block_ms=0)
     assert not moved.called  # a 302 would turn the POST into a GET
     assert "redirect" in (await sender.outbox.health()).last_error
+
+
+@respx.mock
+async def test_a_lane_that_fails_stops_the_others_before_the_batch_is_read_again(
+        aredis: redis.asyncio.Redis, endpoint: tuple[Endpoint, str],
+        sender: EndpointSender, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When one ticket's lane raises (Redis gone while it parks a failure), the batch is
+    read again from the saved position: a lane of another ticket still sending meanwhile
+    would send that ticket's events twice at once, out of order."""
+    finished: list[str] = []
+    started = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        wid = request.headers["webhook-id"]
+        if wid == "evt_1":
+            await started.wait()
+            return httpx.Response(500)
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.append(wid)
+        return httpx.Response(200)
+
+    respx.post(URL).mock(side_effect=answer)
+    await queue(aredis, endpoint[0].id, ("1", "evt_1"), ("2", "evt_2"))
+
+    async def redis_gone(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(sender.outbox, "park", redis_gone)
+    with pytest.raises(redis.ConnectionError):
+        await sender.send_new([endpoint[1]], block_ms=None)
+    await asyncio.sleep(0.5)
+    assert finished == []  # ticket 2's lane was stopped, not left sending

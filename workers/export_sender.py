@@ -203,7 +203,16 @@ class EndpointSender:
                     await self.outbox.park(later)
                 return
 
-        await asyncio.gather(*(lane(t, q) for t, q in lanes.items()))
+        tasks = [asyncio.ensure_future(lane(t, q)) for t, q in lanes.items()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # The batch is read again from the saved position: no lane may go on sending
+            # meanwhile (its ticket's events would go twice at once, out of order).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         if self.gone:
             return len(items)  # the watermark stays: what was not settled goes again
         self._position = items[-1].entry_id
