@@ -57,7 +57,7 @@ def test_the_id_is_not_the_unkeyed_hash_and_a_key_is_required() -> None:
         contact_id_for(b"", Channel.WHATSAPP, ADDRESS)
 
 
-async def test_no_info_log_line_carries_the_number_or_an_unkeyed_id(
+async def test_no_log_line_carries_the_number_or_an_unkeyed_id(
         aiohttp_client: Any, redis_url: str, sync_redis: redis.Redis,
         caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings(redis_url)
@@ -66,7 +66,9 @@ async def test_no_info_log_line_carries_the_number_or_an_unkeyed_id(
     response = await post_signed(client, "/webhooks/twilio", inbound_form("Bonjour",
                                                                           sender=ADDRESS))
     assert response.status == 200
-    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    # Every level: a new ticket is logged at debug (webhooks.py), and debug logs get
+    # turned on in production too when something goes wrong.
+    lines = [r.getMessage() for r in caplog.records]
     assert any("inbound" in line for line in lines)  # the webhook was logged
     digits = NUMBER.lstrip("+")
     for line in lines:
