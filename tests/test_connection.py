@@ -3,6 +3,7 @@ process, clients that ride out a Redis restart (and a dropped connection) for th
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -237,3 +238,27 @@ async def test_an_asyncio_connection_closed_again_while_the_pool_checks_it_is_ri
                 await client.set("scripts:f", "w")
     finally:
         await client.aclose()
+
+
+def test_a_redis_that_is_down_is_not_waited_for_twice_over(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The pool's extra tries are for a connection made and found closed at once; a
+    connect that failed has had the client's retries (a worker would otherwise wait out
+    ~25 s per try when Redis is down, and a stop would hang: tests/test_devrun.py)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    policy = RetryPolicy(retries=2, base_s=0, cap_s=0, on_timeout=False)
+    client = sync_redis(make_settings(f"redis://127.0.0.1:{port}/0"), retry=policy)
+    attempts: list[int] = []
+    connect = redis.connection.Connection._connect
+
+    def counted(self: redis.connection.Connection) -> object:
+        attempts.append(1)
+        return connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counted)
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    client.close()
+    assert len(attempts) == policy.retries + 1

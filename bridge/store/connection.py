@@ -143,29 +143,46 @@ def async_redis(settings: Settings, url: str | None = None, *,
     return redis.asyncio.Redis(connection_pool=pool)
 
 
+# Tries of a pool's check that finds a connection it just made closed already.
+CHECK_TRIES = 3
+
+
 class ReconnectingPool(redis.ConnectionPool):  # type: ignore[misc]
-    """A pool whose check of a pooled connection rides out a dropped connection like the
-    command does. redis-py checks a connection as it leaves the pool, outside the
-    command's retry: a connection the server closed is reconnected once, and if the new
-    one is closed before the check reads it (a Redis restarting, a proxy dropping
-    clients, a busy machine between the two steps) the ConnectionError went straight to
-    the caller. In RQ's worker loop, any command but the dequeue then ended the loop (the
-    worker process quit and was restarted: tests/faults/test_connection_chaos.py under a
-    loaded CI machine), and in RQ's scheduler it ended the scheduler process."""
+    """A pool whose check of a pooled connection survives a replacement closed at once.
+    redis-py checks a connection as it leaves the pool, outside the command's retry: a
+    connection the server closed is reconnected once, and if the new one is closed before
+    the check reads it (a Redis restarting, a proxy dropping clients, a busy machine
+    between the two steps) the ConnectionError went straight to the caller. In RQ's
+    worker loop, any command but the dequeue then ended the loop (the worker process quit
+    and was restarted: tests/faults/test_connection_chaos.py under a loaded CI machine),
+    and in RQ's scheduler it ended the scheduler process.
+
+    Only that case is tried again: a connect that failed has had its client's retries
+    already (a Redis that is down is not waited for twice over)."""
 
     def ensure_connection(self, connection: Any) -> None:
-        connection.retry.call_with_retry(
-            lambda: super(ReconnectingPool, self).ensure_connection(connection),
-            lambda error: connection.disconnect())
+        for tries_left in range(CHECK_TRIES - 1, -1, -1):
+            try:
+                super().ensure_connection(connection)
+                return
+            except redis.ConnectionError:
+                if not tries_left or not connection.is_connected:
+                    raise
+                connection.disconnect()
 
 
 class ReconnectingBlockingPool(redis.asyncio.BlockingConnectionPool):  # type: ignore[misc]
     """ReconnectingPool's check, for the asyncio clients (jobs, the relay, the web)."""
 
     async def ensure_connection(self, connection: Any) -> None:
-        await connection.retry.call_with_retry(
-            lambda: redis.asyncio.BlockingConnectionPool.ensure_connection(self, connection),
-            lambda error: connection.disconnect())
+        for tries_left in range(CHECK_TRIES - 1, -1, -1):
+            try:
+                await super().ensure_connection(connection)
+                return
+            except redis.ConnectionError:
+                if not tries_left or not connection.is_connected:
+                    raise
+                await connection.disconnect()
 
 
 class ScriptsSurviveFlush(redis.Redis):  # type: ignore[misc]
