@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import click
@@ -104,8 +104,11 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
         child_env["REDIS_URL"] = redis_server.url
     children: list[subprocess.Popen[bytes]] = []
     # A closed terminal (SIGHUP) or a process manager (SIGTERM) stops everything as Ctrl-C
-    # does; by default they would end this process alone and leave Redis running.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # does; by default they would end this process alone and leave Redis running. SIGINT
+    # gets the handler too: a process started in the background by a non-interactive
+    # shell (`make run &` in a script, a CI job) inherits it ignored, and Python then
+    # leaves it ignored, so `kill -INT` did nothing (tests/test_devrun.py in such a run).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
         write_private(data_dir / "run.json", json.dumps({
@@ -140,15 +143,27 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+        # One deadline for all of them (waited one by one, 15 s each added up to over a
+        # minute), and the one that had to be killed is named.
+        deadline = time.monotonic() + STOP_GRACE_S
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                name = " ".join(cast(list[str], child.args)[1:])
+                click.echo(f"{name} (pid {child.pid}) did not stop within "
+                           f"{STOP_GRACE_S:.0f} s: killing it", err=True)
                 child.kill()
+                child.wait()
         if redis_server is not None:
             redis_server.stop()
         (data_dir / "run.json").unlink(missing_ok=True)
         click.echo("stopped")
+
+
+# How long the processes get to stop after SIGTERM (a worker finishes its job, the web
+# process its requests) before they are killed.
+STOP_GRACE_S = 15.0
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

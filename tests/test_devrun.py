@@ -107,7 +107,12 @@ def test_bridge_run_serves_and_every_process_stops_on_a_signal(
         assert len(children) == 5 and redis_pid in children, (tmp_path / "run.log").read_text()
         # Only `bridge run` gets the signal, as from a process manager or `kill`.
         process.send_signal(stop_signal)
-        assert process.wait(timeout=60) == 0
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bridge run did not stop within 60 s; its output:\n"
+                        + (tmp_path / "run.log").read_text()[-6000:])
+        assert code == 0
         log = (tmp_path / "run.log").read_text()
         assert "stopped" in log
         assert not any(_alive(pid) for pid in children), log  # Redis included

@@ -12,7 +12,7 @@ import redis.asyncio
 
 from bridge.core.changes import Change, ChangeKind
 from bridge.core.tickets import EventType
-from bridge.store.changelog import ChangeLog
+from bridge.store.changelog import Batch, ChangeLog
 from bridge.store.tickets import TicketStore
 from bridge.web import live
 from bridge.web.live import RESYNC, LiveFeed, Resync, Subscription
@@ -167,3 +167,34 @@ async def test_subscribers_arriving_together_share_one_tail(store: TicketStore) 
         await feed.close()
         for tail in [t for t in asyncio.all_tasks() if t.get_name() == "live-feed"]:
             tail.cancel()  # a second tail, were there one, is the feed's no more
+
+
+class _CancelTurnsIntoTimeout(ChangeLog):
+    """A blocking read whose cancellation comes out as redis-py's TimeoutError, as when
+    the cancel lands the moment the read's own timeout fires."""
+
+    reads = 0
+
+    async def read(self, *args: object, **kwargs: object) -> Batch:  # type: ignore[override]
+        self.reads += 1
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise redis.exceptions.TimeoutError("Timeout reading from socket") from None
+        raise AssertionError("not reached")
+
+
+async def test_closing_ends_the_tail_even_when_its_cancel_comes_out_as_a_timeout(
+        store: TicketStore) -> None:
+    """Once the tail took such a timeout for an outage and read on: the app's cleanup
+    waited for it forever (a live server's stop in a test run)."""
+    changes = _CancelTurnsIntoTimeout(store.redis)
+    feed = LiveFeed(changes, block_ms=100)
+    async with feed.subscribe(everything=True):
+        while changes.reads == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(feed.close(), timeout=10)
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "live-feed"] == []

@@ -102,6 +102,7 @@ class LiveFeed:
         self._min_read_interval_s = min_read_interval_s
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         # Subscribers arriving together (every page reconnects at once after a deploy) wait
         # for one start: two would each tail the log, and every change would reach each
         # subscriber twice.
@@ -137,7 +138,7 @@ class LiveFeed:
     async def _tail(self, positions: dict[int, str]) -> None:
         idle_since: float | None = None
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             if not self._subscribers:
                 idle_since = idle_since or loop.time()
                 if loop.time() - idle_since >= self._idle_stop_s:
@@ -174,8 +175,16 @@ class LiveFeed:
                     await asyncio.sleep(pause_s)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the tail. A cancellation that lands as the blocking read's own timeout
+        fires can come out of redis-py as a TimeoutError, which the tail takes for an
+        outage and retries: it then read on and the app's cleanup waited for it forever
+        (a test's live server, once). `_closing` ends the loop whatever the read raised,
+        and the cancel is repeated until the task has ended."""
+        self._closing = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
