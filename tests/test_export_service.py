@@ -117,3 +117,26 @@ async def test_a_replay_does_not_copy_an_earlier_replays_copies(
     assert [await outbox.replay_since(0) for _ in range(3)] == [2, 2, 2]
     entries = await aredis.xrange(outbox.out)
     assert [e[1][b"id"] for e in entries] == [b"msg_0", b"msg_1"] * 4
+
+
+async def test_a_create_that_raced_past_the_limit_takes_its_endpoint_back(
+        aredis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count is checked before the write, so creates at the same moment could all
+    pass it (the keys live in different Redis Cluster slots: no transaction holds both).
+    Here the check reads the count as another create saw it, before the last write."""
+    from bridge.store.export_endpoints import MAX_ENDPOINTS, TooManyEndpoints
+    store = EndpointStore(aredis)
+    for n in range(MAX_ENDPOINTS):
+        await store.create(url=f"https://hooks.example.com/{n}", events=("*",), now_ms=n)
+
+    async def stale_count(key: str) -> int:
+        return MAX_ENDPOINTS - 1
+
+    monkeypatch.setattr(aredis, "zcard", stale_count)
+    with pytest.raises(TooManyEndpoints):
+        await store.create(url="https://late.example.com/", events=("*",), now_ms=99)
+    kept = await store.all()
+    assert len(kept) == MAX_ENDPOINTS
+    assert "https://late.example.com/" not in [e.url for e in kept]
+    # No trace of it: as many endpoint records as listed endpoints.
+    assert len([k for k in await aredis.keys("*:ep") if b"{wh:" in k]) == MAX_ENDPOINTS

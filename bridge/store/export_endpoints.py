@@ -88,7 +88,17 @@ class EndpointStore:
             pipe.hset(endpoint_key(endpoint.id), mapping={**_fields(endpoint),
                                                           "secret": secret})
             pipe.zadd(ENDPOINTS, {endpoint.id: now_ms})
-            await pipe.execute()
+            pipe.zcard(ENDPOINTS)
+            *_, count = await pipe.execute()
+        if count > MAX_ENDPOINTS:
+            # Creates racing past the check above: the one that finds too many takes its
+            # endpoint back (the keys live in different Redis Cluster slots, so no
+            # transaction holds the check and the write together).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(ENDPOINTS, endpoint.id)
+                pipe.delete(endpoint_key(endpoint.id))
+                await pipe.execute()
+            raise TooManyEndpoints(f"at most {MAX_ENDPOINTS} endpoints")
         await self.redis.incr(VERSION)
         return endpoint, secret
 
