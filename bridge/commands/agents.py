@@ -22,12 +22,10 @@ import click
 
 from bridge.commands.outbound import _settings_and_url, _table, redis_url_option
 from bridge.core.teams import (
-    STRANDED_NAMED,
     Group,
     Person,
     Role,
     check_name,
-    could_still_hold,
     holder_refusal,
 )
 from bridge.store.connection import async_redis
@@ -83,8 +81,7 @@ async def _known_groups(teams: TeamStore, groups: tuple[str, ...]) -> frozenset[
 async def _refuse_stranding(tickets: TicketStore, name: str, after: Person | None) -> None:
     """As the API: no change that leaves unsolved tickets with someone who can no longer
     hold them (core.teams.could_still_hold)."""
-    left = await tickets.unsolved_ids(lambda t: not could_still_hold(after, t.group),
-                                      assignee=name, limit=STRANDED_NAMED)
+    left = await tickets.stranded_by(name, after)
     if left:
         raise click.ClickException(holder_refusal(name, left))
 

@@ -311,8 +311,7 @@ class Outbox:
             entries = await self.redis.xrange(self.out, start, end, count=chunk)
             if not entries:
                 return copied
-            originals = [(eid, fields) for eid, fields in entries
-                         if COPY_FIELD not in fields and COPY_FIELD.decode() not in fields]
+            originals = [(eid, fields) for eid, fields in entries if COPY_FIELD not in fields]
             if originals:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for eid, fields in originals:

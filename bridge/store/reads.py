@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.core.changes import Change, ChangeKind
+from bridge.core.teams import STRANDED_NAMED, Person, could_still_hold
 from bridge.core.tickets import (
     OUTBOUND_EVENTS,
     Contact,
@@ -133,13 +134,19 @@ class TicketReads(StoreBase):
         """Ids of up to `limit` tickets not closed (closed ones are history) that `keep`
         picks, oldest first: what a refusal names."""
         found: list[str] = []
-        for status in Status:
-            if status is Status.CLOSED or len(found) >= limit:
-                continue
+        for status in (s for s in Status if s is not Status.CLOSED):
             page, _ = await self.list_tickets(status=status, assignee=assignee, keep=keep,
                                               limit=limit - len(found))
             found += [t.id for t in page]
+            if len(found) >= limit:
+                break
         return sorted(found, key=int)
+
+    async def stranded_by(self, holder: str, after: Person | None) -> list[str]:
+        """The unsolved tickets `holder` holds that `after` (their record once changed;
+        None: removed) could no longer hold, as many as a refusal names."""
+        return await self.unsolved_ids(lambda t: not could_still_hold(after, t.group),
+                                       assignee=holder, limit=STRANDED_NAMED)
 
     async def events(
         self, ticket_id: str, *, cursor: str | None = None, limit: int = 50

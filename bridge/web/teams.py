@@ -35,7 +35,6 @@ from bridge.core.teams import (
     Role,
     allowed,
     check_name,
-    could_still_hold,
     group_refusal,
     holder_refusal,
 )
@@ -209,8 +208,7 @@ async def get_agent(request: web.Request) -> web.Response:
 async def _refuse_stranding(request: web.Request, name: str, after: Person | None) -> None:
     """409 when the change would leave unsolved tickets with an assignee who can no
     longer hold them (core.teams.could_still_hold)."""
-    left = await request.app[store_key].unsolved_ids(
-        lambda t: not could_still_hold(after, t.group), assignee=name, limit=STRANDED_NAMED)
+    left = await request.app[store_key].stranded_by(name, after)
     if left:
         raise conflict("agent_holds_tickets", holder_refusal(name, left))
 
