@@ -211,3 +211,36 @@ def test_a_helper_that_stops_answering_is_killed_by_the_parent(
             if helper.proc.poll() is None:
                 os.kill(helper.proc.pid, signal.SIGCONT)
     assert render("{{ ticket.id }}", CTX, FAST) == "12345"
+
+
+_YIELD_PROBE = """
+import json, signal
+from dataclasses import asdict
+from bridge import render_helpers as rh
+from bridge.sandbox import Limits
+signal.signal(signal.SIGALRM, rh._on_alarm)
+endless = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+out = rh._serve_one({"limits": asdict(Limits(time_limit_s=0.3, budget_s=5.0)),
+                     "context": {}, "sources": {"a": endless, "b": "{{ 6 * 7 }}"}})
+rh._on_alarm(signal.SIGALRM, None)  # an alarm that fires once the render has ended
+print(json.dumps({"out": out, "yields": rh.yields,
+                  "armed": signal.getitimer(signal.ITIMER_REAL)[0]}))
+"""
+
+
+def test_a_rendering_helper_gives_up_its_cpu_every_millisecond_until_its_limit() -> None:
+    """Its nice value alone did not keep busy helpers from delaying the web process's
+    wake-ups by a scheduler tick (bridge/render_helpers.YIELD_EVERY_S). Run in a process
+    of its own: pytest-timeout owns this one's SIGALRM."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _YIELD_PROBE], capture_output=True,
+                          text=True, timeout=60, check=True)
+    answer = json.loads(done.stdout)
+    assert answer["out"][0][:3] == ["problem", "a", "timeout"]
+    assert answer["out"][1] == ["ok", "b", "42"]  # the next template has a timer of its own
+    # ~300 in 0.3 s on an idle machine; far fewer only if the helper hardly ran at all.
+    assert answer["yields"] >= 20
+    assert answer["armed"] == 0.0  # nothing left to interrupt the helper between requests
