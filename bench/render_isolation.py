@@ -8,13 +8,16 @@ Set-up: an embedded Redis and one `python -m bridge serve` process pinned to the
 Phases, alternating `rounds` times in the same run (short phases, so that a noisy spell of a
 shared machine lands on both):
 * idle: signed Twilio webhooks, each from a new contact (routing opens a ticket and
-  enqueues `ticket.created` from a thread), open loop at `webhook_rate` per second;
-* loaded: the same webhook stream while `agents` agents (one token each) post previews of
-  a draft whose every template loops until stopped, so each admitted preview renders for
+  logs its change), open loop at `webhook_rate` per second;
+* loaded: the same webhook stream while `agents` admins (one token each: only those who
+  may edit macros preview a draft) post previews of a draft whose every template loops
+  until stopped, so each admitted preview renders for
   the whole request budget (set to 1 s: the render threads are as busy as with the default
   5 s, and a loaded phase winds down within about a second); a refused one (503 busy /
   429) is retried after `retry_s`, ignoring Retry-After, as a hammering client would (the
-  agents run in a process of their own, on the clients' CPUs).
+  agents run in a process of their own, on the clients' CPUs). Any other answer is an
+  error of the set-up and fails the run: until 2026-12-05 the agents' tokens were not
+  allowed to preview drafts, and the phase measured a flood of 403 answers instead.
 
 The figure is the p99 of the webhook latencies of all loaded phases against that of all
 idle phases; the target is a ratio of at most 1.5.
@@ -43,6 +46,12 @@ from bridge.store.embedded import EmbeddedRedis, free_port
 
 PUBLIC_BASE_URL = "https://bridge.example.com"
 TOKEN = "bench-auth-token-" + "0123456789abcdef"
+ADMIN_TOKEN = "bench-admin-token-" + "0123456789abcdef"
+TOKENS_ENV = "BENCH_PREVIEW_TOKENS"  # the hammer's tokens, comma-separated
+# What a hammering agent may be answered: its draft rendered for the whole budget (422:
+# the templates never finish), or a refusal to retry.
+RENDERED = "422 render_budget_exceeded"
+EXPECTED_ANSWERS = frozenset({RENDERED, "503 busy", "429 too_many_renders"})
 # Never finishes on its own: stopped by the per-template limit, then by the request budget.
 ENDLESS = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
            "{% endfor %}Hi")
@@ -53,13 +62,14 @@ SLOW_DRAFT: dict[str, Any] = {
 }
 
 
-def agent_token(n: int) -> str:
-    return f"bench-agent-token-{n:04d}-0123456789abcdef"  # 32+ characters
-
-
 @dataclass(frozen=True, kw_only=True)
 class RenderIsolationConfig:
     agents: int = 8
+    # BRIDGE_RENDER_WORKERS: the most the setting allows, so that as many helpers as a web
+    # process can have render at once share its CPU. At the default of 2 the webhooks' p99
+    # held even before helpers yielded the CPU; at 4 it rose 4.3-4.6 times without that
+    # (bridge/render_helpers.YIELD_EVERY_S).
+    render_workers: int = 4
     webhook_rate: float = 40.0  # new contacts per second, open loop
     # Many short rounds: a noisy spell of a shared machine then lands on both phases.
     rounds: int = 7
@@ -88,6 +98,7 @@ class Outcome:
 class _Bench:
     def __init__(self, cfg: RenderIsolationConfig, port: int) -> None:
         self.cfg = cfg
+        self.tokens: list[str] = []
         self.base = f"http://127.0.0.1:{port}"
         self.signer = Signer(TOKEN, PUBLIC_BASE_URL + TWILIO_PATH)
         self.contact = 0
@@ -130,9 +141,11 @@ class _Bench:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            self.tokens = [await self._admin(session, f"admin{n}")
+                           for n in range(self.cfg.agents)]
             # Warm-up, not counted: connections, and the render helpers (started on demand).
             url = f"{self.base}/api/v1/macros/greeting/preview"
-            headers = [{"Authorization": f"Bearer {agent_token(n)}"} for n in range(2)]
+            headers = [{"Authorization": f"Bearer {token}"} for token in self.tokens[:2]]
 
             async def preview(h: dict[str, str]) -> None:
                 async with session.post(url, json={}, headers=h) as response:
@@ -147,7 +160,8 @@ class _Bench:
                 # client): their answers do not queue up in this measuring event loop.
                 agents = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "bench.render_isolation", "hammer", self.base,
-                    str(self.cfg.agents), str(self.cfg.retry_s), cwd=ROOT,
+                    str(self.cfg.retry_s), cwd=ROOT,
+                    env={**os.environ, TOKENS_ENV: ",".join(self.tokens)},
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
                 assert agents.stdin is not None
                 await asyncio.sleep(self.cfg.load_warmup_s)
@@ -161,10 +175,25 @@ class _Bench:
                                               summary_ms(loaded)["p99"]))
         return self.out
 
+    async def _admin(self, session: aiohttp.ClientSession, name: str) -> str:
+        """A person who may preview drafts; returns their token."""
+        async with session.post(f"{self.base}/api/v1/agents",
+                                json={"name": name, "role": "admin"},
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as answer:
+            body = await answer.json()
+            if answer.status != 201:
+                raise RuntimeError(f"creating {name}: {answer.status} {body}")
+            return str(body["token"])
 
-async def _agent(session: aiohttp.ClientSession, base: str, n: int, retry_s: float,
+
+def unexpected_answers(previews: Counter[str]) -> dict[str, int]:
+    """Answers the agents should never get: the load was not what the bench claims."""
+    return {kind: n for kind, n in previews.items() if kind not in EXPECTED_ANSWERS}
+
+
+async def _agent(session: aiohttp.ClientSession, base: str, token: str, retry_s: float,
                  stop: asyncio.Event, answers: Counter[str]) -> None:
-    headers = {"Authorization": f"Bearer {agent_token(n)}"}
+    headers = {"Authorization": f"Bearer {token}"}
     url = f"{base}/api/v1/macros/greeting/preview"
     while not stop.is_set():
         try:
@@ -172,22 +201,22 @@ async def _agent(session: aiohttp.ClientSession, base: str, n: int, retry_s: flo
                 body = await response.json()
                 code = body.get("error", {}).get("code", "ok")
                 answers[f"{response.status} {code}"] += 1
-                refused = response.status in (429, 503)
+                rendered = f"{response.status} {code}" == RENDERED
         except (aiohttp.ClientError, TimeoutError) as exc:
             answers[type(exc).__name__] += 1
-            refused = True
-        if refused:
+            rendered = False
+        if not rendered:  # a refusal (or an error: never a flood of requests)
             await asyncio.sleep(retry_s)
 
 
-async def hammer(base: str, agents: int, retry_s: float) -> Counter[str]:
+async def hammer(base: str, tokens: list[str], retry_s: float) -> Counter[str]:
     """The agents' process: preview the slow draft until stdin closes."""
     answers: Counter[str] = Counter()
     stop = asyncio.Event()
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        tasks = [asyncio.create_task(_agent(session, base, n, retry_s, stop, answers))
-                 for n in range(agents)]
+        tasks = [asyncio.create_task(_agent(session, base, token, retry_s, stop, answers))
+                 for token in tokens]
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         stop.set()
         await asyncio.gather(*tasks)
@@ -202,16 +231,20 @@ def measure(cfg: RenderIsolationConfig, workdir: Path, *, pin: bool = True) -> O
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_"))}
-        agents = ",".join(f"agent{n}:{agent_token(n)}" for n in range(cfg.agents))
         env.update(REDIS_URL=rds.url, PORT=str(port), HOST="127.0.0.1",
                    PUBLIC_BASE_URL=PUBLIC_BASE_URL, TWILIO_AUTH_TOKEN=TOKEN,
-                   BRIDGE_AGENT_TOKENS=agents, BRIDGE_DATA_DIR=str(workdir / "var"),
+                   BRIDGE_ADMIN_TOKEN=ADMIN_TOKEN, BRIDGE_DATA_DIR=str(workdir / "var"),
+                   BRIDGE_RENDER_WORKERS=str(cfg.render_workers),
                    BRIDGE_RENDER_REQUEST_BUDGET_S=str(cfg.budget_s),
                    BRIDGE_CONTACT_KEY=CONTACT_KEY)
         with Server("bridge", python_module("bridge", "serve"), port=port,
                     log_path=workdir / "render-isolation.log", env=env) as bridge:
             bridge.start(cpus=server_cpus)
             out = asyncio.run(_Bench(cfg, port).main())
+    wrong = unexpected_answers(out.previews)
+    if wrong or not out.previews[RENDERED]:
+        raise RuntimeError(f"render_isolation: the agents' previews were not rendered "
+                           f"(answers: {dict(out.previews)})")
     out.layout = (f"bridge and its render helpers on CPU {server_cpus}, clients and Redis on "
                   f"CPU {other_cpus}" if layout_cpus else "no CPU pinning")
     return out
@@ -219,7 +252,7 @@ def measure(cfg: RenderIsolationConfig, workdir: Path, *, pin: bool = True) -> O
 
 def rows(o: Outcome, cfg: RenderIsolationConfig) -> list[Row]:
     idle, loaded = summary_ms(o.idle_s), summary_ms(o.loaded_s)
-    load = f"{cfg.agents} agents previewing slow drafts"
+    load = f"{cfg.agents} admins previewing slow drafts"
     return [
         Row(bench="render_isolation", name="new-contact webhook p50, idle", value=idle["p50"],
             unit="ms"),
@@ -239,10 +272,11 @@ def section(ctx: Context, o: Outcome, cfg: RenderIsolationConfig) -> None:
     templates = len(SLOW_DRAFT["actions"]["content_variables"]) + 1
     lines = [
         f"New-contact webhooks at {fmt(cfg.webhook_rate)}/s (open loop), {cfg.rounds} rounds "
-        f"of {fmt(cfg.phase_s)} s idle then {fmt(cfg.phase_s)} s with {cfg.agents} agents "
+        f"of {fmt(cfg.phase_s)} s idle then {fmt(cfg.phase_s)} s with {cfg.agents} admins "
         f"(one token each) posting previews of a draft whose {templates} "
         "templates never finish, retrying a refusal after "
-        f"{fmt(cfg.retry_s * 1000)} ms; render budget {cfg.budget_s} s a request; "
+        f"{fmt(cfg.retry_s * 1000)} ms; render budget {cfg.budget_s} s a request, "
+        f"{cfg.render_workers} render workers (BRIDGE_RENDER_WORKERS); "
         f"{o.layout}.",
         "",
         table(["phase", "webhooks", "p50 ms", "p90 ms", "p99 ms", "max ms"], [
@@ -263,11 +297,13 @@ def section(ctx: Context, o: Outcome, cfg: RenderIsolationConfig) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m bench.render_isolation hammer BASE_URL AGENTS RETRY_S` (see _Bench)."""
-    if len(argv) != 4 or argv[0] != "hammer":
+    """`python -m bench.render_isolation hammer BASE_URL RETRY_S`, with the agents' tokens
+    in $BENCH_PREVIEW_TOKENS (see _Bench)."""
+    tokens = [t for t in os.environ.get(TOKENS_ENV, "").split(",") if t]
+    if len(argv) != 3 or argv[0] != "hammer" or not tokens:
         print(__doc__)
         return 2
-    answers = asyncio.run(hammer(argv[1], int(argv[2]), float(argv[3])))
+    answers = asyncio.run(hammer(argv[1], tokens, float(argv[2])))
     print(json.dumps(answers))
     return 0
 

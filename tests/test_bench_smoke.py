@@ -13,7 +13,16 @@ import pytest
 import redis
 import redis.asyncio
 
-from bench import ingest, ingest_report, memory, outbound, relay, threads, timers
+from bench import (
+    ingest,
+    ingest_report,
+    memory,
+    outbound,
+    relay,
+    render_isolation,
+    threads,
+    timers,
+)
 from bench.__main__ import BENCHMARKS, load
 from bench.data import bench_store, inbound, route, whatsapp_policy
 from bench.report import Context, Row, Target, environment, render_markdown
@@ -208,6 +217,26 @@ async def test_bulk_tickets_match_the_store_write_path(
         if re.search(r":seen$", key):
             continue  # provider ids scored by arrival time: same members, checked below
         assert via_bulk[key] == value, key
+
+
+def test_render_isolation_smoke(tmp_path: Path) -> None:
+    """The loaded phases really render drafts: the agents are answered with a render that
+    used its whole budget or a refusal to retry, nothing else (until 2026-12-05 they got
+    403 and the figure measured a flood of refusals)."""
+    cfg = render_isolation.RenderIsolationConfig(agents=3, render_workers=2, rounds=1,
+                                                 phase_s=1.0, load_warmup_s=0.3)
+    outcome = render_isolation.measure(cfg, tmp_path / "render", pin=False)
+    assert outcome.previews[render_isolation.RENDERED] > 0
+    assert render_isolation.unexpected_answers(outcome.previews) == {}
+    assert outcome.idle_s and outcome.loaded_s and not outcome.webhook_errors
+    check_rows(render_isolation.rows(outcome, cfg), "render_isolation")
+
+
+def test_unexpected_preview_answers_are_named() -> None:
+    from collections import Counter
+
+    answers = Counter({render_isolation.RENDERED: 2, "503 busy": 5, "403 forbidden": 7})
+    assert render_isolation.unexpected_answers(answers) == {"403 forbidden": 7}
 
 
 def test_every_listed_module_has_run_or_is_planned() -> None:
