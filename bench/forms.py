@@ -15,7 +15,7 @@ from urllib.parse import quote_plus, urlencode
 from bench.corpus import ACCOUNT_SID, BODIES, BUSINESS_NUMBER, NAMES, contact_address
 
 if TYPE_CHECKING:
-    from bench.loadgen import LoadSpec
+    from bench.loadspec import LoadSpec
 
 TWILIO_PATH = "/webhooks/twilio"
 MAX_CONTACTS = 88_000_000  # contact_address(i) has 8 digits after +336, from 12,000,000
