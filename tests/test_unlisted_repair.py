@@ -154,3 +154,36 @@ async def test_a_thread_limit_opening_interrupted_lists_both_tickets_correctly(
     new, _ = await store.list_tickets(status=Status.NEW)
     assert ([t.id for t in closed], [t.id for t in new]) == ([first], [follow_up])
     assert (await store.get_ticket(follow_up)).follow_up_of == first
+
+
+async def test_the_sweep_reads_the_log_in_small_round_trips_and_still_finds_every_opening(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pipeline over every partition, 1000 entries each, stalled Redis for every other
+    client while it built the reply (44 ms with 50,000 openings waiting): the sweep reads
+    a few partitions and entries a round trip, and goes on until each partition is read."""
+    store: TicketStore = client.app[store_key]
+    # Many entries in the unlisted contact's partition: appends after its opening.
+    unlisted = await _open_with_interrupted_indexing(client, monkeypatch)
+    for n in range(7):
+        answer = await post_signed(client, "/webhooks/twilio",
+                                   inbound_form(f"encore {n}", sender=CUSTOMER))
+        assert answer.status == 200
+    second = await _open_with_interrupted_indexing(
+        client, monkeypatch, sender="whatsapp:+33612345699")
+    reads: list[tuple[int, int]] = []
+    read_until = ChangeLog.read_until
+
+    async def counted(self: ChangeLog, positions: dict[int, str], **kw: Any) -> Any:
+        reads.append((len(positions), kw["count"]))
+        return await read_until(self, positions, **kw)
+
+    monkeypatch.setattr(ChangeLog, "read_until", counted)
+    later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
+    found = await list_unlisted(store, now_ms=later, batch=2, partitions_per_read=4,
+                                pause_s=0)
+    assert sorted(found) == sorted([unlisted, second])
+    assert reads and max(n for n, _ in reads) <= 4 and {c for _, c in reads} == {2}
+    # The unlisted contact's partition took several reads of 2 (9 entries in it at least).
+    assert len(reads) >= keys.PARTITIONS // 4 + 4
+    assert await list_unlisted(store, now_ms=later) == []
