@@ -350,3 +350,33 @@ async def test_an_id_goes_back_only_when_the_call_provably_did_not_use_it(
     assert given_back == []  # duplicate: kept out of the reserve
     await inbound(store, "more", address="whatsapp:+33611113001")
     assert len(given_back) == 1  # append: back in the reserve
+
+
+async def test_lag_counts_at_most_the_cap_per_partition_reading_few_partitions_a_trip(
+        store: TicketStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape must not have Redis build every waiting entry at once."""
+    from bridge.store import changelog
+
+    for n in range(changelog.LAG_COUNT_CAP + 20):  # one contact: one partition
+        await inbound(store, f"message {n}", address="whatsapp:+33600000777")
+    await inbound(store, address="whatsapp:+33600000778")
+    log = ChangeLog(store.redis)
+    pipelines: list[int] = []
+    real_pipeline = log._entries.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        pipe = real_pipeline(*args, **kwargs)  # type: ignore[arg-type]
+        real_execute = pipe.execute
+
+        async def execute(*a: object, **k: object) -> object:
+            pipelines.append(len(pipe.command_stack))
+            return await real_execute(*a, **k)  # type: ignore[arg-type]
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+    monkeypatch.setattr(log._entries, "pipeline", counted)
+    lag = await log.lag(RELAY_CONSUMER)
+    assert lag.events == changelog.LAG_COUNT_CAP + 1  # the second contact's partition: 1
+    assert pipelines and max(pipelines) <= changelog.LAG_PARTITIONS_PER_READ
+    assert sum(pipelines) == keys.PARTITIONS

@@ -43,8 +43,13 @@ EXPORT_CONSUMER = "export"
 TEAMS_CONSUMER = "teams"
 CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, EXPORT_CONSUMER, REPORTS_CONSUMER,
              TEAMS_CONSUMER)
-# Lag is counted up to this many entries per partition (a scrape stays cheap).
-LAG_COUNT_CAP = 1000
+# Lag is counted up to this many entries per partition, reading this many partitions a
+# round trip: a scrape (or the operations page, which shows the sweep's consumer a grace
+# period behind on purpose) must not stall Redis for the webhooks. All 256 partitions up to
+# 1000 entries each in one pipeline had Redis build up to 256,000 entries at once; reading
+# 50,000 waiting entries that way kept another client's PING waiting 44 ms.
+LAG_COUNT_CAP = 100
+LAG_PARTITIONS_PER_READ = 16
 
 # Renews the lease only for its holder (a paused relay whose lease expired and was taken
 # must not extend the new holder's).
@@ -242,10 +247,14 @@ class ChangeLog:
         """Entries after the consumer's positions (counted up to LAG_COUNT_CAP per
         partition) and the age of the oldest of them."""
         positions = await self.positions(consumer)
-        async with self._entries.pipeline(transaction=False) as pipe:
-            for p in self.partitions:
-                pipe.xrange(keys.change_log(p), _after(positions[p]), "+", count=LAG_COUNT_CAP)
-            replies: list[Any] = await pipe.execute()
+        partitions = list(self.partitions)
+        replies: list[Any] = []
+        for start in range(0, len(partitions), LAG_PARTITIONS_PER_READ):
+            async with self._entries.pipeline(transaction=False) as pipe:
+                for p in partitions[start:start + LAG_PARTITIONS_PER_READ]:
+                    pipe.xrange(keys.change_log(p), _after(positions[p]), "+",
+                                count=LAG_COUNT_CAP)
+                replies += await pipe.execute()
         events = 0
         oldest_ms: int | None = None
         for pending in replies:
