@@ -42,6 +42,10 @@ JOB_NAMES = (SEND_OUTBOUND, ON_TICKET_EVENT, RUN_TIMER, SWEEP_UNSENT)
 # Send failures that created no message (429, connect errors) are retried by the send job
 # itself, not by this; ambiguous ones (5xx, timeouts) are not retried at all.
 CRASH_RETRY = Retry(max=3, interval=[5, 30, 120])
+# Jobs a transaction: RQ's enqueue is several commands a job, and Redis serves nobody else
+# while it runs a transaction (MULTI ... EXEC). 4,000 jobs in one kept another client's
+# PING waiting 36.6 ms; by 500, 9.2 ms; by 100, 4.0 ms, in the same total time (~0.4 s).
+ENQUEUE_CHUNK = 100
 
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -125,16 +129,17 @@ class JobQueues:
         return str(job.id)
 
     def enqueue_many(self, specs: list[JobSpec]) -> None:
-        """Enqueue jobs in one round trip (the relay's batches)."""
-        if not specs:
-            return
-        with self.connection.pipeline() as pipe:
-            for spec in specs:
-                q = self.queues[spec.queue]
-                q.enqueue_many([Queue.prepare_data(
-                    spec.func, (spec.payload,), job_id=spec.job_id, retry=spec.retry,
-                    failure_ttl=30 * 24 * 3600)], pipeline=pipe)
-            pipe.execute()
+        """Enqueue jobs a transaction of ENQUEUE_CHUNK at a time (the relay's batches). A
+        job enqueued twice (a batch handed on again) runs twice in effect once: the trigger
+        rules claim a marker per change."""
+        for start in range(0, len(specs), ENQUEUE_CHUNK):
+            with self.connection.pipeline() as pipe:
+                for spec in specs[start:start + ENQUEUE_CHUNK]:
+                    q = self.queues[spec.queue]
+                    q.enqueue_many([Queue.prepare_data(
+                        spec.func, (spec.payload,), job_id=spec.job_id, retry=spec.retry,
+                        failure_ttl=30 * 24 * 3600)], pipeline=pipe)
+                pipe.execute()
 
     def send_outbound(self, ticket_id: str, event_id: str, *, found_late: bool = False
                       ) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -145,6 +145,8 @@ class Batch:
     positions: dict[int, str]
     unreadable: int = 0  # entries skipped because they could not be parsed
     partitions: list[int] = field(default_factory=list)  # each change's partition
+    # Some partition gave as many entries as were asked for: more may be waiting there.
+    full: bool = False
 
     def beyond(self, read_from: dict[int, str], positions: dict[int, str]) -> Batch | None:
         """What of this batch (read after `read_from`) a consumer standing at `positions`
@@ -161,7 +163,7 @@ class Batch:
                 if p not in ahead or _id_key(change.log_id) > ahead[p]]
         reached = {p: pos for p, pos in self.positions.items()
                    if p not in ahead or _id_key(pos) > ahead[p]}
-        return Batch([c for c, _ in kept], reached, 0, [p for _, p in kept])
+        return Batch([c for c, _ in kept], reached, 0, [p for _, p in kept], self.full)
 
 
 class ChangeLog:
@@ -219,8 +221,9 @@ class ChangeLog:
         raw = await self._entries.xread(streams, count=count, block=block_ms)
         partition_of = self._partition_of_stream
         # RESP2 answers [[stream, entries], ...], RESP3 a map; no entries: nil (None).
-        per_stream = raw.items() if isinstance(raw, dict) else raw or []
-        return _batch((partition_of[_s(stream)], entries) for stream, entries in per_stream)
+        per_stream = list(raw.items() if isinstance(raw, dict) else raw or [])
+        batch = _batch((partition_of[_s(stream)], entries) for stream, entries in per_stream)
+        return replace(batch, full=any(len(entries) >= count for _, entries in per_stream))
 
     async def read_until(self, positions: dict[int, str], *, until_ms: int, count: int
                          ) -> Batch:
