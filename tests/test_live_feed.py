@@ -107,11 +107,17 @@ async def test_the_tail_stops_when_nobody_listens_and_starts_again(store: Ticket
 
 class CountingLog(ChangeLog):
     reads = 0
+    hold = False  # reads wait while set, as if Redis did not answer
+    max_per_read = 0
 
     async def read(self, positions: dict[int, str], *, count: int,  # type: ignore[override]
-                   block_ms: int | None) -> object:
+                   block_ms: int | None) -> Batch:
+        while self.hold:
+            await asyncio.sleep(0.01)
         self.reads += 1
-        return await super().read(positions, count=count, block_ms=block_ms)
+        batch = await super().read(positions, count=count, block_ms=block_ms)
+        self.max_per_read = max(self.max_per_read, len(batch.changes))
+        return batch
 
 
 async def test_changes_written_back_to_back_reach_subscribers_in_few_reads(
@@ -198,3 +204,28 @@ async def test_closing_ends_the_tail_even_when_its_cancel_comes_out_as_a_timeout
             await asyncio.sleep(0.01)
         await asyncio.wait_for(feed.close(), timeout=10)
     assert [t for t in asyncio.all_tasks() if t.get_name() == "live-feed"] == []
+
+
+async def test_a_feed_behind_on_one_partition_catches_up_a_few_entries_a_read(
+        store: TicketStore) -> None:
+    """A feed that fell behind (Redis was away) reads a few entries per partition at a time
+    and reads on at once while more wait: every change arrives, in order."""
+    counting = CountingLog(store.redis)
+    feed = LiveFeed(counting, block_ms=100, min_read_interval_s=5.0)
+    written = live.BATCH * 2 + 3
+    counting.hold = True
+    try:
+        async with feed.subscribe(everything=True) as everything:
+            for n in range(written):  # one contact: one partition
+                await inbound(store, f"message {n}", address="whatsapp:+33600000444")
+            counting.hold = False
+            got = [await _next(everything) for _ in range(written)]
+    finally:
+        await feed.close()
+    assert [c.event_id for c in got if isinstance(c, Change)] == sorted(
+        (c.event_id for c in got if isinstance(c, Change)), key=lambda e: tuple(
+            int(x) for x in e.split("-")))
+    assert len(got) == written
+    # Read in batches of at most BATCH from that partition; with a 5 s pause between
+    # reads that were not full, the test would have timed out waiting.
+    assert counting.max_per_read <= live.BATCH

@@ -35,7 +35,10 @@ QUEUE_LIMIT = 1000
 # How long one read waits for news, and how long the tail lingers once nobody listens.
 BLOCK_MS = 1000
 IDLE_STOP_S = 30.0
-BATCH = 500
+# Entries per partition a read (4,096 in all): a feed that fell behind (Redis was away)
+# catches up in reads Redis answers quickly, and parses each between two webhooks (500 a
+# partition allowed one reply of 128,000 entries, parsed on this event loop).
+BATCH = 16
 # Each read names all 256 partition streams. While changes keep coming (webhooks, replies),
 # reading at most this often lets them arrive in batches rather than one read per change;
 # an idle feed's blocking read still returns the moment a change is written.
@@ -169,7 +172,7 @@ class LiveFeed:
                 for subscription in list(self._subscribers):
                     if subscription.wants(change):
                         subscription._offer(change)
-            if batch.changes:
+            if batch.changes and not batch.full:  # full: more wait, read on at once
                 pause_s = self._min_read_interval_s - (loop.time() - started)
                 if pause_s > 0:
                     await asyncio.sleep(pause_s)
