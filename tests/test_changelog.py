@@ -5,7 +5,6 @@ restarts, and only one relay works at a time."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import redis
@@ -352,87 +351,3 @@ async def test_an_id_goes_back_only_when_the_call_provably_did_not_use_it(
     await inbound(store, "more", address="whatsapp:+33611113001")
     assert len(given_back) == 1  # append: back in the reserve
 
-
-async def test_lag_counts_at_most_the_cap_per_partition_reading_few_partitions_a_trip(
-        store: TicketStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A scrape must not have Redis build every waiting entry at once."""
-    from bridge.store import changelog
-
-    for n in range(changelog.LAG_COUNT_CAP + 20):  # one contact: one partition
-        await inbound(store, f"message {n}", address="whatsapp:+33600000777")
-    await inbound(store, address="whatsapp:+33600000778")
-    log = ChangeLog(store.redis)
-    pipelines: list[int] = []
-    real_pipeline = log._entries.pipeline
-
-    def counted(*args: object, **kwargs: object) -> object:
-        pipe = real_pipeline(*args, **kwargs)  # type: ignore[arg-type]
-        real_execute = pipe.execute
-
-        async def execute(*a: object, **k: object) -> object:
-            pipelines.append(len(pipe.command_stack))
-            return await real_execute(*a, **k)  # type: ignore[arg-type]
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
-
-    monkeypatch.setattr(log._entries, "pipeline", counted)
-    lag = await log.lag(RELAY_CONSUMER)
-    assert lag.events == changelog.LAG_COUNT_CAP + 1  # the second contact's partition: 1
-    assert pipelines and max(pipelines) <= changelog.LAG_PARTITIONS_PER_READ
-    assert sum(pipelines) == keys.PARTITIONS
-
-
-async def test_a_relay_reads_a_few_entries_per_partition_and_reads_on_while_more_wait(
-        store: TicketStore, sync_redis: redis.Redis) -> None:
-    """XREAD's COUNT is per stream: a relay catching up on a backlog asks for a few entries
-    of each partition a read (one reply of up to 128,000 entries stalled Redis), and knows
-    when a partition had more waiting, so that it reads on at once rather than pausing."""
-    for n in range(40):  # one contact: one partition
-        await inbound(store, f"message {n}", address="whatsapp:+33600000555")
-    log = ChangeLog(store.redis)
-    reads: list[int] = []
-    real_read = log.read
-
-    async def counted(positions: dict[int, str], *, count: int, block_ms: int | None) -> Any:
-        reads.append(count)
-        return await real_read(positions, count=count, block_ms=block_ms)
-
-    log.read = counted  # type: ignore[method-assign]
-    relay = Relay(log, JobsConsumer(JobQueues(sync_redis)), per_partition=16)
-    handed = []
-    for _ in range(4):
-        handed.append((await relay.step(wait=False), relay._more_waiting))
-    assert handed == [(16, True), (16, True), (8, False), (0, False)]
-    assert set(reads) == {16}
-    assert (await log.lag(RELAY_CONSUMER)).events == 0
-
-
-async def test_jobs_are_enqueued_a_small_transaction_at_a_time(sync_redis: redis.Redis) -> None:
-    """Redis serves nobody else during a transaction: a relay batch of thousands of jobs
-    goes in transactions of ENQUEUE_CHUNK."""
-    from bridge import jobs
-    from bridge.jobs import trigger_job
-
-    queues = JobQueues(sync_redis)
-    executed: list[int] = []
-    real_pipeline = sync_redis.pipeline
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pipe = real_pipeline(*args, **kwargs)
-        real_execute = pipe.execute
-
-        def execute(*a: Any, **k: Any) -> Any:
-            executed.append(len(pipe.command_stack))
-            return real_execute(*a, **k)
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
-
-    sync_redis.pipeline = counted  # type: ignore[method-assign]
-    count = jobs.ENQUEUE_CHUNK * 2 + 5
-    queues.enqueue_many([trigger_job(str(n), "ticket.created", 1, f"{n}-0")
-                         for n in range(count)])
-    assert len(executed) == 3
-    queue = Queue(QUEUE_EVENTS, connection=sync_redis, serializer=JSONSerializer)
-    assert len(queue) == count
