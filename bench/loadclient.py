@@ -169,13 +169,17 @@ class _Driver:
         asyncio.get_running_loop().create_task(self._replace(conn))
 
     async def _replace(self, old: _Conn) -> None:
-        """A new connection in place of a failed one, which then sends what comes next."""
+        """A new connection in place of a failed one, which then sends what comes next. A
+        connection that cannot be made is one failure (it is not a request: the old
+        version counted a failed connect against the request it was for), retried within
+        the spec's timeout until nothing is left to send."""
         try:
             while self.wants_more():
                 try:
-                    conn = await self._connect()
-                except OSError as exc:
-                    self.tally.failures[type(exc).__name__] += 1
+                    async with asyncio.timeout(self.spec.timeout_s):
+                        conn = await self._connect()
+                except (OSError, TimeoutError) as exc:
+                    self.tally.failures[f"connect {type(exc).__name__}"] += 1
                     await asyncio.sleep(0.05)
                     continue
                 self.conns[self.conns.index(old)] = conn
@@ -183,7 +187,9 @@ class _Driver:
                 return
         finally:
             self._replacing -= 1
-        self.check_finished()
+            # Here, not after the loop: a replacement made once nothing was left to send
+            # is the last thing the phase waited for (its next_for found _replacing > 0).
+            self.check_finished()
 
     def check_finished(self) -> None:
         if (not self.wants_more() and not self._replacing
@@ -249,12 +255,14 @@ class _ClosedLoop(_Driver):
         return self.next_index < len(self.reqs) and time.perf_counter() < self.end
 
     def next_for(self, conn: _Conn) -> None:
-        if self.wants_more() and not conn.closed:
+        if not self.wants_more():
+            self.check_finished()
+        elif conn.closed:  # closed by the server after its answer: keep the slot
+            self.replace(conn)
+        else:
             data = self.reqs[self.next_index]
             self.next_index += 1
             conn.send(data, time.perf_counter())
-        else:
-            self.check_finished()
 
 
 class _OpenLoop(_Driver):
@@ -296,7 +304,10 @@ class _OpenLoop(_Driver):
             intended, i = self.waiting.popleft()
             conn.send(self.reqs[i], intended)
             return
-        if not conn.closed:
+        if conn.closed:  # closed by the server after its answer: keep the slot
+            if self.wants_more():
+                self.replace(conn)
+        else:
             self.idle.append(conn)
         self.check_finished()
 

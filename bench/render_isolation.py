@@ -168,6 +168,9 @@ class _Bench:
                 await self.webhooks(session, self.cfg.phase_s, loaded)
                 agents.stdin.close()  # stop; in-flight previews end within the budget
                 answers, _ = await agents.communicate()
+                if agents.returncode != 0:
+                    raise RuntimeError(f"render_isolation: the agents' process failed "
+                                       f"({agents.returncode}); see its stderr above")
                 self.out.previews.update(json.loads(answers))
                 self.out.idle_s += idle
                 self.out.loaded_s += loaded
@@ -180,10 +183,9 @@ class _Bench:
         async with session.post(f"{self.base}/api/v1/agents",
                                 json={"name": name, "role": "admin"},
                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as answer:
-            body = await answer.json()
             if answer.status != 201:
-                raise RuntimeError(f"creating {name}: {answer.status} {body}")
-            return str(body["token"])
+                raise RuntimeError(f"creating {name}: {answer.status} {await answer.text()}")
+            return str((await answer.json())["token"])
 
 
 def unexpected_answers(previews: Counter[str]) -> dict[str, int]:
@@ -198,11 +200,12 @@ async def _agent(session: aiohttp.ClientSession, base: str, token: str, retry_s:
     while not stop.is_set():
         try:
             async with session.post(url, json=SLOW_DRAFT, headers=headers) as response:
-                body = await response.json()
-                code = body.get("error", {}).get("code", "ok")
+                body = await response.json(content_type=None)
+                code = body.get("error", {}).get("code", "ok") if isinstance(body, dict) \
+                    else "not a JSON object"
                 answers[f"{response.status} {code}"] += 1
                 rendered = f"{response.status} {code}" == RENDERED
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: no JSON
             answers[type(exc).__name__] += 1
             rendered = False
         if not rendered:  # a refusal (or an error: never a flood of requests)

@@ -112,3 +112,34 @@ async def test_open_loop_against_a_server_that_never_answers_ends_and_reports_it
     # Each request either timed out on a connection or waited past the deadline for one.
     assert result.failures.get("timeout", 0) + result.dropped == 40
     assert result.errors == 40
+
+
+async def test_a_connection_replaced_after_the_end_still_ends_the_phase(
+    aiohttp_server: Any,
+) -> None:
+    """The last thing a phase waits for can be a replacement that connects once nothing
+    is left to send (found by review: the phase then never ended)."""
+    import time
+
+    from bench.loadclient import _ClosedLoop
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    port = await _serve(aiohttp_server, handler)
+    reqs = _requests(10)
+    driver = _ClosedLoop(_spec(port, "closed", concurrency=1, duration_s=1.0,
+                               max_requests=len(reqs)), reqs)
+    await driver.start()
+    assert driver.done is not None
+    real_connect = driver._connect
+
+    async def slow_connect() -> Any:
+        await asyncio.sleep(0.2)  # the phase's end passes meanwhile
+        return await real_connect()
+
+    driver._connect = slow_connect  # type: ignore[method-assign]
+    driver.end = time.perf_counter() + 0.05
+    driver.replace(driver.conns[0])
+    await asyncio.wait_for(driver.done, 5)
+    driver.close()

@@ -101,7 +101,8 @@ class ChangeConsumer(Protocol):
 
 @dataclass
 class JobsConsumer:
-    """The trigger and template-fallback jobs, handed to RQ in one round trip per batch."""
+    """The trigger and template-fallback jobs, handed to RQ per batch (in transactions of
+    bridge.jobs.ENQUEUE_CHUNK)."""
 
     queues: JobQueues
     config: AutomationConfig | None = None  # None: hand every trigger on

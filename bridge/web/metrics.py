@@ -45,7 +45,8 @@ WORKERS = Gauge("bridge_workers", "Registered RQ workers")
 REDIS_UP = Gauge("bridge_redis_up", "Whether Redis answered this scrape's queue readings")
 RELAY_LAG_EVENTS = Gauge(
     "bridge_relay_lag_events",
-    "Change log entries the relay has not handed on yet to a consumer (workers.relay)",
+    "Change log entries the relay has not handed on yet to a consumer (workers.relay), "
+    "counted up to 100 per partition: alert on bridge_relay_lag_seconds",
     ["consumer"])
 RELAY_LAG_SECONDS = Gauge(
     "bridge_relay_lag_seconds",
