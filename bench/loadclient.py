@@ -216,7 +216,16 @@ class _Driver:
             conn.close()
 
     def record(self, started: float, now: float, ok: bool) -> None:
+        """Count an outcome if it falls in the measured window."""
         raise NotImplementedError
+
+    def count_in_window(self, started: float, now: float, ok: bool) -> None:
+        self.tally.last_done = now
+        if ok:
+            self.tally.window_ok += 1
+            self.tally.latencies.append(now - started)
+        else:
+            self.tally.window_errors += 1
 
     def next_for(self, conn: _Conn) -> None:
         """Send `conn`'s next request, or leave it idle (and finish when all are)."""
@@ -244,12 +253,7 @@ class _ClosedLoop(_Driver):
 
     def record(self, started: float, now: float, ok: bool) -> None:
         if self.warm_end <= now < self.end:
-            self.tally.last_done = now
-            if ok:
-                self.tally.window_ok += 1
-                self.tally.latencies.append(now - started)
-            else:
-                self.tally.window_errors += 1
+            self.count_in_window(started, now, ok)
 
     def wants_more(self) -> bool:
         return self.next_index < len(self.reqs) and time.perf_counter() < self.end
@@ -279,12 +283,7 @@ class _OpenLoop(_Driver):
         self.dropped = 0
 
     def record(self, started: float, now: float, ok: bool) -> None:
-        self.tally.last_done = now
-        if ok:
-            self.tally.window_ok += 1
-            self.tally.latencies.append(now - started)
-        else:
-            self.tally.window_errors += 1
+        self.count_in_window(started, now, ok)
 
     def _drop_late(self) -> None:
         # Requests still waiting this long after the last arrival are dropped (and
