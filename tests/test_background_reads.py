@@ -44,7 +44,7 @@ async def test_lag_counts_at_most_the_cap_per_partition_reading_few_partitions_a
     monkeypatch.setattr(log._entries, "pipeline", counted)
     lag = await log.lag(RELAY_CONSUMER)
     assert lag.events == changelog.LAG_COUNT_CAP + 1  # the second contact's partition: 1
-    assert pipelines and max(pipelines) <= changelog.LAG_PARTITIONS_PER_READ
+    assert pipelines and max(pipelines) <= changelog.PARTITIONS_PER_ROUND_TRIP
     assert sum(pipelines) == keys.PARTITIONS
 
 

@@ -39,7 +39,7 @@ from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import load_config
 from bridge.core.tickets import Status
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
-from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.changelog import READ_PER_PARTITION, RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import LEASE_RELEASE_AT_EXIT_S, new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
 from config.settings import Settings, SettingsError
@@ -121,12 +121,10 @@ class Relay:
     log: ChangeLog
     consumer: ChangeConsumer
     shared: SharedReads | None = None  # None: this relay reads for itself
-    # Entries read per partition at a time (XREAD's COUNT is per stream): 4,096 at most a
-    # read. 500 let a relay catching up on a backlog have Redis build up to 128,000 entries
-    # in one reply (50,000 waiting: another client's PING waited 41.5 ms; 3.7 ms at 16).
-    # Caught up, a read finds a few entries per partition (at 8,000 changes a second,
-    # read every 100 ms: about 3).
-    per_partition: int = 16
+    # Entries read per partition at a time (bridge.store.changelog). Caught up, a read finds
+    # a few (at 8,000 changes a second, read every 100 ms: about 3); catching up, it reads
+    # on at once while a partition had more.
+    per_partition: int = READ_PER_PARTITION
     block_ms: int = 1000
     # Under load every read finds a few new entries, and every read names all 256
     # partitions' streams (a command Redis parses and answers on the core it shares with

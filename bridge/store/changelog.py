@@ -43,13 +43,19 @@ EXPORT_CONSUMER = "export"
 TEAMS_CONSUMER = "teams"
 CONSUMERS = (RELAY_CONSUMER, REPAIR_CONSUMER, EXPORT_CONSUMER, REPORTS_CONSUMER,
              TEAMS_CONSUMER)
-# Lag is counted up to this many entries per partition, reading this many partitions a
-# round trip: a scrape (or the operations page, which shows the sweep's consumer a grace
-# period behind on purpose) must not stall Redis for the webhooks. All 256 partitions up to
-# 1000 entries each in one pipeline had Redis build up to 256,000 entries at once; reading
-# 50,000 waiting entries that way kept another client's PING waiting 44 ms.
+# Redis runs one command at a time, and a reply of many entries keeps every webhook
+# waiting while it is built. Readers of many partitions therefore ask for little at a time:
+# a read of the tail (XREAD, whose COUNT is per stream) at most READ_PER_PARTITION entries
+# of each (4,096 in all), and a range read (XRANGE, the sweep and the lag) at most
+# PARTITIONS_PER_ROUND_TRIP partitions a round trip. Measured with a second client's PING
+# beside a 50,000-entry backlog: an XREAD of up to 500 per stream kept it waiting 41.5 ms
+# (3.7 ms at 16); one pipeline over the 256 partitions, 1000 entries each, 44 ms (3.8 ms
+# with 16 partitions of 50 a round trip).
+READ_PER_PARTITION = 16
+PARTITIONS_PER_ROUND_TRIP = 16
+# Lag is counted up to this many entries per partition (a /metrics scrape, or the
+# operations page, which shows the sweep's consumer a grace period behind on purpose).
 LAG_COUNT_CAP = 100
-LAG_PARTITIONS_PER_READ = 16
 
 # Renews the lease only for its holder (a paused relay whose lease expired and was taken
 # must not extend the new holder's).
@@ -229,11 +235,20 @@ class ChangeLog:
                          ) -> Batch:
         """Up to `count` entries per partition after the positions and written before
         until_ms (a consumer that must stay a grace period behind the writers)."""
-        async with self._entries.pipeline(transaction=False) as pipe:
-            for p, pos in positions.items():
-                pipe.xrange(keys.change_log(p), _after(pos), str(until_ms - 1), count=count)
-            replies: list[Any] = await pipe.execute()
+        replies = await self._ranges(positions, str(until_ms - 1), count)
         return _batch(zip(positions, replies, strict=True))
+
+    async def _ranges(self, positions: dict[int, str], end: str, count: int) -> list[Any]:
+        """XRANGE of each partition after its position, PARTITIONS_PER_ROUND_TRIP
+        partitions a round trip: Redis serves other clients between them."""
+        items = list(positions.items())
+        replies: list[Any] = []
+        for start in range(0, len(items), PARTITIONS_PER_ROUND_TRIP):
+            async with self._entries.pipeline(transaction=False) as pipe:
+                for p, pos in items[start:start + PARTITIONS_PER_ROUND_TRIP]:
+                    pipe.xrange(keys.change_log(p), _after(pos), end, count=count)
+                replies += await pipe.execute()
+        return replies
 
     async def trim(self) -> None:
         """Drop what every consumer has handed on (entries before the slowest position)."""
@@ -250,14 +265,8 @@ class ChangeLog:
         """Entries after the consumer's positions (counted up to LAG_COUNT_CAP per
         partition) and the age of the oldest of them."""
         positions = await self.positions(consumer)
-        partitions = list(self.partitions)
-        replies: list[Any] = []
-        for start in range(0, len(partitions), LAG_PARTITIONS_PER_READ):
-            async with self._entries.pipeline(transaction=False) as pipe:
-                for p in partitions[start:start + LAG_PARTITIONS_PER_READ]:
-                    pipe.xrange(keys.change_log(p), _after(positions[p]), "+",
-                                count=LAG_COUNT_CAP)
-                replies += await pipe.execute()
+        replies = await self._ranges({p: positions[p] for p in self.partitions}, "+",
+                                     LAG_COUNT_CAP)
         events = 0
         oldest_ms: int | None = None
         for pending in replies:

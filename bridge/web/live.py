@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import redis
 
 from bridge.core.changes import Change
-from bridge.store.changelog import ChangeLog
+from bridge.store.changelog import READ_PER_PARTITION, ChangeLog
 
 log = logging.getLogger("bridge.live")
 
@@ -35,10 +35,10 @@ QUEUE_LIMIT = 1000
 # How long one read waits for news, and how long the tail lingers once nobody listens.
 BLOCK_MS = 1000
 IDLE_STOP_S = 30.0
-# Entries per partition a read (4,096 in all): a feed that fell behind (Redis was away)
-# catches up in reads Redis answers quickly, and parses each between two webhooks (500 a
-# partition allowed one reply of 128,000 entries, parsed on this event loop).
-BATCH = 16
+# Entries per partition a read (bridge.store.changelog): a feed that fell behind (Redis
+# was away) catches up in reads Redis answers quickly and this event loop parses between
+# two webhooks (500 a partition allowed one reply of 128,000 entries).
+BATCH = READ_PER_PARTITION
 # Each read names all 256 partition streams. While changes keep coming (webhooks, replies),
 # reading at most this often lets them arrive in batches rather than one read per change;
 # an idle feed's blocking read still returns the moment a change is written.
