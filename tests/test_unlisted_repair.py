@@ -15,7 +15,7 @@ from bridge.app import create_app
 from bridge.core.messages import Channel
 from bridge.core.policy import ChannelPolicy
 from bridge.core.tickets import Status
-from bridge.store import changelog, keys
+from bridge.store import keys
 from bridge.store.changelog import REPAIR_CONSUMER, ChangeLog
 from bridge.store.tickets import TicketStore
 from bridge.web.keys import store_key
@@ -171,33 +171,17 @@ async def test_the_sweep_reads_the_log_in_small_round_trips_and_still_finds_ever
         assert answer.status == 200
     second = await _open_with_interrupted_indexing(
         client, monkeypatch, sender="whatsapp:+33612345699")
-    # Each round trip: (partitions it names, the COUNTs it asks for).
     reads: list[tuple[int, int]] = []
-    ranges = ChangeLog._ranges
+    read_until = ChangeLog.read_until
 
-    async def counted(self: ChangeLog, positions: dict[int, str], end: str, count: int
-                      ) -> Any:
-        real_pipeline = self._entries.pipeline
+    async def counted(self: ChangeLog, positions: dict[int, str], **kw: Any) -> Any:
+        reads.append((len(positions), kw["count"]))
+        return await read_until(self, positions, **kw)
 
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = real_pipeline(*args, **kwargs)
-            real_execute = pipe.execute
-
-            async def execute(*a: Any, **k: Any) -> Any:
-                stack = pipe.command_stack
-                reads.append((len(stack), int({c[0][-1] for c in stack}.pop())))
-                return await real_execute(*a, **k)
-
-            pipe.execute = execute
-            return pipe
-
-        monkeypatch.setattr(self._entries, "pipeline", pipeline)
-        return await ranges(self, positions, end, count)
-
-    monkeypatch.setattr(ChangeLog, "_ranges", counted)
-    monkeypatch.setattr(changelog, "PARTITIONS_PER_ROUND_TRIP", 4)
+    monkeypatch.setattr(ChangeLog, "read_until", counted)
     later = now_ms() + (SWEEP_GRACE_S + 1) * 1000
-    found = await list_unlisted(store, now_ms=later, batch=2)
+    found = await list_unlisted(store, now_ms=later, batch=2, partitions_per_read=4,
+                                pause_s=0)
     assert sorted(found) == sorted([unlisted, second])
     assert reads and max(n for n, _ in reads) <= 4 and {c for _, c in reads} == {2}
     # The unlisted contact's partition took several reads of 2 (9 entries in it at least).
