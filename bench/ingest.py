@@ -56,6 +56,7 @@ import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import ingest_report
+from bench.aof import RewritesBetweenPhases
 from bench.data import CONTACT_KEY
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.procs import Background, Server, cpu_layout, own_affinity, python_module
@@ -145,12 +146,16 @@ class Outcome:
     relay_drain_s: float  # time the relay took to catch up once the load stopped
     layout: str
     pool_exhausted: bool
+    aof_rewrites_s: list[float]  # Redis's AOF rewrites, each between two phases (bench/aof.py)
+    forks_in_phases: int  # Redis forks during the load phases: 0 unless something else forked
 
 
 class _Runner:
-    def __init__(self, cfg: IngestConfig, cpus: list[int] | None) -> None:
+    def __init__(self, cfg: IngestConfig, cpus: list[int] | None,
+                 before_phase: Callable[[], object] = lambda: None) -> None:
         self.cfg = cfg
         self.cpus = cpus
+        self.before_phase = before_phase  # run before every load phase
         self.nonce = secrets.token_hex(4)
         self.phase = 0
         self.next_new_contact = cfg.contacts  # new conversations: contacts never seen
@@ -173,12 +178,14 @@ class _Runner:
                rate_cap: float | None = None, *, new_contacts: bool = False) -> LoadResult:
         """rate_cap bounds the request pool (generating it takes ~10 µs a request)."""
         n = int(min(rate_cap or self.cfg.max_rate, self.cfg.max_rate) * (duration + warmup)) + 100
+        self.before_phase()
         return run_load(self.spec(port, watch, new_contacts, n, mode="closed",
                                   duration_s=duration, warmup_s=warmup))
 
     def open(self, port: int, watch: dict[str, int], rate: float, duration: float, *,
              new_contacts: bool = False) -> LoadResult:
         n = int(rate * duration) + 1
+        self.before_phase()
         return run_load(self.spec(port, watch, new_contacts, n, mode="open", rate=rate,
                                   duration_s=duration))
 
@@ -254,10 +261,11 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
     server_cpus, other_cpus = layout_cpus if layout_cpus else (None, None)
     layout = (f"server under test on CPU {server_cpus}; load generator, Redis, worker and "
               f"relay on CPU {other_cpus}" if layout_cpus else "no CPU pinning")
-    runner = _Runner(cfg, other_cpus)
     workdir.mkdir(parents=True, exist_ok=True)
-    with own_affinity(other_cpus), EmbeddedRedis(workdir / "redis", appendonly=True) as rds:
+    with own_affinity(other_cpus), EmbeddedRedis(workdir / "redis", appendonly=True) as rds, \
+            RewritesBetweenPhases(rds.url) as aof:
         assert rds.process is not None
+        runner = _Runner(cfg, other_cpus, before_phase=aof.between_phases)
         redis_pid = rds.process.pid
         base_port, bridge_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items()
@@ -356,6 +364,7 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
             if exhausted:
                 log("  ingest: warning: a request pool ran out before the end of its phase")
         stored, distinct, tickets = count_stored(rds.url)
+        forks_in_phases = aof.forks_in_phases()
     return Outcome(
         base_rounds=base_rounds, appends=workloads["appends"], new=workloads["new"],
         sweep=sweep, acknowledged=sum(r.ok for r in bridge_runs),
@@ -363,7 +372,8 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
         base_errors=sum(r.errors for r in base_runs),
         stored=stored, distinct_sids=distinct, tickets=tickets,
         relay_pending=relay_pending, relay_drain_s=relay_drain_s, layout=layout,
-        pool_exhausted=exhausted,
+        pool_exhausted=exhausted, aof_rewrites_s=aof.rewrites_s,
+        forks_in_phases=forks_in_phases,
     )
 
 
