@@ -101,3 +101,47 @@ async def test_jobs_are_enqueued_a_small_transaction_at_a_time(sync_redis: redis
     assert len(executed) == 3
     queue = Queue(QUEUE_EVENTS, connection=sync_redis, serializer=JSONSerializer)
     assert len(queue) == count
+
+
+async def test_an_export_backlog_is_counted_a_few_entries_at_a_time(
+        store: TicketStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint's health counts the deliveries after its watermark: exactly below the
+    cap, the cap above it, never reading more than a chunk of bodies at once."""
+    from bridge.store import export_outbox
+    from bridge.store.export_outbox import NewDelivery, Outbox, append
+
+    monkeypatch.setattr(export_outbox, "BACKLOG_READ_CHUNK", 7)
+    monkeypatch.setattr(export_outbox, "BACKLOG_CAP", 30)
+    outbox = Outbox(store.redis, "ep_reads")
+    asked: list[int] = []
+    real_xrange = store.redis.xrange
+
+    async def xrange(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs["count"])
+        return await real_xrange(*args, **kwargs)
+
+    monkeypatch.setattr(store.redis, "xrange", xrange)
+
+    async def deliveries(first: int, count: int) -> None:
+        await append(store.redis, [NewDelivery("ep_reads", f"msg_{n}", "t1", "ticket.updated",
+                                               "{}", 1) for n in range(first, first + count)])
+
+    assert (await outbox.health()).backlog == 0
+    await deliveries(0, 14)  # two whole chunks: the third read finds none
+    asked.clear()
+    assert (await outbox.health()).backlog == 14
+    assert asked == [7, 7, 7]
+    await deliveries(14, 3)
+    assert (await outbox.health()).backlog == 17
+    # Past the cap: the cap, and the last read asks only for what reaches it.
+    await deliveries(17, 20)
+    asked.clear()
+    assert (await outbox.health()).backlog == 30
+    assert asked == [7, 7, 7, 7, 2]
+    # After the watermark only.
+    entries = await real_xrange(outbox.out, "-", "+", count=5)
+    await outbox.save_position(entries[-1][0].decode())
+    assert (await outbox.health()).backlog == 30  # 32 after it: still capped
+    entries = await real_xrange(outbox.out, "-", "+", count=20)
+    await outbox.save_position(entries[-1][0].decode())
+    assert (await outbox.health()).backlog == 17
