@@ -4,7 +4,8 @@ two workloads: appends to open tickets, and new conversations (every message fro
 contact never seen before: a contact, a ticket, its indexes and a change log entry the
 relay turns into a ticket.created job).
 
-Set-up: an embedded Redis with AOF on (appendfsync everysec, as in production), one
+Set-up: an embedded Redis with AOF on (appendfsync everysec, as in production; its
+rewrites happen between phases, bench/aof.py), one
 `python -m bridge serve` process and one `python -m bench.baseline_server` process, and
 the worker and the relay running as `make run` runs them (`python -m workers`,
 `python -m workers.relay`): they take the change log's entries and the trigger jobs while

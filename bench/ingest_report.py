@@ -179,8 +179,8 @@ def _tail_lines(o: Outcome) -> list[list[str]]:
 def _rewrites_text(o: Outcome) -> str:
     """What Redis's append-only file rewrites did, and when (bench/aof.py)."""
     done = o.aof_rewrites_s
-    when = (f"{len(done)} rewrites, {sum(done):.1f} s in all (the longest {max(done):.1f} s)"
-            if done else "no rewrite was due")
+    when = (f"{len(done)} rewrite{'s' if len(done) > 1 else ''}, {sum(done):.1f} s in all "
+            f"(the longest {max(done):.1f} s)" if done else "no rewrite was due")
     during = ("none during a load phase" if o.forks_in_phases == 0 else
               f"**{o.forks_in_phases} fork(s) during the load phases**, not the bench's")
     return (
