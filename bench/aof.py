@@ -34,7 +34,6 @@ class RewritesBetweenPhases:
     measured phase. Restores Redis's setting on exit."""
 
     def __init__(self, url: str, *, timeout_s: float = 120.0) -> None:
-        self.url = url
         self.timeout_s = timeout_s
         self.rewrites_s: list[float] = []  # each rewrite this made, start to finish
         self._client = redis.Redis.from_url(url)
@@ -43,11 +42,10 @@ class RewritesBetweenPhases:
         self._forks_at_start = 0
 
     def __enter__(self) -> Self:
-        config = self._client.config_get(_PERCENTAGE)
-        self._percentage = int(config[_PERCENTAGE])
-        self._min_size = int(self._client.config_get(_MIN_SIZE)[_MIN_SIZE])
+        config = self._client.config_get("auto-aof-rewrite-*")
+        self._percentage, self._min_size = int(config[_PERCENTAGE]), int(config[_MIN_SIZE])
         self._client.config_set(_PERCENTAGE, 0)
-        self._wait_idle()  # one Redis started before now
+        self._wait_idle()  # a rewrite Redis began on its own before now
         self._forks_at_start = self._forks()
         return self
 

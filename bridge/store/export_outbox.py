@@ -20,7 +20,7 @@ it instead of overtaking it, while other tickets' deliveries go on.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -275,18 +275,27 @@ class Outbox:
             failed=failed)
 
     async def _count_after(self, position: str) -> int:
-        """Entries after `position`, up to BACKLOG_CAP, read BACKLOG_READ_CHUNK at a time
-        (Redis serves other clients between the reads)."""
+        """Entries after `position`, up to BACKLOG_CAP, BACKLOG_READ_CHUNK a read."""
         after = "-" if position == START else f"({position}"
         counted = 0
-        while counted < BACKLOG_CAP:
-            chunk = min(BACKLOG_READ_CHUNK, BACKLOG_CAP - counted)
-            entries = await self.redis.xrange(self.out, after, "+", count=chunk)
+        async for entries in self._chunks(after, "+", BACKLOG_READ_CHUNK, limit=BACKLOG_CAP):
             counted += len(entries)
-            if len(entries) < chunk:
-                break
-            after = f"({_s(entries[-1][0])}"
         return counted
+
+    async def _chunks(self, start: str, end: str, chunk: int, *, limit: int | None = None
+                      ) -> AsyncIterator[list[Any]]:
+        """The outbox's entries from start to end (XRANGE bounds), `chunk` a read and at
+        most `limit` in all: Redis serves other clients between the reads."""
+        read = 0
+        while limit is None or read < limit:
+            count = chunk if limit is None else min(chunk, limit - read)
+            entries = await self.redis.xrange(self.out, start, end, count=count)
+            if entries:
+                yield entries
+            if len(entries) < count:
+                return
+            read += count
+            start = f"({_s(entries[-1][0])}"
 
     # ---------------------------------------------------------------- failed and replays
 
@@ -322,12 +331,8 @@ class Outbox:
         if not last:
             return 0
         end = _s(last[0][0])
-        start = f"{since_ms}-0"
         copied = 0
-        while True:
-            entries = await self.redis.xrange(self.out, start, end, count=chunk)
-            if not entries:
-                return copied
+        async for entries in self._chunks(f"{since_ms}-0", end, chunk):
             originals = [(eid, fields) for eid, fields in entries if COPY_FIELD not in fields]
             if originals:
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -335,7 +340,7 @@ class Outbox:
                         self._copy(pipe, _item(eid, fields))
                     await pipe.execute()
             copied += len(originals)
-            start = f"({_s(entries[-1][0])}"
+        return copied
 
     def _copy(self, pipe: Any, item: OutboxItem) -> None:
         pipe.xadd(self.out, {"id": item.webhook_id, "t": item.ticket_id, "type": item.type,
