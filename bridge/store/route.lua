@@ -26,6 +26,13 @@ local solved_reply = ARGV[15]
 local max_msgs, max_age_ms = tonumber(ARGV[16]), tonumber(ARGV[17]) * 1000
 local csat_window_ms, dedupe_ms = tonumber(ARGV[18]) * 1000, tonumber(ARGV[19]) * 1000
 
+-- The seen zset is small per contact, so Redis keeps it packed in one buffer (up to 128
+-- entries: zset-max-ziplist-entries in 6.2, zset-max-listpack-entries from 7.0), and
+-- ZSCORE and ZADD scan it. Measured on Redis 6.2, a script making this script's three
+-- calls on it (ZSCORE, ZADD, ZREMRANGEBYSCORE) cost 3.0 µs at 1 entry, 10.5 µs at 120 and
+-- 3.7 µs at 200 (a skiplist by then).
+-- A contact who writes a hundred times within dedupe_ttl_s pays the most; ZADD NX in place
+-- of the ZSCORE saved nothing measurable on this script (26.9 against 26.8-30.8 µs).
 if redis.call('ZSCORE', seen_key, pid) then
   return {'duplicate', '', '', '', '', '', ''}
 end
