@@ -12,6 +12,7 @@ import jwt
 import pytest
 import redis
 
+from bridge.app import create_app
 from bridge.channels import widget as channel
 from bridge.core.messages import Channel
 from bridge.web.widget_assets import SCRIPT_PATH
@@ -197,6 +198,38 @@ async def test_other_origins_are_403(client: Client, sync_redis: redis.Redis,
                                               "Request-Method": "POST"})
     assert preflight.status == 403
     assert not sync_redis.keys("{p:*")
+
+
+@pytest.mark.parametrize("development", [False, True])
+async def test_a_host_header_matching_the_origin_is_not_an_allowed_origin(
+        aiohttp_client: Any, redis_url: str, sync_redis: redis.Redis, development: bool
+) -> None:
+    # A DNS rebinding page (or any script) chooses its Host header: Origin == Host is no
+    # proof that the bridge served the page.
+    app = create_app(make_settings(redis_url, widget_origins=(ORIGIN,),
+                                   development=development))
+    client = await aiohttp_client(app)
+    response = await call(client, "session", {}, origin="http://evil.example",
+                          Host="evil.example")
+    assert response.status == 403
+    assert not sync_redis.keys("{p:*")
+
+
+async def test_in_development_a_loopback_name_of_the_same_host_is_allowed(
+        aiohttp_client: Any, redis_url: str) -> None:
+    # The demo page opened as http://localhost:PORT while PUBLIC_BASE_URL says 127.0.0.1.
+    app = create_app(make_settings(redis_url, development=True))
+    client = await aiohttp_client(app)
+    port = client.server.port
+    for name in ("localhost", "127.0.0.1"):
+        response = await call(client, "session", {}, origin=f"http://{name}:{port}",
+                              Host=f"{name}:{port}")
+        assert response.status == 200, name
+    production = await aiohttp_client(create_app(make_settings(redis_url)))
+    response = await call(production, "session", {},
+                          origin=f"http://localhost:{production.server.port}",
+                          Host=f"localhost:{production.server.port}")
+    assert response.status == 403
 
 
 async def test_an_allowed_origin_passes_the_preflight(client: Client) -> None:

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -54,13 +55,29 @@ def allowed_origins(settings: Settings) -> frozenset[str]:
     return frozenset({*settings.widget_origins, f"{own[0]}//{own[2]}".lower()})
 
 
+# Names that only ever mean the machine itself.
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def origin_ok(request: web.Request) -> bool:
     origin = request.headers.get("Origin", "")
     if not origin:
         return False
-    # A page the bridge serves itself (the demo) calls its own host.
-    same_host = origin.lower() == f"{request.scheme}://{request.host}".lower()
-    return same_host or channel.origin_allowed(origin, request.app[allowed_origins_key])
+    if channel.origin_allowed(origin, request.app[allowed_origins_key]):
+        return True
+    # A laptop run may open its demo page as http://localhost:8080 while PUBLIC_BASE_URL
+    # says 127.0.0.1: in development a page on a loopback name may call that same host.
+    # Only loopback names: accepting any Origin equal to the Host header let any page
+    # whose requests carry a Host of its choosing pass (a DNS rebinding page, a script
+    # outside a browser).
+    if not request.app[settings_key].development:
+        return False
+    try:
+        hostname = urlsplit(origin).hostname
+    except ValueError:
+        return False
+    return (hostname in _LOOPBACK_NAMES
+            and origin.lower() == f"{request.scheme}://{request.host}".lower())
 
 
 def check_origin(request: web.Request) -> None:
