@@ -323,6 +323,56 @@ async def test_the_visitor_read_position_marks_agent_replies_read(client: Client
     assert ahead["read_up_to"] == newest
 
 
+def burst_of_replies(sync_redis: redis.Redis, ticket_id: str, count: int) -> list[str]:
+    """`count` agent replies in one millisecond, as a burst of macro or API replies can be
+    (written with explicit stream ids, so that they fall within LOOK_BACK_MS for sure),
+    each with a delivery `sent`. Returns their event keys, oldest first."""
+    (events_key,) = sync_redis.keys(f"*:t:{ticket_id}:events")
+    deliveries_key = events_key.decode().removesuffix(":events") + ":delivery"
+    ms = int(time.time() * 1000) + 10_000
+    out = []
+    for seq in range(count):
+        eid = f"{ms}-{seq}"
+        sync_redis.xadd(events_key, {"type": "agent_reply", "at_ms": ms, "author": "alice",
+                                     "body": f"r{seq}", "data": "{}"}, id=eid)
+        sync_redis.hset(deliveries_key, eid, json.dumps({"state": "sent"}))
+        out.append(f"{eid}_{ticket_id}")
+    return out
+
+
+async def test_a_poll_gets_past_a_burst_longer_than_a_page(client: Client,
+                                                           sync_redis: redis.Redis) -> None:
+    token = await new_visitor(client)
+    await send(client, token, "hi")
+    (ticket,) = await tickets(client)
+    keys = burst_of_replies(sync_redis, ticket["id"], 450)
+    cursor, bodies = keys[0], []
+    for _ in range(10):  # 200 events a page: three pages at most
+        answer = await (await call(client, "poll", {"after": cursor, "wait_s": 0},
+                                   token=token)).json()
+        bodies += [e["body"] for e in answer["events"]]
+        cursor = answer["cursor"]
+        if cursor == keys[-1]:
+            break
+    assert cursor == keys[-1]
+    assert bodies == [f"r{i}" for i in range(1, 450)]
+
+
+async def test_the_read_position_gets_past_a_burst_longer_than_a_page(
+        client: Client, sync_redis: redis.Redis) -> None:
+    token = await new_visitor(client)
+    await send(client, token, "hi")
+    (ticket,) = await tickets(client)
+    keys = burst_of_replies(sync_redis, ticket["id"], 450)
+    middle = await (await call(client, "read", {"key": keys[210]}, token=token)).json()
+    assert middle["read_up_to"] == keys[210]
+    newest = await (await call(client, "read", {"key": keys[-1]}, token=token)).json()
+    assert newest["read_up_to"] == keys[-1]
+    (deliveries_key,) = sync_redis.keys(f"*:t:{ticket['id']}:delivery")
+    states = [json.loads(v)["state"] for v in sync_redis.hvals(deliveries_key)]
+    assert len(states) == 450 and set(states) == {"read"}
+
+
 async def test_the_script_is_small_and_cacheable(client: Client) -> None:
     response = await client.get(SCRIPT_PATH, headers={"Accept-Encoding": "gzip"},
                                 auto_decompress=False)

@@ -22,9 +22,22 @@ from bridge.store.tickets import TicketStore
 
 # The visitor's thread spans their latest tickets; older ones are history nobody pages to.
 MAX_TICKETS = 50
+# A read position moves at most this many pages of events a call (the widget sends its
+# newest key again with the next event it shows, and the position moves on from there).
+MAX_READ_PAGES = 20
 TYPING_CHANNEL = f"{keys.PREFIX}:widget:typing"
 # A stream entry as redis-py returns it: (id, fields).
 RawEvent = tuple[bytes, dict[bytes, bytes]]
+
+
+def _start_after(after: EventKey | None, ticket_id: str) -> str:
+    """XRANGE's start in a ticket's stream for the events ordered after `after` (EventKey
+    order: stream id, then ticket id)."""
+    if after is None:
+        return "-"
+    # The same stream id in a later ticket comes after `after`; in this one or an earlier
+    # one, it is `after` itself or before it.
+    return after.event_id if int(ticket_id) > after.ticket_id else f"({after.event_id}"
 
 
 def flood_key(kind: str, ident: str) -> str:
@@ -96,19 +109,32 @@ class WidgetStore:
 
     async def events_after(self, cid: str, after: EventKey | None, *,
                            ticket_ids: list[str] | None = None, limit: int = 200) -> Page:
-        """The events from LOOK_BACK_MS before `after` on, oldest first (the caller drops
-        those it has). With `more`, read again after the last one."""
+        """The events after `after`, oldest first, and those of the LOOK_BACK_MS before it
+        (the caller drops those it has). With `more`, read again after the last one.
+
+        The two are read apart: the look-back could hold more than a page (a burst of a few
+        hundred replies within LOOK_BACK_MS), and a page cut inside it would end before
+        `after` on every read, so that a reader never got past it."""
         tids = ticket_ids if ticket_ids is not None else await self.ticket_ids(cid)
-        floor = f"{max(0, after.ms - LOOK_BACK_MS)}-0" if after else "-"
         async with self.redis.pipeline(transaction=False) as pipe:
             for tid in tids:
-                pipe.xrange(keys.events(cid, tid), floor, "+", count=limit)
+                pipe.xrange(keys.events(cid, tid), _start_after(after, tid), "+", count=limit)
+            if after is not None:
+                for tid in tids:
+                    pipe.xrange(keys.events(cid, tid), f"{max(0, after.ms - LOOK_BACK_MS)}-0",
+                                after.event_id, count=limit)
             rows = await pipe.execute()
-        raw = dict(zip(tids, rows, strict=True))
+        forward = dict(zip(tids, rows[:len(tids)], strict=True))
         # A ticket cut at `limit` may have more events than the others: nothing past its
         # last one goes out in this page, or they would overtake its unread rest.
-        cut = min((EventKey.of(tid, _s(r[-1][0])) for tid, r in raw.items()
+        cut = min((EventKey.of(tid, _s(r[-1][0])) for tid, r in forward.items()
                    if len(r) >= limit), default=None)
+        raw: dict[str, list[RawEvent]] = {}
+        for tid, back in zip(tids, rows[len(tids):], strict=False):
+            raw[tid] = [row for row in back
+                        if after is None or EventKey.of(tid, _s(row[0])) <= after]
+        for tid, ahead in forward.items():
+            raw.setdefault(tid, []).extend(ahead)
         events = sorted(await self._events(cid, raw), key=lambda e: EventKey.of(e.ticket_id, e.id))
         if cut is not None:
             events = [e for e in events if EventKey.of(e.ticket_id, e.id) <= cut]
@@ -156,16 +182,22 @@ class WidgetStore:
         current = await self.read_position(cid)
         if current is not None and upto <= current:
             return 0, current
-        floor = EventKey(current.ms - LOOK_BACK_MS, 0, 0) if current else None
-        page = await self.events_after(cid, floor)
-        keyed = [(EventKey.of(e.ticket_id, e.id), e) for e in page.events]
-        known = [key for key, _ in keyed if key <= upto]
-        if not known:
+        seen: dict[EventKey, Event] = {}
+        page = await self.events_after(cid, current)
+        for _ in range(MAX_READ_PAGES):
+            keyed = [(EventKey.of(e.ticket_id, e.id), e) for e in page.events]
+            seen.update((key, event) for key, event in keyed if key <= upto)
+            if not page.more or not keyed or keyed[-1][0] >= upto:
+                break
+            # Each page ends later than the last: a thread longer than a page is read on.
+            page = await self.events_after(cid, keyed[-1][0])
+        if not seen or (current is not None and max(seen) <= current):
             return 0, current
-        upto = max(known)
+        upto = max(seen)
         moved = 0
-        for key, event in keyed:
-            if key > upto or event.type not in READABLE:
+        for key in sorted(seen):
+            event = seen[key]
+            if event.type not in READABLE:
                 continue
             if event.delivery is None or not delivery_advances(event.delivery, Delivery.READ):
                 continue
