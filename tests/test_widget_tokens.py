@@ -114,11 +114,23 @@ def test_a_site_jwt_names_one_external_contact() -> None:
     (lambda: site_jwt({"external_id": "a\nb"}), "invalid_token"),
     (lambda: site_jwt({"name": ["x"]}), "invalid_token"),
     (lambda: site_jwt(alg="HS384", key="s" * 48), "invalid_token"),
+    (lambda: site_jwt({"nbf": NOW + 3600}), "invalid_token"),
+    (lambda: site_jwt({"nbf": "soon"}), "invalid_token"),
+    (lambda: site_jwt({"exp": True}), "invalid_token"),
 ])
 def test_bad_site_jwts_are_refused(token: Any, code: str) -> None:
     with pytest.raises(widget.WidgetAuthError) as info:
         widget.verify_site_jwt(token(), keys=SITE_KEYS, now_s=NOW)
     assert info.value.code == code
+
+
+def test_a_site_jwt_may_carry_an_audience_a_fractional_expiry_and_a_past_nbf() -> None:
+    # RFC 7519: NumericDate may have a fraction; the audience is the site's business (the
+    # key names the integration); nbf within the leeway is accepted.
+    token = site_jwt({"aud": "https://shop.example.com", "exp": NOW + 300.5,
+                      "nbf": NOW + widget.SITE_JWT_LEEWAY_S - 1})
+    visitor = widget.verify_site_jwt(token, keys=SITE_KEYS, now_s=NOW)
+    assert visitor.address == "ext:user-42" and visitor.expires_at_s == NOW + 300
 
 
 VISITOR = widget.Visitor("v_" + "b" * 22)

@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
@@ -108,21 +108,34 @@ def _header(token: str) -> dict[str, Any]:
 
 
 def _decode(token: str, key: str | bytes, *, now_s: int, leeway_s: int = 0,
-            issuer: str | None = None, required: tuple[str, ...] = ("exp",)) -> dict[str, Any]:
+            issuer: str | None = None, required: tuple[str, ...] = ("exp",),
+            any_audience: bool = False) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, key, algorithms=[ALGORITHM], issuer=issuer, leeway=leeway_s,
             options={"require": list(required), "verify_exp": False,
-                     "verify_iat": False, "verify_nbf": False})
+                     "verify_iat": False, "verify_nbf": False,
+                     "verify_aud": not any_audience})
     except jwt.PyJWTError as exc:
         raise WidgetAuthError("invalid_token", f"token rejected: {exc}") from None
-    # Expiry checked against our clock parameter, not PyJWT's time.time().
+    # Expiry and not-before checked against our clock parameter, not PyJWT's time.time().
+    # NumericDate may have a fraction (RFC 7519, section 2).
     exp = claims.get("exp")
-    if not isinstance(exp, int) or isinstance(exp, bool):
+    if not _numeric_date(exp):
         raise WidgetAuthError("invalid_token", "exp must be a number of seconds")
     if exp + leeway_s <= now_s:
         raise WidgetAuthError("token_expired", "the token has expired")
+    nbf = claims.get("nbf")
+    if nbf is not None:
+        if not _numeric_date(nbf):
+            raise WidgetAuthError("invalid_token", "nbf must be a number of seconds")
+        if nbf - leeway_s > now_s:
+            raise WidgetAuthError("invalid_token", "the token is not valid yet (nbf)")
     return claims
+
+
+def _numeric_date(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def verify_visitor_token(token: str, *, secrets_by_age: tuple[str, ...], now_s: int
@@ -150,8 +163,10 @@ def verify_site_jwt(token: str, *, keys: Mapping[str, str], now_s: int) -> Visit
     kid = header.get("kid")
     if not isinstance(kid, str) or kid not in keys:
         raise WidgetAuthError("unknown_key", "the JWT's kid names no configured key")
+    # The key names the integration: an audience the site sets for its own use is not ours
+    # to check (PyJWT would refuse any `aud` unless told which one to expect).
     claims = _decode(token, keys[kid], now_s=now_s, leeway_s=SITE_JWT_LEEWAY_S,
-                     required=("exp", "external_id"))
+                     required=("exp", "external_id"), any_audience=True)
     external_id = claims.get("external_id")
     if (not isinstance(external_id, str) or not 0 < len(external_id) <= MAX_EXTERNAL_ID_CHARS
             or not external_id.isprintable()):
