@@ -232,6 +232,14 @@ async def test_in_development_a_loopback_name_of_the_same_host_is_allowed(
     assert response.status == 403
 
 
+async def test_an_unknown_widget_call_is_404(client: Client) -> None:
+    response = await call(client, "nope", {})
+    assert response.status == 404
+    preflight = await client.options("/widget/v1/nope", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert preflight.status in (404, 405)
+
+
 async def test_an_allowed_origin_passes_the_preflight(client: Client) -> None:
     response = await client.options("/widget/v1/messages", headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": "POST",

@@ -143,6 +143,12 @@ def test_a_message_becomes_an_inbound_widget_message() -> None:
     assert msg.contact_address == VISITOR.address and msg.body == "Bonjour"
 
 
+def test_tabs_and_line_breaks_are_text() -> None:
+    message = widget.parse_message({"client_id": "abcdef12", "body": "a\tb\r\nc\nd"},
+                                   VISITOR, received_at_ms=NOW * 1000)
+    assert message.body == "a\tb\r\nc\nd"
+
+
 @pytest.mark.parametrize("data", [
     {},
     {"client_id": "short", "body": "x"},
@@ -153,6 +159,9 @@ def test_a_message_becomes_an_inbound_widget_message() -> None:
     {"client_id": "abcdef12", "body": 5},
     {"client_id": "abcdef12", "body": "x" * 4097},
     {"client_id": "abcdef12", "body": "a\x00b"},
+    {"client_id": "abcdef12", "body": "\x01" * 40},
+    {"client_id": "abcdef12", "body": "bell\x07"},
+    {"client_id": "abcdef12", "body": "del\x7f"},
     {"client_id": "abcdef12", "button": "csat:1:9"},
     {"client_id": "abcdef12", "button": "anything"},
 ])

@@ -185,14 +185,19 @@ def origin_allowed(origin: str, allowed: frozenset[str]) -> bool:
 # ------------------------------------------------------------------ messages
 
 
+# C0 controls and DEL, but tab, line feed and carriage return: a message is text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _text(data: Mapping[str, Any], name: str, *, max_chars: int) -> str:
     value = data.get(name, "")
     if not isinstance(value, str):
         raise InvalidWidgetInput(f"{name} must be a string")
     if len(value) > max_chars:
         raise InvalidWidgetInput(f"{name} is longer than {max_chars} characters")
-    if "\x00" in value:
-        raise InvalidWidgetInput(f"{name} contains a NUL character")
+    if _CONTROL.search(value):
+        raise InvalidWidgetInput(f"{name} contains a control character (only tab and line "
+                                 "breaks are allowed)")
     return value
 
 

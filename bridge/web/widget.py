@@ -305,5 +305,7 @@ def setup(app: web.Application) -> None:
     app[allowed_origins_key] = allowed_origins(app[settings_key])
     app.cleanup_ctx.append(widget_store_ctx)
     app.add_routes(routes)
-    app.router.add_route("OPTIONS", "/widget/v1/{tail:.*}", preflight)
+    # Only the calls that exist: a catch-all here made an unknown call's POST a 405.
+    app.router.add_route("OPTIONS", "/widget/v1/{call:session|messages|history|read|typing"
+                         "|poll}", preflight)
     app.on_response_prepare.append(add_cors_headers)
