@@ -294,7 +294,9 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
-        raise SettingsError(f"{name} must be between {minimum} and {maximum or 'any'}, got {value}")
+        bound = (f"between {minimum} and {maximum}" if maximum is not None
+                 else f"at least {minimum}")
+        raise SettingsError(f"{name} must be {bound}, got {value}")
     return value
 
 

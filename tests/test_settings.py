@@ -251,3 +251,10 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_a_number_below_an_open_ended_range_names_its_minimum() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"BRIDGE_MAX_BODY_BYTES": "-5"})
+    assert "BRIDGE_MAX_BODY_BYTES must be at least 1024, got -5" in str(info.value)
+    assert "any" not in str(info.value)

@@ -77,9 +77,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "ViewInput": {
         "type": "object", "additionalProperties": False,
-        "description": "conditions: status (list), status_below (a status), channel, group "
-                       "(\"\" : no group), assignee, unassigned (bool), tags_all, tags_none, "
-                       "fields ({key: value}), aging (ok/yellow/red, a range).",
+        "description": "conditions, each a list of values any of which matches: status, "
+                       "channel, group (\"\": no group), assignee, tags_all, tags_none, aging "
+                       "(ok/yellow/red, a range); and status_below (a status), unassigned "
+                       "(bool), fields ({key: value}). Example: {\"group\": [\"\"]}.",
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
             "conditions": {"type": "object"}, "shared": {"type": "boolean"},
