@@ -381,6 +381,20 @@ async def test_the_read_position_gets_past_a_burst_longer_than_a_page(
     assert len(states) == 450 and set(states) == {"read"}
 
 
+async def test_a_survey_button_that_answers_no_survey_arrives_as_its_score(
+        client: Client) -> None:
+    # No survey is open for this visitor: the tap is a message, never an empty one.
+    token = await new_visitor(client)
+    response = await call(client, "messages", {"client_id": "btnonly0001",
+                                               "button": "csat:12345:4"}, token=token)
+    assert response.status == 201
+    (ticket,) = await tickets(client)
+    thread = await (await client.get(f"/api/v1/tickets/{ticket['id']}/events",
+                                     headers=AGENT)).json()
+    (message,) = [e for e in thread["events"] if e["type"] == "customer_message"]
+    assert message["body"] == "4/5"
+
+
 async def test_the_script_is_small_and_cacheable(client: Client) -> None:
     response = await client.get(SCRIPT_PATH, headers={"Accept-Encoding": "gzip"},
                                 auto_decompress=False)

@@ -221,6 +221,9 @@ def parse_message(data: Mapping[str, Any], visitor: Visitor, *, received_at_ms: 
         received_at_ms=received_at_ms,
         body=body,
         button_payload=button,
+        # What the thread shows for a tap on a survey that no longer takes answers (it is
+        # then a message, as a WhatsApp quick reply's ButtonText is): the score, "4/5".
+        button_text=f"{button.rsplit(':', 1)[1]}/5" if button else "",
         profile_name=visitor.name,
         external_user_id=visitor.address.removeprefix(EXTERNAL_PREFIX)
         if visitor.identified else "",
