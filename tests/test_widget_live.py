@@ -170,6 +170,8 @@ async def test_bad_socket_messages_are_dropped_and_oversized_ones_close_it(
     for junk in ("{", "[]", json.dumps({"type": "read", "key": "nope"}),
                  json.dumps({"type": "read", "key": 5}), json.dumps({"type": "other"})):
         await ws.send_str(junk)
+        rejected = await next_of(ws, "rejected")
+        assert rejected["code"] == "invalid" and rejected["message"]
     await reply(client, "still alive")
     assert "still alive" in await bodies_until(ws, "still alive")
     await ws.send_str("x" * 20_000)

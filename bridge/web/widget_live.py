@@ -226,11 +226,24 @@ async def _receive(ws: web.WebSocketResponse, store: WidgetStore, cid: str) -> N
                 upto = key_param(data, "key")
                 if upto is not None:
                     await store.mark_read(cid, upto)
-            elif kind == "typing" and now - typed_at >= TYPING_EVERY_S:
-                typed_at = now
-                await store.publish_typing(cid, "visitor")
-        except (ValueError, ApiError):
-            continue  # a bad message is dropped; the socket stays
+            elif kind == "typing":
+                if now - typed_at >= TYPING_EVERY_S:
+                    typed_at = now
+                    await store.publish_typing(cid, "visitor")
+            else:
+                raise ApiError(400, "invalid", "a message is a JSON object of type read or "
+                                               "typing")
+        except ValueError:
+            await _rejected(ws, "invalid", "a message is a JSON object of type read or typing")
+        except ApiError as exc:
+            await _rejected(ws, exc.code, exc.message)
+
+
+async def _rejected(ws: web.WebSocketResponse, code: str, message: str) -> None:
+    """A bad message is answered and dropped; the socket stays. Not an `error` frame:
+    that one ends the session (the widget drops its token and starts a new one)."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(json.dumps({"type": "rejected", "code": code, "message": message}))
 
 
 @routes.post("/widget/v1/poll")
