@@ -21,6 +21,7 @@ from bridge.store.macros import MacroNotFound
 from bridge.templating import TemplateErrors
 from bridge.web import ticket_actions
 from bridge.web.access import field_definitions, need, visible_to
+from bridge.web.api import _event_cursor
 from bridge.web.auth import Principal
 from bridge.web.errors import ApiError, unprocessable
 from bridge.web.keys import settings_key, store_key
@@ -41,10 +42,11 @@ def _back(request: web.Request) -> str:
 
 
 async def thread(request: web.Request, ticket_id: str) -> dict[str, Any]:
-    """A page of the thread, oldest first on screen; `before` pages back."""
-    before = request.query.get("before") or None
-    if before is not None and not all(p.isdigit() for p in before.split("-", 1)):
-        raise unprocessable("before must be an event id")
+    """A page of the thread, oldest first on screen; `before` pages back. It is checked as
+    the API checks its cursor: an id Redis cannot step back from (0-0, a part past 64 bits)
+    would be its error, a 500."""
+    raw = request.query.get("before") or None
+    before = None if raw is None else _event_cursor(raw)
     events, older = await request.app[store_key].events(ticket_id, cursor=before,
                                                           limit=THREAD_PAGE)
     shown = [event_json(e) | {"outbound": e.type in OUTBOUND_EVENTS} for e in events]
