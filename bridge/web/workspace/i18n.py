@@ -48,6 +48,7 @@ FRENCH: dict[str, str] = {
     "Ticket": "Ticket",
     "Thread": "Fil",
     "Older messages": "Messages précédents",
+    "Newer messages": "Messages suivants",
     "Reply": "Répondre",
     "Send reply": "Envoyer la réponse",
     "Internal note": "Note interne",

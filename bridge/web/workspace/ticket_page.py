@@ -15,9 +15,10 @@ from aiohttp import web
 
 from bridge.core.outbound import session_refusal
 from bridge.core.teams import Access
-from bridge.core.tickets import OUTBOUND_EVENTS, Status
+from bridge.core.tickets import OUTBOUND_EVENTS, Event, Status
 from bridge.sending import render_macro
 from bridge.store.macros import MacroNotFound
+from bridge.store.tickets import TicketStore
 from bridge.templating import TemplateErrors
 from bridge.web import ticket_actions
 from bridge.web.access import field_definitions, need, visible_to
@@ -47,10 +48,20 @@ async def thread(request: web.Request, ticket_id: str) -> dict[str, Any]:
     would be its error, a 500."""
     raw = request.query.get("before") or None
     before = None if raw is None else _event_cursor(raw)
-    events, older = await request.app[store_key].events(ticket_id, cursor=before,
-                                                          limit=THREAD_PAGE)
+    store = request.app[store_key]
+    events, older = await store.events(ticket_id, cursor=before, limit=THREAD_PAGE)
     shown = [event_json(e) | {"outbound": e.type in OUTBOUND_EVENTS} for e in events]
-    return {"events": shown[::-1], "older": older}
+    return {"events": shown[::-1], "older": older, "before": before or "",
+            "newer": await _newer(store, ticket_id, events) if before else None}
+
+
+async def _newer(store: TicketStore, ticket_id: str, events: list[Event]) -> str:
+    """The `before` of the page after an older one: the id just past the next
+    THREAD_PAGE events ("" when those reach the newest, the page without `before`)."""
+    if not events:
+        return ""
+    after = await store.events_after(ticket_id, events[0].id, limit=THREAD_PAGE + 1)
+    return after[THREAD_PAGE].id if len(after) > THREAD_PAGE else ""
 
 
 async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]:
