@@ -79,11 +79,13 @@ WIDGET_PATHS: dict[str, Any] = {
         "parameters": [_ORIGIN], "security": [{}],
         "responses": {"101": {"description": "Switching protocols"},
                       **_errors(400, 403, 429, 503)}}},
-    "/widget/v1/{tail}": {"options": {
+    "/widget/v1/{call}": {"options": {
         "summary": "CORS preflight of the widget's calls", "security": [{}],
-        "parameters": [_ORIGIN, {"name": "tail", "in": "path", "required": True,
-                                 "schema": {"type": "string"}}],
-        "responses": {"204": {"description": "Allowed"}, **_errors(403)}}},
+        "parameters": [_ORIGIN, {"name": "call", "in": "path", "required": True,
+                                 "schema": {"type": "string", "enum": [
+                                     "session", "messages", "history", "read", "typing",
+                                     "poll"]}}],
+        "responses": {"204": {"description": "Allowed"}, **_errors(403, 404)}}},
     "/widget/v1/widget.js": {"get": {
         "summary": "The widget's script (gzip, ETag)", "security": [{}],
         "responses": {"200": {"description": "JavaScript",
