@@ -53,7 +53,8 @@ _AGENT = _READ | {Permission.TICKETS_NOTE, Permission.TICKETS_WORK, Permission.T
                   Permission.VIEWS_PERSONAL, Permission.AVAILABILITY}
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ADMIN: frozenset(Permission),
+    # Not an agent (README's matrix): an admin assigns tickets but does not take one.
+    Role.ADMIN: frozenset(Permission) - {Permission.TICKETS_TAKE},
     Role.MANAGER: _AGENT | {Permission.TICKETS_ASSIGN, Permission.VIEWS_SHARED},
     Role.AGENT: _AGENT,
     Role.READ_ONLY: _READ,
