@@ -140,3 +140,71 @@ async def test_a_create_that_raced_past_the_limit_takes_its_endpoint_back(
     assert "https://late.example.com/" not in [e.url for e in kept]
     # No trace of it: as many endpoint records as listed endpoints.
     assert len([k for k in await aredis.keys("*:ep") if b"{wh:" in k]) == MAX_ENDPOINTS
+
+
+async def test_a_changed_endpoint_whose_sender_lost_its_cancel_is_replaced(
+        aredis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change cancels the endpoint's sender while it waits in its outbox read. On Python
+    3.11, asyncio.wait_for (redis-py writes each command under it) returns instead of
+    raising when a cancel arrives as the inner call finishes (CPython gh-86296): the sender
+    went on reading, and sync() waited for it forever, holding the whole lease loop (the
+    lease expired, other senders delivered without it, stop requests were ignored). Here
+    the read swallows the first cancel the same way."""
+    from bridge.store.export_outbox import Outbox
+    real_read = Outbox.read
+    reading = asyncio.Event()
+    swallowed: list[str] = []
+
+    async def read_losing_a_cancel(self: Outbox, after: str, *, count: int,
+                                   block_ms: int | None) -> list:  # type: ignore[type-arg]
+        reading.set()
+        try:
+            return await real_read(self, after, count=count, block_ms=block_ms)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(self.endpoint_id)
+            return []  # as wait_for does: the result, not the CancelledError
+
+    monkeypatch.setattr(Outbox, "read", read_losing_a_cancel)
+    store = EndpointStore(aredis)
+    async with receiving(Receiver()) as receiver:
+        endpoint, secret = await store.create(url=receiver.url + "?old", events=("*",),
+                                              now_ms=int(time.time() * 1000))
+        receiver.secrets = [secret]
+        client = export_client(allow_http=True, allow_private=True, timeout_s=15)
+        # Reads block 30 s: the old sender does not come back out of its read by itself.
+        service = ExportService(store, client, max_block_ms=30_000, lease_ttl_ms=2000)
+        stop = asyncio.Event()
+        running = asyncio.create_task(service.run(stop))
+        try:
+            await asyncio.wait_for(reading.wait(), timeout=30)
+            _, old_task = service.senders[endpoint.id]
+            await store.update(endpoint.id, url=receiver.url)
+            for _ in range(1200):
+                current = service.senders.get(endpoint.id)
+                if current and current[0].url == receiver.url and old_task.done():
+                    break
+                await asyncio.sleep(0.025)
+            assert swallowed == [endpoint.id]
+            assert old_task.done()
+            current = service.senders.get(endpoint.id)
+            assert current is not None and current[0].url == receiver.url
+            assert not current[1].done()
+            # The lease loop went on: the lease is renewed (its TTL is 2 s).
+            assert await aredis.get("bridge:wh:sender:lease") == service.token.encode()
+            assert await aredis.pttl("bridge:wh:sender:lease") > 0
+            # The new sender delivers with the new URL.
+            from bridge.store.export_outbox import NewDelivery, append
+            await append(aredis, [NewDelivery(endpoint.id, "evt_1_1_0", "1", "note.added",
+                                              "{}", 1)])
+            for _ in range(1200):
+                if receiver.ids():
+                    break
+                await asyncio.sleep(0.025)
+            assert receiver.ids() == ["evt_1_1_0"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, timeout=60)  # a hang guard: stops on request
+            await client.aclose()
+        assert service.senders == {} and service.stopping == {}
