@@ -57,6 +57,9 @@ SN = frozenset({"sn"})
     (AGENT, ("fr", "x"), ("fr", "ag"), FR, "forbidden"),  # someone else's
     (AGENT, ("fr", ""), ("fr", "x"), FR, "forbidden"),
     (AGENT, ("fr", ""), ("", ""), None, "forbidden"),
+    # Their own ticket to a group they are not in: the move is what is refused (403).
+    (AGENT, ("fr", "ag"), ("en", "ag"), FR, "forbidden"),
+    (AGENT, ("fr", "ag"), ("fr", "ag"), SN, "not_a_member"),  # no change, still checked
     (READER, ("fr", ""), ("fr", "ro"), FR, "forbidden"),
     (READER, ("fr", "x"), ("fr", "x"), FR, None),  # no change
 ])
@@ -69,8 +72,10 @@ def test_assignment_rules(actor: Actor, before: tuple[str, str], after: tuple[st
 
 
 def test_roles_nest() -> None:
-    assert PERMISSIONS[Role.ADMIN] == frozenset(Permission)
+    # An admin is not an agent: everything but taking a ticket.
+    assert PERMISSIONS[Role.ADMIN] == frozenset(Permission) - {Permission.TICKETS_TAKE}
     assert PERMISSIONS[Role.READ_ONLY] < PERMISSIONS[Role.AGENT] < PERMISSIONS[Role.MANAGER]
+    assert PERMISSIONS[Role.MANAGER] - {Permission.TICKETS_TAKE} < PERMISSIONS[Role.ADMIN]
     assert Permission.PEOPLE_MANAGE not in PERMISSIONS[Role.MANAGER]
 
 

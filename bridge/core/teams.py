@@ -136,16 +136,31 @@ class Refusal:
     message: str
 
 
+def _membership(group: str, assignee: str, assignee_groups: frozenset[str] | None
+                ) -> Refusal | None:
+    if assignee and group and assignee_groups is not None and group not in assignee_groups:
+        return Refusal("not_a_member", f"{assignee} is not a member of group {group}")
+    return None
+
+
 def assignment_refusal(actor: Actor, *, current_group: str, current_assignee: str,
                        group: str, assignee: str, assignee_groups: frozenset[str] | None
                        ) -> Refusal | None:
     """Why `actor` may not move a ticket from (current_group, current_assignee) to
     (group, assignee) (None: allowed). `assignee_groups` is the new assignee's groups (None
     when the new assignee is nobody). A ticket with a group goes to a member of it."""
-    if assignee and group and assignee_groups is not None and group not in assignee_groups:
-        return Refusal("not_a_member", f"{assignee} is not a member of group {group}")
     if (group, assignee) == (current_group, current_assignee):
-        return None
+        return _membership(group, assignee, assignee_groups)
+    # What the role forbids first: an agent moving a ticket to another group is refused
+    # for the move (403), not told to join the group (422).
+    if (not allowed(actor.role, Permission.TICKETS_ALL)
+            and not allowed(actor.role, Permission.TICKETS_ASSIGN)):
+        if not allowed(actor.role, Permission.TICKETS_TAKE):
+            return Refusal("forbidden", "your role cannot assign tickets")
+        if group != current_group:
+            return Refusal("forbidden", "agents cannot move tickets between groups")
+    if refusal := _membership(group, assignee, assignee_groups):
+        return refusal
     if allowed(actor.role, Permission.TICKETS_ALL):
         return None
     if allowed(actor.role, Permission.TICKETS_ASSIGN):
