@@ -8,6 +8,7 @@ created 0700 and both files 0600 from the start: never readable by others, not e
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -90,7 +91,53 @@ def running_bridge(settings: Settings, redis_url: str | None) -> dict[str, Any]:
 
 
 
+LOCK_FILE = ".lock"
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir for this process's life (an flock on <data_dir>/.lock, released by
+    the kernel however the process ends); the lock's file descriptor. A second `bridge run`
+    on the same folder would start a second redis-server on the same AOF and take over
+    run.json: it is refused, naming the run that holds the folder."""
+    make_private_dir(data_dir)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        info = runtime_info(data_dir)
+        where = f", http://127.0.0.1:{info['port']}" if "port" in info else ""
+        raise click.ClickException(
+            f"{data_dir} is in use by another `bridge run` (pid {info.get('pid', holder)}"
+            f"{where}): stop it first, or give this one its own BRIDGE_DATA_DIR") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def remove_run_info(data_dir: Path, pid: int) -> bool:
+    """Remove run.json if it is the one run `pid` wrote (another run's stays)."""
+    path = data_dir / "run.json"
+    try:
+        ours = bool(json.loads(path.read_text()).get("pid") == pid)
+    except (OSError, ValueError):
+        return False
+    if ours:
+        path.unlink(missing_ok=True)
+    return ours
+
+
 def run_all(settings: Settings, env: dict[str, str]) -> None:
+    data_dir = settings.data_dir
+    lock = lock_data_dir(data_dir)
+    try:
+        _run_locked(settings, env)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(settings: Settings, env: dict[str, str]) -> None:
     data_dir = settings.data_dir
     redis_server: EmbeddedRedis | None = None
     child_env = dict(env)
@@ -112,6 +159,7 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
         signal.signal(sig, _interrupt)
     try:
         write_private(data_dir / "run.json", json.dumps({
+            "pid": os.getpid(),
             "redis_url": child_env["REDIS_URL"],
             "port": settings.port,
             "public_base_url": settings.public_base_url,
@@ -157,7 +205,7 @@ def run_all(settings: Settings, env: dict[str, str]) -> None:
                 child.wait()
         if redis_server is not None:
             redis_server.stop()
-        (data_dir / "run.json").unlink(missing_ok=True)
+        remove_run_info(data_dir, os.getpid())
         click.echo("stopped")
 
 
