@@ -194,3 +194,28 @@ def test_the_command_line_takes_a_local_receiver_when_the_running_bridge_does(
     metadata = CliRunner().invoke(main, ["webhooks", "add", "http://169.254.169.254/x"],
                                   env=env)
     assert metadata.exit_code == 2 and "metadata" in metadata.output
+
+
+def test_the_command_line_sets_what_the_api_sets(redis_url: str, tmp_path: Any) -> None:
+    """Redirects and the description, on add and on update, as POST and PATCH take them;
+    a bad description changes nothing."""
+    from bridge.devrun import write_private
+    write_private(tmp_path / "run.json", json.dumps({"redis_url": redis_url,
+                                                     "development": True}))
+    env = {"BRIDGE_DATA_DIR": str(tmp_path), "REDIS_URL": None, "BRIDGE_ENV": None}
+    url = f"https://hooks.example.com/{secrets.token_hex(4)}"
+    added = CliRunner().invoke(main, ["webhooks", "add", url, "--follow-redirects"], env=env)
+    assert added.exit_code == 0, added.output
+    endpoint_id = added.output.splitlines()[0]
+
+    def stored() -> Any:
+        return in_store(redis_url, lambda store: EndpointStore(store.redis).get(endpoint_id))
+
+    assert stored().follow_redirects is True
+    done = CliRunner().invoke(main, ["webhooks", "update", endpoint_id, "--description",
+                                     "CRM", "--no-follow-redirects"], env=env)
+    assert done.exit_code == 0, done.output
+    assert (stored().description, stored().follow_redirects) == ("CRM", False)
+    bad = CliRunner().invoke(main, ["webhooks", "update", endpoint_id, "--description",
+                                    "x" * 5000], env=env)
+    assert bad.exit_code == 2 and stored().description == "CRM"

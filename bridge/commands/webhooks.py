@@ -3,7 +3,9 @@ and replays, from the command line (Redis directly, like `bridge outbox`).
 
     bridge webhooks list
     bridge webhooks add URL [--event TYPE]... [--description TEXT] [--anonymize]
+                        [--follow-redirects]
     bridge webhooks update ID [--url URL] [--event TYPE]... [--enable | --disable]
+                           [--description TEXT] [--(no-)follow-redirects] [--(no-)anonymize]
     bridge webhooks remove ID
     bridge webhooks rotate-secret ID
     bridge webhooks health ID
@@ -101,9 +103,11 @@ def list_endpoints(redis_url: str | None) -> None:
 @click.option("--event", "events", multiple=True, help="An event type (repeat; default *).")
 @click.option("--description", default="")
 @click.option("--anonymize", is_flag=True, help="Leave message bodies and phone numbers out.")
+@click.option("--follow-redirects", is_flag=True,
+              help="Follow the receiver's redirects (each target checked like the URL).")
 @redis_url_option
 def add(url: str, events: tuple[str, ...], description: str, anonymize: bool,
-        redis_url: str | None) -> None:
+        follow_redirects: bool, redis_url: str | None) -> None:
     """Add an endpoint; prints its secret (shown this once)."""
     refusal = description_refusal(description)
     if refusal is not None:
@@ -112,7 +116,7 @@ def add(url: str, events: tuple[str, ...], description: str, anonymize: bool,
     chosen = _events(events)
     endpoint, secret = _run(redis_url, lambda r: EndpointStore(r).create(
         url=checked, events=chosen, description=description, anonymize=anonymize,
-        now_ms=_now_ms()))
+        follow_redirects=follow_redirects, now_ms=_now_ms()))
     click.echo(f"{endpoint.id}\nsecret: {secret}   (shown once: give it to the receiver)")
 
 
@@ -122,11 +126,21 @@ def add(url: str, events: tuple[str, ...], description: str, anonymize: bool,
 @click.option("--event", "events", multiple=True)
 @click.option("--enable/--disable", "enabled", default=None)
 @click.option("--anonymize/--no-anonymize", "anonymize", default=None)
+@click.option("--description", default=None)
+@click.option("--follow-redirects/--no-follow-redirects", "follow_redirects", default=None)
 @redis_url_option
 def update(endpoint_id: str, url: str | None, events: tuple[str, ...], enabled: bool | None,
-           anonymize: bool | None, redis_url: str | None) -> None:
-    """Change an endpoint's URL, events, or switch it on or off."""
+           anonymize: bool | None, description: str | None, follow_redirects: bool | None,
+           redis_url: str | None) -> None:
+    """Change an endpoint's URL, events, description, redirects, or switch it on or off."""
     changes: dict[str, Any] = {}
+    if description is not None:
+        refusal = description_refusal(description)
+        if refusal is not None:
+            raise click.BadParameter(refusal, param_hint="--description")
+        changes["description"] = description
+    if follow_redirects is not None:
+        changes["follow_redirects"] = follow_redirects
     if url is not None:
         changes["url"] = _checked_url(url, redis_url)
     if events:
