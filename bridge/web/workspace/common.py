@@ -27,6 +27,8 @@ from bridge.web.workspace.i18n import language, translator
 AVAILABLE_KEY = web.RequestKey("workspace_available", bool)
 PageHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
 FLASH_COOKIE = "bridge_flash"
+# Marks a fragment's answer (render_fragment); bridge/static/workspace.js checks it.
+FRAGMENT_HEADER = "X-Workspace-Fragment"
 # Pages hold customers' messages: never cached, never framed, scripts only from here.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -68,8 +70,12 @@ def render_fragment(request: web.Request, template: str, *, status: int = 200,
                     who: Principal | None = None, **context: Any) -> web.Response:
     """A part of a page fetched by its script (a live region, a preview). It leaves the
     one-time message alone: a live region refreshed while the browser follows a redirect
-    would otherwise spend the message meant for the page being loaded."""
-    return _rendered(request, template, status, who, None, context)
+    would otherwise spend the message meant for the page being loaded. It is marked as a
+    fragment (FRAGMENT_HEADER): the script swaps in nothing else, never a whole page (the
+    sign-in page, a refusal)."""
+    response = _rendered(request, template, status, who, None, context)
+    response.headers[FRAGMENT_HEADER] = "1"
+    return response
 
 
 def _rendered(request: web.Request, template: str, status: int, who: Principal | None,
@@ -123,6 +129,8 @@ def error_page(request: web.Request, who: Principal | None, status: int, message
 
 
 def sign_in_url(request: web.Request) -> str:
+    """The sign-in page, then back to this one (only navigations are sent there: the page
+    guard answers a script's fetch 401, so `next` is never a fragment's URL)."""
     return f"/app/sign-in?next={quote(request.path_qs, safe='')}"
 
 
@@ -138,9 +146,14 @@ def page(*, admin: bool = False, back: Callable[[web.Request], str] | None = Non
         async def guarded(request: web.Request) -> web.StreamResponse:
             who = await load_session(request)
             if who is None:
-                if request.method == "GET":
+                # A script's fetch (a live region, a preview, the live stream) is told, not
+                # sent to the sign-in page: it would land there with the fragment's URL as
+                # `next`, and rendering that page resets the sign-in form's CSRF cookie
+                # under another tab's open sign-in form.
+                if request.method == "GET" and _navigating(request):
                     raise web.HTTPSeeOther(sign_in_url(request))
-                return error_page(request, None, 401, "Sign in first")
+                return error_page(request, None, 401, "Sign in first" if request.method == "POST"
+                                  else "Signed out: reload to sign in")
             await _load_availability(request, who)
             try:
                 if request.method == "POST":

@@ -143,6 +143,8 @@ FRENCH: dict[str, str] = {
     "When": "Quand",
     "Message": "Message",
     "Sign in first": "Connectez-vous d'abord",
+    "Signed out: reload to sign in": "Déconnecté : rechargez la page pour vous connecter",
+    "Could not refresh: reload the page": "Actualisation impossible : rechargez la page",
     "This page is for admins": "Cette page est réservée aux administrateurs",
     "missing or wrong CSRF token: reload the page":
         "jeton CSRF absent ou erroné : rechargez la page",
