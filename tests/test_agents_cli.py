@@ -96,3 +96,18 @@ def test_a_change_or_removal_that_would_strand_held_tickets_is_refused(
         assert result.exit_code != 0 and f"({tid})" in result.output, (args, result.output)
     assert "fr" in _bridge(redis_url, "agents", "list")  # unchanged
     _bridge(redis_url, "agents", "set", "awa", "--group", "fr", "--group", "sn")
+
+
+def test_adding_an_existing_group_is_refused_and_keeps_it(redis_url: str,
+                                                          sync_redis: redis.Redis) -> None:
+    """As the API's 409 group_exists: `groups add` never replaces a group silently."""
+    _bridge(redis_url, "groups", "add", "fr", "--description", "France desk")
+    result = CliRunner().invoke(main, ["groups", "add", "fr", "--description", "other"],
+                                env={"REDIS_URL": redis_url, "BRIDGE_CONTACT_KEY": CONTACT_KEY})
+    assert result.exit_code != 0
+    assert "group fr exists" in result.output and "saved" not in result.output
+
+    async def kept() -> list[tuple[str, str]]:
+        async with redis.asyncio.Redis.from_url(redis_url) as client:
+            return [(g.name, g.description) for g in await TeamStore(client).groups()]
+    assert asyncio.run(kept()) == [("fr", "France desk")]

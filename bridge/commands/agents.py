@@ -224,6 +224,9 @@ def add_group(name: str, description: str, redis_url: str | None) -> None:
     name = _name(name)
 
     async def work(teams: TeamStore, _: ViewStore, __: TicketStore) -> None:
+        # As the API (409 group_exists): adding never replaces a group and its description.
+        if await teams.group_exists(name):
+            raise click.ClickException(f"group {name} exists (bridge groups list)")
         await teams.save_group(Group(name=name, description=description))
     _run(redis_url, work)
     click.echo(f"group {name} saved")
