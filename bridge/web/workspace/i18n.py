@@ -20,6 +20,8 @@ FRENCH: dict[str, str] = {
     "Token": "Jeton",
     "Your agent or admin token": "Votre jeton d'agent ou d'administrateur",
     "Unknown token": "Jeton inconnu",
+    "The sign-in form had expired: sign in again":
+        "Le formulaire de connexion avait expiré : connectez-vous à nouveau",
     "Tickets": "Tickets",
     "Macros": "Macros",
     "Reports": "Rapports",

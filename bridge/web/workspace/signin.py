@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from bridge.web.auth import Principal
@@ -22,6 +24,9 @@ from bridge.web.workspace.i18n import LANG_COOKIE, LANGUAGES
 
 routes = web.RouteTableDef()
 
+# What new_signin_csrf makes (token_urlsafe(24): 32 characters).
+SIGNIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
+
 
 def _next(raw: str) -> str:
     """Where to go after sign-in: a workspace page only (never another site), and a path a
@@ -31,10 +36,16 @@ def _next(raw: str) -> str:
     return raw if raw.isprintable() and " " not in raw else "/app/"
 
 
-def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
-    token = new_signin_csrf()
+def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200,
+                  next_page: str | None = None) -> web.Response:
+    # The browser's token is kept while it looks like one of ours: a sign-in page opened
+    # in a second tab must not make the first one's form fail.
+    token = request.cookies.get(SIGNIN_CSRF_COOKIE, "")
+    if not SIGNIN_TOKEN.fullmatch(token):
+        token = new_signin_csrf()
     response = render(request, "sign_in.html", status=status, signin_csrf=token, error=error,
-                      next=_next(request.query.get("next", "")))
+                      next=_next(request.query.get("next", "") if next_page is None
+                                 else next_page))
     set_cookie(request, response, SIGNIN_CSRF_COOKIE, token, max_age_s=3600)
     return response
 
@@ -51,15 +62,21 @@ async def sign_in_form(request: web.Request) -> web.Response:
 
 @routes.post("/app/sign-in")
 async def sign_in_post(request: web.Request) -> web.Response:
-    check_signin_csrf(request, await form_text(request, "csrf_token"))
+    next_page = await form_text(request, "next")
+    try:
+        check_signin_csrf(request, await form_text(request, "csrf_token"))
+    except ApiError:  # an expired form, or cookies refused: the form again, not JSON
+        return _sign_in_page(request, error="The sign-in form had expired: sign in again",
+                             status=403, next_page=next_page)
     try:
         await sign_in(request, await form_text(request, "token"))
     except ApiError:
-        return _sign_in_page(request, error="Unknown token", status=401)
-    response = redirect(request, _next(await form_text(request, "next")))
+        return _sign_in_page(request, error="Unknown token", status=401, next_page=next_page)
+    response = redirect(request, _next(next_page))
     set_cookie(request, response, SESSION_COOKIE, request[SESSION].session_id,
                max_age_s=SESSION_TTL_S)
-    response.del_cookie(SIGNIN_CSRF_COOKIE, path="/app")
+    # The double-submit cookie stays: another tab's open sign-in form still carries it (it
+    # proves only that the form was this site's; the session is what signs in).
     return response
 
 
