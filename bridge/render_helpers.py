@@ -168,6 +168,10 @@ def _serve_one(request: dict[str, Any]) -> list[list[Any]]:
 
 def serve() -> None:
     """The helper's main loop (run by `_Helper`, not by hand)."""
+    # Ctrl-C reaches every process of the terminal's group, helpers included: the parent
+    # stops its helpers (stdin closed, or killed), so a helper does not answer it with a
+    # KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
     baseline = _address_space()
     stdout = sys.stdout.buffer
@@ -182,7 +186,9 @@ class _Helper:
     def __init__(self) -> None:
         paths = [p for p in sys.path if p]
         # Lower the priority first: the interpreter's start and imports are CPU work too.
-        code = (f"import os, sys; os.nice({HELPER_NICE}); sys.path[:0] = {paths!r}; "
+        # SIGINT ignored from the first line: serve() says why.
+        code = (f"import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                f"os.nice({HELPER_NICE}); sys.path[:0] = {paths!r}; "
                 "from bridge.render_helpers import serve; serve()")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code],
