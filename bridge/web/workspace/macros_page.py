@@ -47,12 +47,7 @@ def _back(request: web.Request) -> str:
 def draft_of(name: str, form: Any) -> Macro:
     """A macro from the editor's fields: title, one text per locale (an emptied text drops
     its locale), a new locale, and the actions as JSON. 422 with the reason otherwise."""
-    locales = {key[len("locale_"):]: str(value) for key, value in form.items()
-               if key.startswith("locale_") and str(value).strip()}
-    new_code = str(form.get("new_locale", "")).strip()
-    new_text = str(form.get("new_locale_text", ""))
-    if new_code and new_text.strip():
-        locales[new_code] = new_text
+    locales = _draft_locales(form)
     try:
         actions = json.loads(str(form.get("actions", "") or "{}"))
     except json.JSONDecodeError as exc:
@@ -63,6 +58,16 @@ def draft_of(name: str, form: Any) -> Macro:
                                   "actions": actions}, source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
         raise unprocessable(f"{exc.field}: {exc.message}", "invalid_macro") from None
+
+
+def _draft_locales(form: Any) -> dict[str, str]:
+    locales = {key[len("locale_"):]: str(value) for key, value in form.items()
+               if key.startswith("locale_") and str(value).strip()}
+    new_code = str(form.get("new_locale", "")).strip()
+    new_text = str(form.get("new_locale_text", ""))
+    if new_code and new_text.strip():
+        locales[new_code] = new_text
+    return locales
 
 
 def macro_lines(macro: Macro) -> list[str]:
@@ -87,13 +92,31 @@ def diff_lines(old: Macro | None, new: Macro) -> list[tuple[str, str]]:
     return out
 
 
-async def _editor(request: web.Request, who: Principal, macro: Macro, *, status: int = 200,
-                  problems: list[str] | None = None) -> web.Response:
-    versions = await macro_store(request.app).versions(macro.name)
+async def _editor(request: web.Request, who: Principal, macro: Macro | dict[str, Any], *,
+                  status: int = 200, problems: list[str] | None = None,
+                  actions_text: str | None = None) -> web.Response:
+    """The editor of `macro` (a dict: a draft that did not parse, shown as typed)."""
+    name = macro["name"] if isinstance(macro, dict) else macro.name
+    versions = await macro_store(request.app).versions(name)
+    if actions_text is None:
+        assert isinstance(macro, Macro)
+        actions_text = json.dumps(macro.actions.to_dict(), indent=2, ensure_ascii=False)
     return render(request, "macro.html", who=who, status=status, macro=macro,
-                  actions_json=json.dumps(macro.actions.to_dict(), indent=2,
-                                          ensure_ascii=False),
-                  versions=versions, problems=problems or [])
+                  actions_json=actions_text, versions=versions, problems=problems or [])
+
+
+async def _unparsed(request: web.Request, who: Principal, name: str, form: Any,
+                    problem: str) -> web.Response:
+    """A draft that is not a macro (its actions are not JSON, a field is refused) comes
+    back as typed with the reason, as a template error does: a redirect would lose it."""
+    try:
+        version = (await macro_store(request.app).get(name)).version
+    except MacroNotFound:
+        version = 0
+    typed = {"name": name, "version": version, "title": str(form.get("title", "")),
+             "locales": _draft_locales(form)}
+    return await _editor(request, who, typed, status=422, problems=[problem],
+                         actions_text=str(form.get("actions", "")))
 
 
 @routes.get("/app/macros")
@@ -117,7 +140,11 @@ async def macro_page(request: web.Request, who: Principal) -> web.Response:
 @page(admin=True, back=_back)
 async def macro_save(request: web.Request, who: Principal) -> web.Response:
     name = _name(request)
-    draft = draft_of(name, await request.post())
+    form = await request.post()
+    try:
+        draft = draft_of(name, form)
+    except ApiError as exc:
+        return await _unparsed(request, who, name, form, exc.message)
     problems = await _validate(request, draft, who)
     if problems:
         return await _editor(request, who, draft, status=422,
