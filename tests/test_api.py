@@ -126,6 +126,7 @@ async def test_status_changes_follow_the_ticket_model(client: Client) -> None:
         ({"tags": "vip"}, 422, "invalid"),
         ({"tags": ["has space"]}, 422, "invalid_tag"),
         ({"assignee": 42}, 422, "invalid"),
+        ({}, 422, "invalid"),  # nothing to change (the document says minProperties 1)
     ],
 )
 async def test_patch_rejects_bad_fields_without_writing(

@@ -179,6 +179,9 @@ async def patch_ticket(request: web.Request) -> web.Response:
     who = require(request, Permission.TICKETS_READ)
     data = await json_object(request, frozenset({"status", "assignee", "tags", "group",
                                                  "fields"}))
+    if not data:  # the document's TicketPatch has minProperties 1
+        raise unprocessable("nothing to change: send status, assignee, tags, group or "
+                            "fields")
     status = None
     if "status" in data:
         try:
