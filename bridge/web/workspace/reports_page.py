@@ -4,6 +4,7 @@ viewer's time zone, and the CSV download of the same numbers."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -55,7 +56,8 @@ async def reports(request: web.Request, who: Principal) -> web.StreamResponse:
     report = await build_report(request.app[redis_key], period)
     if q.get("format") == "csv":
         return csv_response(csv_rows(report), "report.csv")
-    csv_query = "&".join(f"{k}={v}" for k, v in form.items() if v)
+    # Encoded: a zone like Etc/GMT+5 would otherwise arrive with a space for its "+".
+    csv_query = urlencode({k: v for k, v in form.items() if v})
     return render(request, "reports.html", who=who, error="", form=form, report=report,
                   charts=_charts(report, language(request)), time_zones=TIME_ZONES,
                   channels=[c.value for c in Channel], labels=TIME_LABELS,
