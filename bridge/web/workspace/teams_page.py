@@ -53,13 +53,14 @@ async def group_choices(app: web.Application, who: Principal, ticket: Ticket
     return None
 
 
-async def assignee_choices(app: web.Application, ticket: Ticket) -> list[str]:
+async def assignee_choices(app: web.Application, keep: str = "") -> list[str]:
     """Everyone a ticket may be assigned to (token agents and people of a working role),
-    and its assignee (so that saving the form keeps them)."""
+    and `keep`, the name the form holds now (a ticket's assignee, the tickets page's
+    filter), so that saving or re-applying the form keeps it."""
     people = {p.name for p in await team_store(app).people() if p.role is not Role.READ_ONLY}
     names = set(app[settings_key].agent_tokens) | people
-    if ticket.assignee:
-        names.add(ticket.assignee)
+    if keep:
+        names.add(keep)
     return sorted(names)
 
 
@@ -114,7 +115,7 @@ async def ticket_extras(request: web.Request, who: Principal, ticket: Ticket
     app = request.app
     return {"fields": form_fields(await field_definitions(app), ticket),
             "group_choices": await group_choices(app, who, ticket),
-            "agents": await assignee_choices(app, ticket)}
+            "agents": await assignee_choices(app, ticket.assignee)}
 
 
 def _back_to(request: web.Request, target: str) -> str:

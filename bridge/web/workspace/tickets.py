@@ -124,9 +124,11 @@ async def views(request: web.Request, filters: Filters, who: Principal
     return out
 
 
-def _context(request: web.Request, filters: Filters) -> dict[str, Any]:
+async def _context(request: web.Request, filters: Filters) -> dict[str, Any]:
+    # The people the ticket page offers (BRIDGE_AGENT_TOKENS and `bridge agents add`), and
+    # the filter's value, so that the select shows it and re-applying keeps it.
     return {"filters": filters, "channels": [c.value for c in Channel],
-            "agents": sorted(request.app[settings_key].agent_tokens),
+            "agents": await teams_page.assignee_choices(request.app, filters.assignee),
             "live_query": filters.query_string()}
 
 
@@ -136,7 +138,7 @@ async def ticket_views(request: web.Request, who: Principal) -> web.Response:
     filters = Filters.of(request.query)
     return render(request, "tickets.html", who=who, views=await views(request, filters, who),
                   saved_views=await teams_page.saved_views(request, who),
-                  **_context(request, filters))
+                  **await _context(request, filters))
 
 
 @routes.get("/app/views")
@@ -146,4 +148,4 @@ async def ticket_views_fragment(request: web.Request, who: Principal) -> web.Res
     filters = Filters.of(request.query)
     return render_fragment(request, "_views.html", who=who,
                            views=await views(request, filters, who),
-                           **_context(request, filters))
+                           **await _context(request, filters))
