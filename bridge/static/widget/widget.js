@@ -175,16 +175,15 @@
     if (shown[ev.key]) return false;
     var node;
     if (ev.type === "visitor") {
-      var pending = ev.client_id && root.getElementById("c-" + ev.client_id);
-      if (pending) {
-        pending.classList.remove("pending");
-        pending.removeAttribute("id");
-        pending.querySelector(".meta").textContent = time(ev.at_ms);
-        shown[ev.key] = pending;
-        pending.setAttribute("data-key", ev.key);
-        return false;
+      // Its pending copy becomes the stored one, moved to its place in the thread.
+      node = ev.client_id && root.getElementById("c-" + ev.client_id);
+      if (node) {
+        node.classList.remove("pending");
+        node.removeAttribute("id");
+        node.querySelector(".meta").textContent = time(ev.at_ms);
+      } else {
+        node = bubbleFor("visitor", ev.body, T.you, time(ev.at_ms));
       }
-      node = bubbleFor("visitor", ev.body, T.you, time(ev.at_ms));
     } else if (ev.type === "agent") {
       node = bubbleFor("agent", ev.body, T.agent, time(ev.at_ms));
       if (!atTop) hideTyping();  // the message the agent was typing has arrived
@@ -202,17 +201,16 @@
     } else {
       return false;
     }
-    node.setAttribute("data-key", ev.key);
     shown[ev.key] = node;
-    var after = null;
-    var nodes = log.children;
-    for (var j = atTop ? 0 : nodes.length - 1; atTop ? j < nodes.length : j >= 0;
-         j += atTop ? 1 : -1) {
+    // Right after the newest shown event that is not newer; first if every one is newer
+    // (a look-back or an earlier page brings older events). Pending copies stay last.
+    var nodes = log.children, after = log.firstChild;
+    for (var j = nodes.length - 1; j >= 0; j--) {
       var k = nodes[j].getAttribute("data-key");
-      if (!k) continue;
-      if (atTop ? newer(k, ev.key) : !newer(k, ev.key)) { after = atTop ? nodes[j] : nodes[j].nextSibling; break; }
+      if (k && !newer(k, ev.key)) { after = nodes[j].nextSibling; break; }
     }
-    if (atTop && !after) log.appendChild(node); else log.insertBefore(node, after);
+    log.insertBefore(node, after);
+    node.setAttribute("data-key", ev.key);
     return ev.type !== "visitor";
   }
   function bubbleFor(who, body, name, meta) {

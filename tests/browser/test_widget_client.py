@@ -1,0 +1,141 @@
+"""The widget's browser client where QA found it wrong, one test per defect: Chromium
+against a real bridge, the widget on a site of another origin under a strict
+Content-Security-Policy, as in test_widget.py. Waits are on conditions, never on
+durations."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import redis
+from playwright.sync_api import BrowserContext, Page, Route
+
+from config.settings import Secret, Settings
+from tests.browser.widget_support import (
+    SITE_KEY,
+    WAIT_MS,
+    Agent,
+    Served,
+    bridge,
+    free_port,
+    host_page,
+    open_chat,
+    site,
+    site_jwt,
+    strict_csp,
+    thread_texts,
+    wait_for_text,
+    widget,
+    write,
+)
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 375, "height": 667}
+
+
+@dataclass
+class World:
+    bridge: Served
+    site: Served
+    pages: dict[str, str]  # the site's pages: a test may add some
+    agent: Agent
+    redis_url: str
+
+    def url(self, name: str = "/") -> str:
+        return self.site.url + name
+
+    def add_page(self, name: str, attributes: str) -> str:
+        self.pages[name] = host_page(self.bridge.url, attributes=attributes)
+        return self.url(name)
+
+
+@pytest.fixture
+def world(redis_url: str, sync_redis: redis.Redis) -> Iterator[World]:
+    bridge_port, site_port = free_port(), free_port()
+    bridge_url = f"http://127.0.0.1:{bridge_port}"
+    settings: Settings = make_settings(redis_url, public_base_url=bridge_url,
+                                       widget_origins=(f"http://127.0.0.1:{site_port}",),
+                                       widget_jwt_keys={"shop": Secret(SITE_KEY)})
+    served = bridge(settings, bridge_port)
+    pages = {"/": host_page(bridge_url),
+             "/ada": host_page(bridge_url, attributes=f"data-user-jwt='{site_jwt('ada-1')}'"),
+             "/bob": host_page(bridge_url, attributes=f"data-user-jwt='{site_jwt('bob-2')}'")}
+    shop = site(site_port, pages, strict_csp(bridge_url))
+    world = World(served, shop, pages, Agent(bridge_url), redis_url)
+    try:
+        yield world
+    finally:
+        shop.stop()
+        world.bridge.stop()
+
+
+def until(check: Callable[[], bool], what: str, timeout_ms: int = WAIT_MS) -> None:
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def event_key(key: str) -> tuple[int, ...]:
+    match = re.fullmatch(r"(\d+)-(\d+)_(\d+)", key)
+    assert match, key
+    return tuple(int(part) for part in match.groups())
+
+
+def keys_shown(page: Page) -> list[str]:
+    return list(widget(page).locator(".log > [data-key]").evaluate_all(
+        "nodes => nodes.map(n => n.getAttribute('data-key'))"))
+
+
+def bodies(world: World, address: str | None = None) -> list[str]:
+    """Every message body the bridge stored from visitors (of one contact address)."""
+    found = []
+    for ticket in world.agent.tickets():
+        if address is None or ticket["contact"]["address"] == address:
+            found += [e["body"] for e in world.agent.events(ticket["id"])
+                      if e["type"] == "customer_message"]
+    return found
+
+
+def block(target: Page | BrowserContext, path: str) -> None:
+    """The bridge's answers to one call fail as a network error would."""
+    def refuse(route: Route) -> None:
+        route.abort()
+
+    target.route(f"**/widget/v1/{path}", refuse)
+
+
+# ------------------------------------------------------------------ order and unread count
+
+
+def test_a_burst_read_back_after_a_reload_is_shown_in_event_order(
+        world: World, page: Page) -> None:
+    """The newest page of history, then the socket's look-back (2 s behind the cursor)
+    brings the burst's older events: each goes to its place, not to the bottom."""
+    page.goto(world.url())
+    open_chat(page)
+    write(page, "start")
+    (ticket,) = world.agent.wait_tickets(1)
+    wait_for_text(page, "start")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda n: world.agent.reply(ticket["id"], f"r{n}"), range(80)))
+    page.reload()
+    open_chat(page)
+    wait_for_text(page, "r79")
+    wait_for_text(page, "start")  # older than the first page of history: the look-back's
+    until(lambda: len(keys_shown(page)) == 81, "the whole burst")
+    keys = keys_shown(page)
+    assert keys == sorted(keys, key=event_key)
+    thread = world.agent.http.get(f"/api/v1/tickets/{ticket['id']}/events",
+                                  params={"limit": 200}).json()["events"]  # newest first
+    stored = [e["body"] for e in reversed(thread)
+              if e["type"] in ("customer_message", "agent_reply")]
+    assert len(stored) == 81 and thread_texts(page) == stored
