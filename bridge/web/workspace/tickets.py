@@ -17,6 +17,7 @@ from bridge.store.report_counters import ReportCounters
 from bridge.web.access import team_store, visible_to
 from bridge.web.api import _contact_id
 from bridge.web.auth import Principal
+from bridge.web.errors import ApiError
 from bridge.web.keys import redis_key, settings_key, store_key
 from bridge.web.serialize import ticket_json
 from bridge.web.ticket_actions import contact_or_none
@@ -48,7 +49,7 @@ class Filters:
         return cls(channel=channel if channel in set(Channel) else "",
                    assignee=query.get("assignee", "")[:100],
                    tag=query.get("tag", "").strip().lower()[:50],
-                   customer=query.get("customer", "").strip()[:100],
+                   customer=_customer(query.get("customer", "")),
                    closed=query.get("closed") == "1")
 
     @property
@@ -61,6 +62,16 @@ class Filters:
         if self.closed:
             pairs["closed"] = "1"
         return urlencode(pairs)
+
+
+def _customer(raw: str) -> str:
+    """The customer filter as typed, but for an unencoded "+" of a number, which arrives as
+    a space: kept (as "+") for the API's parsing (`_contact_id`) to read it as a number,
+    where stripping it made the number a name, or a 400."""
+    text = raw[:100].rstrip()
+    if text.startswith(" ") and text.lstrip()[:1].isdigit():
+        return "+" + text.lstrip()
+    return text.strip()
 
 
 def _is_address(text: str) -> bool:
@@ -136,7 +147,13 @@ async def _context(request: web.Request, filters: Filters) -> dict[str, Any]:
 @page()
 async def ticket_views(request: web.Request, who: Principal) -> web.Response:
     filters = Filters.of(request.query)
-    return render(request, "tickets.html", who=who, views=await views(request, filters, who),
+    # A filter the API would refuse (a customer that is no phone number) is said next to
+    # the filters, which stay as typed: an error page would lose them and the lists.
+    try:
+        shown, error, status = await views(request, filters, who), "", 200
+    except ApiError as exc:
+        shown, error, status = [], exc.message, exc.status
+    return render(request, "tickets.html", who=who, status=status, views=shown, error=error,
                   saved_views=await teams_page.saved_views(request, who),
                   **await _context(request, filters))
 
