@@ -130,7 +130,7 @@ def site_jwt(external_id: str, **claims: Any) -> str:
 # ------------------------------------------------------------------ the widget in a page
 
 
-def widget(page: Page) -> Locator:
+def widget(page: Page | Frame) -> Locator:
     return page.locator("[data-bridge-chat]")
 
 
