@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from playwright.sync_api import BrowserContext, Page, Route
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from config.settings import Secret, Settings
 from tests.browser.widget_support import (
@@ -25,6 +25,7 @@ from tests.browser.widget_support import (
     free_port,
     host_page,
     open_chat,
+    send_survey,
     site,
     site_jwt,
     strict_csp,
@@ -139,3 +140,40 @@ def test_a_burst_read_back_after_a_reload_is_shown_in_event_order(
     stored = [e["body"] for e in reversed(thread)
               if e["type"] in ("customer_message", "agent_reply")]
     assert len(stored) == 81 and thread_texts(page) == stored
+
+
+def test_the_unread_count_counts_agent_messages_only(world: World, page: Page) -> None:
+    """Not the session-end notice, the survey or the visitor's own rating."""
+    page.goto(world.url())
+    open_chat(page)
+    write(page, "hello")
+    (ticket,) = world.agent.wait_tickets(1)
+    widget(page).locator("button.close").click()
+    world.agent.end_session(ticket["id"])
+    send_survey(world.redis_url, ticket["id"])
+    csat = widget(page).locator(".log .csat")
+    csat.wait_for(state="attached", timeout=WAIT_MS)
+    badge = widget(page).locator(".badge")
+    assert badge.is_hidden()
+    page.reload()  # the count read from history, as after a reload
+    widget(page).locator(".log .csat").wait_for(state="attached", timeout=WAIT_MS)
+    assert badge.is_hidden()
+    # In another tab the visitor rates and asks again; an agent answers: one unread
+    # message here.
+    other = page.context.new_page()
+    other.goto(world.url())
+    open_chat(other)
+    widget(other).locator(".csat button").first.click()
+    widget(other).locator(".log .notice").get_by_text("Thank you!").wait_for(timeout=WAIT_MS)
+    write(other, "And my other order?")
+    newest, _ = world.agent.wait_tickets(2)
+    other.close()
+    widget(page).locator(".log").get_by_text("And my other order?").wait_for(
+        state="attached", timeout=WAIT_MS)
+    assert badge.is_hidden()
+    world.agent.reply(newest["id"], "One more thing")
+    widget(page).locator(".log").get_by_text("One more thing").wait_for(
+        state="attached", timeout=WAIT_MS)
+    expect(badge).to_have_text("1")
+    assert widget(page).locator("button.bubble").get_attribute(
+        "aria-label") == "Open chat (1 unread)"

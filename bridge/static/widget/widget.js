@@ -239,16 +239,21 @@
   }
 
   function advance(key) { if (key && newer(key, cursor)) cursor = key; }
+  // The bubble counts unread agent messages (README), not notices, surveys or ratings.
+  function unreadAgent(ev) { return ev.type === "agent" && newer(ev.key, readPos); }
   function receive(events, fromHistory) {
-    var fresh = 0;
+    var fresh = 0, agents = 0;
     events.forEach(function (ev) {
-      if (render(ev, fromHistory) && newer(ev.key, readPos)) fresh++;
+      if (render(ev, fromHistory) && newer(ev.key, readPos)) {
+        fresh++;
+        if (unreadAgent(ev)) agents++;
+      }
       if (!fromHistory && newer(ev.key, cursor)) cursor = ev.key;
     });
     if (!fromHistory) scrollDown();
     if (fresh) {
       if (isOpen() && document.visibilityState === "visible") markRead();
-      else if (!fromHistory) setUnread(unread + fresh);
+      else if (!fromHistory) setUnread(unread + agents);
     }
   }
 
@@ -286,11 +291,7 @@
       var events = data.events.slice().reverse();
       if (first) {
         receive(events, false);
-        var waiting = 0;
-        events.forEach(function (ev) {
-          if (ev.type !== "visitor" && newer(ev.key, readPos)) waiting++;
-        });
-        setUnread(waiting);
+        setUnread(events.filter(unreadAgent).length);
       } else {
         receive(data.events, true);
       }
