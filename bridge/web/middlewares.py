@@ -9,6 +9,7 @@ count).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -20,6 +21,8 @@ from bridge.store.tickets import Conflict, NotFound
 from bridge.web import metrics
 from bridge.web.auth import PRINCIPAL, authenticate_request
 from bridge.web.errors import ApiError, conflict_error, error_response
+from bridge.web.session import load_session
+from bridge.web.workspace.common import error_page
 
 log = logging.getLogger("bridge.web")
 
@@ -54,12 +57,37 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except Exception as exc:
         response = _error_response(request, exc)
+        if _is_page(request):
+            response = await _as_page(request, response)
     # The header, not `response.content_type`: that parses it, on every webhook too.
     content_type = response.headers.get("Content-Type", "")
     if content_type.partition(";")[0] == "application/json" and not response.prepared:
         response.headers.update(_JSON_HEADERS)
     metrics.observe_request(request, response.status, time.perf_counter() - started)
     return response
+
+
+def _is_page(request: web.Request) -> bool:
+    return request.path == "/app" or request.path.startswith("/app/")
+
+
+async def _as_page(request: web.Request, answer: web.Response) -> web.Response:
+    """The workspace's error page for an error under /app/ (an unknown path, a failure the
+    page guard does not catch): a person reads it, and it needs the pages' headers (CSP,
+    no framing) as much as any page does. Same status, message and extra headers."""
+    assert isinstance(answer.body, bytes)
+    message = json.loads(answer.body)["error"]["message"]
+    who = request.get(PRINCIPAL)
+    if who is None and answer.status != 503:  # an unknown path: the guard did not run
+        try:
+            who = await load_session(request)  # the header's name and links
+        except _REDIS_DOWN:
+            who = None
+    page = error_page(request, who, answer.status, message)
+    for name in ("Retry-After", "Allow"):
+        if name in answer.headers:
+            page.headers[name] = answer.headers[name]
+    return page
 
 
 def _error_response(request: web.Request, exc: Exception) -> web.Response:
