@@ -166,6 +166,14 @@ FRENCH: dict[str, str] = {
     "no": "non",
     "You are available for assignment": "Vous êtes disponible pour l'assignation",
     "You are not available for assignment": "Vous n'êtes pas disponible pour l'assignation",
+    "Skip to content": "Aller au contenu",
+    "Figure": "Indicateur",
+    # The error page's own words for what the edge answers (bridge/web/middlewares.py).
+    "Not Found": "Page introuvable",
+    "not found": "introuvable",
+    "internal error": "erreur interne",
+    "storage is unavailable, retry later": "stockage indisponible, réessayez plus tard",
+    "since must be before until": "le début doit précéder la fin",
 }
 
 
