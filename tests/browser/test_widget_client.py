@@ -97,11 +97,12 @@ def keys_shown(page: Page) -> list[str]:
 
 
 def bodies(world: World, address: str | None = None) -> list[str]:
-    """Every message body the bridge stored from visitors (of one contact address)."""
+    """Every message body the bridge stored from visitors (of one contact address), oldest
+    first."""
     found = []
     for ticket in world.agent.tickets():
         if address is None or ticket["contact"]["address"] == address:
-            found += [e["body"] for e in world.agent.events(ticket["id"])
+            found += [e["body"] for e in reversed(world.agent.events(ticket["id"]))
                       if e["type"] == "customer_message"]
     return found
 
@@ -177,3 +178,90 @@ def test_the_unread_count_counts_agent_messages_only(world: World, page: Page) -
     expect(badge).to_have_text("1")
     assert widget(page).locator("button.bubble").get_attribute(
         "aria-label") == "Open chat (1 unread)"
+
+
+# ------------------------------------------------------------------ one store per identity
+
+
+def pending_then_leave(page: Page, url: str, text: str) -> None:
+    """On `url`, `text` is written while the bridge cannot be reached for sends; then the
+    person leaves the page (it stays queued in the browser)."""
+    block(page, "messages")
+    page.goto(url)
+    open_chat(page)
+    write(page, text)
+    expect(widget(page).locator(".log .pending .body")).to_have_text(text)
+    page.goto("about:blank")
+    page.unroute_all()
+
+
+def chat_as(page: Page, url: str, text: str) -> None:
+    """Another person opens `url` and writes `text`; it is stored."""
+    page.goto(url)
+    open_chat(page)
+    write(page, text)
+    wait_for_text(page, text)
+    expect(widget(page).locator(".log .pending")).to_have_count(0, timeout=WAIT_MS)
+
+
+def addresses(world: World) -> dict[str, list[str]]:
+    """The stored visitor messages by contact address (anonymous visitors: 'anon')."""
+    found: dict[str, list[str]] = {}
+    for ticket in world.agent.tickets():
+        address = ticket["contact"]["address"]
+        key = "anon" if address.startswith("v_") else address
+        found.setdefault(key, []).extend(bodies(world, address))
+    return found
+
+
+def test_a_users_pending_message_is_neither_shown_to_nor_sent_as_the_next_person(
+        world: World, page: Page) -> None:
+    pending_then_leave(page, world.url("/ada"), "for Ada's eyes only")
+    chat_as(page, world.url("/"), "hello, anonymous")
+    assert "for Ada's eyes only" not in thread_texts(page)
+    chat_as(page, world.url("/bob"), "hello, Bob here")
+    assert thread_texts(page) == ["hello, Bob here"]
+    assert addresses(world) == {"anon": ["hello, anonymous"], "ext:bob-2": ["hello, Bob here"]}
+    # Ada comes back: her message was kept for her, and goes out as hers.
+    page.goto(world.url("/ada"))
+    open_chat(page)
+    wait_for_text(page, "for Ada's eyes only")
+    until(lambda: "ext:ada-1" in addresses(world), "Ada's message")
+    assert addresses(world)["ext:ada-1"] == ["for Ada's eyes only"]
+    assert thread_texts(page) == ["for Ada's eyes only"]
+
+
+def test_an_anonymous_pending_message_is_not_sent_as_the_user_who_logs_in(
+        world: World, page: Page) -> None:
+    pending_then_leave(page, world.url("/"), "anonymous and private")
+    chat_as(page, world.url("/ada"), "Ada, logged in")
+    assert thread_texts(page) == ["Ada, logged in"]
+    assert addresses(world) == {"ext:ada-1": ["Ada, logged in"]}
+    # Logged out again: the anonymous visitor's message goes out as theirs.
+    page.goto(world.url("/"))
+    open_chat(page)
+    until(lambda: "anon" in addresses(world), "the anonymous message")
+    assert addresses(world) == {"ext:ada-1": ["Ada, logged in"],
+                                "anon": ["anonymous and private"]}
+
+
+def test_the_store_shared_by_every_identity_before_keeps_its_token_not_its_outbox(
+        world: World, page: Page) -> None:
+    """A browser that used the widget before the stores were per identity: the anonymous
+    visitor's token carries on (the same conversation); a pending message there may be
+    anyone's, so it is neither shown nor sent."""
+    chat_as(page, world.url("/"), "before the update")
+    base = world.bridge.url
+    page.evaluate("""([base]) => {
+        const own = JSON.parse(localStorage.getItem(`bridge-chat:${base}/anon`));
+        localStorage.clear();
+        localStorage.setItem(`bridge-chat:${base}`, JSON.stringify({token: own.token,
+            outbox: [{client_id: "0123456789abcdef", body: "someone's draft"}]}));
+    }""", [base])
+    page.reload()
+    open_chat(page)
+    wait_for_text(page, "before the update")
+    assert thread_texts(page) == ["before the update"]
+    assert page.evaluate("Object.keys(localStorage)") == [f"bridge-chat:{base}/anon"]
+    chat_as(page, world.url("/"), "after the update")
+    assert addresses(world) == {"anon": ["before the update", "after the update"]}

@@ -10,7 +10,11 @@
   if (!script || window.__bridgeChat) return;
   window.__bridgeChat = true;
   var BASE = new URL(script.src).origin;
-  var STORE = "bridge-chat:" + BASE;
+  var userJwt = script.getAttribute("data-user-jwt") || "";
+  // What is kept in localStorage (the outbox, an anonymous visitor's token) belongs to one
+  // identity: the anonymous visitor, or the site's user named by the JWT's external_id.
+  // One person's pending messages are never shown to, or sent as, the next on a browser.
+  var STORE = "bridge-chat:" + BASE + (userJwt ? "/" + subject(userJwt) : "/anon");
   var TEXT = {
     en: {
       open: "Open chat", close: "Close chat", title: "Chat with us", message: "Message",
@@ -34,15 +38,35 @@
               navigator.language || "en").slice(0, 2).toLowerCase();
   var T = TEXT[lang] || TEXT.en;
 
+  function subject(jwt) {
+    try {
+      var id = JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")))
+        .external_id;
+      if (typeof id === "string") return "user:" + id;
+    } catch (e) { /* not a JWT: the bridge refuses it */ }
+    return "jwt:" + jwt;  // names no user: a store of its own
+  }
   function load() {
     try { return JSON.parse(localStorage.getItem(STORE) || "{}") || {}; } catch (e) { return {}; }
   }
   function save() {
-    try { localStorage.setItem(STORE, JSON.stringify(state)); } catch (e) { /* private mode */ }
+    try {
+      if (state.token || state.outbox.length) localStorage.setItem(STORE, JSON.stringify(state));
+      else localStorage.removeItem(STORE);  // nothing of a user's left behind
+    } catch (e) { /* private mode */ }
   }
+  // The store every identity used to share: its token was the anonymous visitor's (kept);
+  // its outbox may be anyone's (dropped).
+  try {
+    var legacy = JSON.parse(localStorage.getItem("bridge-chat:" + BASE));
+    localStorage.removeItem("bridge-chat:" + BASE);
+    var anon = "bridge-chat:" + BASE + "/anon";
+    if (legacy && legacy.token && !localStorage.getItem(anon)) {
+      localStorage.setItem(anon, JSON.stringify({ token: legacy.token, outbox: [] }));
+    }
+  } catch (e) { /* private mode */ }
   var state = load();
   state.outbox = state.outbox || [];
-  var userJwt = script.getAttribute("data-user-jwt") || "";
   var token = userJwt ? "" : (state.token || "");
   var cursor = null;          // newest event key shown
   var readPos = null;         // newest key reported read
