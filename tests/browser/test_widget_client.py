@@ -265,3 +265,31 @@ def test_the_store_shared_by_every_identity_before_keeps_its_token_not_its_outbo
     assert page.evaluate("Object.keys(localStorage)") == [f"bridge-chat:{base}/anon"]
     chat_as(page, world.url("/"), "after the update")
     assert addresses(world) == {"anon": ["before the update", "after the update"]}
+
+
+def stored_outbox(page: Page, world: World) -> list[str]:
+    return list(page.evaluate("""([key]) =>
+        (JSON.parse(localStorage.getItem(key) || "{}").outbox || []).map(i => i.body)""",
+                              [f"bridge-chat:{world.bridge.url}/anon"]))
+
+
+def test_two_tabs_of_one_visitor_lose_and_double_no_queued_message(
+        world: World, page: Page) -> None:
+    chat_as(page, world.url("/"), "first")
+    block(page.context, "messages")
+    other = page.context.new_page()
+    other.goto(world.url("/"))
+    open_chat(other)
+    wait_for_text(other, "first")
+    write(page, "from tab one")
+    expect(widget(page).locator(".log .pending")).to_have_count(1)
+    write(other, "from tab two")
+    expect(widget(other).locator(".log .pending")).to_have_count(1)
+    assert stored_outbox(other, world) == ["from tab one", "from tab two"]
+    page.goto("about:blank")  # tab one is gone before it could send
+    page.context.unroute_all()
+    until(lambda: not stored_outbox(other, world), "the outbox to be sent")
+    assert bodies(world) == ["first", "from tab one", "from tab two"]
+    wait_for_text(other, "from tab one")
+    expect(widget(other).locator(".log .pending")).to_have_count(0)
+    assert thread_texts(other) == ["first", "from tab one", "from tab two"]

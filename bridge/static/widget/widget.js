@@ -46,15 +46,24 @@
     } catch (e) { /* not a JWT: the bridge refuses it */ }
     return "jwt:" + jwt;  // names no user: a store of its own
   }
+  // Other tabs of the same visitor share the store: each change reads it, changes it and
+  // writes it back at once, so nothing another tab queued is lost (the bridge stores a
+  // message sent by two tabs once: same client_id). Without localStorage: this tab only.
+  var mem = null;
   function load() {
-    try { return JSON.parse(localStorage.getItem(STORE) || "{}") || {}; } catch (e) { return {}; }
+    if (mem) return mem;
+    try { return JSON.parse(localStorage.getItem(STORE)) || {}; } catch (e) { return (mem = {}); }
   }
-  function save() {
+  function update(change) {
+    var s = load();
+    s.outbox = s.outbox || [];
+    change(s);
     try {
-      if (state.token || state.outbox.length) localStorage.setItem(STORE, JSON.stringify(state));
+      if (s.token || s.outbox.length) localStorage.setItem(STORE, JSON.stringify(s));
       else localStorage.removeItem(STORE);  // nothing of a user's left behind
-    } catch (e) { /* private mode */ }
+    } catch (e) { mem = s; }
   }
+  function outbox() { return load().outbox || []; }
   // The store every identity used to share: its token was the anonymous visitor's (kept);
   // its outbox may be anyone's (dropped).
   try {
@@ -65,9 +74,7 @@
       localStorage.setItem(anon, JSON.stringify({ token: legacy.token, outbox: [] }));
     }
   } catch (e) { /* private mode */ }
-  var state = load();
-  state.outbox = state.outbox || [];
-  var token = userJwt ? "" : (state.token || "");
+  var token = userJwt ? "" : (load().token || "");
   var cursor = null;          // newest event key shown
   var readPos = null;         // newest key reported read
   var before = undefined;     // history cursor (null: no more)
@@ -304,7 +311,7 @@
       throw err;
     }).then(function (data) {
       token = data.token;
-      if (!userJwt) { state.token = token; save(); }
+      if (!userJwt) update(function (s) { s.token = token; });
       readPos = data.read_up_to;
     });
   }
@@ -357,27 +364,29 @@
   function queue(msg) {
     var item = { client_id: clientId(), body: msg.body };
     if (msg.button) item.button = msg.button;
-    state.outbox.push(item);
-    save();
+    update(function (s) { s.outbox.push(item); });
     pendingNode(item);
     flush();
   }
+  function done(item) {
+    update(function (s) {
+      s.outbox = s.outbox.filter(function (i) { return i.client_id !== item.client_id; });
+    });
+  }
   var flushing = false;
   function flush() {
-    if (flushing || !token || !state.outbox.length) return;
+    var item = outbox()[0];
+    if (flushing || !token || !item) return;
     flushing = true;
-    var item = state.outbox[0];
     api("messages", item).then(function () {
-      state.outbox.shift();
-      save();
+      done(item);
       flushing = false;
       flush();
     }, function (err) {
       flushing = false;
       if (err.status && err.status < 500 && err.status !== 429 && err.status !== 408) {
         // Refused for good (too long, malformed): drop it, show it failed.
-        state.outbox.shift();
-        save();
+        done(item);
         var node = root.getElementById("c-" + item.client_id);
         if (node) { node.classList.add("failed"); node.querySelector(".meta").textContent = T.failed; }
         flush();
@@ -484,7 +493,7 @@
   }
   function start() {
     document.body.appendChild(host);
-    state.outbox.forEach(pendingNode);
+    outbox().forEach(pendingNode);
     boot();
   }
   window.BridgeChat = { open: open, close: close };
