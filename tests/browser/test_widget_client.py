@@ -293,3 +293,33 @@ def test_two_tabs_of_one_visitor_lose_and_double_no_queued_message(
     wait_for_text(other, "from tab one")
     expect(widget(other).locator(".log .pending")).to_have_count(0)
     assert thread_texts(other) == ["first", "from tab one", "from tab two"]
+
+
+# ------------------------------------------------------------------ a refused user JWT
+
+
+def test_an_expired_user_jwt_says_so_once_and_keeps_the_message_for_that_user(
+        world: World, page: Page) -> None:
+    expired = site_jwt("ada-1", exp=int(time.time()) - 600)
+    url = world.add_page("/ada-expired", f"data-user-jwt='{expired}'")
+    warnings: list[str] = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    sessions: list[str] = []
+    page.on("request", lambda r: sessions.append(r.url) if r.url.endswith("/session") else None)
+    page.clock.install()
+    page.goto(url)
+    open_chat(page)
+    write(page, "where is my order?")
+    expect(widget(page).locator(".status")).to_have_text("Sign-in expired — reload the page")
+    assert any("data-user-jwt" in w and "token_expired" in w for w in warnings), warnings
+    assert len(sessions) == 1
+    page.clock.run_for(5 * 60_000)  # what was retried every few seconds, for good
+    assert len(sessions) == 1
+    expect(widget(page).locator(".log .pending .meta")).to_have_text("Sending…")
+    assert world.agent.tickets() == []
+    # A page with a fresh JWT for the same user sends it, as hers.
+    page.goto(world.url("/ada"))
+    open_chat(page)
+    wait_for_text(page, "where is my order?")
+    until(lambda: "ext:ada-1" in addresses(world), "Ada's message")
+    assert addresses(world) == {"ext:ada-1": ["where is my order?"]}

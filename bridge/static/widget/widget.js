@@ -22,7 +22,7 @@
       ended: "The agent ended this conversation. A new message starts a new one.",
       rate: "How did we do?", rated: "Thank you! You rated us ", unread: " unread",
       offline: "Connection lost, reconnecting…", failed: "Not sent", sending: "Sending…",
-      you: "You", agent: "Agent", read: "Read"
+      you: "You", agent: "Agent", read: "Read", expired: "Sign-in expired — reload the page"
     },
     fr: {
       open: "Ouvrir la discussion", close: "Fermer la discussion", title: "Discutez avec nous",
@@ -31,7 +31,8 @@
       ended: "L’agent a terminé cette conversation. Un nouveau message en commence une nouvelle.",
       rate: "Comment s’est passé cet échange ?", rated: "Merci ! Votre note : ",
       unread: " non lu(s)", offline: "Connexion perdue, reconnexion…", failed: "Non envoyé",
-      sending: "Envoi…", you: "Vous", agent: "Agent", read: "Lu"
+      sending: "Envoi…", you: "Vous", agent: "Agent", read: "Lu",
+      expired: "Connexion expirée — rechargez la page"
     }
   };
   var lang = (script.getAttribute("data-lang") || document.documentElement.lang ||
@@ -304,9 +305,23 @@
     });
   }
 
+  // The bridge refused the page's user JWT (expired, forged, unknown key): the same JWT
+  // again cannot help, only a new page from the site. Nothing more is tried (every retry
+  // path goes through here); the outbox stays, for this user's next page.
+  var refused = "";
+  function say(text) { status.textContent = refused || text; }
   function session() {
+    if (refused) return new Promise(function () {});
     var body = userJwt ? { user_jwt: userJwt } : {};
     return api("session", body).catch(function (err) {
+      if (userJwt && (err.status === 401 || err.status === 403)) {
+        refused = T.expired;
+        say("");
+        console.warn("BridgeChat: the bridge refused this page's data-user-jwt (" +
+                     ((err.data.error || {}).code || err.status) + "). Sign a new one for " +
+                     "each page, with a future exp and a kid of BRIDGE_WIDGET_JWT_KEYS.");
+        return session();
+      }
       if (err.status === 401 && token && !userJwt) { token = ""; return api("session", {}); }
       throw err;
     }).then(function (data) {
@@ -412,14 +427,14 @@
       var data;
       try { data = JSON.parse(m.data); } catch (e) { return; }
       if (data.type === "events") { receive(data.events, false); advance(data.cursor); }
-      else if (data.type === "ready") { wsFailures = 0; retryMs = 1000; status.textContent = ""; flush(); }
+      else if (data.type === "ready") { wsFailures = 0; retryMs = 1000; say(""); flush(); }
       else if (data.type === "typing") showTyping();
       else if (data.type === "error" && data.code !== "too_many_requests") token = "";
     };
     ws.onclose = function () {
       ws = null;
       if (!wsOpened) wsFailures++;
-      status.textContent = T.offline;
+      say(T.offline);
       if (wsFailures >= 2) return fallback();
       setTimeout(function () { (token ? Promise.resolve() : session()).then(connect, retry); }, jitter());
     };
@@ -439,17 +454,17 @@
   function fallback() {
     if (polling) return;
     polling = true;
-    status.textContent = "";
+    say("");
     (function poll() {
       api("poll", { after: cursor, wait_s: 25 }).then(function (data) {
         retryMs = 1000;
-        status.textContent = "";
+        say("");
         receive(data.events, false);
         advance(data.cursor);
         flush();
         poll();
       }, function (err) {
-        status.textContent = T.offline;
+        say(T.offline);
         setTimeout(function () { (token ? Promise.resolve() : session()).then(poll, poll); },
                    err.wait ? err.wait * 1000 : jitter());
       });
@@ -475,13 +490,13 @@
     before = undefined;
     session().then(function () { return history(true); }).then(function () {
       bootFailures = 0;
-      status.textContent = "";
+      say("");
       flush();
       if (script.getAttribute("data-transport") === "poll") fallback(); else connect();
     }, function (err) {
       bootFailures++;
       if (bootFailures === 2) {
-        status.textContent = T.offline;
+        say(T.offline);
         if (!err || !err.status) {
           console.warn("BridgeChat: cannot reach " + BASE + ". If it is up, add this " +
                        "page's origin (" + location.origin + ") to BRIDGE_WIDGET_ORIGINS " +
