@@ -65,6 +65,7 @@ FRENCH: dict[str, str] = {
     "Preview": "Aperçu",
     "Apply": "Appliquer",
     "Update ticket": "Mettre à jour le ticket",
+    "A closed ticket cannot change": "Un ticket fermé ne change plus",
     "Tags (comma separated)": "Étiquettes (séparées par des virgules)",
     "Save": "Enregistrer",
     "End session": "Terminer la session",

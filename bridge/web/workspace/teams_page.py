@@ -25,6 +25,7 @@ from bridge.web.serialize import ticket_json
 from bridge.web.teams import set_available
 from bridge.web.ticket_actions import contact_or_none
 from bridge.web.views import parse_cursor, usable_view, usable_views, view_json, view_page
+from bridge.web.workspace import ticket_offers
 from bridge.web.workspace.common import page, redirect, render
 
 routes = web.RouteTableDef()
@@ -111,11 +112,11 @@ def fields_from_form(definitions: list[FieldDef], ticket: Ticket, group: str | N
 async def ticket_extras(request: web.Request, who: Principal, ticket: Ticket
                         ) -> dict[str, Any]:
     """What the ticket page adds for teams: the form's fields, the group choices and the
-    assignee choices."""
+    assignee choices (whom `who` may give this ticket to)."""
     app = request.app
     return {"fields": form_fields(await field_definitions(app), ticket),
             "group_choices": await group_choices(app, who, ticket),
-            "agents": await assignee_choices(app, ticket.assignee)}
+            "agents": await ticket_offers.assignees(app, who, ticket)}
 
 
 def _back_to(request: web.Request, target: str) -> str:

@@ -30,7 +30,7 @@ from bridge.web.macro_apply import apply_macro
 from bridge.web.macros import automation_config, macro_store, render_limits
 from bridge.web.rendering import render_gate_key
 from bridge.web.serialize import event_json, iso, ticket_json
-from bridge.web.workspace import teams_page
+from bridge.web.workspace import teams_page, ticket_offers
 from bridge.web.workspace.common import form_text, page, redirect, render, render_fragment
 
 routes = web.RouteTableDef()
@@ -79,13 +79,17 @@ async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]
     # the page says why instead of offering a form.
     stopped = session_refusal(ticket)
     return {
+        # Only the forms the viewer can use on this ticket in its state (the posts are
+        # checked as before).
+        "offers": ticket_offers.offers(who, ticket),
         "ticket": ticket_json(ticket, contact, settings=app[settings_key], now_ms=now_ms),
         "thread": await thread(request, ticket.id),
         "reply_refusal": stopped.message if stopped else "",
         "window_open": window_open,
         "window_until": iso(contact.window_until_ms) if contact else None,
-        "macros": [m for m in macros if window_open or m.actions.fallback_content_sid
-                   or not m.sends],
+        "macros": [m for m in macros if not m.sends or (
+            ticket_offers.sends_allowed(ticket)
+            and (window_open or m.actions.fallback_content_sid))],
         "all_macros": macros,
         "others": [{"id": t.id, "status": t.status.value, "created_at": iso(t.created_at_ms)}
                    for t in others if t.id != ticket.id],

@@ -1,0 +1,74 @@
+"""What the ticket page offers its viewer: only the forms whose posts the server would
+take. Each answer comes from the rule the action's handler applies (bridge/core/teams.py's
+`allowed` and `ticket_access`, `assignment_refusal`; the ticket model's `check_transition`;
+bridge/core/outbound.py's `session_refusal`), so a form the page shows is one the viewer
+can use, and the handlers keep checking every post as before."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bridge.core.outbound import session_refusal
+from bridge.core.teams import Access, Permission, Person, Role, allowed, assignment_refusal
+from bridge.core.teams import ticket_access as access_of
+from bridge.core.tickets import Ticket, TransitionError, check_transition
+from bridge.web.access import team_store
+from bridge.web.auth import Principal
+from bridge.web.keys import settings_key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Offers:
+    note: bool  # the internal note (tickets.note on a ticket the viewer reads)
+    work: bool  # reply and end of session (tickets.work on a ticket they work)
+    change: bool  # macros and the update form: working it, and it is not closed
+
+
+def final(ticket: Ticket) -> bool:
+    """Whether the ticket model takes no change at all (closed is final): the store refuses
+    every update and macro on it, whatever is asked."""
+    try:
+        check_transition(ticket.status, ticket.status)
+    except TransitionError:
+        return True
+    return False
+
+
+def offers(who: Principal, ticket: Ticket) -> Offers:
+    access = access_of(who.actor, ticket.group, ticket.assignee)
+    works = allowed(who.role, Permission.TICKETS_WORK) and access >= Access.WORK
+    return Offers(note=allowed(who.role, Permission.TICKETS_NOTE) and access >= Access.READ,
+                  work=works, change=works and not final(ticket))
+
+
+def sends_allowed(ticket: Ticket) -> bool:
+    """Whether a macro that sends may go out (a closed ticket or ended session: none)."""
+    return session_refusal(ticket) is None
+
+
+async def _assignable_people(app: web.Application) -> list[Person]:
+    """Everyone `bridge.web.access.assignable` accepts: people of a working role, and
+    BRIDGE_AGENT_TOKENS agents without a person record (agents of no group)."""
+    people = await team_store(app).people()
+    recorded = {p.name for p in people}
+    return [*(p for p in people if p.role is not Role.READ_ONLY),
+            *(Person(name=name, role=Role.AGENT) for name in app[settings_key].agent_tokens
+              if name not in recorded)]
+
+
+async def assignees(app: web.Application, who: Principal, ticket: Ticket) -> list[str]:
+    """The people `who` may give the ticket to without moving it (a ticket with a group: its
+    members; an agent: themselves), "" (nobody) when they may unassign it, and its
+    assignee now, so that saving the form unchanged keeps it."""
+    def refused(name: str, groups: frozenset[str] | None) -> bool:
+        return assignment_refusal(
+            who.actor, current_group=ticket.group, current_assignee=ticket.assignee,
+            group=ticket.group, assignee=name, assignee_groups=groups) is not None
+
+    names = {p.name for p in await _assignable_people(app) if not refused(p.name, p.groups)}
+    if not refused("", None):
+        names.add("")
+    names.add(ticket.assignee)
+    return sorted(names)
