@@ -9,11 +9,18 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import redis
-from playwright.sync_api import BrowserContext, Page, Route, expect
+from playwright.sync_api import (
+    BrowserContext,
+    Page,
+    Route,
+    WebSocket,
+    WebSocketRoute,
+    expect,
+)
 
 from config.settings import Secret, Settings
 from tests.browser.widget_support import (
@@ -77,12 +84,17 @@ def world(redis_url: str, sync_redis: redis.Redis) -> Iterator[World]:
         world.bridge.stop()
 
 
-def until(check: Callable[[], bool], what: str, timeout_ms: int = WAIT_MS) -> None:
-    deadline = time.monotonic() + timeout_ms / 1000
+def until(check: Callable[[], bool], what: str, page: Page | None = None) -> None:
+    """Wait for `check()`; with `page`, the page's events (requests, frames) are taken in
+    meanwhile (Playwright delivers them only while one of its calls runs)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        if page is None:
+            time.sleep(0.05)
+        else:
+            page.wait_for_timeout(50)
 
 
 def event_key(key: str) -> tuple[int, ...]:
@@ -323,3 +335,96 @@ def test_an_expired_user_jwt_says_so_once_and_keeps_the_message_for_that_user(
     wait_for_text(page, "where is my order?")
     until(lambda: "ext:ada-1" in addresses(world), "Ada's message")
     assert addresses(world) == {"ext:ada-1": ["where is my order?"]}
+
+
+# ------------------------------------------------------------------ WebSocket, long polling
+
+
+@dataclass
+class Sockets:
+    """The page's WebSocket attempts, the `ready` frames received and the frames sent."""
+
+    attempts: int = 0
+    ready: int = 0
+    sent: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> Sockets:
+        def seen(ws: WebSocket) -> None:
+            self.attempts += 1
+            ws.on("framereceived",
+                  lambda p: setattr(self, "ready", self.ready + ('"ready"' in str(p))))
+            ws.on("framesent", lambda p: self.sent.append(str(p)))
+
+        page.on("websocket", seen)
+        return self
+
+
+def clock_until(page: Page, check: Callable[[], bool], what: str, step_ms: int) -> None:
+    """Move the page's clock on by `step_ms` (the widget's pending retries run) until
+    `check()`: what the widget does seconds later, without waiting for it."""
+    def moved() -> bool:
+        page.clock.run_for(step_ms)
+        return check()
+
+    until(moved, what)
+
+
+def test_after_the_bridge_was_down_the_widget_is_back_on_the_websocket(
+        world: World, page: Page) -> None:
+    """A bridge that cannot be reached refuses the socket and the HTTP calls alike: that
+    is not a proxy refusing upgrades, and typing indicators keep working afterwards."""
+    sockets = Sockets().watch(page)
+    page.clock.install()
+    page.goto(world.url())
+    open_chat(page)
+    write(page, "hello")
+    (ticket,) = world.agent.wait_tickets(1)
+    until(lambda: sockets.ready == 1, "the socket", page)
+    world.bridge.stop()
+    # Three attempts refused while it is down (two made the widget poll for good).
+    clock_until(page, lambda: sockets.attempts >= 4, "attempts while down", 30_000)
+    world.bridge.start()
+    clock_until(page, lambda: sockets.ready == 2, "the socket again", 30_000)
+    notice = widget(page).locator(".typing")
+    world.agent.typing(ticket["id"])
+    expect(notice).to_have_text("An agent is typing…")
+    page.get_by_label("Message").fill("still there?")
+    until(lambda: '{"type":"typing"}' in sockets.sent[-1], "the visitor's typing signal", page)
+
+
+def test_long_polling_tries_the_websocket_again_and_keeps_it_once_it_opens(
+        world: World, page: Page) -> None:
+    """Behind a proxy that refused the upgrade, then lets it through: the widget tries
+    the socket now and then (every 30 s or more) and goes back to it."""
+    passing = False
+    ready: list[str] = []
+    polls: list[dict[str, object]] = []
+
+    def proxy(ws: WebSocketRoute) -> None:
+        if not passing:
+            ws.close()
+            return
+        server = ws.connect_to_server()
+        ws.on_message(server.send)
+
+        def to_page(message: str | bytes) -> None:
+            ready.extend([str(message)] if '"ready"' in str(message) else [])
+            ws.send(message)
+
+        server.on_message(to_page)
+
+    page.route_web_socket("**/widget/v1/ws", proxy)
+    page.on("request", lambda r: polls.append(r.post_data_json or {})
+            if r.url.endswith("/widget/v1/poll") else None)
+    page.clock.install()
+    page.goto(world.url())
+    open_chat(page)
+    write(page, "behind a strict proxy")
+    (ticket,) = world.agent.wait_tickets(1)
+    until(lambda: any(p.get("wait_s") == 25 for p in polls), "long polling", page)
+    passing = True
+    clock_until(page, lambda: bool(ready), "the socket through the proxy", 20_000)
+    world.agent.typing(ticket["id"])
+    expect(widget(page).locator(".typing")).to_have_text("An agent is typing…")
+    world.agent.reply(ticket["id"], "on the socket")
+    wait_for_text(page, "on the socket")

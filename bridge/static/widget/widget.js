@@ -81,7 +81,7 @@
   var before = undefined;     // history cursor (null: no more)
   var shown = {};             // event key -> element
   var unread = 0;
-  var ws = null, wsOpened = false, wsFailures = 0, polling = false, retryMs = 1000;
+  var ws = null, wsFailures = 0, polling = null, retryMs = 1000, upgradeMs = 30000;
 
   // ---------------------------------------------------------------- event keys
   function parts(key) {
@@ -414,29 +414,42 @@
   }
 
   // ---------------------------------------------------------------- real time
+  var FORCE_POLL = script.getAttribute("data-transport") === "poll";
   function connect() {
-    if (polling) return;
-    var url = BASE.replace(/^http/, "ws") + "/widget/v1/ws";
-    try { ws = new WebSocket(url); } catch (e) { return fallback(); }
-    wsOpened = false;
-    ws.onopen = function () {
-      wsOpened = true;
-      ws.send(JSON.stringify({ type: "hello", token: token, after: cursor, seen: nearCursor() }));
+    var sock, ready = false;
+    try { sock = ws = new WebSocket(BASE.replace(/^http/, "ws") + "/widget/v1/ws"); }
+    catch (e) { return fallback(); }
+    sock.onopen = function () {
+      sock.send(JSON.stringify({ type: "hello", token: token, after: cursor, seen: nearCursor() }));
     };
-    ws.onmessage = function (m) {
+    sock.onmessage = function (m) {
       var data;
       try { data = JSON.parse(m.data); } catch (e) { return; }
       if (data.type === "events") { receive(data.events, false); advance(data.cursor); }
-      else if (data.type === "ready") { wsFailures = 0; retryMs = 1000; say(""); flush(); }
+      else if (data.type === "ready") {
+        ready = true;
+        polling = null;  // back from long polling, if it was
+        wsFailures = 0; retryMs = 1000; upgradeMs = 30000;
+        say("");
+        flush();
+      }
       else if (data.type === "typing") showTyping();
       else if (data.type === "error" && data.code !== "too_many_requests") token = "";
     };
-    ws.onclose = function () {
+    sock.onclose = function () {
       ws = null;
-      if (!wsOpened) wsFailures++;
+      if (polling) return upgradeLater();  // a try from long polling, which goes on
       say(T.offline);
-      if (wsFailures >= 2) return fallback();
-      setTimeout(function () { (token ? Promise.resolve() : session()).then(connect, retry); }, jitter());
+      if (ready) return reconnect();
+      // It did not get through: the bridge is down (wait for it, as long as it takes), or
+      // something on the way refuses WebSockets. An HTTP call tells which; the latter
+      // twice in a row switches to long polling.
+      api("poll", { after: cursor, wait_s: 0 }).then(function (data) {
+        say("");
+        receive(data.events, false);
+        advance(data.cursor);
+        if (++wsFailures > 1) fallback(); else reconnect();
+      }, reconnect);
     };
   }
   // The keys shown close to the cursor: the server sends what lies there that we lack.
@@ -444,19 +457,31 @@
     var floor = parts(cursor)[0] - 2000;
     return Object.keys(shown).filter(function (k) { return parts(k)[0] >= floor; }).slice(-200);
   }
-  function retry() { setTimeout(function () { session().then(connect, retry); }, jitter()); }
+  function reconnect() {
+    setTimeout(function () {
+      (token ? Promise.resolve() : session()).then(connect, reconnect);
+    }, jitter());
+  }
   function jitter() {
     var ms = retryMs;
     retryMs = Math.min(retryMs * 2, 30000);
     return ms / 2 + Math.random() * ms / 2;
   }
-  // A proxy that refuses WebSockets: long polling, from the same cursor.
+  // While polling, the socket is tried again after 30-60 s, then less and less often (at
+  // most 5-10 min apart): a proxy may let it through later.
+  function upgradeLater() {
+    setTimeout(connect, upgradeMs + Math.random() * upgradeMs);
+    upgradeMs = Math.min(upgradeMs * 2, 300000);
+  }
+  // Long polling from the same cursor, until a socket is ready again.
   function fallback() {
     if (polling) return;
-    polling = true;
+    var me = polling = {};
     say("");
+    if (!FORCE_POLL) upgradeLater();
     (function poll() {
       api("poll", { after: cursor, wait_s: 25 }).then(function (data) {
+        if (polling !== me) return;
         retryMs = 1000;
         say("");
         receive(data.events, false);
@@ -464,6 +489,7 @@
         flush();
         poll();
       }, function (err) {
+        if (polling !== me) return;
         say(T.offline);
         setTimeout(function () { (token ? Promise.resolve() : session()).then(poll, poll); },
                    err.wait ? err.wait * 1000 : jitter());
@@ -492,7 +518,7 @@
       bootFailures = 0;
       say("");
       flush();
-      if (script.getAttribute("data-transport") === "poll") fallback(); else connect();
+      if (FORCE_POLL) fallback(); else connect();
     }, function (err) {
       bootFailures++;
       if (bootFailures === 2) {
