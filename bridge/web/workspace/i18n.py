@@ -162,6 +162,7 @@ FRENCH: dict[str, str] = {
     "none": "aucun",
     "First page": "Première page",
     "Next page": "Page suivante",
+    "all lists": "toutes les listes",
     "Available for assignment": "Disponible pour l'assignation",
     "yes": "oui",
     "no": "non",
