@@ -17,12 +17,14 @@ from playwright.sync_api import (
     BrowserContext,
     Page,
     Route,
+    ViewportSize,
     WebSocket,
     WebSocketRoute,
     expect,
 )
 
 from config.settings import Secret, Settings
+from tests.browser.conftest import assert_accessible
 from tests.browser.widget_support import (
     SITE_KEY,
     WAIT_MS,
@@ -45,7 +47,8 @@ from tests.conftest import make_settings
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"width": 375, "height": 667}
+PHONE: ViewportSize = {"width": 375, "height": 667}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
 
 @dataclass
@@ -428,3 +431,65 @@ def test_long_polling_tries_the_websocket_again_and_keeps_it_once_it_opens(
     expect(widget(page).locator(".typing")).to_have_text("An agent is typing…")
     world.agent.reply(ticket["id"], "on the socket")
     wait_for_text(page, "on the socket")
+
+
+# ------------------------------------------------------------------ a phone; keyboard focus
+
+
+def focused(page: Page) -> str:
+    """The focused element inside the widget: its class, or "" if the focus is elsewhere."""
+    return str(page.evaluate("""() => {
+        const root = document.querySelector("[data-bridge-chat]").shadowRoot;
+        return document.activeElement === root.host && root.activeElement
+            ? root.activeElement.className : "";
+    }"""))
+
+
+def drawn_at_centre(page: Page, selector: str) -> str:
+    """The class of the widget's element a tap at the centre of `selector` lands on."""
+    return str(page.evaluate("""([selector]) => {
+        const root = document.querySelector("[data-bridge-chat]").shadowRoot;
+        const box = root.querySelector(selector).getBoundingClientRect();
+        const hit = root.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+        return hit ? hit.closest("button, textarea, section").className : "";
+    }""", [selector]))
+
+
+def test_on_a_phone_send_can_be_tapped_and_the_chat_closed(world: World, page: Page) -> None:
+    page.set_viewport_size(PHONE)
+    page.goto(world.url())
+    open_chat(page)
+    assert drawn_at_centre(page, ".send") == "send"
+    assert drawn_at_centre(page, ".close") == "close"
+    assert_accessible(page)  # open, full screen
+    page.get_by_label("Message").fill("typed on a phone")
+    widget(page).locator("button.send").click()
+    wait_for_text(page, "typed on a phone")
+    assert widget(page).locator("[role=dialog]").is_visible()
+    widget(page).locator("button.close").click()
+    bubble = widget(page).locator("button.bubble")
+    expect(bubble).to_be_visible()
+    assert focused(page) == "bubble"
+    assert world.agent.wait_tickets(1)
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_tab_and_shift_tab_keep_the_focus_in_the_open_chat(
+        world: World, page: Page, viewport: ViewportSize) -> None:
+    page.set_viewport_size(viewport)
+    page.goto(world.url())
+    open_chat(page)
+    assert focused(page) == "input"
+    page.keyboard.press("Tab")
+    assert focused(page) == "send"
+    page.keyboard.press("Tab")
+    assert focused(page) == "close"  # round to the dialog's first control
+    page.keyboard.press("Shift+Tab")
+    assert focused(page) == "send"
+    page.keyboard.press("Shift+Tab")
+    assert focused(page) == "input"
+    for _ in range(6):  # all the way round, backwards
+        page.keyboard.press("Shift+Tab")
+        assert focused(page) in ("close", "log", "input", "send")
+    page.keyboard.press("Escape")
+    assert focused(page) == "bubble"

@@ -182,7 +182,15 @@
   }
   bubble.addEventListener("click", function () { if (isOpen()) close(); else open(); });
   closer.addEventListener("click", close);
-  panel.addEventListener("keydown", function (e) { if (e.key === "Escape") close(); });
+  // Escape closes; Tab and Shift+Tab go round the dialog's controls (close button first,
+  // Send last), not on to the page behind it.
+  panel.addEventListener("keydown", function (e) {
+    if (e.key === "Escape") close();
+    else if (e.key === "Tab" && root.activeElement === (e.shiftKey ? closer : sendBtn)) {
+      e.preventDefault();
+      (e.shiftKey ? sendBtn : closer).focus();
+    }
+  });
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
   });
