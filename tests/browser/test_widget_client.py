@@ -493,3 +493,25 @@ def test_tab_and_shift_tab_keep_the_focus_in_the_open_chat(
         assert focused(page) in ("close", "log", "input", "send")
     page.keyboard.press("Escape")
     assert focused(page) == "bubble"
+
+
+# ------------------------------------------------------------------ the demo page
+
+
+def test_the_demo_page_on_a_phone_passes_axe_and_logs_nothing(
+        world: World, page: Page) -> None:
+    """No scrollable region the keyboard cannot reach, no request for a missing
+    /favicon.ico (a console error on every load)."""
+    logged: list[str] = []
+    page.on("console", lambda m: logged.append(f"{m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.set_viewport_size(PHONE)
+    page.goto(world.bridge.url + "/widget/demo")
+    widget(page).locator("button.bubble").wait_for(timeout=WAIT_MS)
+    assert_accessible(page)
+    open_chat(page)
+    write(page, "from the demo")  # the page's requests, answered, before looking
+    world.agent.wait_tickets(1)
+    expect(widget(page).locator(".log .pending")).to_have_count(0, timeout=WAIT_MS)
+    assert_accessible(page)
+    assert logged == []
