@@ -162,6 +162,8 @@ FRENCH: dict[str, str] = {
     "none": "aucun",
     "First page": "Première page",
     "Next page": "Page suivante",
+    "Tickets updated": "Tickets mis à jour",
+    "Thread updated": "Fil mis à jour",
     "all lists": "toutes les listes",
     "Available for assignment": "Disponible pour l'assignation",
     "yes": "oui",
