@@ -11,9 +11,8 @@
   window.__bridgeChat = true;
   var BASE = new URL(script.src).origin;
   var userJwt = script.getAttribute("data-user-jwt") || "";
-  // What is kept in localStorage (the outbox, an anonymous visitor's token) belongs to one
-  // identity: the anonymous visitor, or the site's user named by the JWT's external_id.
-  // One person's pending messages are never shown to, or sent as, the next on a browser.
+  // What localStorage keeps (outbox, anonymous token) is one identity's: anonymous, or the
+  // JWT's external_id. Never shown to, or sent as, the next person on the browser.
   var STORE = "bridge-chat:" + BASE + (userJwt ? "/" + subject(userJwt) : "/anon");
   var TEXT = {
     en: {
@@ -45,11 +44,9 @@
         .external_id;
       if (typeof id === "string") return "user:" + id;
     } catch (e) { /* not a JWT: the bridge refuses it */ }
-    return "jwt:" + jwt;  // names no user: a store of its own
+    return "jwt:" + jwt;
   }
-  // Other tabs of the same visitor share the store: each change reads it, changes it and
-  // writes it back at once, so nothing another tab queued is lost (the bridge stores a
-  // message sent by two tabs once: same client_id). Without localStorage: this tab only.
+  // Tabs share the store: read, change, write back at once (keeps what others queued).
   var mem = null;
   function load() {
     if (mem) return mem;
@@ -61,12 +58,11 @@
     change(s);
     try {
       if (s.token || s.outbox.length) localStorage.setItem(STORE, JSON.stringify(s));
-      else localStorage.removeItem(STORE);  // nothing of a user's left behind
+      else localStorage.removeItem(STORE);
     } catch (e) { mem = s; }
   }
   function outbox() { return load().outbox || []; }
-  // The store every identity used to share: its token was the anonymous visitor's (kept);
-  // its outbox may be anyone's (dropped).
+  // The store all identities once shared: its token (anonymous) stays, its outbox goes.
   try {
     var legacy = JSON.parse(localStorage.getItem("bridge-chat:" + BASE));
     localStorage.removeItem("bridge-chat:" + BASE);
@@ -182,8 +178,7 @@
   }
   bubble.addEventListener("click", function () { if (isOpen()) close(); else open(); });
   closer.addEventListener("click", close);
-  // Escape closes; Tab and Shift+Tab go round the dialog's controls (close button first,
-  // Send last), not on to the page behind it.
+  // Escape closes; Tab stays in the dialog (close button first, Send last).
   panel.addEventListener("keydown", function (e) {
     if (e.key === "Escape") close();
     else if (e.key === "Tab" && root.activeElement === (e.shiftKey ? closer : sendBtn)) {
@@ -215,7 +210,7 @@
     if (shown[ev.key]) return false;
     var node;
     if (ev.type === "visitor") {
-      // Its pending copy becomes the stored one, moved to its place in the thread.
+      // The pending copy becomes the stored one (and moves to its place).
       node = ev.client_id && root.getElementById("c-" + ev.client_id);
       if (node) {
         node.classList.remove("pending");
@@ -242,8 +237,7 @@
       return false;
     }
     shown[ev.key] = node;
-    // Right after the newest shown event that is not newer; first if every one is newer
-    // (a look-back or an earlier page brings older events). Pending copies stay last.
+    // After the newest shown event not newer than this one; else first.
     var nodes = log.children, after = log.firstChild;
     for (var j = nodes.length - 1; j >= 0; j--) {
       var k = nodes[j].getAttribute("data-key");
@@ -279,7 +273,7 @@
   }
 
   function advance(key) { if (key && newer(key, cursor)) cursor = key; }
-  // The bubble counts unread agent messages (README), not notices, surveys or ratings.
+  // The badge counts agent messages only.
   function unreadAgent(ev) { return ev.type === "agent" && newer(ev.key, readPos); }
   function receive(events, fromHistory) {
     var fresh = 0, agents = 0;
@@ -313,9 +307,8 @@
     });
   }
 
-  // The bridge refused the page's user JWT (expired, forged, unknown key): the same JWT
-  // again cannot help, only a new page from the site. Nothing more is tried (every retry
-  // path goes through here); the outbox stays, for this user's next page.
+  // A refused user JWT: only a new page can help. session() then never settles, which
+  // ends every retry; the outbox stays for this user's next page.
   var refused = "";
   function say(text) { status.textContent = refused || text; }
   function session() {
@@ -325,9 +318,9 @@
       if (userJwt && (err.status === 401 || err.status === 403)) {
         refused = T.expired;
         say("");
-        console.warn("BridgeChat: the bridge refused this page's data-user-jwt (" +
-                     ((err.data.error || {}).code || err.status) + "). Sign a new one for " +
-                     "each page, with a future exp and a kid of BRIDGE_WIDGET_JWT_KEYS.");
+        console.warn("BridgeChat: data-user-jwt refused (" +
+                     ((err.data.error || {}).code || err.status) + "): sign one per page, " +
+                     "with a future exp and a kid of BRIDGE_WIDGET_JWT_KEYS.");
         return session();
       }
       if (err.status === 401 && token && !userJwt) { token = ""; return api("session", {}); }
@@ -436,7 +429,7 @@
       if (data.type === "events") { receive(data.events, false); advance(data.cursor); }
       else if (data.type === "ready") {
         ready = true;
-        polling = null;  // back from long polling, if it was
+        polling = null;
         wsFailures = 0; retryMs = 1000; upgradeMs = 30000;
         say("");
         flush();
@@ -446,12 +439,10 @@
     };
     sock.onclose = function () {
       ws = null;
-      if (polling) return upgradeLater();  // a try from long polling, which goes on
+      if (polling) return upgradeLater();
       say(T.offline);
       if (ready) return reconnect();
-      // It did not get through: the bridge is down (wait for it, as long as it takes), or
-      // something on the way refuses WebSockets. An HTTP call tells which; the latter
-      // twice in a row switches to long polling.
+      // Bridge down (wait), or sockets refused on the way (twice: polling)? HTTP tells.
       api("poll", { after: cursor, wait_s: 0 }).then(function (data) {
         say("");
         receive(data.events, false);
@@ -475,13 +466,12 @@
     retryMs = Math.min(retryMs * 2, 30000);
     return ms / 2 + Math.random() * ms / 2;
   }
-  // While polling, the socket is tried again after 30-60 s, then less and less often (at
-  // most 5-10 min apart): a proxy may let it through later.
+  // While polling, the socket is tried again after 30-60 s, then less often (max 10 min).
   function upgradeLater() {
     setTimeout(connect, upgradeMs + Math.random() * upgradeMs);
     upgradeMs = Math.min(upgradeMs * 2, 300000);
   }
-  // Long polling from the same cursor, until a socket is ready again.
+  // Long polling from the same cursor, until a socket is ready.
   function fallback() {
     if (polling) return;
     var me = polling = {};
