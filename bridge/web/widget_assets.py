@@ -23,7 +23,8 @@ SCRIPT_PATH = "/widget/v1/widget.js"
 _CSS_SLOT = '"__WIDGET_CSS__"'
 # The demo is the bridge's own page: the strictest policy it can live with.
 DEMO_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
-            "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+            "img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
 
 
 def _static(name: str) -> str:
