@@ -291,6 +291,17 @@ async def test_a_retry_of_a_stored_message_is_a_duplicate_even_past_the_budget(
     assert (await send(client, token, "new", client_id="never-0001")).status == 429
 
 
+async def test_resent_duplicates_use_none_of_the_visitors_allowance(client: Client) -> None:
+    """Two tabs sending the same queued message, or a resend after a lost answer: each is
+    a duplicate, and the visitor's 5 messages a minute stay theirs."""
+    token = await new_visitor(client)
+    assert (await send(client, token, "first", client_id="kept-0001")).status == 201
+    for _ in range(6):
+        again = await send(client, token, "first", client_id="kept-0001")
+        assert again.status == 200 and (await again.json())["duplicate"] is True
+    assert [(await send(client, token, f"m{i}")).status for i in range(4)] == [201] * 4
+
+
 @pytest.mark.parametrize(("body", "content_type", "status"), [
     ([], "application/json", 400), ("notjson", "application/json", 400),
     ({"zzz": 1}, "application/json", 422), ("{}", "text/plain", 415),

@@ -202,14 +202,16 @@ async def send_message(request: web.Request) -> web.Response:
     except channel.InvalidWidgetInput as exc:
         raise ApiError(400, "invalid", str(exc)) from None
     settings = request.app[settings_key]
-    wait_s = await request.app[widget_store_key].take(
+    widget_store = request.app[widget_store_key]
+    # A retry of a message already stored (the widget's outbox after a network error, or
+    # the same queued message sent by two tabs) is answered as the duplicate it is, before
+    # it uses up any of the visitor's allowance.
+    if await widget_store.already_stored(ctx.contact_id, msg.provider_id):
+        return web.json_response({"duplicate": True, "action": "duplicate"})
+    wait_s = await widget_store.take(
         "visitor", ctx.contact_id, limit=settings.widget_visitor_messages_per_min,
         window_s=WINDOW_S)
     if wait_s:
-        # A retry of a message already stored (the widget's outbox after a network error)
-        # is answered as the duplicate it is, out of budget or not.
-        if await request.app[widget_store_key].already_stored(ctx.contact_id, msg.provider_id):
-            return web.json_response({"duplicate": True, "action": "duplicate"})
         raise too_many(wait_s, "messages")
     signal = rating_signal(body=msg.body, button_payload=msg.button_payload,
                            replied_to_id=msg.replied_to_id)
