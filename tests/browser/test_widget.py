@@ -12,14 +12,13 @@ import pytest
 import redis
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from config.settings import Secret, Settings
+from config.settings import Settings
 from tests.browser.conftest import assert_accessible, screenshot
 from tests.browser.widget_support import (
-    SITE_KEY,
     WAIT_MS,
     Agent,
     Served,
-    bridge,
+    bridge_and_site,
     free_port,
     host_page,
     open_chat,
@@ -32,7 +31,6 @@ from tests.browser.widget_support import (
     widget,
     write,
 )
-from tests.conftest import make_settings
 from tests.faults.conftest import start_web
 
 pytestmark = pytest.mark.browser
@@ -52,23 +50,15 @@ class World:
 
 @pytest.fixture
 def world(redis_url: str, sync_redis: redis.Redis) -> Iterator[World]:
-    bridge_port, site_port = free_port(), free_port()
-    bridge_url = f"http://127.0.0.1:{bridge_port}"
-    settings = make_settings(redis_url, public_base_url=bridge_url,
-                             widget_origins=(f"http://127.0.0.1:{site_port}",),
-                             widget_jwt_keys={"shop": Secret(SITE_KEY)})
-    served = bridge(settings, bridge_port)
-    pages = {"/": host_page(bridge_url),
-             "/poll": host_page(bridge_url, attributes="data-transport='poll'"),
-             "/fr": host_page(bridge_url, attributes="data-lang='fr'"),
-             "/ada": host_page(bridge_url, attributes=f"data-user-jwt='{site_jwt('ada-1')}'")}
-    shop = site(site_port, pages, strict_csp(bridge_url))
-    world = World(served, shop, settings, Agent(bridge_url), redis_url)
-    try:
-        yield world
-    finally:
-        shop.stop()
-        world.bridge.stop()
+    def pages(bridge_url: str) -> dict[str, str]:
+        return {"/": host_page(bridge_url),
+                "/poll": host_page(bridge_url, attributes="data-transport='poll'"),
+                "/fr": host_page(bridge_url, attributes="data-lang='fr'"),
+                "/ada": host_page(bridge_url,
+                                  attributes=f"data-user-jwt='{site_jwt('ada-1')}'")}
+
+    with bridge_and_site(redis_url, pages) as (settings, served, shop, _):
+        yield World(served, shop, settings, Agent(served.url), redis_url)
 
 
 def csp_violations(page: Page) -> list[str]:

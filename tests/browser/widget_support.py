@@ -8,7 +8,8 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -23,8 +24,8 @@ from bridge.jobs import JobQueues
 from bridge.sending import send_csat
 from bridge.store.macros import MacroStore, load_shipped
 from bridge.store.tickets import TicketStore
-from config.settings import DEFAULT_CONFIG_DIR, Settings
-from tests.conftest import AGENT_TOKEN, CONTACT_KEY
+from config.settings import DEFAULT_CONFIG_DIR, Secret, Settings
+from tests.conftest import AGENT_TOKEN, CONTACT_KEY, make_settings
 
 AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}
 SITE_KEY = "site-signing-key-for-browser-tests-0123"
@@ -224,3 +225,24 @@ def send_survey(redis_url: str, ticket_id: str) -> None:
     thread.join(30)
     if failure:
         raise failure[0]
+
+
+@contextmanager
+def bridge_and_site(redis_url: str, pages_for: Callable[[str], dict[str, str]]
+                    ) -> Iterator[tuple[Settings, Served, Served, dict[str, str]]]:
+    """A bridge (the widget's JWT key "shop" configured) and a site of another origin,
+    allowed by it, serving `pages_for(bridge_url)` under a strict CSP; both stopped after.
+    Yields (settings, bridge, site, pages)."""
+    bridge_port, site_port = free_port(), free_port()
+    bridge_url = f"http://127.0.0.1:{bridge_port}"
+    settings = make_settings(redis_url, public_base_url=bridge_url,
+                             widget_origins=(f"http://127.0.0.1:{site_port}",),
+                             widget_jwt_keys={"shop": Secret(SITE_KEY)})
+    served = bridge(settings, bridge_port)
+    pages = pages_for(bridge_url)
+    shop = site(site_port, pages, strict_csp(bridge_url))
+    try:
+        yield settings, served, shop, pages
+    finally:
+        shop.stop()
+        served.stop()

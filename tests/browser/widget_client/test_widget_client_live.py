@@ -4,11 +4,10 @@ against a real bridge, as in test_widget_client.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-import redis
 from playwright.sync_api import (
     Page,
     ViewportSize,
@@ -18,11 +17,10 @@ from playwright.sync_api import (
 )
 
 from tests.browser.conftest import assert_accessible
-from tests.browser.widget_client_support import (
+from tests.browser.widget_client.support import (
     DESKTOP,
     PHONE,
     World,
-    client_world,
     until,
 )
 from tests.browser.widget_support import (
@@ -34,11 +32,6 @@ from tests.browser.widget_support import (
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def world(redis_url: str, sync_redis: redis.Redis) -> Iterator[World]:
-    yield from client_world(redis_url)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What tests/browser/test_widget_client*.py share: a bridge with the widget on a site of
+"""What the widget client's browser tests share: a bridge with the widget on a site of
 another origin under a strict Content-Security-Policy, its pages, and conditions to wait
 for (never durations)."""
 
@@ -16,21 +16,15 @@ from playwright.sync_api import (
     ViewportSize,
 )
 
-from config.settings import Secret, Settings
 from tests.browser.widget_support import (
-    SITE_KEY,
     WAIT_MS,
     Agent,
     Served,
-    bridge,
-    free_port,
+    bridge_and_site,
     host_page,
-    site,
     site_jwt,
-    strict_csp,
     widget,
 )
-from tests.conftest import make_settings
 
 PHONE: ViewportSize = {"width": 375, "height": 667}
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -54,22 +48,15 @@ class World:
 
 def client_world(redis_url: str) -> Iterator[World]:
     """A test's World (its modules wrap this in their `world` fixture)."""
-    bridge_port, site_port = free_port(), free_port()
-    bridge_url = f"http://127.0.0.1:{bridge_port}"
-    settings: Settings = make_settings(redis_url, public_base_url=bridge_url,
-                                       widget_origins=(f"http://127.0.0.1:{site_port}",),
-                                       widget_jwt_keys={"shop": Secret(SITE_KEY)})
-    served = bridge(settings, bridge_port)
-    pages = {"/": host_page(bridge_url),
-             "/ada": host_page(bridge_url, attributes=f"data-user-jwt='{site_jwt('ada-1')}'"),
-             "/bob": host_page(bridge_url, attributes=f"data-user-jwt='{site_jwt('bob-2')}'")}
-    shop = site(site_port, pages, strict_csp(bridge_url))
-    world = World(served, shop, pages, Agent(bridge_url), redis_url)
-    try:
-        yield world
-    finally:
-        shop.stop()
-        world.bridge.stop()
+    def pages(bridge_url: str) -> dict[str, str]:
+        return {"/": host_page(bridge_url),
+                "/ada": host_page(bridge_url,
+                                  attributes=f"data-user-jwt='{site_jwt('ada-1')}'"),
+                "/bob": host_page(bridge_url,
+                                  attributes=f"data-user-jwt='{site_jwt('bob-2')}'")}
+
+    with bridge_and_site(redis_url, pages) as (_, served, shop, served_pages):
+        yield World(served, shop, served_pages, Agent(served.url), redis_url)
 
 
 def until(check: Callable[[], bool], what: str, page: Page | None = None) -> None:

@@ -6,21 +6,18 @@ test_widget.py. Waits are on conditions, never on durations."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 from playwright.sync_api import (
     Page,
     expect,
 )
 
-from tests.browser.widget_client_support import (
+from tests.browser.widget_client.support import (
     World,
     block,
     bodies,
-    client_world,
     event_key,
     keys_shown,
     until,
@@ -37,11 +34,6 @@ from tests.browser.widget_support import (
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def world(redis_url: str, sync_redis: redis.Redis) -> Iterator[World]:
-    yield from client_world(redis_url)
 
 
 def test_a_burst_read_back_after_a_reload_is_shown_in_event_order(
