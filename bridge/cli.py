@@ -80,6 +80,12 @@ def serve() -> None:
 def simulate(from_: str, name: str, payload: str, url: str, sid: str, body: str) -> None:
     """Post a correctly signed fake WhatsApp message to a running bridge."""
     settings = load_settings()
+    if not settings.twilio_auth_token and not (settings.data_dir / "dev-tokens.json").exists():
+        # Signing with a token made up here would only earn a 403 bad_signature.
+        raise click.ClickException(
+            f"no bridge's signing token in {settings.data_dir.resolve()}: run this from the "
+            "checkout that runs `make run`, or set BRIDGE_DATA_DIR to its var/ folder (or "
+            "TWILIO_AUTH_TOKEN to the running bridge's)")
     token = str(settings.twilio_auth_token) or dev_tokens(settings.data_dir)["TWILIO_AUTH_TOKEN"]
     running = runtime_info(settings.data_dir)
     base = (url or f"http://127.0.0.1:{running.get('port', settings.port)}").rstrip("/")

@@ -121,3 +121,15 @@ def test_bridge_run_serves_and_every_process_stops_on_a_signal(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_simulate_outside_the_checkout_says_where_the_token_is(tmp_path: Path) -> None:
+    """Run from another folder, it used to make up a signing token of its own there and
+    earn a 403 bad_signature; now it says what to do, and writes nothing."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TWILIO_", "BRIDGE_", "REDIS_"))}
+    done = subprocess.run([sys.executable, "-m", "bridge", "simulate", "Bonjour !"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "BRIDGE_DATA_DIR" in done.stderr and "signing token" in done.stderr
+    assert not (tmp_path / "var").exists()
