@@ -208,3 +208,49 @@ async def test_a_changed_endpoint_whose_sender_lost_its_cancel_is_replaced(
             await asyncio.wait_for(running, timeout=60)  # a hang guard: stops on request
             await client.aclose()
         assert service.senders == {} and service.stopping == {}
+
+
+async def test_senders_start_again_after_a_renewal_slower_than_the_lease(
+        aredis: redis.asyncio.Redis) -> None:
+    """A renewal that takes longer than the lease (a Redis restart ridden out) lets every
+    sender's lease run out, and they end; once the renewal succeeds they must start again,
+    though the endpoint list did not change."""
+    store = EndpointStore(aredis)
+    real_acquire = store.acquire_lease
+    renewals = 0
+    renewing_slowly = asyncio.Event()
+
+    async def acquire(token: str, *, ttl_ms: int) -> bool:
+        nonlocal renewals
+        renewals += 1
+        if renewals == 3:
+            renewing_slowly.set()
+            await asyncio.sleep(ttl_ms / 1000 * 1.5)
+        return await real_acquire(token, ttl_ms=ttl_ms)
+
+    store.acquire_lease = acquire  # type: ignore[method-assign]
+    async with receiving(Receiver()) as receiver:
+        endpoint, secret = await store.create(url=receiver.url, events=("*",),
+                                              now_ms=int(time.time() * 1000))
+        receiver.secrets = [secret]
+        client = export_client(allow_http=True, allow_private=True, timeout_s=15)
+        service = ExportService(store, client, max_block_ms=50, lease_ttl_ms=1000)
+        stop = asyncio.Event()
+        running = asyncio.create_task(service.run(stop))
+        try:
+            await asyncio.wait_for(renewing_slowly.wait(), timeout=30)
+            _, first = service.senders[endpoint.id]
+            await asyncio.wait_for(asyncio.shield(first), timeout=30)  # its lease ran out
+            await append(aredis, [NewDelivery(endpoint.id, "evt_1_1_0", "1", "note.added",
+                                              "{}", 1)])
+            for _ in range(1200):
+                if receiver.ids():
+                    break
+                await asyncio.sleep(0.025)
+            assert receiver.ids() == ["evt_1_1_0"]
+            _, current = service.senders[endpoint.id]
+            assert current is not first and not current.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, timeout=60)
+            await client.aclose()

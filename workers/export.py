@@ -104,7 +104,11 @@ class ExportService:
         for a sender."""
         self._reap()
         version = await self.endpoints.version()
-        if version == self._version and not self.stopping:
+        # A sender also ends by itself: its lease ran out while a renewal took longer than
+        # the lease (Redis restarting, ridden out). The endpoint list is then unchanged but
+        # the sender must start again once the lease is back.
+        ended = any(task.done() for _, task in self.senders.values())
+        if version == self._version and not self.stopping and not ended:
             return
         wanted = {e.id: e for e in await self.endpoints.all() if e.enabled}
         for endpoint_id, (endpoint, task) in list(self.senders.items()):
