@@ -103,3 +103,18 @@ async def test_a_survey_button_that_answers_no_survey_arrives_as_its_score(
                                      headers=AGENT)).json()
     (message,) = [e for e in thread["events"] if e["type"] == "customer_message"]
     assert message["body"] == "4/5"
+
+
+async def test_the_look_back_keeps_the_events_nearest_the_cursor(
+        client: Client, sync_redis: redis.Redis) -> None:
+    """Past a page, the look-back behind a cursor keeps the events just below it (where a
+    late event lands), not the oldest of its window."""
+    from bridge.core.visitor_thread import EventKey
+    from bridge.web.widget import widget_store_key
+    token = await new_visitor(client)
+    await send(client, token, "hi")
+    (ticket,) = await tickets(client)
+    keys = burst_of_replies(sync_redis, ticket["id"], 20)
+    page = await client.app[widget_store_key].events_after(
+        ticket["contact"]["id"], EventKey.parse(keys[-1]), limit=5)
+    assert [e.body for e in page.events] == [f"r{i}" for i in range(15, 20)]

@@ -120,9 +120,11 @@ class WidgetStore:
             for tid in tids:
                 pipe.xrange(keys.events(cid, tid), _start_after(after, tid), "+", count=limit)
             if after is not None:
+                # Newest first: past `limit`, the events nearest the cursor are the ones kept
+                # (a late event of another ticket lands just below it).
                 for tid in tids:
-                    pipe.xrange(keys.events(cid, tid), f"{max(0, after.ms - LOOK_BACK_MS)}-0",
-                                after.event_id, count=limit)
+                    pipe.xrevrange(keys.events(cid, tid), after.event_id,
+                                   f"{max(0, after.ms - LOOK_BACK_MS)}-0", count=limit)
             rows = await pipe.execute()
         forward = dict(zip(tids, rows[:len(tids)], strict=True))
         # A ticket cut at `limit` may have more events than the others: nothing past its
@@ -131,7 +133,7 @@ class WidgetStore:
                    if len(r) >= limit), default=None)
         raw: dict[str, list[RawEvent]] = {}
         for tid, back in zip(tids, rows[len(tids):], strict=False):
-            raw[tid] = [row for row in back
+            raw[tid] = [row for row in reversed(back)
                         if after is None or EventKey.of(tid, _s(row[0])) <= after]
         for tid, ahead in forward.items():
             raw.setdefault(tid, []).extend(ahead)
