@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
 from aiohttp import web
 
-from bridge.store.export_endpoints import EndpointStore
+from bridge.store.export_endpoints import Endpoint, EndpointStore
 from bridge.store.export_outbox import NewDelivery, append
 from config.settings import Settings, SettingsError
 from tests.export_support import Receiver, receiving
@@ -169,15 +171,9 @@ async def test_a_changed_endpoint_whose_sender_lost_its_cancel_is_replaced(
     monkeypatch.setattr(Outbox, "read", read_losing_a_cancel)
     store = EndpointStore(aredis)
     async with receiving(Receiver()) as receiver:
-        endpoint, secret = await store.create(url=receiver.url + "?old", events=("*",),
-                                              now_ms=int(time.time() * 1000))
-        receiver.secrets = [secret]
-        client = export_client(allow_http=True, allow_private=True, timeout_s=15)
         # Reads block 30 s: the old sender does not come back out of its read by itself.
-        service = ExportService(store, client, max_block_ms=30_000, lease_ttl_ms=2000)
-        stop = asyncio.Event()
-        running = asyncio.create_task(service.run(stop))
-        try:
+        async with serving(store, receiver, url=receiver.url + "?old", max_block_ms=30_000,
+                           lease_ttl_ms=2000) as (endpoint, service):
             await asyncio.wait_for(reading.wait(), timeout=30)
             _, old_task = service.senders[endpoint.id]
             await store.update(endpoint.id, url=receiver.url)
@@ -195,18 +191,7 @@ async def test_a_changed_endpoint_whose_sender_lost_its_cancel_is_replaced(
             assert await aredis.get("bridge:wh:sender:lease") == service.token.encode()
             assert await aredis.pttl("bridge:wh:sender:lease") > 0
             # The new sender delivers with the new URL.
-            from bridge.store.export_outbox import NewDelivery, append
-            await append(aredis, [NewDelivery(endpoint.id, "evt_1_1_0", "1", "note.added",
-                                              "{}", 1)])
-            for _ in range(1200):
-                if receiver.ids():
-                    break
-                await asyncio.sleep(0.025)
-            assert receiver.ids() == ["evt_1_1_0"]
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, timeout=60)  # a hang guard: stops on request
-            await client.aclose()
+            await deliver_one(aredis, receiver, endpoint.id)
         assert service.senders == {} and service.stopping == {}
 
 
@@ -229,28 +214,43 @@ async def test_senders_start_again_after_a_renewal_slower_than_the_lease(
         return await real_acquire(token, ttl_ms=ttl_ms)
 
     store.acquire_lease = acquire  # type: ignore[method-assign]
-    async with receiving(Receiver()) as receiver:
-        endpoint, secret = await store.create(url=receiver.url, events=("*",),
-                                              now_ms=int(time.time() * 1000))
-        receiver.secrets = [secret]
-        client = export_client(allow_http=True, allow_private=True, timeout_s=15)
-        service = ExportService(store, client, max_block_ms=50, lease_ttl_ms=1000)
-        stop = asyncio.Event()
-        running = asyncio.create_task(service.run(stop))
-        try:
-            await asyncio.wait_for(renewing_slowly.wait(), timeout=30)
-            _, first = service.senders[endpoint.id]
-            await asyncio.wait_for(asyncio.shield(first), timeout=30)  # its lease ran out
-            await append(aredis, [NewDelivery(endpoint.id, "evt_1_1_0", "1", "note.added",
-                                              "{}", 1)])
-            for _ in range(1200):
-                if receiver.ids():
-                    break
-                await asyncio.sleep(0.025)
-            assert receiver.ids() == ["evt_1_1_0"]
-            _, current = service.senders[endpoint.id]
-            assert current is not first and not current.done()
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, timeout=60)
-            await client.aclose()
+    receiver = Receiver()
+    async with receiving(receiver), serving(store, receiver, url=receiver.url,
+                                            max_block_ms=50, lease_ttl_ms=1000
+                                            ) as (endpoint, service):
+        await asyncio.wait_for(renewing_slowly.wait(), timeout=30)
+        _, first = service.senders[endpoint.id]
+        await asyncio.wait_for(asyncio.shield(first), timeout=30)  # its lease ran out
+        await deliver_one(aredis, receiver, endpoint.id)
+        _, current = service.senders[endpoint.id]
+        assert current is not first and not current.done()
+
+
+@contextlib.asynccontextmanager
+async def serving(store: EndpointStore, receiver: Receiver, *, url: str, **service_kw: Any
+                  ) -> AsyncIterator[tuple[Endpoint, ExportService]]:
+    """An endpoint at `url` for `receiver`, and an export service running until the block
+    ends (then stopped, with a hang guard: it must stop on request)."""
+    endpoint, secret = await store.create(url=url, events=("*",),
+                                          now_ms=int(time.time() * 1000))
+    receiver.secrets = [secret]
+    client = export_client(allow_http=True, allow_private=True, timeout_s=15)
+    service = ExportService(store, client, **service_kw)
+    stop = asyncio.Event()
+    running = asyncio.create_task(service.run(stop))
+    try:
+        yield endpoint, service
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=60)
+        await client.aclose()
+
+
+async def deliver_one(aredis: redis.asyncio.Redis, receiver: Receiver, endpoint_id: str
+                      ) -> None:
+    await append(aredis, [NewDelivery(endpoint_id, "evt_1_1_0", "1", "note.added", "{}", 1)])
+    for _ in range(1200):
+        if receiver.ids():
+            break
+        await asyncio.sleep(0.025)
+    assert receiver.ids() == ["evt_1_1_0"]
