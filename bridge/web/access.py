@@ -46,13 +46,27 @@ def visible_to(who: Principal) -> Any:
 
 async def assignable(app: web.Application, name: str) -> Person | None:
     """The person a ticket may be assigned to: a BRIDGE_AGENT_TOKENS agent or a person of
-    any working role (not read-only)."""
+    any working role (not read-only); a person record wins over a token of the same name."""
     person = await team_store(app).find_person(name)
     if person is not None:
         return None if person.role is Role.READ_ONLY else person
     if name in app[settings_key].agent_tokens:
-        return Person(name=name, role=Role.AGENT)
+        return _token_agent(name)
     return None
+
+
+async def assignable_people(app: web.Application) -> list[Person]:
+    """Everyone `assignable` accepts, read at once (the forms' choices)."""
+    people = await team_store(app).people()
+    recorded = {p.name for p in people}
+    return [*(p for p in people if p.role is not Role.READ_ONLY),
+            *(_token_agent(name) for name in app[settings_key].agent_tokens
+              if name not in recorded)]
+
+
+def _token_agent(name: str) -> Person:
+    """A BRIDGE_AGENT_TOKENS agent without a person record: an agent of no group."""
+    return Person(name=name, role=Role.AGENT)
 
 
 async def check_assignment(app: web.Application, who: Principal, ticket: Ticket, *,

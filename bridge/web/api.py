@@ -48,7 +48,7 @@ _REASON = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 
-def _event_cursor(raw: str) -> str:
+def event_cursor(raw: str) -> str:
     """A next_cursor from a previous page: an id Redis can step back from."""
     match = _STREAM_ID.fullmatch(raw)
     if not match or not all(int(part) < 2**64 for part in match.groups()) or raw == "0-0":
@@ -166,7 +166,7 @@ async def list_events(request: web.Request) -> web.Response:
     need(require(request, Permission.TICKETS_READ), await _ticket(store, ticket_id),
          Access.READ)
     raw_cursor = request.query.get("cursor")
-    cursor = _event_cursor(raw_cursor) if raw_cursor else None
+    cursor = event_cursor(raw_cursor) if raw_cursor else None
     events, next_cursor = await store.events(ticket_id, cursor=cursor, limit=_limit(request))
     return web.json_response(
         {"events": [event_json(e) for e in events], "next_cursor": next_cursor}

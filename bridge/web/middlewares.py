@@ -9,7 +9,6 @@ count).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -56,9 +55,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             request[PRINCIPAL] = await authenticate_request(request)
         response = await handler(request)
     except Exception as exc:
-        response = _error_response(request, exc)
-        if _is_page(request):
-            response = await _as_page(request, response)
+        error = _api_error(request, exc)
+        response = (await _error_page(request, error) if _is_page(request)
+                    else error_response(error.status, error.code, error.message,
+                                        headers=error.headers or None))
     # The header, not `response.content_type`: that parses it, on every webhook too.
     content_type = response.headers.get("Content-Type", "")
     if content_type.partition(";")[0] == "application/json" and not response.prepared:
@@ -71,46 +71,42 @@ def _is_page(request: web.Request) -> bool:
     return request.path == "/app" or request.path.startswith("/app/")
 
 
-async def _as_page(request: web.Request, answer: web.Response) -> web.Response:
+async def _error_page(request: web.Request, error: ApiError) -> web.Response:
     """The workspace's error page for an error under /app/ (an unknown path, a failure the
     page guard does not catch): a person reads it, and it needs the pages' headers (CSP,
     no framing) as much as any page does. Same status, message and extra headers."""
-    assert isinstance(answer.body, bytes)
-    message = json.loads(answer.body)["error"]["message"]
     who = request.get(PRINCIPAL)
-    if who is None and answer.status != 503:  # an unknown path: the guard did not run
+    if who is None and error.status != 503:  # an unknown path: the guard did not run
         try:
             who = await load_session(request)  # the header's name and links
         except _REDIS_DOWN:
             who = None
-    page = error_page(request, who, answer.status, message)
-    for name in ("Retry-After", "Allow"):
-        if name in answer.headers:
-            page.headers[name] = answer.headers[name]
+    page = error_page(request, who, error.status, error.message)
+    page.headers.update(error.headers)
     return page
 
 
-def _error_response(request: web.Request, exc: Exception) -> web.Response:
-    """Every error leaves as {"error": {"code", "message"}} with the right status; Redis
-    being unreachable is a 503 so providers retry (never "200 and drop")."""
+def _api_error(request: web.Request, exc: Exception) -> ApiError:
+    """Every error leaves as {"error": {"code", "message"}} (or, under /app/, as a page) with
+    the right status; Redis being unreachable is a 503 so providers retry (never "200 and
+    drop")."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
+        return exc
     # The store's refusals, mapped here once rather than in each handler.
     if isinstance(exc, Conflict):
-        api = conflict_error(exc)
-        return error_response(api.status, api.code, api.message)
+        return conflict_error(exc)
     if isinstance(exc, NotFound):
-        return error_response(404, "not_found", str(exc) or "not found")
+        return ApiError(404, "not_found", str(exc) or "not found")
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:  # redirects are answers, not errors
             raise exc
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason or code)
+        return ApiError(exc.status, code, exc.reason or code)
     if isinstance(exc, _REDIS_DOWN):
         metrics.REDIS_UNAVAILABLE.inc()
         log.warning("redis unavailable on %s %s: %s", request.method, request.path,
                     type(exc).__name__)
-        return error_response(503, "unavailable", "storage is unavailable, retry later",
-                              headers={"Retry-After": "5"})
+        return ApiError(503, "unavailable", "storage is unavailable, retry later",
+                        headers={"Retry-After": "5"})
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return error_response(500, "internal", "internal error")
+    return ApiError(500, "internal", "internal error")

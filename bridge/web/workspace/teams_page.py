@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from bridge.core.teams import Permission, Role, allowed
+from bridge.core.teams import Permission, allowed
 from bridge.core.ticket_fields import FieldDef, FieldType
 from bridge.core.tickets import Ticket
-from bridge.web.access import field_definitions, team_store
+from bridge.web.access import assignable_people, field_definitions, team_store
 from bridge.web.auth import Principal
 from bridge.web.errors import unprocessable
 from bridge.web.keys import settings_key, store_key
@@ -58,8 +58,7 @@ async def assignee_choices(app: web.Application, keep: str = "") -> list[str]:
     """Everyone a ticket may be assigned to (token agents and people of a working role),
     and `keep`, the name the form holds now (a ticket's assignee, the tickets page's
     filter), so that saving or re-applying the form keeps it."""
-    people = {p.name for p in await team_store(app).people() if p.role is not Role.READ_ONLY}
-    names = set(app[settings_key].agent_tokens) | people
+    names = {p.name for p in await assignable_people(app)}
     if keep:
         names.add(keep)
     return sorted(names)

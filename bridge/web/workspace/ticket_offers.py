@@ -1,8 +1,9 @@
 """What the ticket page offers its viewer: only the forms whose posts the server would
 take. Each answer comes from the rule the action's handler applies (bridge/core/teams.py's
-`allowed` and `ticket_access`, `assignment_refusal`; the ticket model's `check_transition`;
-bridge/core/outbound.py's `session_refusal`), so a form the page shows is one the viewer
-can use, and the handlers keep checking every post as before."""
+`allowed`, `ticket_access` and `assignment_refusal`; the ticket model's
+`check_transition`), so a form the page shows is one the viewer can use, and the handlers
+keep checking every post as before. (Macros that send follow `session_refusal`, which the
+page already computes.)"""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bridge.core.outbound import session_refusal
-from bridge.core.teams import Access, Permission, Person, Role, allowed, assignment_refusal
+from bridge.core.teams import Access, Permission, allowed, assignment_refusal
 from bridge.core.teams import ticket_access as access_of
 from bridge.core.tickets import Ticket, TransitionError, check_transition
-from bridge.web.access import team_store
+from bridge.web.access import assignable_people
 from bridge.web.auth import Principal
-from bridge.web.keys import settings_key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,21 +42,6 @@ def offers(who: Principal, ticket: Ticket) -> Offers:
                   work=works, change=works and not final(ticket))
 
 
-def sends_allowed(ticket: Ticket) -> bool:
-    """Whether a macro that sends may go out (a closed ticket or ended session: none)."""
-    return session_refusal(ticket) is None
-
-
-async def _assignable_people(app: web.Application) -> list[Person]:
-    """Everyone `bridge.web.access.assignable` accepts: people of a working role, and
-    BRIDGE_AGENT_TOKENS agents without a person record (agents of no group)."""
-    people = await team_store(app).people()
-    recorded = {p.name for p in people}
-    return [*(p for p in people if p.role is not Role.READ_ONLY),
-            *(Person(name=name, role=Role.AGENT) for name in app[settings_key].agent_tokens
-              if name not in recorded)]
-
-
 async def assignees(app: web.Application, who: Principal, ticket: Ticket) -> list[str]:
     """The people `who` may give the ticket to without moving it (a ticket with a group: its
     members; an agent: themselves), "" (nobody) when they may unassign it, and its
@@ -67,7 +51,7 @@ async def assignees(app: web.Application, who: Principal, ticket: Ticket) -> lis
             who.actor, current_group=ticket.group, current_assignee=ticket.assignee,
             group=ticket.group, assignee=name, assignee_groups=groups) is not None
 
-    names = {p.name for p in await _assignable_people(app) if not refused(p.name, p.groups)}
+    names = {p.name for p in await assignable_people(app) if not refused(p.name, p.groups)}
     if not refused("", None):
         names.add("")
     names.add(ticket.assignee)

@@ -22,7 +22,7 @@ from bridge.store.tickets import TicketStore
 from bridge.templating import TemplateErrors
 from bridge.web import ticket_actions
 from bridge.web.access import field_definitions, need, visible_to
-from bridge.web.api import _event_cursor
+from bridge.web.api import event_cursor
 from bridge.web.auth import Principal
 from bridge.web.errors import ApiError, unprocessable
 from bridge.web.keys import settings_key, store_key
@@ -47,7 +47,7 @@ async def thread(request: web.Request, ticket_id: str) -> dict[str, Any]:
     the API checks its cursor: an id Redis cannot step back from (0-0, a part past 64 bits)
     would be its error, a 500."""
     raw = request.query.get("before") or None
-    before = None if raw is None else _event_cursor(raw)
+    before = None if raw is None else event_cursor(raw)
     store = request.app[store_key]
     events, older = await store.events(ticket_id, cursor=before, limit=THREAD_PAGE)
     shown = [event_json(e) | {"outbound": e.type in OUTBOUND_EVENTS} for e in events]
@@ -88,8 +88,7 @@ async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]
         "window_open": window_open,
         "window_until": iso(contact.window_until_ms) if contact else None,
         "macros": [m for m in macros if not m.sends or (
-            ticket_offers.sends_allowed(ticket)
-            and (window_open or m.actions.fallback_content_sid))],
+            stopped is None and (window_open or m.actions.fallback_content_sid))],
         "all_macros": macros,
         "others": [{"id": t.id, "status": t.status.value, "created_at": iso(t.created_at_ms)}
                    for t in others if t.id != ticket.id],
