@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from redis.asyncio import Redis
 
 from bridge.core.report_counts import SCALARS, channel_dim
-from bridge.core.report_figures import local_days, plan, summary, summed
+from bridge.core.report_figures import HOUR_MS, local_days, plan, summary, summed
 from bridge.store.report_counters import ReportCounters
 
 DEFAULT_DAYS = 30
@@ -82,8 +82,13 @@ def parse_period(*, since: str = "", until: str = "", tz: str = "", channel: str
         raise PeriodError("since must be before until")
     if end - start > timedelta(days=MAX_DAYS):
         raise PeriodError(f"the period may be at most {MAX_DAYS} days")
-    return ReportPeriod(int(start.timestamp() * 1000), int(end.timestamp() * 1000), zone,
-                        channel)
+    since_ms, until_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    # Counted to the hour, both ends within one hour would read no hour at all (it was an
+    # IndexError, a 500): say so rather than answer a report of nothing.
+    if since_ms // HOUR_MS == until_ms // HOUR_MS:
+        raise PeriodError("since and until fall within the same hour: reports count whole "
+                          "hours (period ends are taken to the hour)")
+    return ReportPeriod(since_ms, until_ms, zone, channel)
 
 
 def _iso(ms: int, zone: ZoneInfo) -> str:

@@ -164,6 +164,9 @@ async def test_a_change_applied_twice_counts_once(aredis: redis.asyncio.Redis) -
     ("2025-01-01", "2026-11-01", "", "366"),
     ("yesterday", "", "", "date"),
     ("", "", "Mars/Olympus", "time zone"),
+    # Counted to the hour: both ends in one hour read no hour (an IndexError, a 500).
+    ("2026-12-05T05:10:00Z", "2026-12-05T05:50:00Z", "", "same hour"),
+    ("2026-12-05T10:40:00", "2026-12-05T11:20:00", "Asia/Kolkata", "same hour"),
 ])
 def test_bad_periods_are_refused(since: str, until: str, tz: str, message: str) -> None:
     from bridge.report_query import PeriodError
@@ -198,7 +201,9 @@ async def test_the_overview_api_answers_json_and_csv(client: Client,
                                    # file: OSErrors, once answered 500
                                    "tz=Europe", "tz=Etc", "tz=" + "A" * 300,
                                    # plain dates skipped the 1970-9000 check (9999: a 500)
-                                   "until=9999-12-31", "since=1900-01-01&until=1900-02-01"])
+                                   "until=9999-12-31", "since=1900-01-01&until=1900-02-01",
+                                   # both ends within one hour: a 500 once
+                                   "since=2026-12-05T05:10:00Z&until=2026-12-05T05:50:00Z"])
 async def test_the_overview_api_refuses_bad_periods(client: Client, query: str) -> None:
     answer = await client.get(f"/api/v1/reports/overview?{query}",
                               headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
