@@ -108,6 +108,24 @@ async def test_a_save_without_a_title_keeps_the_current_one(client: Client) -> N
     assert new["title"] == ""
 
 
+async def test_a_save_of_the_actions_alone_keeps_the_text(client: Client) -> None:
+    # It saved a version with no text: applying the macro then sent nothing, silently.
+    await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                     json={"locales": {"en": "Hi", "fr": "Salut"},
+                           "actions": {"status": "pending"}})
+    actions_only = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                                           json={"actions": {"status": "open"}})).json()
+    assert actions_only["locales"] == {"en": "Hi", "fr": "Salut"} and actions_only["sends"]
+    assert actions_only["actions"]["status"] == "open"
+    text_only = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                                        json={"locales": {"en": "Hello"}})).json()
+    assert text_only["actions"]["status"] == "open" and text_only["locales"] == {"en": "Hello"}
+    cleared = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
+                                      json={"locales": {}})).json()
+    assert cleared["locales"] == {} and not cleared["sends"]
+    assert cleared["version"] == 4
+
+
 @pytest.mark.parametrize(("template", "kind", "line"), [
     ("{{ ''.__class__.__mro__ }}", "security", 1),
     ("Hi\n{{ cycler.__init__.__globals__ }}", "security", 2),

@@ -236,11 +236,12 @@ async def put_macro(request: web.Request) -> web.Response:
     data = await _json(request, _DRAFT_FIELDS)
     if "locales" not in data and "actions" not in data:
         raise unprocessable("send locales and/or actions", "invalid_macro")
-    if "title" not in data:
-        # The new version is the locales and actions as sent; a title left out is kept
-        # (a label, not content: an update of the text should not blank it).
-        with contextlib.suppress(MacroNotFound, MacroError):  # a new macro: no title
-            data = {**data, "title": (await macro_store(request.app).get(name)).title}
+    # A field left out is the current version's: an update of the actions alone kept no
+    # text before (the customer then got nothing from the macro, silently). Sending
+    # "locales": {} or "actions": {} is how an admin clears them.
+    with contextlib.suppress(MacroNotFound, MacroError):  # a new macro: nothing to keep
+        current = macro_json(await macro_store(request.app).get(name))
+        data = {**{k: current[k] for k in ("title", "locales", "actions")}, **data}
     try:
         macro = parse_macro(name, data, source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
