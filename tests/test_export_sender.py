@@ -82,6 +82,23 @@ async def test_deliveries_are_signed_for_standardwebhooks(
 
 
 @respx.mock
+async def test_a_secret_rotated_while_the_sender_waits_signs_what_comes_next(
+        aredis: redis.asyncio.Redis, endpoint: tuple[Endpoint, str],
+        sender: EndpointSender) -> None:
+    route = respx.post(URL).respond(204)
+    waiting = asyncio.ensure_future(sender.step(max_block_ms=2000))
+    await asyncio.sleep(0.2)  # the sender is waiting on the outbox by now
+    new_secret = await EndpointStore(aredis).rotate_secret(endpoint[0].id,
+                                                           now_ms=int(time.time() * 1000))
+    await queue(aredis, endpoint[0].id, ("1", "evt_after"))
+    assert await waiting == 1
+    request = route.calls.last.request
+    # The new secret alone verifies it (the old one signs beside it during its grace).
+    assert Webhook(new_secret).verify(request.content, dict(request.headers))
+    assert len(request.headers["webhook-signature"].split()) == 2
+
+
+@respx.mock
 async def test_a_failed_delivery_is_retried_with_its_id_and_holds_only_its_ticket(
         aredis: redis.asyncio.Redis, endpoint: tuple[Endpoint, str],
         sender: EndpointSender) -> None:
@@ -279,6 +296,6 @@ async def test_a_lane_that_fails_stops_the_others_before_the_batch_is_read_again
 
     monkeypatch.setattr(sender.outbox, "park", redis_gone)
     with pytest.raises(redis.ConnectionError):
-        await sender.send_new([endpoint[1]], block_ms=None)
+        await sender.send_new(block_ms=None)
     await asyncio.sleep(0.5)
     assert finished == []  # ticket 2's lane was stopped, not left sending

@@ -163,7 +163,7 @@ class EndpointSender:
 
     # ---------------------------------------------------------------- new deliveries
 
-    async def send_new(self, secrets: list[str], *, block_ms: int | None) -> int:
+    async def send_new(self, *, block_ms: int | None) -> int:
         """Send the next batch of new entries; how many entries it held."""
         if self._position is None:
             self._position = await self.outbox.position()
@@ -171,6 +171,10 @@ class EndpointSender:
                                        block_ms=block_ms)
         if not items:
             return 0
+        # The secrets as they are once the batch came, not before the read waited for it: a
+        # secret rotated meanwhile signs it (read before, the first deliveries after a
+        # rotation carried the old signature alone, up to block_ms after its 200).
+        secrets = await self.endpoints.signing_secrets(self.endpoint.id, now_ms=self.now_ms())
         held = await self.outbox.held_tickets()
         lanes: dict[str, list[OutboxItem]] = {}
         for item in items:
@@ -239,7 +243,7 @@ class EndpointSender:
                 block_ms = None
             elif next_due is not None:
                 block_ms = max(1, min(max_block_ms, next_due - self.now_ms()))
-            done += await self.send_new(secrets, block_ms=block_ms)
+            done += await self.send_new(block_ms=block_ms)
         await self.flush_tally()
         return done
 
