@@ -268,3 +268,31 @@ async def test_a_channel_filter_names_the_figures_it_does_not_narrow(
     assert 'id="agents-scope"' in page and "all channels" in page
     page = await (await client.get("/app/reports?since=2026-11-01&until=2026-11-03")).text()
     assert 'id="agents-scope"' not in page
+
+
+async def test_the_pages_to_date_is_included(client: Client, aredis: redis.asyncio.Redis
+                                             ) -> None:
+    """The form's "To" is the last day shown: one day picked twice is that day (it was the
+    API's exclusive `until`, so the same day twice was a 422 and "To" today left today out)."""
+    await record(ReportCounters(aredis), HISTORY)
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+
+    async def created(query: str) -> int:
+        answer = await client.get(f"/api/v1/reports/overview?{query}", headers=headers)
+        return int((await answer.json())["tickets"]["created"])
+
+    await sign_in(client, AGENT_TOKEN)
+    one_day = await client.get("/app/reports?since=2026-11-01&to=2026-11-01")
+    html = await one_day.text()
+    assert one_day.status == 200
+    assert f'id="fig-created">{await created("since=2026-11-01&until=2026-11-02")}<' in html
+    both = await (await client.get("/app/reports?since=2026-11-01&to=2026-11-02")).text()
+    assert f'id="fig-created">{await created("since=2026-11-01&until=2026-11-03")}<' in both
+    assert 'name="to" type="date" value="2026-11-02"' in both
+    # The download is the exact period shown.
+    assert "until=2026-11-03T00%3A00%3A00%2B00%3A00" in both
+    today = datetime.now(UTC).date().isoformat()
+    default = await (await client.get("/app/reports")).text()
+    assert f'name="to" type="date" value="{today}"' in default
+    bad = await client.get("/app/reports?to=soon")
+    assert bad.status == 422 and "To must be a date" in await bad.text()

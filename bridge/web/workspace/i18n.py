@@ -91,6 +91,8 @@ FRENCH: dict[str, str] = {
     "Period": "Période",
     "From": "Du",
     "To": "Au",
+    "To (included)": "Au (inclus)",
+    "days included": "jours inclus",
     "Time zone": "Fuseau horaire",
     "Show": "Afficher",
     "Download CSV": "Télécharger en CSV",

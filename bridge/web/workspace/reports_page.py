@@ -3,6 +3,7 @@ viewer's time zone, and the CSV download of the same numbers."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from bridge.core.messages import Channel
 from bridge.core.report_figures import csv_rows
-from bridge.report_query import PeriodError, build_report, parse_period
+from bridge.report_query import PeriodError, ReportPeriod, build_report, parse_period
 from bridge.web.auth import Principal
 from bridge.web.keys import redis_key
 from bridge.web.reports import csv_response
@@ -40,14 +41,32 @@ def _charts(report: dict[str, Any], lang: str) -> dict[str, Any]:
     }
 
 
+def _end_of(last_day: str) -> str:
+    """The form's "To" is the last day shown, included: the period ends at the next local
+    midnight (the API's `until`, exclusive, which the page also takes, for links)."""
+    try:
+        day = date.fromisoformat(last_day)
+    except ValueError:
+        raise PeriodError("To must be a date (2024-05-01)") from None
+    return (day + timedelta(days=1)).isoformat()
+
+
+def _shown(period: ReportPeriod) -> tuple[str, str]:
+    """The first and last local days the period covers, as the form shows them."""
+    def local(ms: int) -> date:
+        return datetime.fromtimestamp(ms / 1000, period.zone).date()
+    return local(period.since_ms).isoformat(), local(period.until_ms - 1).isoformat()
+
+
 @routes.get("/app/reports")
 @page()
 async def reports(request: web.Request, who: Principal) -> web.StreamResponse:
     q = request.query
-    form = {"since": q.get("since", ""), "until": q.get("until", ""),
+    form = {"since": q.get("since", ""), "to": q.get("to", ""),
             "tz": q.get("tz", "") or "UTC", "channel": q.get("channel", "")}
     try:
-        period = parse_period(since=form["since"], until=form["until"], tz=form["tz"],
+        until = _end_of(form["to"]) if form["to"] else q.get("until", "")
+        period = parse_period(since=form["since"], until=until, tz=form["tz"],
                               channel=form["channel"], channels=tuple(Channel))
     except PeriodError as exc:
         return render(request, "reports.html", who=who, status=422, error=str(exc),
@@ -56,8 +75,12 @@ async def reports(request: web.Request, who: Principal) -> web.StreamResponse:
     report = await build_report(request.app[redis_key], period)
     if q.get("format") == "csv":
         return csv_response(csv_rows(report), "report.csv")
-    # Encoded: a zone like Etc/GMT+5 would otherwise arrive with a space for its "+".
-    csv_query = urlencode({k: v for k, v in form.items() if v})
+    form["since"], form["to"] = _shown(period)
+    # The exact period, encoded: a zone like Etc/GMT+5, or an offset, would otherwise
+    # arrive with a space for its "+".
+    csv_query = urlencode({k: v for k, v in {
+        "since": report["since"], "until": report["until"], "tz": form["tz"],
+        "channel": form["channel"]}.items() if v})
     return render(request, "reports.html", who=who, error="", form=form, report=report,
                   charts=_charts(report, language(request)), time_zones=TIME_ZONES,
                   channels=[c.value for c in Channel], labels=TIME_LABELS,
