@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from bridge.web.workspace.i18n_messages import french_message
+
 LANGUAGES = ("en", "fr")
 LANG_COOKIE = "lang"
 
@@ -196,5 +198,14 @@ def language(request: web.Request) -> str:
 
 def translator(lang: str) -> Callable[[str], str]:
     if lang == "fr":
-        return lambda text: FRENCH.get(text, text)
+        return french
     return lambda text: text
+
+
+def french(text: str) -> str:
+    """The page's words (FRENCH), else a message made at run time (i18n_messages), else
+    the English."""
+    fixed = FRENCH.get(text)
+    if fixed is not None:
+        return fixed
+    return french_message(text) or text
