@@ -285,3 +285,42 @@ async def test_a_ticket_not_indexed_yet_is_assigned_all_the_same(
     await relay_all(aredis, sync_redis, [_consumer(store, aredis)])
     ticket = await store.get_ticket(tid)  # the update indexed it again
     assert (ticket.group, ticket.assignee) == ("support", "a1")
+
+
+@pytest.mark.parametrize(("then", "expected"), [
+    # Moved to a group its holder is not in: back to that group's queue.
+    ({"set_group": "en"}, ("en", "")),
+    # A holder who is in the new group keeps it.
+    ({"set_group": "fr2"}, ("fr2", "afr")),
+    # A rule naming a holder outside the group changes nothing (and says why on the ticket).
+    ({"set_group": "en", "assign": "afr"}, ("fr", "afr")),
+])
+async def test_a_rule_never_leaves_a_ticket_with_a_holder_outside_its_group(
+        store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
+        then: dict[str, str], expected: tuple[str, str]) -> None:
+    """The API refuses a group whose members do not include the assignee; a rule left the
+    assignee in place, who then worked a ticket of a group not theirs."""
+    from bridge.core.rule_parsing import parse_config
+    from bridge.jobs import JobQueues
+    from bridge.store.macros import MacroStore
+    from workers.automations import Deps, handle_ticket_event
+    teams = TeamStore(aredis)
+    for group in ("fr", "fr2", "en"):
+        await teams.save_group(Group(name=group))
+    await teams.save_person(Person(name="afr", role=Role.AGENT,
+                                   groups=frozenset({"fr", "fr2"})))
+    [tid] = await _new_tickets(store, 1)
+    await store.update_ticket(tid, author="admin", now_ms=1, group="fr", assignee="afr")
+    config = parse_config({"triggers": [{"name": "move", "on": ["ticket.reopened"],
+                                         "then": then}]})
+    deps = Deps(store=store, macros=MacroStore(aredis, {}), queues=JobQueues(sync_redis),
+                config=config)
+    out = await handle_ticket_event(deps, {"ticket_id": tid, "trigger": "ticket.reopened",
+                                           "version": 2, "event_id": "e1"})
+    assert out["fired"] == ["move"]
+    ticket = await store.get_ticket(tid)
+    assert (ticket.group, ticket.assignee) == expected
+    notes = [e.body for e in (await store.events(tid))[0] if e.type.value == "note"]
+    assert bool(notes) is ("assign" in then)
+    if notes:
+        assert "afr is not a member of group en" in notes[-1]

@@ -51,6 +51,7 @@ from bridge.sending import apply_macro, send_csat
 from bridge.store import keys
 from bridge.store.claims import new_token
 from bridge.store.macros import MacroNotFound, MacroStore, load_shipped
+from bridge.store.teams import TeamStore
 from bridge.store.tickets import Conflict, NotFound, TicketStore
 from bridge.templating import DEFAULT_LIMITS, Limits, TemplateErrors
 
@@ -234,6 +235,25 @@ async def _note(deps: Deps, ticket_id: str, text: str, now: int) -> None:
         log.exception("could not add a note to ticket %s", ticket_id)
 
 
+async def _assignee_after(deps: Deps, actions: RuleActions, current: Ticket) -> str | None:
+    """The assignee a rule's update sets. A ticket with a group is held by a member of it,
+    as the API keeps it (bridge/core/teams.assignment_refusal): a rule that moves the ticket
+    to a group its holder is not in hands it back to that group (unassigned, for the
+    assignment to place); a rule that names a holder outside the group is refused."""
+    if not actions.set_group:
+        return actions.assign
+    holder = current.assignee if actions.assign is None else actions.assign
+    if not holder:
+        return actions.assign
+    person = await TeamStore(deps.store.redis).find_person(holder)
+    # No record: a BRIDGE_AGENT_TOKENS agent, of no group.
+    if person is not None and actions.set_group in person.groups:
+        return actions.assign
+    if actions.assign is None:
+        return ""
+    raise Conflict("not_a_member", f"{holder} is not a member of group {actions.set_group}")
+
+
 async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket, now: int,
                   *, reason: str) -> ActionReport:
     """Run a rule's actions on a ticket: apply_macro, then the changes, then send_csat."""
@@ -266,9 +286,10 @@ async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket,
     if actions.changes_ticket:
         current = await deps.store.get_ticket(ticket.id)
         try:
+            assignee = await _assignee_after(deps, actions, current)
             updated, _ = await deps.store.update_ticket(
                 ticket.id, author=author, now_ms=now, status=actions.set_status,
-                tags=actions.tags_after(current.tags), assignee=actions.assign,
+                tags=actions.tags_after(current.tags), assignee=assignee,
                 group=actions.set_group, origin=Origin.AUTOMATION,
             )
             report.done.append("update")
@@ -276,6 +297,9 @@ async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket,
                 report.touched.add(ticket.id)
         except Conflict as exc:
             report.errors.append(f"{author}: {exc.message}")
+            if exc.code == "not_a_member":
+                await _note(deps, ticket.id, f"{author} did not change the ticket: "
+                            f"{exc.message}", now)
     if actions.send_csat:
         try:
             csat = await send_csat(store=deps.store, macros=deps.macros, queues=deps.queues,
