@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from bridge.web.errors import ApiError, bad_request, unprocessable
 from bridge.web.keys import settings_key
+
+T = TypeVar("T")
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -18,10 +23,27 @@ async def read_body(request: web.Request) -> bytes:
         # The whole body arrived with the headers (the usual webhook): nothing to wait for,
         # so no timer to arm and cancel.
         return await request.read()
+    return await _before_deadline(request, request.read())
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """A form's fields (the workspace's POSTs: urlencoded, or multipart from a script's
+    FormData) under the same deadline as any body (408); a body aiohttp cannot read as a
+    form (multipart without a boundary) is a 400. Read once: aiohttp keeps the fields."""
+    try:
+        if request.content.is_eof():
+            return await request.post()
+        return await _before_deadline(request, request.post())
+    except ValueError as exc:
+        raise bad_request(f"the form could not be read: {str(exc)[:200]}",
+                          "malformed") from None
+
+
+async def _before_deadline(request: web.Request, reading: Awaitable[T]) -> T:
     timeout_s = request.app[settings_key].body_read_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
-            return await request.read()
+            return await reading
     except TimeoutError:
         raise ApiError(408, "request_timeout",
                        f"the body did not arrive within {timeout_s:g} s") from None

@@ -17,6 +17,7 @@ from bridge.core.teams import Permission, allowed
 from bridge.store.tickets import Conflict, NotFound
 from bridge.web.access import team_store
 from bridge.web.auth import Principal, Role
+from bridge.web.bodies import read_form
 from bridge.web.errors import ApiError
 from bridge.web.session import CSRF_FIELD, check_csrf, csrf_token, load_session, set_cookie
 from bridge.web.workspace.charts import duration_text
@@ -157,7 +158,7 @@ def page(*, admin: bool = False, back: Callable[[web.Request], str] | None = Non
             await _load_availability(request, who)
             try:
                 if request.method == "POST":
-                    form = await request.post()
+                    form = await read_form(request)
                     check_csrf(request, str(form.get(CSRF_FIELD, "")))
                 if admin and who.role is not Role.ADMIN:
                     raise ApiError(403, "forbidden", "This page is for admins")
@@ -193,5 +194,5 @@ async def _load_availability(request: web.Request, who: Principal) -> None:
 
 
 async def form_text(request: web.Request, name: str) -> str:
-    value = (await request.post()).get(name, "")
+    value = (await read_form(request)).get(name, "")
     return value if isinstance(value, str) else ""

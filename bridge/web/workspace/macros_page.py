@@ -22,6 +22,7 @@ from bridge.store.tickets import NotFound
 from bridge.templating import DEFAULT_LIMITS, FIXTURE_TICKET, TemplateErrors, fixture_contact
 from bridge.web.access import need
 from bridge.web.auth import Principal, Role
+from bridge.web.bodies import read_form
 from bridge.web.errors import ApiError, not_found, unprocessable
 from bridge.web.keys import store_key
 from bridge.web.macros import _validate, automation_config, macro_store, render_limits
@@ -140,7 +141,7 @@ async def macro_page(request: web.Request, who: Principal) -> web.Response:
 @page(admin=True, back=_back)
 async def macro_save(request: web.Request, who: Principal) -> web.Response:
     name = _name(request)
-    form = await request.post()
+    form = await read_form(request)
     try:
         draft = draft_of(name, form)
     except ApiError as exc:
@@ -159,7 +160,7 @@ async def macro_save(request: web.Request, who: Principal) -> web.Response:
 async def macro_preview(request: web.Request, who: Principal) -> web.Response:
     """The draft in the editor rendered for a ticket (or a sample one): a fragment."""
     app = request.app
-    form = await request.post()
+    form = await read_form(request)
     # An agent's editor has its fields disabled: the macro as stored is previewed, whatever
     # the form holds (a draft is a template of one's own: only admins render those).
     editable = who.role is Role.ADMIN and (
@@ -222,7 +223,7 @@ async def macro_version(request: web.Request, who: Principal) -> web.Response:
 @page(admin=True, back=_back)
 async def macro_rollback(request: web.Request, who: Principal) -> web.Response:
     name = _name(request)
-    raw = str((await request.post()).get("version", ""))
+    raw = str((await read_form(request)).get("version", ""))
     if not raw.isdigit() or len(raw) > 9:
         raise unprocessable("version must be a version number")
     store = macro_store(request.app)

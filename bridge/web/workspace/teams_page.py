@@ -19,6 +19,7 @@ from bridge.core.ticket_fields import FieldDef, FieldType
 from bridge.core.tickets import Ticket
 from bridge.web.access import assignable_people, field_definitions, team_store
 from bridge.web.auth import Principal
+from bridge.web.bodies import read_form
 from bridge.web.errors import unprocessable
 from bridge.web.keys import settings_key, store_key
 from bridge.web.serialize import ticket_json
@@ -125,7 +126,7 @@ def _back_to(request: web.Request, target: str) -> str:
 @routes.post("/app/availability")
 @page(back=lambda request: "/app/")
 async def availability(request: web.Request, who: Principal) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     wanted = str(form.get("available", ""))
     if wanted not in ("0", "1"):
         raise unprocessable("available must be 0 or 1")

@@ -24,6 +24,7 @@ from bridge.web import ticket_actions
 from bridge.web.access import field_definitions, need, visible_to
 from bridge.web.api import event_cursor
 from bridge.web.auth import Principal
+from bridge.web.bodies import read_form
 from bridge.web.errors import ApiError, unprocessable
 from bridge.web.keys import settings_key, store_key
 from bridge.web.macro_apply import apply_macro
@@ -171,7 +172,7 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
 @routes.post("/app/tickets/{id}/update")
 @page(back=_back)
 async def update(request: web.Request, who: Principal) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     raw_status = str(form.get("status", ""))
     try:
         status = Status(raw_status) if raw_status else None
