@@ -143,7 +143,7 @@ async def _hello(ws: web.WebSocketResponse) -> dict[str, Any]:
         raise ApiError(400, "invalid", "the first message must be a JSON hello")
     try:
         data = json.loads(msg.data)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[…": too deep for the decoder
         raise ApiError(400, "invalid", "messages are JSON objects") from None
     if not isinstance(data, dict) or data.get("type") != "hello" or not isinstance(
             data.get("token"), str):
@@ -233,7 +233,7 @@ async def _receive(ws: web.WebSocketResponse, store: WidgetStore, cid: str) -> N
             else:
                 raise ApiError(400, "invalid", "a message is a JSON object of type read or "
                                                "typing")
-        except ValueError:
+        except (ValueError, RecursionError):
             await _rejected(ws, "invalid", "a message is a JSON object of type read or typing")
         except ApiError as exc:
             await _rejected(ws, exc.code, exc.message)
