@@ -201,3 +201,22 @@ async def test_bad_polls_are_4xx(client: Client, body: dict[str, Any]) -> None:
     token = await new_visitor(client)
     response = await call(client, "poll", body, token=token)
     assert 400 <= response.status < 500
+
+
+async def test_a_failure_after_the_upgrade_closes_the_socket_cleanly(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once upgraded, an error (here Redis gone) closes with 1011: the edge's 503 answer
+    was written into the socket, which the client read as a broken frame."""
+    import redis.exceptions
+
+    from bridge.web.widget import widget_store_key
+    token = await new_visitor(client)
+
+    async def gone(*args: object) -> None:
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(client.app[widget_store_key], "ticket_ids", gone)
+    ws = await hello(client, token)
+    msg = await ws.receive()
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+    assert ws.close_code == 1011

@@ -159,6 +159,18 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     await check_ip_budget(request)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=8192, compress=False)
     await ws.prepare(request)
+    try:
+        await _converse(request, ws)
+    except Exception:
+        # Upgraded: the edge's error answer (a 500, Redis's 503) would be written into the
+        # socket as if it were frames. The client reconnects and resumes from its cursor.
+        log.warning("widget socket failed; closing it", exc_info=True)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.close(code=1011)
+    return ws
+
+
+async def _converse(request: web.Request, ws: web.WebSocketResponse) -> None:
     store = request.app[widget_store_key]
     hub = request.app[hub_key]
     hub.handshaking.add(ws)
@@ -173,7 +185,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_str(json.dumps({"type": "error", "code": exc.code,
                                           "message": exc.message}))
         await ws.close(code=4000 + exc.status)
-        return ws
+        return
     finally:
         hub.handshaking.discard(ws)
     thread = Thread(store, ctx.contact_id, after, await store.ticket_ids(ctx.contact_id))
@@ -191,7 +203,6 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
             await _receive(ws, store, ctx.contact_id)
     if visitor.pump_task is not None:
         visitor.pump_task.cancel()
-    return ws
 
 
 MAX_SEEN = 200

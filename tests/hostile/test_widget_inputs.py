@@ -144,7 +144,7 @@ def test_hostile_socket_frames_close_it_and_write_nothing(
     before = ticket_keys(client)
     got = asyncio.run(_socket_session(live, frames))
     # An error frame, then the close; a frame past the size limit is closed at once.
-    assert (isinstance(got[0], dict) and got[0]["type"] == "error"
+    assert ((isinstance(got[0], dict) and got[0]["type"] == "error")
             or got == [aiohttp.WSMsgType.CLOSE]), got
     assert ticket_keys(client) == before
     client.close()
