@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from bridge.core.changes import Origin
-from bridge.core.teams import TeamConfig
+from bridge.core.teams import STRANDED_NAMED, TeamConfig, group_refusal
 from bridge.core.tickets import UNSOLVED, SessionState, Ticket
 from bridge.store.teams import TeamStore
 from bridge.store.tickets import Conflict, NotFound, TicketStore
@@ -33,6 +33,20 @@ def holds_capacity(ticket: Ticket) -> bool:
 def wants_agent(ticket: Ticket) -> bool:
     return (not ticket.assignee and ticket.status in UNSOLVED
             and ticket.session is SessionState.ACTIVE)
+
+
+async def group_removal_refusal(teams: TeamStore, tickets: TicketStore, name: str
+                                ) -> Conflict | None:
+    """Why a group may not be removed (the API's DELETE and `bridge groups remove`): its
+    members would belong to no such group, its unsolved tickets to a group nobody can join."""
+    members = [p.name for p in await teams.people() if name in p.groups]
+    if members:
+        return Conflict("group_has_members",
+                        f"group {name} still has members: {', '.join(members)}")
+    left = await tickets.unsolved_ids(lambda t: t.group == name, limit=STRANDED_NAMED)
+    if left:
+        return Conflict("group_has_tickets", group_refusal(name, left))
+    return None
 
 
 class NotWanted(Conflict):

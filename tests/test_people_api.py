@@ -43,6 +43,8 @@ async def _ticket(client: Client, group: str = "") -> str:
     {"name": "awa", "time_zone": "../../etc/passwd"}, {"name": "awa", "locale": "French!"},
     {"name": "awa", "display_name": "x" * 101}, {"name": "awa", "available": "yes"},
     {"name": "awa", "token": "mine"},
+    # Read-only people work no tickets: in the rotation, assignment gave them some.
+    {"name": "awa", "role": "read_only", "available": True},
 ])
 async def test_bad_people_are_422_and_nothing_is_written(client: Client, body: dict[str, Any],
                                                          sync_redis: redis.Redis) -> None:
@@ -187,3 +189,20 @@ async def test_a_person_holding_unsolved_tickets_is_not_deleted(client: Client) 
     assert (await refused.json())["error"]["code"] == "agent_holds_tickets"
     await client.patch(f"/api/v1/tickets/{tid}", json={"assignee": None}, headers=ADMIN)
     assert (await client.delete("/api/v1/agents/awa", headers=ADMIN)).status == 204
+
+
+async def test_a_person_made_read_only_leaves_the_rotation(client: Client) -> None:
+    await client.post("/api/v1/groups", json={"name": "fr"}, headers=ADMIN)
+    await _person(client, name="awa", groups=["fr"], available=True)
+    made = await client.patch("/api/v1/agents/awa", json={"role": "read_only"}, headers=ADMIN)
+    assert made.status == 200 and (await made.json())["available"] is False
+    again = await client.patch("/api/v1/agents/awa", json={"available": True}, headers=ADMIN)
+    assert again.status == 422 and "read_only" in await again.text()
+
+
+async def test_a_change_keeps_an_unset_display_name_unset(client: Client,
+                                                          sync_redis: redis.Redis) -> None:
+    await _person(client, name="awa")
+    await client.patch("/api/v1/agents/awa", json={"capacity": 3}, headers=ADMIN)
+    from bridge.store.teams import person_key
+    assert sync_redis.hget(person_key("awa"), "display_name") in (b"", None)

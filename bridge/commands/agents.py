@@ -14,18 +14,21 @@ views from the command line (the same records as the API's /api/v1/agents, /grou
 from __future__ import annotations
 
 import asyncio
+import time
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 
+from bridge.assignment import Assigner, group_removal_refusal
 from bridge.commands.outbound import _settings_and_url, _table, redis_url_option
 from bridge.core.teams import (
     Group,
     Person,
     Role,
     check_name,
+    check_person,
     holder_refusal,
 )
 from bridge.store.connection import async_redis
@@ -59,6 +62,15 @@ def _name(value: str) -> str:
     if name in RESERVED_AUTHORS:
         raise click.BadParameter(f"{name} is a built-in author's name")
     return name
+
+
+def _checked(person: Person) -> Person:
+    """The API's checks of a person's values (bridge.core.teams.check_person): a person
+    the CLI saved past them could no longer be changed through the API."""
+    try:
+        return check_person(person)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _zone(value: str) -> str:
@@ -127,9 +139,10 @@ def add_agent(name: str, role: str, groups: tuple[str, ...], display_name: str, 
     async def work(teams: TeamStore, _: ViewStore, __: TicketStore) -> str:
         if await teams.find_person(name) is not None:
             raise click.ClickException(f"agent {name} exists (bridge agents set)")
-        person = Person(name=name, role=Role(role), groups=await _known_groups(teams, groups),
-                        display_name=display_name, locale=locale, time_zone=time_zone,
-                        capacity=capacity)
+        person = _checked(Person(
+            name=name, role=Role(role), groups=await _known_groups(teams, groups),
+            display_name=display_name, locale=locale, time_zone=time_zone,
+            capacity=capacity))
         token = teams.new_token()
         await teams.save_person(person, token=token)
         return token
@@ -144,12 +157,17 @@ def add_agent(name: str, role: str, groups: tuple[str, ...], display_name: str, 
 @click.option("--capacity", type=click.IntRange(0, 1000), default=None)
 @click.option("--available/--unavailable", default=None)
 @click.option("--display-name", default=None)
+@click.option("--locale", default=None)
 @click.option("--time-zone", default=None)
 @redis_url_option
 def set_agent(name: str, role: str | None, groups: tuple[str, ...], capacity: int | None,
-              available: bool | None, display_name: str | None, time_zone: str | None,
-              redis_url: str | None) -> None:
-    """Change a person (only the options given)."""
+              available: bool | None, display_name: str | None, locale: str | None,
+              time_zone: str | None, redis_url: str | None) -> None:
+    """Change a person (only the options given). As the API: someone made available (or
+    given room) takes their groups' waiting tickets at once; made read-only, they leave
+    the rotation."""
+    settings, _ = _settings_and_url(redis_url)
+
     async def work(teams: TeamStore, _: ViewStore, tickets: TicketStore) -> None:
         person = await teams.find_person(name)
         if person is None:
@@ -157,17 +175,23 @@ def set_agent(name: str, role: str | None, groups: tuple[str, ...], capacity: in
         changes: dict[str, object] = {}
         if role is not None:
             changes["role"] = Role(role)
+            if Role(role) is Role.READ_ONLY and available is None:
+                changes["available"] = False
         if groups:
             changes["groups"] = await _known_groups(teams, groups)
         for key, value in (("capacity", capacity), ("available", available),
-                           ("display_name", display_name),
+                           ("display_name", display_name), ("locale", locale),
                            ("time_zone", None if time_zone is None else _zone(time_zone))):
             if value is not None:
                 changes[key] = value
-        after = Person(**{**person.__dict__, **changes})
+        after = _checked(Person(**{**person.__dict__, **changes}))
         if (after.role, after.groups) != (person.role, person.groups):
             await _refuse_stranding(tickets, name, after)
         await teams.save_person(after)
+        if after.available and settings.teams.auto_assign:
+            assigner = Assigner(tickets, teams, settings.teams)
+            for group in sorted(after.groups):
+                await assigner.drain(group, int(time.time() * 1000))
     _run(redis_url, work)
     click.echo(f"updated {name}")
 
@@ -230,6 +254,22 @@ def add_group(name: str, description: str, redis_url: str | None) -> None:
         await teams.save_group(Group(name=name, description=description))
     _run(redis_url, work)
     click.echo(f"group {name} saved")
+
+
+@groups.command("remove")
+@click.argument("name")
+@redis_url_option
+def remove_group(name: str, redis_url: str | None) -> None:
+    """Remove a group that has no members and no unsolved tickets left (as the API)."""
+    async def work(teams: TeamStore, _: ViewStore, tickets: TicketStore) -> None:
+        if not await teams.group_exists(name):
+            raise click.ClickException(f"no group {name}")
+        refusal = await group_removal_refusal(teams, tickets, name)
+        if refusal is not None:
+            raise click.ClickException(refusal.message)
+        await teams.delete_group(name)
+    _run(redis_url, work)
+    click.echo(f"removed group {name}")
 
 
 @click.group()

@@ -91,6 +91,30 @@ class Person:
     available: bool = False
 
 
+_LOCALE = re.compile(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+MAX_DISPLAY_NAME = 100
+MAX_CAPACITY = 1000
+
+
+def check_person(person: Person) -> Person:
+    """The checks a person's values pass, whoever sets them (the API, `bridge agents`):
+    ValueError says which failed. Group names and the time zone are the edges' to check
+    against what exists."""
+    if len(person.display_name) > MAX_DISPLAY_NAME:
+        raise ValueError(f"display_name must be a string of at most {MAX_DISPLAY_NAME} "
+                         "characters")
+    if person.locale and not _LOCALE.fullmatch(person.locale):
+        raise ValueError("locale must look like en, fr or pt-BR")
+    if not 0 <= person.capacity <= MAX_CAPACITY:
+        raise ValueError(f"capacity must be a whole number from 0 to {MAX_CAPACITY}")
+    # Read-only people work no tickets: in a group's rotation, assignment handed them
+    # tickets they could not answer (and that kept them from being removed).
+    if person.available and person.role is Role.READ_ONLY:
+        raise ValueError("a read_only person works no tickets: they cannot be available "
+                         "for assignment")
+    return person
+
+
 @dataclass(frozen=True, kw_only=True)
 class Group:
     name: str

@@ -145,7 +145,9 @@ class TeamStore:
             for group in (old.groups if old else frozenset()) - person.groups:
                 pipe.zrem(rotation_key(group), person.name)
             for group in person.groups:
-                if person.available:
+                # Read-only people work no tickets (bridge.core.teams.check_person refuses
+                # them available; a record saved before that check leaves the rotation).
+                if person.available and person.role is not Role.READ_ONLY:
                     pipe.zadd(rotation_key(group), {person.name: 0}, nx=True)
                 else:
                     pipe.zrem(rotation_key(group), person.name)

@@ -16,18 +16,16 @@
 from __future__ import annotations
 
 import functools
-import re
 import time
 import zoneinfo
 from typing import Any
 
 from aiohttp import web
 
-from bridge.assignment import Assigner
+from bridge.assignment import Assigner, group_removal_refusal
 from bridge.core.changes import Origin
 from bridge.core.teams import (
     MAX_GROUPS,
-    STRANDED_NAMED,
     Access,
     Group,
     Permission,
@@ -35,7 +33,7 @@ from bridge.core.teams import (
     Role,
     allowed,
     check_name,
-    group_refusal,
+    check_person,
     holder_refusal,
 )
 from bridge.core.ticket_fields import MAX_FIELDS, parse_definition
@@ -51,7 +49,6 @@ routes = web.RouteTableDef()
 
 _PERSON_KEYS = frozenset({"name", "display_name", "locale", "time_zone", "role", "groups",
                           "capacity", "available"})
-_LOCALE = re.compile(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 
 
 @functools.cache
@@ -82,7 +79,10 @@ def _invalid(exc: ValueError) -> ApiError:
 async def _person_from(request: web.Request, data: dict[str, Any],
                        base: Person | None) -> Person:
     """A person from a POST/PATCH body (PATCH: over `base`), every value checked."""
-    merged = {**(person_json(base) if base else {}), **data}
+    # The record's own values (not person_json's, which shows the name where no display
+    # name was given: merged from it, any change stored the name as the display name).
+    merged = {**({**base.__dict__, "role": base.role.value, "groups": sorted(base.groups)}
+                 if base else {}), **data}
     try:
         name = check_name("name", merged.get("name", ""))
     except ValueError as exc:
@@ -96,9 +96,9 @@ async def _person_from(request: web.Request, data: dict[str, Any],
     display = merged.get("display_name") or ""
     locale = merged.get("locale") or ""
     zone = merged.get("time_zone") or ""
-    if not isinstance(display, str) or len(display) > 100:
+    if not isinstance(display, str):
         raise unprocessable("display_name must be a string of at most 100 characters")
-    if not isinstance(locale, str) or (locale and not _LOCALE.fullmatch(locale)):
+    if not isinstance(locale, str):
         raise unprocessable("locale must look like en, fr or pt-BR")
     if not isinstance(zone, str) or len(zone) > 64:
         raise unprocessable("time_zone must be an IANA time zone such as Africa/Dakar")
@@ -113,13 +113,19 @@ async def _person_from(request: web.Request, data: dict[str, Any],
         raise unprocessable(f"no such group(s): {', '.join(sorted(unknown))}",
                             "unknown_group")
     capacity = merged.get("capacity", 10)
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 0 <= capacity <= 1000:
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
         raise unprocessable("capacity must be a whole number from 0 to 1000")
     available = merged.get("available", False)
     if not isinstance(available, bool):
         raise unprocessable("available must be true or false")
-    return Person(name=name, role=role, display_name=display, locale=locale, time_zone=zone,
-                  groups=frozenset(groups), capacity=capacity, available=available)
+    if role is Role.READ_ONLY and "available" not in data:
+        available = False  # made read-only: out of the rotation with it
+    try:
+        return check_person(Person(
+            name=name, role=role, display_name=display, locale=locale, time_zone=zone,
+            groups=frozenset(groups), capacity=capacity, available=available))
+    except ValueError as exc:
+        raise _invalid(exc) from None
 
 
 async def _drain(request: web.Request, person: Person) -> None:
@@ -282,15 +288,9 @@ async def delete_group(request: web.Request) -> web.Response:
     store = team_store(request.app)
     if not await store.group_exists(name):
         raise not_found(f"group {name} not found")
-    members = [p.name for p in await store.people() if name in p.groups]
-    if members:
-        raise conflict("group_has_members", f"group {name} still has members: "
-                                            f"{', '.join(members)}")
-    # Its unsolved tickets would be left in a group nobody can be a member of.
-    tickets = await request.app[store_key].unsolved_ids(lambda t: t.group == name,
-                                                        limit=STRANDED_NAMED)
-    if tickets:
-        raise conflict("group_has_tickets", group_refusal(name, tickets))
+    refusal = await group_removal_refusal(store, request.app[store_key], name)
+    if refusal is not None:
+        raise refusal  # 409 (the edge maps a Conflict)
     await store.delete_group(name)
     return web.Response(status=204)
 
