@@ -193,6 +193,21 @@ async def test_only_one_relay_works_at_a_time_and_another_takes_over(
     assert len(queued(sync_redis, QUEUE_EVENTS)) == 2
 
 
+async def test_a_paused_relay_that_comes_back_never_moves_positions_back(
+        store: TicketStore, sync_redis: redis.Redis) -> None:
+    """A relay stopped past its lease finishes its batch after the new holder went on: its
+    save put the positions back, and the lag it then showed never cleared."""
+    log = ChangeLog(store.redis)
+    await log.save_positions("jobs", {0: "1700000000500-3", 1: "1700000000500-3"})
+    await log.save_positions("jobs", {0: "1700000000400-9", 1: "1700000000500-4",
+                                      2: "1700000000100-0"})
+    assert (await log.positions("jobs"))[0] == "1700000000500-3"  # behind: kept
+    assert (await log.positions("jobs"))[1] == "1700000000500-4"  # same ms, later seq
+    assert (await log.positions("jobs"))[2] == "1700000000100-0"  # first save
+    await log.save_positions("jobs", {0: "1700000000501-0"})
+    assert (await log.positions("jobs"))[0] == "1700000000501-0"
+
+
 async def test_a_relay_renews_its_lease_once_a_third_of_its_lifetime_passed(
         store: TicketStore, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     log = ChangeLog(store.redis)

@@ -57,6 +57,34 @@ PARTITIONS_PER_ROUND_TRIP = 16
 # operations page, which shows the sweep's consumer a grace period behind on purpose).
 LAG_COUNT_CAP = 100
 
+# Positions only move forward. A relay paused past its lease (a stopped process, a long GC)
+# finishes the batch it held once it runs again, after the new holder went further: its
+# save put the positions back, the log's lag stayed (and grew) until new traffic reached
+# those partitions, and trimming kept entries for it. Stream ids compare as (ms, seq).
+_ADVANCE_SCRIPT = """
+local n = #ARGV / 2
+local fields = {}
+for i = 1, n do fields[i] = ARGV[2 * i - 1] end
+local current = redis.call('HMGET', KEYS[1], unpack(fields))
+local out = {}
+for i = 1, n do
+  local new, cur = ARGV[2 * i], current[i]
+  local ahead = not cur
+  if cur then
+    local nms, nseq = string.match(new, '^(%d+)-(%d+)$')
+    local cms, cseq = string.match(cur, '^(%d+)-(%d+)$')
+    nms, nseq, cms, cseq = tonumber(nms), tonumber(nseq), tonumber(cms), tonumber(cseq)
+    ahead = (not cms) or nms > cms or (nms == cms and nseq > cseq)
+  end
+  if ahead then
+    out[#out + 1] = fields[i]
+    out[#out + 1] = new
+  end
+end
+if #out > 0 then redis.call('HSET', KEYS[1], unpack(out)) end
+return #out / 2
+"""
+
 # Renews the lease only for its holder (a paused relay whose lease expired and was taken
 # must not extend the new holder's).
 _RENEW_SCRIPT = """
@@ -186,6 +214,7 @@ class ChangeLog:
         for command in ("XREAD", "XRANGE"):
             self._entries.set_response_callback(command, _unparsed)
         self._renew = Script(redis, _RENEW_SCRIPT)
+        self._advance = Script(redis, _ADVANCE_SCRIPT)
         self._release = Script(redis, _RELEASE_SCRIPT)
 
     # ---------------------------------------------------------------- positions
@@ -201,9 +230,11 @@ class ChangeLog:
                 for c in consumers}
 
     async def save_positions(self, consumer: str, positions: dict[int, str]) -> None:
+        """Save where the consumer got to; a position behind the saved one is left as it
+        was (_ADVANCE_SCRIPT)."""
         if positions:
-            await self.redis.hset(keys.RELAY_POSITIONS, mapping={
-                f"{consumer}:{p}": pos for p, pos in positions.items()})
+            await self._advance(keys=[keys.RELAY_POSITIONS], args=[
+                value for p, pos in positions.items() for value in (f"{consumer}:{p}", pos)])
 
     # ---------------------------------------------------------------- reading
 
