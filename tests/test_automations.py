@@ -178,6 +178,33 @@ async def test_a_timer_from_an_earlier_solve_does_nothing_the_new_one_closes(
     assert closed.status is Status.CLOSED and closed.closed_at_ms > 0
 
 
+async def test_a_timer_whose_moment_moved_without_a_trigger_is_set_again(
+    deps: Deps, store: TicketStore, sync_redis: redis.Redis,
+) -> None:
+    """`since = "updated"`: a tag changes the moment but fires no trigger job, so nothing
+    set the timer again and the stale one skipped for good."""
+    deps.config = parse_config(tomllib.loads("""
+[[automations]]
+name = "solve_idle_pending"
+since = "updated"
+after_s = 30
+when = { status = ["pending"] }
+then = { set_status = "solved" }
+"""), "test.toml")
+    t0 = now_ms() - 120_000
+    tid = ids(await inbound(store, address="whatsapp:+15551110011", at_ms=t0))
+    await store.update_ticket(tid, author="alice", now_ms=t0 + 1_000, status=Status.PENDING)
+    await handle_ticket_event(deps, {"ticket_id": tid, "trigger": "ticket.status_changed",
+                                     "version": 0, "event_id": "p"})
+    (first,) = scheduled(sync_redis)
+    await store.update_ticket(tid, author="alice", now_ms=t0 + 10_000, tags=("waiting",))
+    stale = await handle_due_timer(deps, first)
+    assert stale["skipped"] == ["updated_changed"] and len(stale["scheduled"]) == 1
+    (second,) = [t for t in scheduled(sync_redis) if t["anchor_ms"] == t0 + 10_000]
+    assert (await handle_due_timer(deps, second))["fired"] is True
+    assert (await store.get_ticket(tid)).status is Status.SOLVED
+
+
 async def test_setting_the_same_timer_twice_schedules_it_once(
     deps: Deps, store: TicketStore, sync_redis: redis.Redis,
 ) -> None:

@@ -196,6 +196,10 @@ async def handle_due_timer(deps: Deps, payload: dict[str, Any]) -> dict[str, Any
     reasons = automation.should_fire(ticket, anchor_ms=anchor, now_ms=now)
     if reasons:
         out["skipped"] = reasons
+        if automation.anchor_ms(ticket) != anchor and automation.should_schedule(ticket):
+            # The moment moved without a trigger job to set the timer again (a tag or a
+            # field changed, for `since = "updated"`): this one sets it for the new moment.
+            out["scheduled"] = [await schedule_timer(deps, automation, ticket)]
         return out
     marker = keys.timer_marker(jobs.job_id("timer", ticket_id, name, str(anchor)))
     if not await deps.store.claims.take(marker, new_token(),
