@@ -45,6 +45,7 @@ from bridge import jobs
 from bridge.core.changes import Origin
 from bridge.core.rule_model import Automation, AutomationConfig, RuleActions
 from bridge.core.rule_parsing import load_config
+from bridge.core.teams import Role
 from bridge.core.tickets import EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.sending import apply_macro, send_csat
@@ -73,6 +74,13 @@ class Deps:
     config: AutomationConfig
     clock: Callable[[], int] = now_ms
     limits: Limits = DEFAULT_LIMITS
+    # BRIDGE_AGENT_TOKENS' agents: a rule may assign to them (they have no person record).
+    token_agents: frozenset[str] = frozenset()
+
+
+# A rule's update refused for who or where it assigns: a misconfigured rule, said on the
+# ticket (the others, a closed ticket for one, are the ticket's state, not the rule's).
+_ASSIGNMENT_REFUSALS = frozenset({"not_a_member", "unknown_agent", "unknown_group"})
 
 
 @dataclass
@@ -91,7 +99,7 @@ def _config(path: Path) -> AutomationConfig:
 
 
 def worker_deps(store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
-                config_dir: Path) -> Deps:
+                config_dir: Path, token_agents: frozenset[str] = frozenset()) -> Deps:
     """The automations' dependencies on a worker's Redis pools (workers.tasks builds them
     once per worker runtime)."""
     return Deps(
@@ -99,6 +107,7 @@ def worker_deps(store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: red
         macros=MacroStore(aredis, load_shipped()),
         queues=JobQueues(sync_redis),
         config=_config(config_dir / "automations.toml"),
+        token_agents=token_agents,
     )
 
 
@@ -240,22 +249,29 @@ async def _note(deps: Deps, ticket_id: str, text: str, now: int) -> None:
 
 
 async def _assignee_after(deps: Deps, actions: RuleActions, current: Ticket) -> str | None:
-    """The assignee a rule's update sets. A ticket with a group is held by a member of it,
-    as the API keeps it (bridge/core/teams.assignment_refusal): a rule that moves the ticket
-    to a group its holder is not in hands it back to that group (unassigned, for the
-    assignment to place); a rule that names a holder outside the group is refused."""
-    if not actions.set_group:
-        return actions.assign
+    """The assignee a rule's update sets, held to the API's rules (bridge/web/access.py):
+    the group must exist, the assignee must be someone a ticket may be assigned to, and a
+    ticket with a group is held by a member of it. A rule that only moves the ticket to a
+    group its holder is not in hands it back to that group (unassigned, for the assignment
+    to place); a rule that names someone who may not hold it changes nothing (Conflict)."""
+    teams = TeamStore(deps.store.redis)
+    if actions.set_group and not await teams.group_exists(actions.set_group):
+        raise Conflict("unknown_group", f"group {actions.set_group} does not exist")
+    group = current.group if actions.set_group is None else actions.set_group
     holder = current.assignee if actions.assign is None else actions.assign
     if not holder:
         return actions.assign
-    person = await TeamStore(deps.store.redis).find_person(holder)
+    person = await teams.find_person(holder)
+    if actions.assign and (person.role is Role.READ_ONLY if person is not None
+                           else holder not in deps.token_agents):
+        raise Conflict("unknown_agent", f"{holder} is not someone a ticket may be assigned "
+                                        "to (an agent of GET /api/v1/agents, not read-only)")
     # No record: a BRIDGE_AGENT_TOKENS agent, of no group.
-    if person is not None and actions.set_group in person.groups:
+    if not group or (person is not None and group in person.groups):
         return actions.assign
     if actions.assign is None:
         return ""
-    raise Conflict("not_a_member", f"{holder} is not a member of group {actions.set_group}")
+    raise Conflict("not_a_member", f"{holder} is not a member of group {group}")
 
 
 async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket, now: int,
@@ -301,7 +317,7 @@ async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket,
                 report.touched.add(ticket.id)
         except Conflict as exc:
             report.errors.append(f"{author}: {exc.message}")
-            if exc.code == "not_a_member":
+            if exc.code in _ASSIGNMENT_REFUSALS:
                 await _note(deps, ticket.id, f"{author} did not change the ticket: "
                             f"{exc.message}", now)
     if actions.send_csat:

@@ -84,7 +84,8 @@ def _automation_deps() -> tuple[runtime.Runtime, Deps]:
     global _automations
     rt = runtime.current()
     if _automations is None or _automations[0] is not rt:
-        _automations = (rt, worker_deps(rt.store, rt.aredis, rt.redis, rt.settings.config_dir))
+        _automations = (rt, worker_deps(rt.store, rt.aredis, rt.redis, rt.settings.config_dir,
+                                         frozenset(rt.settings.agent_tokens)))
     return rt, _automations[1]
 
 
