@@ -3,6 +3,7 @@ API's rules), saved views on the tickets page, and the availability toggle."""
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -217,3 +218,36 @@ async def test_the_availability_toggle(client: Client) -> None:
     assert "read_only role cannot" in flash(await refused.text())
     found = await people.find_person("ro")
     assert found is not None and not found.available
+
+
+async def test_a_stale_update_form_writes_only_what_was_changed_on_it(client: Client) -> None:
+    """The form is a snapshot: submitted later, it wrote every control back, undoing what
+    others did meanwhile (a status, a tag, a field). Now only the controls changed on it
+    are written, and tags by what was added or removed."""
+    await teams(client)
+    manager = await person(client, "mgr", "manager", ["fr"])
+    agent = await person(client, "awa", "agent", ["fr"])
+    tid = await ticket_in(client, "fr")
+    await client.patch(f"/api/v1/tickets/{tid}", headers=ADMIN,
+                       json={"status": "open", "tags": ["old"], "assignee": "awa"})
+    csrf = await sign_in(client, manager)
+    page = await (await client.get(f"/app/tickets/{tid}")).text()
+    shown = html.unescape(re.search(r'name="shown" value="([^"]*)"', page)[1])
+    # Meanwhile, through the API:
+    meanwhile = await client.patch(f"/api/v1/tickets/{tid}", headers={
+        "Authorization": f"Bearer {agent}"}, json={
+        "status": "pending", "tags": ["old", "vip"], "fields": {"country": "sn"}})
+    assert meanwhile.status == 200, await meanwhile.text()
+    # The manager submits the form as it was drawn, with the assignee changed and the
+    # "old" tag taken off.
+    answer = await client.post(f"/app/tickets/{tid}/update", data={
+        "csrf_token": csrf, "shown": shown, "status": "open", "assignee": "mgr",
+        "tags": "", "group": "fr", "fields_shown": "1", "field.country": ""})
+    assert flash(await answer.text()) == "notice: Ticket updated"
+    ticket = await client.app[store_key].get_ticket(tid)
+    assert ticket.assignee == "mgr" and ticket.status is Status.PENDING
+    assert ticket.tags == ("vip",) and ticket.field_values == {"country": "sn"}
+    unchanged = await client.post(f"/app/tickets/{tid}/update", data={
+        "csrf_token": csrf, "shown": shown, "status": "open", "assignee": "awa",
+        "tags": "old", "group": "fr"})
+    assert flash(await unchanged.text()) == "notice: No change"

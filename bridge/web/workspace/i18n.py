@@ -60,6 +60,7 @@ FRENCH: dict[str, str] = {
     "Reply queued": "Réponse en file d'envoi",
     "Note added": "Note ajoutée",
     "Ticket updated": "Ticket mis à jour",
+    "No change": "Aucun changement",
     "Session ended": "Session terminée",
     "Message to the customer": "Message au client",
     "Note for the team": "Note pour l'équipe",

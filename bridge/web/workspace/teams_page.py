@@ -90,19 +90,22 @@ def _posted(definition: FieldDef, form: MultiDictProxy[Any]) -> Any:
 
 
 def fields_from_form(definitions: list[FieldDef], ticket: Ticket, group: str | None,
-                     form: MultiDictProxy[Any]) -> dict[str, Any] | None:
-    """The changed field values of the update form, as the API's `fields` patch (None:
-    no change). A field of the ticket's form that the new group's form lacks is left as
-    it is (the new form shows after the move)."""
+                     form: MultiDictProxy[Any], *, shown: dict[str, Any] | None = None
+                     ) -> dict[str, Any] | None:
+    """The field values the update form changed, as the API's `fields` patch (None: no
+    change), against the values it `shown` (default: the ticket's now). A field of the
+    ticket's form that the new group's form lacks is left as it is (the new form shows
+    after the move)."""
     if FIELDS_SHOWN not in form:
         return None
+    was = ticket.field_values if shown is None else shown
     after = ticket.group if group is None else group
     patch: dict[str, Any] = {}
     for definition in definitions:
         if not (definition.on_form_of(ticket.group) and definition.on_form_of(after)):
             continue
         value = _posted(definition, form)
-        current = ticket.field_values.get(definition.key)
+        current = was.get(definition.key)
         if value == current or (value is False and current is None):
             continue
         patch[definition.key] = value

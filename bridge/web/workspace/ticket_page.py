@@ -25,13 +25,13 @@ from bridge.web.access import field_definitions, need, visible_to
 from bridge.web.api import event_cursor
 from bridge.web.auth import Principal
 from bridge.web.bodies import read_form
-from bridge.web.errors import ApiError, unprocessable
+from bridge.web.errors import ApiError
 from bridge.web.keys import settings_key, store_key
 from bridge.web.macro_apply import apply_macro
 from bridge.web.macros import automation_config, macro_store, render_limits
 from bridge.web.rendering import render_gate_key
 from bridge.web.serialize import event_json, iso, ticket_json
-from bridge.web.workspace import teams_page, ticket_offers
+from bridge.web.workspace import teams_page, ticket_offers, update_form
 from bridge.web.workspace.common import form_text, page, redirect, render, render_fragment
 
 routes = web.RouteTableDef()
@@ -94,6 +94,7 @@ async def ticket_context(request: web.Request, who: Principal) -> dict[str, Any]
         "others": [{"id": t.id, "status": t.status.value, "created_at": iso(t.created_at_ms)}
                    for t in others if t.id != ticket.id],
         "statuses": [s.value for s in Status if s is not Status.NEW or ticket.status is s],
+        "shown": update_form.shown_json(ticket),
         **await teams_page.ticket_extras(request, who, ticket),
     }
 
@@ -173,22 +174,13 @@ async def macro_preview(request: web.Request, who: Principal) -> web.Response:
 @page(back=_back)
 async def update(request: web.Request, who: Principal) -> web.Response:
     form = await read_form(request)
-    raw_status = str(form.get("status", ""))
-    try:
-        status = Status(raw_status) if raw_status else None
-    except ValueError:
-        raise unprocessable(f"unknown status {raw_status[:20]!r}") from None
-    assignee = str(form.get("assignee", ""))
-    tags = [t.strip() for t in str(form.get("tags", "")).split(",") if t.strip()]
-    group = str(form["group"]) if "group" in form else None
     ticket = await request.app[store_key].get_ticket(request.match_info["id"])
-    if group == ticket.group:
-        group = None  # not moved (a manager's select always sends one)
-    fields = teams_page.fields_from_form(await field_definitions(request.app), ticket, group,
-                                         form)
-    await ticket_actions.update_ticket(request.app, who, ticket.id, status=status,
-                                       assignee=assignee, tags=tags, group=group,
-                                       fields=fields)
+    asked = update_form.changes(form, ticket, await field_definitions(request.app))
+    if asked.empty:
+        return redirect(request, _back(request), notice="No change")
+    await ticket_actions.update_ticket(request.app, who, ticket.id, status=asked.status,
+                                       assignee=asked.assignee, tags=asked.tags,
+                                       group=asked.group, fields=asked.fields)
     return redirect(request, _back(request), notice="Ticket updated")
 
 
