@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 import httpx
+import redis.exceptions
 from twilio.request_validator import RequestValidator
 
+from bridge.channels import twilio
 from bridge.commands.agents import team_commands
 from bridge.commands.bulk_export import export
 from bridge.commands.check import check
@@ -34,7 +36,20 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise click.ClickException(f"invalid settings: {exc}") from None
 
 
-@click.group()
+class _Commands(click.Group):
+    """Redis out of reach is one line saying so, not a traceback, for every command that
+    reads the store (tickets, outbox, report, agents, webhooks, ...)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise click.ClickException(
+                f"cannot reach Redis: {exc} Is the bridge running (make run)? Otherwise set "
+                "REDIS_URL (or --redis-url) to its Redis.") from None
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Help-desk messaging bridge: WhatsApp (Twilio) and web chat into tickets."""
 
@@ -75,7 +90,8 @@ def serve() -> None:
 @click.option("--name", default="Camille", show_default=True, help="ProfileName")
 @click.option("--payload", default="", help="ButtonPayload (e.g. csat:<ticket>:5)")
 @click.option("--url", default="", help="Bridge base URL (default: the running bridge)")
-@click.option("--sid", default="", help="MessageSid (default: a new one)")
+@click.option("--sid", default="", help="MessageSid: SM and 32 hex digits, as Twilio's "
+              "(default: a new one; the same one twice is a provider retry)")
 @click.argument("body")
 def simulate(from_: str, name: str, payload: str, url: str, sid: str, body: str) -> None:
     """Post a correctly signed fake WhatsApp message to a running bridge."""
@@ -91,6 +107,9 @@ def simulate(from_: str, name: str, payload: str, url: str, sid: str, body: str)
     base = (url or f"http://127.0.0.1:{running.get('port', settings.port)}").rstrip("/")
     # Sign as Twilio would: against the public URL the bridge checks signatures with.
     public_base_url = str(running.get("public_base_url", settings.public_base_url))
+    if sid and not twilio.is_message_sid(sid):
+        raise click.BadParameter("two capitals (SM, MM) and 32 hex digits, as Twilio's",
+                                param_hint="--sid")
     sid = sid or "SM" + uuid.uuid4().hex
     form = {
         "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32,

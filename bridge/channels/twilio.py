@@ -68,6 +68,11 @@ def decode_form(body: bytes, content_type: str) -> FormData:
     return MultiDictProxy(MultiDict(pairs))
 
 
+def is_message_sid(value: str) -> bool:
+    """A Twilio message sid: two capitals (SM, MM) and 32 hex digits."""
+    return bool(_SID.fullmatch(value))
+
+
 def signature_valid(*, url: str, form: FormData, signature: str, auth_token: str) -> bool:
     """Twilio signs the public URL it called plus the sorted POST parameters."""
     if not signature or not auth_token:

@@ -1,0 +1,30 @@
+"""The command line's answers to what goes wrong around it: one line saying what to do,
+never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import main
+from bridge.store.embedded import free_port
+from tests.conftest import CONTACT_KEY
+
+
+@pytest.mark.parametrize("command", [["tickets"], ["outbox"], ["agents", "list"],
+                                     ["webhooks", "list"], ["report"]])
+def test_a_redis_out_of_reach_is_one_line(command: list[str]) -> None:
+    result = CliRunner().invoke(main, command, env={
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BRIDGE_CONTACT_KEY": CONTACT_KEY})
+    assert result.exit_code == 1, result.output
+    assert "cannot reach Redis" in result.output and "REDIS_URL" in result.output
+    # A ClickException, not the ConnectionError's traceback.
+    assert isinstance(result.exception, SystemExit), result.exception
+
+
+def test_simulate_refuses_a_sid_twilio_would_never_send() -> None:
+    result = CliRunner().invoke(main, ["simulate", "--sid", "SMdup1", "--url",
+                                       f"http://127.0.0.1:{free_port()}", "hello"],
+                                env={"TWILIO_AUTH_TOKEN": "t" * 32})
+    assert result.exit_code == 2 and "--sid" in result.output
+    assert "32 hex digits" in result.output
