@@ -178,9 +178,15 @@ def _run_locked(settings: Settings, env: dict[str, str]) -> None:
         children.append(subprocess.Popen([sys.executable, "-m", "workers.export"],
                                          env=child_env))
         _banner(settings, child_env)
-        while all(child.poll() is None for child in children):
+        # What this run started, Redis included: any of them ending ends the run, saying
+        # which (Redis gone, the others only filled their logs with connection errors).
+        watched = [*children, *([redis_server.process] if redis_server and
+                                redis_server.process else [])]
+        while all(process.poll() is None for process in watched):
             time.sleep(0.5)
-        click.echo("a bridge process exited; stopping the others", err=True)
+        ended = next(process for process in watched if process.poll() is not None)
+        click.echo(f"{_name(ended)} (pid {ended.pid}) exited with code {ended.returncode}; "
+                   "stopping the others", err=True)
     except KeyboardInterrupt:
         click.echo("\nstopping…")
     finally:
@@ -198,8 +204,7 @@ def _run_locked(settings: Settings, env: dict[str, str]) -> None:
             try:
                 child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                name = " ".join(cast(list[str], child.args)[1:])
-                click.echo(f"{name} (pid {child.pid}) did not stop within "
+                click.echo(f"{_name(child)} (pid {child.pid}) did not stop within "
                            f"{STOP_GRACE_S:.0f} s: killing it", err=True)
                 child.kill()
                 child.wait()
@@ -207,6 +212,14 @@ def _run_locked(settings: Settings, env: dict[str, str]) -> None:
             redis_server.stop()
         remove_run_info(data_dir, os.getpid())
         click.echo("stopped")
+
+
+def _name(process: subprocess.Popen[bytes]) -> str:
+    """`bridge serve`, `workers.relay`, `redis-server`: what the process runs."""
+    args = cast(list[str], process.args)
+    if args and Path(args[0]).name.startswith("redis-server"):
+        return "redis-server"
+    return " ".join(arg for arg in args[1:] if arg != "-m")
 
 
 # How long the processes get to stop after SIGTERM (a worker finishes its job, the web

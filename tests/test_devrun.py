@@ -123,6 +123,31 @@ def test_bridge_run_serves_and_every_process_stops_on_a_signal(
             process.wait()
 
 
+@pytest.mark.parametrize("victim", ["workers.relay", "redis-server"])
+def test_a_process_that_dies_ends_the_run_which_says_which(tmp_path: Path, victim: str
+                                                          ) -> None:
+    """Redis killed went unnoticed (the others filled their logs with connection errors);
+    a child that exited was not named."""
+    process, port, data_dir = _start(tmp_path)
+    try:
+        info = json.loads((data_dir / "run.json").read_text())
+        if victim == "redis-server":
+            pid = _redis_pid(int(info["redis_url"].rsplit(":", 1)[1].split("/")[0]))
+        else:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            [pid] = [int(p) for p in children.split() if victim.encode() in
+                     Path(f"/proc/{p}/cmdline").read_bytes()]
+        os.kill(pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == 0
+        log = (tmp_path / "run.log").read_text()
+        assert f"{victim} (pid {pid}) exited with code -9; stopping the others" in log, log
+        assert "stopped" in log
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def test_simulate_outside_the_checkout_says_where_the_token_is(tmp_path: Path) -> None:
     """Run from another folder, it used to make up a signing token of its own there and
     earn a 403 bad_signature; now it says what to do, and writes nothing."""
