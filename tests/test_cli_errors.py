@@ -28,3 +28,15 @@ def test_simulate_refuses_a_sid_twilio_would_never_send() -> None:
                                 env={"TWILIO_AUTH_TOKEN": "t" * 32})
     assert result.exit_code == 2 and "--sid" in result.output
     assert "32 hex digits" in result.output
+
+
+def test_check_with_an_unusable_config_folder_checks_nothing_in_its_place() -> None:
+    """It said "ok" for the shipped config/ when BRIDGE_CONFIG_DIR named a folder that does
+    not exist: an "ok" the operator read as theirs."""
+    from bridge.commands.check import check
+    result = CliRunner().invoke(check, env={"BRIDGE_CONFIG_DIR": "/nonexistent",
+                                            "REDIS_URL": ""})
+    assert result.exit_code == 1
+    assert "skip automations.toml: BRIDGE_CONFIG_DIR is not usable" in result.output
+    assert "ok   " not in result.output.replace("ok   macro", "")  # macros are shipped ones
+    assert "FAIL settings" in result.output and "stored macros not checked" in result.output

@@ -128,7 +128,7 @@ def test_a_process_that_dies_ends_the_run_which_says_which(tmp_path: Path, victi
                                                           ) -> None:
     """Redis killed went unnoticed (the others filled their logs with connection errors);
     a child that exited was not named."""
-    process, port, data_dir = _start(tmp_path)
+    process, _, data_dir = _start(tmp_path)
     try:
         info = json.loads((data_dir / "run.json").read_text())
         if victim == "redis-server":
