@@ -259,3 +259,19 @@ def test_bulk_export_rows_carry_group_and_fields() -> None:
     assert (row["group"], row["fields"]) == ("sn", {"country": "sn", "topics": ["visa"]})
     csv_text = render([row], TICKET_COLUMNS, "csv")
     assert '"{""country"": ""sn"", ""topics"": [""visa""]}"' in csv_text
+
+
+async def test_a_field_a_saved_view_filters_on_is_not_deleted(client: Client) -> None:
+    """Deleted, the view went on filtering on it and could no longer be saved."""
+    await client.put("/api/v1/fields/prio", headers=ADMIN,
+                     json={"type": "dropdown", "options": ["low", "high"]})
+    made = await client.post("/api/v1/views", headers=ADMIN, json={
+        "name": "urgent", "conditions": {"fields": {"prio": "high"}}})
+    assert made.status == 201, await made.text()
+    refused = await client.delete("/api/v1/fields/prio", headers=ADMIN)
+    assert refused.status == 409
+    error = (await refused.json())["error"]
+    assert error["code"] == "field_in_use" and "urgent" in error["message"]
+    assert (await client.delete(f"/api/v1/views/{(await made.json())['id']}",
+                                headers=ADMIN)).status == 204
+    assert (await client.delete("/api/v1/fields/prio", headers=ADMIN)).status == 204

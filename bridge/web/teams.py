@@ -37,12 +37,13 @@ from bridge.core.teams import (
     holder_refusal,
 )
 from bridge.core.ticket_fields import MAX_FIELDS, parse_definition
+from bridge.store.views import ViewStore
 from bridge.web.access import check_assignment, field_definitions, need, team_store
 from bridge.web.api import ticket_response
 from bridge.web.auth import Principal, demand, require
 from bridge.web.bodies import json_object
 from bridge.web.errors import ApiError, conflict, not_found, unprocessable
-from bridge.web.keys import settings_key, store_key
+from bridge.web.keys import redis_key, settings_key, store_key
 from config.settings import RESERVED_AUTHORS
 
 routes = web.RouteTableDef()
@@ -359,6 +360,13 @@ async def delete_field(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     if key in {f.key for f in request.app[settings_key].config_fields}:
         raise conflict("field_in_config", f"{key} is defined in config/teams.toml")
+    # A view filtering on it would go on filtering on a field that no longer exists, and
+    # could no longer be saved (its conditions name an unknown field).
+    using = [v.name for v in await ViewStore(request.app[redis_key]).views()
+             if key in v.conditions.fields]
+    if using:
+        raise conflict("field_in_use", f"saved views filter on {key}: "
+                                       f"{', '.join(sorted(using)[:10])}; change them first")
     if not await team_store(request.app).delete_field(key):
         raise not_found(f"field {key} not found")
     return web.Response(status=204)
