@@ -294,5 +294,9 @@ async def test_the_pages_to_date_is_included(client: Client, aredis: redis.async
     today = datetime.now(UTC).date().isoformat()
     default = await (await client.get("/app/reports")).text()
     assert f'name="to" type="date" value="{today}"' in default
-    bad = await client.get("/app/reports?to=soon")
-    assert bad.status == 422 and "To must be a date" in await bad.text()
+    for to in ("soon", "9999-12-31"):  # the last: no next day (a 500)
+        bad = await client.get(f"/app/reports?to={to}")
+        assert bad.status == 422 and "To must be a date" in await bad.text()
+    reversed_days = await client.get("/app/reports?since=2026-11-02&to=2026-11-01")
+    assert reversed_days.status == 422
+    assert "From must be on or before To" in await reversed_days.text()

@@ -195,14 +195,16 @@ async def _converse(request: web.Request, ws: web.WebSocketResponse) -> None:
     if after is not None:
         thread.recent.add(after)
     visitor = SocketVisitor(ws, thread)
-    with hub.listening(ctx.contact_id, visitor):
-        # Listening first, then reading: a change between the two wakes the pump again.
-        visitor.changed(())
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_str('{"type":"ready"}')
-            await _receive(ws, store, ctx.contact_id)
-    if visitor.pump_task is not None:
-        visitor.pump_task.cancel()
+    try:
+        with hub.listening(ctx.contact_id, visitor):
+            # Listening first, then reading: a change between the two wakes the pump again.
+            visitor.changed(())
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str('{"type":"ready"}')
+                await _receive(ws, store, ctx.contact_id)
+    finally:  # a failure too (the socket then closes with 1011)
+        if visitor.pump_task is not None:
+            visitor.pump_task.cancel()
 
 
 MAX_SEEN = 200

@@ -52,6 +52,7 @@ FRENCH_MESSAGES: dict[str, str] = {
     "job_id must name a failed job": "job_id doit désigner une tâche en échec",
     "available must be 0 or 1": "available doit valoir 0 ou 1",
     "To must be a date (2024-05-01)": "« Au » doit être une date (2024-05-01)",
+    "From must be on or before To": "« Du » doit précéder « Au » ou lui être égal",
     "since and until fall within the same hour: reports count whole hours (period ends "
     "are taken to the hour)":
         "le début et la fin tombent dans la même heure : les rapports comptent des heures "

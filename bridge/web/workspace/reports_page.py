@@ -41,14 +41,16 @@ def _charts(report: dict[str, Any], lang: str) -> dict[str, Any]:
     }
 
 
+_FORM_WORDS = {"since must be before until": "From must be on or before To"}
+
+
 def _end_of(last_day: str) -> str:
     """The form's "To" is the last day shown, included: the period ends at the next local
     midnight (the API's `until`, exclusive, which the page also takes, for links)."""
     try:
-        day = date.fromisoformat(last_day)
-    except ValueError:
+        return (date.fromisoformat(last_day) + timedelta(days=1)).isoformat()
+    except (ValueError, OverflowError):  # 9999-12-31 has no next day
         raise PeriodError("To must be a date (2024-05-01)") from None
-    return (day + timedelta(days=1)).isoformat()
 
 
 def _shown(period: ReportPeriod) -> tuple[str, str]:
@@ -69,7 +71,9 @@ async def reports(request: web.Request, who: Principal) -> web.StreamResponse:
         period = parse_period(since=form["since"], until=until, tz=form["tz"],
                               channel=form["channel"], channels=tuple(Channel))
     except PeriodError as exc:
-        return render(request, "reports.html", who=who, status=422, error=str(exc),
+        # The form's words (From, To), not the API's parameters.
+        error = _FORM_WORDS.get(str(exc), str(exc)) if form["to"] else str(exc)
+        return render(request, "reports.html", who=who, status=422, error=error,
                       form=form, report=None, charts=None, time_zones=TIME_ZONES,
                       channels=[c.value for c in Channel], labels=TIME_LABELS, csv_query="")
     report = await build_report(request.app[redis_key], period)

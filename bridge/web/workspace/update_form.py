@@ -55,7 +55,7 @@ def _shown(form: MultiDictProxy[Any], ticket: Ticket) -> dict[str, Any]:
         return current
     try:
         shown = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[…": too deep for the decoder
         return current
     if not isinstance(shown, dict):
         return current
