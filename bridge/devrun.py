@@ -150,6 +150,7 @@ def _run_locked(settings: Settings, env: dict[str, str]) -> None:
         redis_server = EmbeddedRedis(data_dir / "redis", password=redis_password).start()
         child_env["REDIS_URL"] = redis_server.url
     children: list[subprocess.Popen[bytes]] = []
+    failed = False  # a process ended on its own (not stopped by a signal)
     # A closed terminal (SIGHUP) or a process manager (SIGTERM) stops everything as Ctrl-C
     # does; by default they would end this process alone and leave Redis running. SIGINT
     # gets the handler too: a process started in the background by a non-interactive
@@ -187,6 +188,7 @@ def _run_locked(settings: Settings, env: dict[str, str]) -> None:
         ended = next(process for process in watched if process.poll() is not None)
         click.echo(f"{_name(ended)} (pid {ended.pid}) exited with code {ended.returncode}; "
                    "stopping the others", err=True)
+        failed = True
     except KeyboardInterrupt:
         click.echo("\nstopping…")
     finally:
@@ -212,6 +214,9 @@ def _run_locked(settings: Settings, env: dict[str, str]) -> None:
             redis_server.stop()
         remove_run_info(data_dir, os.getpid())
         click.echo("stopped")
+    if failed:
+        # A script or a supervisor running `make run` tells a crash from a Ctrl-C.
+        raise SystemExit(1)
 
 
 def _name(process: subprocess.Popen[bytes]) -> str:
