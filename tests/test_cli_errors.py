@@ -3,9 +3,13 @@ never a traceback."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
+import bridge
 from bridge.cli import main
 from bridge.store.embedded import free_port
 from tests.conftest import CONTACT_KEY
@@ -30,13 +34,21 @@ def test_simulate_refuses_a_sid_twilio_would_never_send() -> None:
     assert "32 hex digits" in result.output
 
 
-def test_check_with_an_unusable_config_folder_checks_nothing_in_its_place() -> None:
+def test_check_with_an_unusable_config_folder_checks_nothing_in_its_place(
+        tmp_path: Path) -> None:
     """It said "ok" for the shipped config/ when BRIDGE_CONFIG_DIR named a folder that does
     not exist: an "ok" the operator read as theirs."""
     from bridge.commands.check import check
     result = CliRunner().invoke(check, env={"BRIDGE_CONFIG_DIR": "/nonexistent",
                                             "REDIS_URL": ""})
     assert result.exit_code == 1
-    assert "skip automations.toml: BRIDGE_CONFIG_DIR is not usable" in result.output
-    assert "ok   " not in result.output.replace("ok   macro", "")  # macros are shipped ones
+    assert "/nonexistent/automations.toml does not exist" in result.output
+    assert "ok   /" not in result.output
     assert "FAIL settings" in result.output and "stored macros not checked" in result.output
+    # Settings failing for another reason: the operator's folder is still the one checked.
+    mine = tmp_path / "config"
+    shutil.copytree(Path(bridge.__file__).parent.parent / "config", mine)
+    other = CliRunner().invoke(check, env={"BRIDGE_CONFIG_DIR": str(mine), "REDIS_URL": "",
+                                           "PORT": "not a port"})
+    assert f"ok   {mine / 'automations.toml'}" in other.output, other.output
+    assert "FAIL settings" in other.output

@@ -67,15 +67,14 @@ def check(config_dir: Path | None, macros_dir: Path, stored: bool) -> None:
         errors.append(f"settings: {exc}")
     # Not Path("config"): that is the working directory's, and only a checkout has one.
     folder = config_dir or (settings.config_dir if settings else DEFAULT_CONFIG_DIR)
-    # Settings that failed with a BRIDGE_CONFIG_DIR of the operator's: the shipped folder
-    # is not what they asked to check (an "ok" for it read as theirs being fine).
-    unusable = config_dir is None and settings is None and bool(
-        os.environ.get("BRIDGE_CONFIG_DIR"))
+    if config_dir is None and settings is None and os.environ.get("BRIDGE_CONFIG_DIR"):
+        # The settings failed (for this or another reason): the operator's folder is still
+        # the one to check, never the shipped one in its place (its "ok" read as theirs).
+        folder = Path(os.environ["BRIDGE_CONFIG_DIR"])
 
     config = AutomationConfig()
-    if unusable:
-        click.echo("skip automations.toml: BRIDGE_CONFIG_DIR is not usable (see the "
-                   "settings error below)", err=True)
+    if not (folder / "automations.toml").is_file():
+        errors.append(f"{folder / 'automations.toml'} does not exist")
     else:
         try:
             config = load_config(folder / "automations.toml")
