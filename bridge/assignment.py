@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from bridge.core.changes import Origin
-from bridge.core.teams import STRANDED_NAMED, TeamConfig, group_refusal
+from bridge.core.teams import Person, TeamConfig
 from bridge.core.tickets import UNSOLVED, SessionState, Ticket
 from bridge.store.teams import TeamStore
 from bridge.store.tickets import Conflict, NotFound, TicketStore
@@ -33,20 +33,6 @@ def holds_capacity(ticket: Ticket) -> bool:
 def wants_agent(ticket: Ticket) -> bool:
     return (not ticket.assignee and ticket.status in UNSOLVED
             and ticket.session is SessionState.ACTIVE)
-
-
-async def group_removal_refusal(teams: TeamStore, tickets: TicketStore, name: str
-                                ) -> Conflict | None:
-    """Why a group may not be removed (the API's DELETE and `bridge groups remove`): its
-    members would belong to no such group, its unsolved tickets to a group nobody can join."""
-    members = [p.name for p in await teams.people() if name in p.groups]
-    if members:
-        return Conflict("group_has_members",
-                        f"group {name} still has members: {', '.join(members)}")
-    left = await tickets.unsolved_ids(lambda t: t.group == name, limit=STRANDED_NAMED)
-    if left:
-        return Conflict("group_has_tickets", group_refusal(name, left))
-    return None
 
 
 class NotWanted(Conflict):
@@ -114,6 +100,16 @@ class Assigner:
         except NotWanted:
             return False
         return True
+
+    async def drain_for(self, person: Person, now_ms: int) -> list[str]:
+        """Someone available (become so, or given room): their groups' waiting tickets,
+        when assignment is automatic."""
+        if not (person.available and self.config.auto_assign):
+            return []
+        assigned = []
+        for group in sorted(person.groups):
+            assigned += await self.drain(group, now_ms)
+        return assigned
 
     async def drain(self, group: str, now_ms: int) -> list[str]:
         """Hand the group's waiting tickets to agents with room, oldest first."""

@@ -206,3 +206,20 @@ async def test_a_change_keeps_an_unset_display_name_unset(client: Client,
     await client.patch("/api/v1/agents/awa", json={"capacity": 3}, headers=ADMIN)
     from bridge.store.teams import person_key
     assert sync_redis.hget(person_key("awa"), "display_name") in (b"", None)
+
+
+async def test_read_only_people_saved_available_earlier_leave_the_rotation(
+        client: Client, sync_redis: redis.Redis) -> None:
+    """Before read-only people were refused available, auto-assignment gave them tickets;
+    the relay retires such records when it starts."""
+    from bridge.core.teams import Person, Role
+    from bridge.store.teams import TeamStore, rotation_key
+    from bridge.web.keys import redis_key
+    teams = TeamStore(client.app[redis_key])
+    await teams.save_person(Person(name="ro", role=Role.READ_ONLY, groups=frozenset({"fr"}),
+                                   available=True))
+    sync_redis.zadd(rotation_key("fr"), {"ro": 0})  # as an earlier version left it
+    assert await teams.retire_read_only() == ["ro"]
+    assert not (await teams.get_person("ro")).available
+    assert sync_redis.zscore(rotation_key("fr"), "ro") is None
+    assert await teams.retire_read_only() == []

@@ -41,11 +41,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from bridge import jobs
+from bridge import jobs, people
 from bridge.core.changes import Origin
 from bridge.core.rule_model import Automation, AutomationConfig, RuleActions
 from bridge.core.rule_parsing import load_config
-from bridge.core.teams import Role
+from bridge.core.teams import Actor, Role
 from bridge.core.tickets import EventType, SessionState, Status, Ticket
 from bridge.jobs import JobQueues
 from bridge.sending import apply_macro, send_csat
@@ -248,30 +248,26 @@ async def _note(deps: Deps, ticket_id: str, text: str, now: int) -> None:
         log.exception("could not add a note to ticket %s", ticket_id)
 
 
+# Rules act as an admin would, within what the API allows anyone: the group exists, the
+# assignee may hold tickets and is a member of the ticket's group.
+_RULES = Actor(name="automation", role=Role.ADMIN)
+
+
 async def _assignee_after(deps: Deps, actions: RuleActions, current: Ticket) -> str | None:
-    """The assignee a rule's update sets, held to the API's rules (bridge/web/access.py):
-    the group must exist, the assignee must be someone a ticket may be assigned to, and a
-    ticket with a group is held by a member of it. A rule that only moves the ticket to a
-    group its holder is not in hands it back to that group (unassigned, for the assignment
-    to place); a rule that names someone who may not hold it changes nothing (Conflict)."""
+    """The assignee a rule's update sets, held to the API's rules (bridge.people). A rule
+    that only moves the ticket to a group its holder is not in hands it back to that group
+    (unassigned, for the assignment to place); a rule whose change the API would refuse
+    changes nothing (Conflict, noted on the ticket)."""
     teams = TeamStore(deps.store.redis)
-    if actions.set_group and not await teams.group_exists(actions.set_group):
-        raise Conflict("unknown_group", f"group {actions.set_group} does not exist")
-    group = current.group if actions.set_group is None else actions.set_group
-    holder = current.assignee if actions.assign is None else actions.assign
-    if not holder:
-        return actions.assign
-    person = await teams.find_person(holder)
-    if actions.assign and (person.role is Role.READ_ONLY if person is not None
-                           else holder not in deps.token_agents):
-        raise Conflict("unknown_agent", f"{holder} is not someone a ticket may be assigned "
-                                        "to (an agent of GET /api/v1/agents, not read-only)")
-    # No record: a BRIDGE_AGENT_TOKENS agent, of no group.
-    if not group or (person is not None and group in person.groups):
-        return actions.assign
-    if actions.assign is None:
+    problem = await people.assignment_problem(
+        teams, deps.token_agents, _RULES, current, group=actions.set_group,
+        assignee=actions.assign)
+    if (problem is not None and problem.code == "not_a_member" and actions.assign is None
+            and actions.set_group is not None):
         return ""
-    raise Conflict("not_a_member", f"{holder} is not a member of group {group}")
+    if problem is not None:
+        raise Conflict(problem.code, problem.message)
+    return actions.assign
 
 
 async def execute(deps: Deps, author: str, actions: RuleActions, ticket: Ticket, now: int,

@@ -42,6 +42,7 @@ from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
 from bridge.store.changelog import READ_PER_PARTITION, RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import LEASE_RELEASE_AT_EXIT_S, new_token
 from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
+from bridge.store.teams import TeamStore
 from config.settings import Settings, SettingsError
 from workers.export_consumer import ExportConsumer
 from workers.report_counters import ReportConsumer
@@ -258,6 +259,9 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     change_log = ChangeLog(aredis)
+    # Records from before read-only people were refused available (they got tickets).
+    if retired := await TeamStore(aredis).retire_read_only():
+        log.warning("read-only people taken out of assignment: %s", ", ".join(retired))
     shared = SharedReads(change_log)
     relays = [Relay(change_log, consumer, shared=shared,
                     lease_ttl_ms=settings.relay_lease_ttl_s * 1000)

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import click
 
-from bridge.assignment import Assigner, group_removal_refusal
+from bridge.assignment import Assigner
 from bridge.commands.outbound import _settings_and_url, _table, redis_url_option
 from bridge.core.teams import (
     Group,
@@ -31,6 +31,7 @@ from bridge.core.teams import (
     check_person,
     holder_refusal,
 )
+from bridge.people import group_removal_refusal
 from bridge.store.connection import async_redis
 from bridge.store.teams import TeamStore
 from bridge.store.tickets import TicketStore
@@ -175,8 +176,6 @@ def set_agent(name: str, role: str | None, groups: tuple[str, ...], capacity: in
         changes: dict[str, object] = {}
         if role is not None:
             changes["role"] = Role(role)
-            if Role(role) is Role.READ_ONLY and available is None:
-                changes["available"] = False
         if groups:
             changes["groups"] = await _known_groups(teams, groups)
         for key, value in (("capacity", capacity), ("available", available),
@@ -184,14 +183,16 @@ def set_agent(name: str, role: str | None, groups: tuple[str, ...], capacity: in
                            ("time_zone", None if time_zone is None else _zone(time_zone))):
             if value is not None:
                 changes[key] = value
-        after = _checked(Person(**{**person.__dict__, **changes}))
+        after = Person(**{**person.__dict__, **changes})
+        if after.role is Role.READ_ONLY and available is None:
+            after = Person(**{**after.__dict__, "available": False})  # out of the rotation
+        after = _checked(after)
         if (after.role, after.groups) != (person.role, person.groups):
             await _refuse_stranding(tickets, name, after)
         await teams.save_person(after)
-        if after.available and settings.teams.auto_assign:
-            assigner = Assigner(tickets, teams, settings.teams)
-            for group in sorted(after.groups):
-                await assigner.drain(group, int(time.time() * 1000))
+        if (after.available, after.capacity) != (person.available, person.capacity):
+            await Assigner(tickets, teams, settings.teams).drain_for(
+                after, int(time.time() * 1000))
     _run(redis_url, work)
     click.echo(f"updated {name}")
 

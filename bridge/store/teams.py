@@ -14,6 +14,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from redis.asyncio import Redis
 
@@ -152,6 +153,16 @@ class TeamStore:
                 else:
                     pipe.zrem(rotation_key(group), person.name)
             await pipe.execute()
+
+    async def retire_read_only(self) -> list[str]:
+        """Read-only people saved available before that was refused (bridge.core.teams.
+        check_person): made unavailable, so out of every rotation. Their names."""
+        retired = []
+        for person in await self.people():
+            if person.role is Role.READ_ONLY and person.available:
+                await self.save_person(replace(person, available=False))
+                retired.append(person.name)
+        return retired
 
     async def delete_person(self, name: str) -> None:
         person = await self.get_person(name)

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.core.teams import Access, Person, Role, assignment_refusal, ticket_access
+from bridge import people
+from bridge.core.teams import Access, Person, Role, ticket_access
 from bridge.core.ticket_fields import FieldDef, check_values, merged, missing_on_solve
 from bridge.core.tickets import Status, Ticket
 from bridge.store.teams import TeamStore
@@ -45,52 +46,25 @@ def visible_to(who: Principal) -> Any:
 
 
 async def assignable(app: web.Application, name: str) -> Person | None:
-    """The person a ticket may be assigned to: a BRIDGE_AGENT_TOKENS agent or a person of
-    any working role (not read-only); a person record wins over a token of the same name."""
-    person = await team_store(app).find_person(name)
-    if person is not None:
-        return None if person.role is Role.READ_ONLY else person
-    if name in app[settings_key].agent_tokens:
-        return _token_agent(name)
-    return None
+    """The person a ticket may be assigned to (bridge.people.assignable)."""
+    return await people.assignable(team_store(app), app[settings_key].agent_tokens, name)
 
 
 async def assignable_people(app: web.Application) -> list[Person]:
     """Everyone `assignable` accepts, read at once (the forms' choices)."""
-    people = await team_store(app).people()
-    recorded = {p.name for p in people}
-    return [*(p for p in people if p.role is not Role.READ_ONLY),
-            *(_token_agent(name) for name in app[settings_key].agent_tokens
-              if name not in recorded)]
-
-
-def _token_agent(name: str) -> Person:
-    """A BRIDGE_AGENT_TOKENS agent without a person record: an agent of no group."""
-    return Person(name=name, role=Role.AGENT)
+    return await people.assignable_people(team_store(app), app[settings_key].agent_tokens)
 
 
 async def check_assignment(app: web.Application, who: Principal, ticket: Ticket, *,
                            group: str | None, assignee: str | None) -> None:
-    group_after = ticket.group if group is None else group
-    assignee_after = ticket.assignee if assignee is None else assignee
-    if group and not await team_store(app).group_exists(group):
-        raise unprocessable(f"group must name a group (GET /api/v1/groups); {group!r} is "
-                            "not one", "unknown_group")
-    target = None
-    if assignee_after and assignee is not None:
-        target = await assignable(app, assignee_after)
-        if target is None:
-            raise unprocessable("assignee must name an agent (BRIDGE_AGENT_TOKENS or GET "
-                                "/api/v1/agents, not read-only) or be null", "unknown_agent")
-    elif assignee_after:
-        target = await assignable(app, assignee_after)
-    refusal = assignment_refusal(
-        who.actor, current_group=ticket.group, current_assignee=ticket.assignee,
-        group=group_after, assignee=assignee_after,
-        assignee_groups=target.groups if target else None)
-    if refusal is not None:
-        raise ApiError(422 if refusal.code == "not_a_member" else 403, refusal.code,
-                       refusal.message)
+    """403 for what the role forbids, 422 for a group or person that does not exist or
+    cannot hold the ticket (bridge.people.assignment_problem)."""
+    problem = await people.assignment_problem(
+        team_store(app), app[settings_key].agent_tokens, who.actor, ticket,
+        group=group, assignee=assignee)
+    if problem is not None:
+        raise ApiError(403 if problem.code == "forbidden" else 422, problem.code,
+                       problem.message)
 
 
 async def field_definitions(app: web.Application) -> list[FieldDef]:

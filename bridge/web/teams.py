@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.assignment import Assigner, group_removal_refusal
+from bridge.assignment import Assigner
 from bridge.core.changes import Origin
 from bridge.core.teams import (
     MAX_GROUPS,
@@ -37,6 +37,7 @@ from bridge.core.teams import (
     holder_refusal,
 )
 from bridge.core.ticket_fields import MAX_FIELDS, parse_definition
+from bridge.people import group_removal_refusal
 from bridge.store.views import ViewStore
 from bridge.web.access import check_assignment, field_definitions, need, team_store
 from bridge.web.api import ticket_response
@@ -131,12 +132,8 @@ async def _person_from(request: web.Request, data: dict[str, Any],
 
 async def _drain(request: web.Request, person: Person) -> None:
     """Someone became available (or got room): hand them their groups' waiting tickets."""
-    if not (person.available and request.app[settings_key].teams.auto_assign):
-        return
-    assigner = Assigner(request.app[store_key], team_store(request.app),
-                        request.app[settings_key].teams)
-    for group in sorted(person.groups):
-        await assigner.drain(group, now_ms())
+    await Assigner(request.app[store_key], team_store(request.app),
+                   request.app[settings_key].teams).drain_for(person, now_ms())
 
 
 @routes.get("/api/v1/me")

@@ -38,10 +38,6 @@ FRENCH_MESSAGES: dict[str, str] = {
     "hold_enabled)":
         "ce déploiement n'utilise pas le statut suspendu (config/teams.toml [tickets] "
         "hold_enabled)",
-    "assignee must name an agent (BRIDGE_AGENT_TOKENS or GET /api/v1/agents, not "
-    "read-only) or be null":
-        "l'assigné doit être un agent (BRIDGE_AGENT_TOKENS ou GET /api/v1/agents, pas en "
-        "lecture seule) ou personne",
     "assignee must be a string of at most 100 characters (or null)":
         "l'assigné doit être un texte d'au plus 100 caractères (ou personne)",
     "missing or wrong CSRF token: reload the page":
@@ -86,6 +82,10 @@ _PATTERNS: list[tuple[str, str]] = [
      "le rôle {role} ne permet pas de traiter des tickets"),
     (r"group must name a group \(GET /api/v1/groups\); (?P<group>'[^']*') is not one",
      "le groupe doit être un groupe existant (GET /api/v1/groups) ; {group} n'en est pas un"),
+    (r"assignee must name an agent \(BRIDGE_AGENT_TOKENS or GET /api/v1/agents, not "
+     r"read-only\) or be null; (?P<who>'[^']*'|\"[^\"]*\") is not one",
+     "l'assigné doit être un agent (BRIDGE_AGENT_TOKENS ou GET /api/v1/agents, pas en "
+     "lecture seule) ou personne ; {who} n'en est pas un"),
     (r"fill these fields to solve: (?P<fields>[\w., -]+)",
      "remplissez ces champs pour résoudre : {fields}"),
     (r"(?P<who>[\w.@-]+) is not a member of group (?P<group>[\w.-]+)",
