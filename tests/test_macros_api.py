@@ -120,6 +120,10 @@ async def test_a_save_of_the_actions_alone_keeps_the_text(client: Client) -> Non
     text_only = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
                                         json={"locales": {"en": "Hello"}})).json()
     assert text_only["actions"]["status"] == "open" and text_only["locales"] == {"en": "Hello"}
+    # Previewed and validated as it would be saved: over the current version.
+    preview = await (await client.post("/api/v1/macros/greeting/preview", headers=ADMIN,
+                                       json={"actions": {"status": "solved"}})).json()
+    assert preview["body"] == "Hello" and preview["actions"]["status"] == "solved"
     cleared = await (await client.put("/api/v1/macros/greeting", headers=ADMIN,
                                       json={"locales": {}})).json()
     assert cleared["locales"] == {} and not cleared["sends"]

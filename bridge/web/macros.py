@@ -170,11 +170,22 @@ def _check_variants(request: web.Request, macro: Macro) -> Macro:
     return macro
 
 
-def _draft(request: web.Request, who: Principal, name: str, data: dict[str, Any]
-           ) -> Macro | None:
-    """The draft in the body, if any. Only those who may edit macros send one: a draft is a
-    template of the sender's own, which rendered against a ticket reads whatever the
-    template names, and holds the render threads as long as it likes."""
+async def _over_current(request: web.Request, name: str, draft: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """A draft over the saved macro: a field left out (title, locales, actions) is the
+    current version's, so what is previewed, validated and saved is one macro. An update of
+    the actions alone saved a macro with no text before (the customer then got nothing,
+    silently); "locales": {} or "actions": {} clears them."""
+    with contextlib.suppress(MacroNotFound, MacroError):  # a new macro: nothing to keep
+        return {**(await macro_store(request.app).get(name)).to_dict(), **draft}
+    return draft
+
+
+async def _draft(request: web.Request, who: Principal, name: str, data: dict[str, Any]
+                 ) -> Macro | None:
+    """The draft in the body, if any, over the saved macro. Only those who may edit macros
+    send one: a draft is a template of the sender's own, which rendered against a ticket
+    reads whatever the template names, and holds the render threads as long as it likes."""
     draft = {k: v for k, v in data.items() if k in _DRAFT_FIELDS}
     if not draft:
         return None
@@ -182,7 +193,8 @@ def _draft(request: web.Request, who: Principal, name: str, data: dict[str, Any]
         raise ApiError(403, "forbidden", "only admins render drafts; send no title, locales "
                                          "or actions to preview the macro as saved")
     try:
-        macro = parse_macro(name, draft, source_limit=DEFAULT_LIMITS.source_max)
+        macro = parse_macro(name, await _over_current(request, name, draft),
+                            source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
         raise _invalid_macro(exc) from None
     return _check_variants(request, macro)
@@ -236,14 +248,9 @@ async def put_macro(request: web.Request) -> web.Response:
     data = await _json(request, _DRAFT_FIELDS)
     if "locales" not in data and "actions" not in data:
         raise unprocessable("send locales and/or actions", "invalid_macro")
-    # A field left out is the current version's: an update of the actions alone kept no
-    # text before (the customer then got nothing from the macro, silently). Sending
-    # "locales": {} or "actions": {} is how an admin clears them.
-    with contextlib.suppress(MacroNotFound, MacroError):  # a new macro: nothing to keep
-        current = macro_json(await macro_store(request.app).get(name))
-        data = {**{k: current[k] for k in ("title", "locales", "actions")}, **data}
     try:
-        macro = parse_macro(name, data, source_limit=DEFAULT_LIMITS.source_max)
+        macro = parse_macro(name, await _over_current(request, name, data),
+                            source_limit=DEFAULT_LIMITS.source_max)
     except MacroError as exc:
         raise _invalid_macro(exc) from None
     problems = await _validate(request, macro, who)
@@ -259,7 +266,7 @@ async def preview_macro(request: web.Request) -> web.Response:
     name = _name(request)
     request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS | {"ticket_id", "locale"})
-    macro = _draft(request, who, name, data) or await _current(request, name)
+    macro = await _draft(request, who, name, data) or await _current(request, name)
     config = automation_config(request.app)
     locale = data.get("locale")
     if locale is not None and not isinstance(locale, str):
@@ -309,7 +316,7 @@ async def validate_macro_handler(request: web.Request) -> web.Response:
         raise _invalid_macro(exc) from None
     request.app[render_gate_key].check(who.name)  # a refusal costs no body parsing
     data = await _json(request, _DRAFT_FIELDS)
-    macro = _draft(request, who, name, data)
+    macro = await _draft(request, who, name, data)
     if macro is None:
         try:
             macro = await macro_store(request.app).get(name)
