@@ -99,7 +99,7 @@ def _config(path: Path) -> AutomationConfig:
 
 
 def worker_deps(store: TicketStore, aredis: redis.asyncio.Redis, sync_redis: redis.Redis,
-                config_dir: Path, token_agents: frozenset[str] = frozenset()) -> Deps:
+                config_dir: Path, *, token_agents: frozenset[str]) -> Deps:
     """The automations' dependencies on a worker's Redis pools (workers.tasks builds them
     once per worker runtime)."""
     return Deps(

@@ -85,7 +85,7 @@ def _automation_deps() -> tuple[runtime.Runtime, Deps]:
     rt = runtime.current()
     if _automations is None or _automations[0] is not rt:
         _automations = (rt, worker_deps(rt.store, rt.aredis, rt.redis, rt.settings.config_dir,
-                                         frozenset(rt.settings.agent_tokens)))
+                                         token_agents=frozenset(rt.settings.agent_tokens)))
     return rt, _automations[1]
 
 
