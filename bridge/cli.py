@@ -76,6 +76,10 @@ def serve() -> None:
     if not settings.twilio_auth_token:
         logging.getLogger("bridge").warning(
             "TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")
+    if settings.redis_without_password:
+        logging.getLogger("bridge").warning(
+            "REDIS_URL has no password: whoever reaches that Redis reads and writes every "
+            "ticket (redis://:PASSWORD@host:6379/0, or an ACL user: redis://USER:PASSWORD@host)")
     if not settings.metrics_token and not settings.development:
         logging.getLogger("bridge").warning(
             "BRIDGE_METRICS_TOKEN is not set: /metrics answers 403 to every scraper")

@@ -243,6 +243,31 @@ class Settings:
         if self.twilio_whatsapp_from and not self.twilio_whatsapp_from.startswith("whatsapp:"):
             raise SettingsError("TWILIO_WHATSAPP_FROM must look like whatsapp:+14155238886")
         self._validate_tokens()
+        self._validate_secrets()
+
+    def _validate_secrets(self) -> None:
+        """Keys that sign what anyone may hold (a widget visitor's token names the key it
+        was signed with): a short one is guessed offline from any token, and then every
+        visitor, a site's logged-in users included, can be impersonated. Outside
+        development, as long as the other keys."""
+        if self.development:
+            return
+        for variable, secret in (("BRIDGE_SECRET", self.secret),
+                                 ("BRIDGE_SECRET_PREVIOUS", self.secret_previous)):
+            if secret and len(str(secret)) < MIN_TOKEN_CHARS:
+                raise SettingsError(
+                    f"{variable} has {len(str(secret))} characters; outside development "
+                    f"(BRIDGE_ENV=development) it needs at least {MIN_TOKEN_CHARS} (e.g. "
+                    f"python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+
+    @property
+    def redis_without_password(self) -> bool:
+        """A deployed Redis reachable without a password: anyone who reaches it reads and
+        writes every ticket. Warned about, not refused: a Redis on a private network may
+        run without one, and its operator decides."""
+        parts = urlsplit(self.redis_url)
+        return (not self.development and parts.scheme in ("redis", "rediss")
+                and not parts.password)
 
     def _validate_tokens(self) -> None:
         """A token that two principals share makes the first one win; an agent named like a

@@ -52,3 +52,29 @@ def test_check_with_an_unusable_config_folder_checks_nothing_in_its_place(
                                            "PORT": "not a port"})
     assert f"ok   {mine / 'automations.toml'}" in other.output, other.output
     assert "FAIL settings" in other.output
+
+
+def test_a_short_widget_secret_stops_start_up_outside_development() -> None:
+    """A visitor token names the key it was signed with: `BRIDGE_SECRET=secret` was
+    guessed offline from an anonymous token, and any site user could be impersonated."""
+    from bridge.commands.check import check
+    for variable in ("BRIDGE_SECRET", "BRIDGE_SECRET_PREVIOUS"):
+        result = CliRunner().invoke(check, ["--no-stored"], env={
+            variable: "secret", "REDIS_URL": "", "BRIDGE_ENV": "production"})
+        assert result.exit_code == 1
+        assert f"{variable} has 6 characters" in result.output, result.output
+    fine = CliRunner().invoke(check, ["--no-stored"], env={
+        "BRIDGE_SECRET": "s" * 32, "REDIS_URL": "", "BRIDGE_ENV": "production"})
+    assert fine.exit_code == 0, fine.output
+    development = CliRunner().invoke(check, ["--no-stored"], env={
+        "BRIDGE_SECRET": "secret", "REDIS_URL": "", "BRIDGE_ENV": "development"})
+    assert development.exit_code == 0, development.output
+
+
+def test_a_redis_without_password_is_a_warning() -> None:
+    from bridge.commands.check import check
+    result = CliRunner().invoke(check, ["--no-stored"], env={
+        "REDIS_URL": "redis://127.0.0.1:6379/0", "BRIDGE_CONTACT_KEY": CONTACT_KEY,
+        "BRIDGE_ENV": "production"})
+    assert "warn REDIS_URL has no password" in result.output, result.output
+    assert result.exit_code == 0

@@ -47,7 +47,7 @@ def test_values_from_the_environment() -> None:
         "TWILIO_API_URL": "http://127.0.0.1:4010/",
         "BRIDGE_ADMIN_TOKEN": ADMIN,
         "BRIDGE_AGENT_TOKENS": f"alice:{ALICE}, bob : {BOB} ,",
-        "BRIDGE_SECRET": "widget-secret",
+        "BRIDGE_SECRET": "widget-secret-0123456789abcdef-xyz",
         "BRIDGE_CONTACT_KEY": KEY,
         "BRIDGE_IDLE_TIMEOUT_S": "95",
     })
@@ -62,7 +62,7 @@ def test_values_from_the_environment() -> None:
     # Spaces around names and tokens are not part of them.
     assert {k: str(v) for k, v in s.agent_tokens.items()} == {
         "alice": ALICE, "bob": BOB}
-    assert str(s.secret) == "widget-secret"
+    assert str(s.secret) == "widget-secret-0123456789abcdef-xyz"
 
 
 def test_default_public_base_url_follows_the_port() -> None:
@@ -74,10 +74,10 @@ def test_secrets_are_masked_in_repr() -> None:
         "TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "auth-token-0123",
         "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
         "BRIDGE_ADMIN_TOKEN": ADMIN, "BRIDGE_AGENT_TOKENS": f"alice:{ALICE}",
-        "BRIDGE_SECRET": "widget-secret",
+        "BRIDGE_SECRET": "widget-secret-0123456789abcdef-xyz",
     })
     text = repr(s)
-    for secret in ("auth-token-0123", ADMIN, ALICE, "widget-secret"):
+    for secret in ("auth-token-0123", ADMIN, ALICE, "widget-secret-0123456789abcdef-xyz"):
         assert secret not in text
     assert "Secret('**********')" in text
     assert repr(Secret("")) == "Secret('')" and not Secret("")

@@ -220,14 +220,15 @@ def test_widget_settings_are_read_from_the_environment() -> None:
     settings = Settings.from_env({
         "BRIDGE_WIDGET_ORIGINS": "https://Shop.example.com, http://localhost:3000/",
         "BRIDGE_WIDGET_JWT_KEYS": f"a:{'x' * 32}, b:{'y' * 40}",
-        "BRIDGE_SECRET_PREVIOUS": "previous-widget-secret-7f3a", "BRIDGE_WIDGET_VISITOR_RATE": "5",
+        "BRIDGE_SECRET_PREVIOUS": "previous-widget-secret-7f3a-0123456789",
+        "BRIDGE_WIDGET_VISITOR_RATE": "5",
         "BRIDGE_WIDGET_TRUST_FORWARDED_FOR": "1"})
     assert settings.widget_origins == ("https://shop.example.com", "http://localhost:3000")
     assert {k: str(v) for k, v in settings.widget_jwt_keys.items()} == {"a": "x" * 32,
                                                                         "b": "y" * 40}
     # Masked in repr (a short value such as "old" would also match other fields' names).
-    assert str(settings.secret_previous) == "previous-widget-secret-7f3a"
-    assert "previous-widget-secret-7f3a" not in repr(settings)
+    assert str(settings.secret_previous) == "previous-widget-secret-7f3a-0123456789"
+    assert "previous-widget-secret-7f3a-0123456789" not in repr(settings)
     assert settings.widget_visitor_messages_per_min == 5
     assert settings.widget_trust_forwarded_for
 

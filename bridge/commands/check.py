@@ -99,6 +99,9 @@ def check(config_dir: Path | None, macros_dir: Path, stored: bool) -> None:
     # REDIS_URL, else the Redis of a running `make run` (as the other commands find it).
     url = (settings.redis_url or str(runtime_info(settings.data_dir).get("redis_url", ""))
            if settings is not None else "")
+    if settings is not None and settings.redis_without_password:
+        click.echo("warn REDIS_URL has no password: whoever reaches that Redis reads and "
+                   "writes every ticket", err=True)
     if stored and settings is None:
         click.echo("warn stored macros not checked: the settings failed (see below)", err=True)
     if stored and settings is not None and url:
