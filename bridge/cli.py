@@ -24,7 +24,7 @@ from bridge.commands.report import report
 from bridge.commands.webhooks import webhooks
 from bridge.core.tickets import Status
 from bridge.devrun import dev_tokens, resolve_redis_url, run_all, runtime_info
-from bridge.store.connection import async_redis
+from bridge.store.connection import CLUSTER_UNSUPPORTED, async_redis, cluster_node_at
 from bridge.store.tickets import TicketStore
 from config.settings import Settings, SettingsError, process_environment
 
@@ -43,6 +43,8 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except redis.exceptions.MovedError:
+            raise click.ClickException(CLUSTER_UNSUPPORTED) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise click.ClickException(
                 f"cannot reach Redis: {exc} Is the bridge running (make run)? Otherwise set "
@@ -73,6 +75,8 @@ def serve() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not settings.redis_url:
         raise click.ClickException("REDIS_URL is not set (use `bridge run` for a local Redis)")
+    if cluster_node_at(settings):
+        raise click.ClickException(CLUSTER_UNSUPPORTED)
     if not settings.twilio_auth_token:
         logging.getLogger("bridge").warning(
             "TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")

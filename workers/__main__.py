@@ -38,7 +38,7 @@ from rq.utils import now as rq_now
 from rq.worker import HerokuWorker, SimpleWorker
 
 from bridge.jobs import QUEUES_BY_PRIORITY, JobQueues
-from bridge.store.connection import RIDE_OUT, sync_redis
+from bridge.store.connection import CLUSTER_UNSUPPORTED, RIDE_OUT, cluster_node_at, sync_redis
 from config.settings import Settings, SettingsError
 from workers import runtime
 from workers import tasks as _jobs  # noqa: F401  (loaded once, before any fork)
@@ -243,6 +243,8 @@ def main(burst: bool, fork: bool | None, processes: int, log_level: str) -> None
             "REDIS_URL is not set: the worker needs the Redis the web process uses "
             "(`bridge run` starts an embedded Redis and passes its URL to the worker)"
         )
+    if cluster_node_at(settings):
+        raise click.ClickException(CLUSTER_UNSUPPORTED)
     # A wrong URL is reported at once; once started, the worker rides out Redis restarts.
     probe = sync_redis(settings)
     try:

@@ -25,7 +25,7 @@ import redis
 
 from bridge.core.export_policy import Endpoint
 from bridge.store.claims import LEASE_RELEASE_AT_EXIT_S, new_token
-from bridge.store.connection import RIDE_OUT, async_redis
+from bridge.store.connection import CLUSTER_UNSUPPORTED, RIDE_OUT, async_redis, cluster_node_at
 from bridge.store.export_endpoints import EndpointStore
 from bridge.store.export_outbox import Outbox
 from config.settings import Settings, SettingsError
@@ -227,6 +227,8 @@ def main(log_level: str) -> None:
         raise click.ClickException(f"invalid settings: {exc}") from None
     if not settings.redis_url:
         raise click.ClickException("REDIS_URL is not set: the export reads the web's Redis")
+    if cluster_node_at(settings):
+        raise click.ClickException(CLUSTER_UNSUPPORTED)
     if settings.export_allow_private and not settings.development:
         log.warning("BRIDGE_EXPORT_ALLOW_PRIVATE=1: webhooks may reach private addresses")
     asyncio.run(_serve(settings))

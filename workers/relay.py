@@ -41,7 +41,13 @@ from bridge.core.tickets import Status
 from bridge.jobs import JobQueues, JobSpec, template_fallback_job, trigger_job
 from bridge.store.changelog import READ_PER_PARTITION, RELAY_CONSUMER, ChangeLog
 from bridge.store.claims import LEASE_RELEASE_AT_EXIT_S, new_token
-from bridge.store.connection import RIDE_OUT, async_redis, sync_redis
+from bridge.store.connection import (
+    CLUSTER_UNSUPPORTED,
+    RIDE_OUT,
+    async_redis,
+    cluster_node_at,
+    sync_redis,
+)
 from bridge.store.teams import TeamStore
 from config.settings import Settings, SettingsError
 from workers.export_consumer import ExportConsumer
@@ -292,6 +298,8 @@ def main(log_level: str) -> None:
         raise click.ClickException(f"invalid settings: {exc}") from None
     if not settings.redis_url:
         raise click.ClickException("REDIS_URL is not set: the relay reads the web's Redis")
+    if cluster_node_at(settings):
+        raise click.ClickException(CLUSTER_UNSUPPORTED)
     asyncio.run(_serve(settings))
 
 

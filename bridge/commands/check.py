@@ -23,6 +23,7 @@ from bridge.core.macros import Macro, MacroError
 from bridge.core.rule_model import AutomationConfig
 from bridge.core.rule_parsing import RuleError, load_config
 from bridge.devrun import runtime_info
+from bridge.store.connection import CLUSTER_UNSUPPORTED, cluster_node_at
 from bridge.store.macros import SHIPPED_DIR, MacroStore, load_shipped
 from bridge.templating import validate_macro
 from config.settings import DEFAULT_CONFIG_DIR, Settings, SettingsError
@@ -99,6 +100,8 @@ def check(config_dir: Path | None, macros_dir: Path, stored: bool) -> None:
     # REDIS_URL, else the Redis of a running `make run` (as the other commands find it).
     url = (settings.redis_url or str(runtime_info(settings.data_dir).get("redis_url", ""))
            if settings is not None else "")
+    if settings is not None and settings.redis_url and cluster_node_at(settings):
+        errors.append(CLUSTER_UNSUPPORTED)
     if settings is not None and settings.redis_without_password:
         click.echo("warn REDIS_URL has no password: whoever reaches that Redis reads and "
                    "writes every ticket", err=True)

@@ -205,3 +205,22 @@ def sync_redis(settings: Settings, url: str | None = None, *,
         **_ssl_kwargs(settings),
     )
     return ScriptsSurviveFlush.from_pool(pool)
+
+
+CLUSTER_UNSUPPORTED = (
+    "REDIS_URL points at a Redis Cluster node: the bridge runs on one Redis (a primary, with "
+    "replicas for failover), not on Redis Cluster yet; its keys are laid out for it (README, "
+    "Production)")
+
+
+def cluster_node_at(settings: Settings) -> bool:
+    """Whether REDIS_URL is a Redis Cluster node (INFO cluster). Every command on another
+    node's slot would fail with MOVED: the processes refuse to start instead. A Redis that
+    cannot be reached now is not one (the processes ride out an outage at start)."""
+    client = sync_redis(settings)
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

@@ -32,11 +32,15 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(2):
-            await request.app[redis_key].ping()
+            cluster = await request.app[redis_key].info("cluster")
     except Exception as exc:
         return web.json_response(
             {"status": "unavailable", "redis": type(exc).__name__}, status=503
         )
+    # A Redis Cluster node answers a PING, then MOVED to most commands (not supported).
+    if cluster.get("cluster_enabled"):
+        return web.json_response({"status": "unavailable", "redis": "cluster_not_supported"},
+                                 status=503)
     return web.json_response({"status": "ok", "redis": "ok"})
 
 

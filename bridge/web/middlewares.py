@@ -43,8 +43,11 @@ _HTTP_CODES = {
 # keep it, and no browser may read it as HTML.
 _JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
+# MovedError: REDIS_URL is a Redis Cluster node (not supported; the processes refuse to
+# start on one): a 503 too, so providers retry rather than drop on a 500.
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-               redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError)
+               redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+               redis.exceptions.MovedError)
 
 
 @web.middleware
