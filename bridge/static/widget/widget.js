@@ -437,7 +437,14 @@
       else if (data.type === "typing") showTyping();
       else if (data.type === "error" && data.code !== "too_many_requests") token = "";
     };
-    sock.onclose = function () {
+    // A socket the page's policy refuses (a CSP connect-src without the ws: URL) fires
+    // "error" and is CLOSED, and Chromium never fires "close": the same path, once.
+    var gone = false;
+    sock.onerror = function () { if (sock.readyState === 3) lost(); };
+    sock.onclose = function () { lost(); };
+    function lost() {
+      if (gone) return;
+      gone = true;
       ws = null;
       if (polling) return upgradeLater();
       say(T.offline);
@@ -449,7 +456,7 @@
         advance(data.cursor);
         if (++wsFailures > 1) fallback(); else reconnect();
       }, reconnect);
-    };
+    }
   }
   // The keys shown close to the cursor: the server sends what lies there that we lack.
   function nearCursor() {

@@ -25,6 +25,7 @@ from tests.browser.widget_client.support import (
 )
 from tests.browser.widget_support import (
     WAIT_MS,
+    host_page,
     open_chat,
     wait_for_text,
     widget,
@@ -122,6 +123,29 @@ def test_long_polling_tries_the_websocket_again_and_keeps_it_once_it_opens(
     expect(widget(page).locator(".typing")).to_have_text("An agent is typing…")
     world.agent.reply(ticket["id"], "on the socket")
     wait_for_text(page, "on the socket")
+
+
+def test_a_page_whose_policy_refuses_the_websocket_falls_back_to_polling(
+        world: World, page: Page) -> None:
+    """A site whose CSP connect-src names the bridge's HTTP calls but not its ws: URL: the
+    refused socket fires "error" and never "close", and the widget stopped there (its
+    message stuck on "Sending…", replies never shown)."""
+    # A second policy in the page itself: both apply, so the socket is refused.
+    narrower = (f'<meta http-equiv="Content-Security-Policy" '
+                f'content="connect-src {world.bridge.url}">')
+    html = host_page(world.bridge.url)
+    world.pages["/no-sockets"] = html.replace("<head>", "<head>" + narrower, 1)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text
+            else None)
+    page.goto(world.url("/no-sockets"))
+    open_chat(page)
+    write(page, "behind a strict policy")
+    (ticket,) = world.agent.wait_tickets(1)
+    world.agent.reply(ticket["id"], "through long polling")
+    wait_for_text(page, "through long polling")
+    assert refused, "the page's policy did not refuse the socket"
+    expect(widget(page).locator(".failed")).to_have_count(0)
 
 
 # ------------------------------------------------------------------ a phone; keyboard focus
