@@ -182,6 +182,38 @@ def test_a_csat_button_records_the_rating_without_reopening(world: World, page: 
     assert len(world.agent.tickets()) == 1
 
 
+def test_answering_one_survey_leaves_an_older_tickets_survey_open(
+        world: World, page: Page) -> None:
+    """Each survey answers for its ticket: answering the newer one disabled every survey in
+    the widget, though an older survey's button still rates its own ticket."""
+    page.goto(world.page_url())
+    open_chat(page)
+    write(page, "first problem")
+    (first,) = world.agent.wait_tickets(1)
+    world.agent.http.patch(f"/api/v1/tickets/{first['id']}", json={"status": "solved"})
+    send_survey(world.redis_url, first["id"])
+    surveys = widget(page).locator(".csat")
+    surveys.first.wait_for(timeout=WAIT_MS)
+    world.agent.http.patch(f"/api/v1/tickets/{first['id']}", json={"status": "closed"})
+    write(page, "second problem")
+    second, _ = world.agent.wait_tickets(2)
+    world.agent.http.patch(f"/api/v1/tickets/{second['id']}", json={"status": "solved"})
+    send_survey(world.redis_url, second["id"])
+    surveys.nth(1).wait_for(timeout=WAIT_MS)
+    surveys.nth(1).locator("button").first.click()
+    widget(page).locator(".log .notice").get_by_text("Thank you!", exact=False).wait_for(
+        timeout=WAIT_MS)
+    expect(surveys.nth(1).locator("button").first).to_be_disabled()
+    older = surveys.first.locator("button").last  # 1 (Bad)
+    expect(older).to_be_enabled()
+    older.click()
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while (world.agent.ticket(first["id"])["csat"] or {}).get("rating") != 1:
+        assert time.monotonic() < deadline, "the older survey's rating was not recorded"
+        time.sleep(0.1)
+    assert world.agent.ticket(second["id"])["csat"]["rating"] == 5
+
+
 def test_a_restarted_web_process_loses_and_doubles_nothing(world: World, page: Page) -> None:
     page.goto(world.page_url())
     open_chat(page)

@@ -231,7 +231,8 @@
       var sent = ev.client_id && root.getElementById("c-" + ev.client_id);
       if (sent) sent.remove();
       node = el("p", "notice", T.rated + ev.rating + "/5");
-      var asked = root.querySelectorAll(".csat button");
+      // That ticket's survey only: an older ticket's stays open to its own answer.
+      var asked = root.querySelectorAll('.csat[data-ticket="' + ticketOf(ev.key) + '"] button');
       for (var i = 0; i < asked.length; i++) asked[i].disabled = true;
     } else {
       return false;
@@ -254,8 +255,11 @@
     node.appendChild(el("span", "meta", meta));
     return node;
   }
+  // An event key is <ms>-<seq>_<ticket>.
+  function ticketOf(key) { return String(key).split("_")[1] || ""; }
   function csat(ev) {
     var node = el("div", "msg agent csat");
+    node.setAttribute("data-ticket", ticketOf(ev.key));
     node.appendChild(el("p", "body", ev.body || T.rate));
     var group = node.appendChild(el("div", "buttons"));
     group.setAttribute("role", "group");
