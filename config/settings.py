@@ -377,7 +377,12 @@ def widget_settings(env: Mapping[str, str]) -> dict[str, Any]:
                 or parts.query or parts.fragment or "@" in parts.netloc):
             raise SettingsError(f"BRIDGE_WIDGET_ORIGINS: {raw!r} is not an origin such as "
                                 "https://shop.example.com")
-        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        netloc = parts.netloc.lower()
+        # A browser's Origin never names the scheme's default port: written out, it would
+        # match no page of that site.
+        default = {"http": ":80", "https": ":443"}[parts.scheme]
+        netloc = netloc.removesuffix(default)
+        origins.append(f"{parts.scheme}://{netloc}".lower())
     return {
         "secret_previous": Secret(env.get("BRIDGE_SECRET_PREVIOUS", "")),
         "widget_origins": tuple(origins),

@@ -218,12 +218,15 @@ def test_widget_settings_are_read_from_the_environment() -> None:
     from config.settings import Settings
 
     settings = Settings.from_env({
-        "BRIDGE_WIDGET_ORIGINS": "https://Shop.example.com, http://localhost:3000/",
+        "BRIDGE_WIDGET_ORIGINS": "https://Shop.example.com:443, http://localhost:3000/, "
+                                 "http://blog.example.com:80, https://api.example.com:8443",
         "BRIDGE_WIDGET_JWT_KEYS": f"a:{'x' * 32}, b:{'y' * 40}",
         "BRIDGE_SECRET_PREVIOUS": "previous-widget-secret-7f3a-0123456789",
         "BRIDGE_WIDGET_VISITOR_RATE": "5",
         "BRIDGE_WIDGET_TRUST_FORWARDED_FOR": "1"})
-    assert settings.widget_origins == ("https://shop.example.com", "http://localhost:3000")
+    # A default port is dropped: a browser's Origin never names it (it matched no page).
+    assert settings.widget_origins == ("https://shop.example.com", "http://localhost:3000",
+                                       "http://blog.example.com", "https://api.example.com:8443")
     assert {k: str(v) for k, v in settings.widget_jwt_keys.items()} == {"a": "x" * 32,
                                                                         "b": "y" * 40}
     # Masked in repr (a short value such as "old" would also match other fields' names).
