@@ -15,6 +15,7 @@ import redis
 from bridge.app import create_app
 from bridge.channels import widget as channel
 from bridge.core.messages import Channel
+from bridge.store.embedded import free_port
 from bridge.web.widget_assets import SCRIPT_PATH
 from config.settings import Secret, Settings
 from tests.conftest import AGENT_TOKEN, Client, contact_id, make_settings
@@ -218,13 +219,17 @@ async def test_a_host_header_matching_the_origin_is_not_an_allowed_origin(
 async def test_in_development_a_loopback_name_of_the_same_host_is_allowed(
         aiohttp_client: Any, redis_url: str) -> None:
     # The demo page opened as http://localhost:PORT while PUBLIC_BASE_URL says 127.0.0.1.
-    app = create_app(make_settings(redis_url, development=True))
-    client = await aiohttp_client(app)
-    port = client.server.port
+    port = free_port()
+    app = create_app(make_settings(redis_url, development=True, port=port))
+    client = await aiohttp_client(app, server_kwargs={"port": port})
     for name in ("localhost", "127.0.0.1"):
         response = await call(client, "session", {}, origin=f"http://{name}:{port}",
                               Host=f"{name}:{port}")
         assert response.status == 200, name
+    # Another loopback port (another local app) passed when its Host header said the same.
+    other = await call(client, "session", {}, origin="http://localhost:9999",
+                       Host="localhost:9999")
+    assert other.status == 403
     production = await aiohttp_client(create_app(make_settings(redis_url)))
     response = await call(production, "session", {},
                           origin=f"http://localhost:{production.server.port}",

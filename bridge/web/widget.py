@@ -73,11 +73,14 @@ def origin_ok(request: web.Request) -> bool:
     if not request.app[settings_key].development:
         return False
     try:
-        hostname = urlsplit(origin).hostname
+        parts = urlsplit(origin)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     except ValueError:
         return False
-    return (hostname in _LOOPBACK_NAMES
-            and origin.lower() == f"{request.scheme}://{request.host}".lower())
+    # The bridge's own port, not the Host header's: a script outside a browser chooses
+    # both headers, and any loopback port passed then.
+    return (parts.hostname in _LOOPBACK_NAMES and parts.scheme == request.scheme
+            and port == request.app[settings_key].port)
 
 
 def check_origin(request: web.Request) -> None:
