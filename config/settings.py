@@ -135,6 +135,9 @@ class Settings:
     # Keys the sites sign their logged-in users' JWTs with: key id -> HS256 secret.
     widget_jwt_keys: Mapping[str, Secret] = field(default_factory=dict)
     widget_token_ttl_s: int = 30 * 24 * 3600
+    # A site's logged-in user: the bridge's token for them, got with the site's JWT only
+    # (never renewed with itself), so a user the site signs out keeps access this long at most.
+    widget_user_token_ttl_s: int = 12 * 3600
     # Flood control: messages one visitor may send, and widget requests one IP may make,
     # per minute (a 429 with Retry-After beyond).
     widget_visitor_messages_per_min: int = 30
@@ -389,6 +392,8 @@ def widget_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "widget_jwt_keys": keys,
         "widget_token_ttl_s": _int(env, "BRIDGE_WIDGET_TOKEN_TTL_S", 30 * 24 * 3600,
                                    minimum=60),
+        "widget_user_token_ttl_s": _int(env, "BRIDGE_WIDGET_USER_TOKEN_TTL_S", 12 * 3600,
+                                        minimum=60),
         "widget_visitor_messages_per_min": _int(env, "BRIDGE_WIDGET_VISITOR_RATE", 30,
                                                 minimum=1),
         "widget_ip_requests_per_min": _int(env, "BRIDGE_WIDGET_IP_RATE", 600, minimum=1),

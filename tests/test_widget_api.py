@@ -156,6 +156,21 @@ async def test_one_external_id_is_one_contact_on_every_device(client: Client) ->
     assert ticket["contact"]["name"] == "Ada"
 
 
+async def test_a_signed_in_users_session_is_renewed_only_with_the_sites_jwt(
+        client: Client) -> None:
+    """Renewed with itself (30 days each time), a user's access outlived the site's JWT,
+    its logout and the user's removal."""
+    token = await new_visitor(client, user_jwt=site_jwt())
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 12 * 3600  # BRIDGE_WIDGET_USER_TOKEN_TTL_S
+    renewal = await call(client, "session", token=token)
+    assert renewal.status == 401
+    assert (await renewal.json())["error"]["code"] == "user_jwt_required"
+    assert (await send(client, token, "still within its 12 hours")).status == 201
+    anonymous = await new_visitor(client)  # an anonymous visitor's token renews itself
+    assert (await call(client, "session", token=anonymous)).status == 200
+
+
 @pytest.mark.parametrize("bad", [
     lambda: jwt.encode({"external_id": "u", "exp": int(time.time()) + 60}, SITE_KEY,
                        headers={"kid": "k2"}),

@@ -181,10 +181,17 @@ async def session(request: web.Request) -> web.Response:
             raise ApiError(401, exc.code, exc.message) from None
     elif request.headers.get("Authorization"):
         visitor = verify_token(settings, bearer(request)).visitor
+        if visitor.identified:
+            # Renewed with itself, a signed-in user's access outlived the site's JWT for
+            # ever: the site's word (a fresh JWT) is what extends it.
+            raise ApiError(401, "user_jwt_required", "a signed-in visitor's session is "
+                                                     "renewed with the site's JWT (user_jwt)")
     else:
         visitor = channel.Visitor(channel.new_visitor_address())
+    ttl_s = (min(settings.widget_user_token_ttl_s, settings.widget_token_ttl_s)
+             if visitor.identified else settings.widget_token_ttl_s)
     token = channel.issue_visitor_token(visitor, secret=str(settings.secret), now_s=now_s,
-                                        ttl_s=settings.widget_token_ttl_s)
+                                        ttl_s=ttl_s)
     cid = contact_id_for(settings.contact_key_bytes, Channel.WIDGET, visitor.address)
     read = await request.app[widget_store_key].read_position(cid)
     return web.json_response({
