@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from bridge.core.messages import Channel
@@ -17,6 +16,16 @@ from bridge.core.teams import TeamConfig
 from bridge.core.ticket_fields import FieldDef
 from config.errors import SettingsError as SettingsError  # re-exported: callers import it here
 from config.files import load_policies, load_teams
+from config.values import (
+    KEY_MIN_CHARS,
+    agent_tokens_value,
+    base_url_value,
+    env_choice,
+    env_int,
+    redis_url_value,
+)
+from config.values import Secret as Secret  # re-exported: callers import it here
+from config.widget_settings import widget_settings
 
 _DEFAULT_POLICY = ChannelPolicy()
 
@@ -32,30 +41,6 @@ def _packaged_config_dir() -> Path:
 
 DEFAULT_CONFIG_DIR = _packaged_config_dir()
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
-
-
-class Secret:
-    """A string that never shows in repr or logs; call str() at the point of use."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')" if self._value else "Secret('')"
-
-    def __str__(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,52 +149,52 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         config_dir = Path(env.get("BRIDGE_CONFIG_DIR", "") or DEFAULT_CONFIG_DIR)
-        port = _int(env, "PORT", 8080, minimum=1, maximum=65535)
+        port = env_int(env, "PORT", 8080, minimum=1, maximum=65535)
         settings = cls(
-            redis_url=_redis_url(env.get("REDIS_URL", "")),
-            redis_ssl_cert_reqs=_choice(
+            redis_url=redis_url_value(env.get("REDIS_URL", "")),
+            redis_ssl_cert_reqs=env_choice(
                 env, "REDIS_SSL_CERT_REQS", "required", ("required", "optional", "none")
             ),
-            redis_max_connections=_int(env, "REDIS_MAX_CONNECTIONS", 64, minimum=2),
+            redis_max_connections=env_int(env, "REDIS_MAX_CONNECTIONS", 64, minimum=2),
             host=env.get("HOST", "0.0.0.0" if "DYNO" in env else "127.0.0.1"),
             port=port,
-            public_base_url=_base_url(env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")),
+            public_base_url=base_url_value(env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")),
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=Secret(env.get("TWILIO_AUTH_TOKEN", "")),
-            twilio_api_url=_base_url(
+            twilio_api_url=base_url_value(
                 env.get("TWILIO_API_URL", DEFAULT_TWILIO_API_URL), name="TWILIO_API_URL"
             ),
             twilio_whatsapp_from=env.get("TWILIO_WHATSAPP_FROM", ""),
             twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID", ""),
             admin_token=Secret(env.get("BRIDGE_ADMIN_TOKEN", "")),
-            agent_tokens=_agent_tokens(env.get("BRIDGE_AGENT_TOKENS", "")),
+            agent_tokens=agent_tokens_value(env.get("BRIDGE_AGENT_TOKENS", "")),
             metrics_token=Secret(env.get("BRIDGE_METRICS_TOKEN", "")),
             secret=Secret(env.get("BRIDGE_SECRET", "")),
-            development=_choice(env, "BRIDGE_ENV", "production",
+            development=env_choice(env, "BRIDGE_ENV", "production",
                                 ("production", "development")) == "development",
             contact_key=Secret(env.get("BRIDGE_CONTACT_KEY", "")),
             worker_extra_jobs=tuple(filter(None, (
                 name.strip() for name in env.get("BRIDGE_WORKER_EXTRA_JOBS", "").split(",")))),
             config_dir=config_dir,
             data_dir=Path(env.get("BRIDGE_DATA_DIR", "var")),
-            max_body_bytes=_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
-            body_read_timeout_s=_int(env, "BRIDGE_BODY_READ_TIMEOUT_S", 10, minimum=1),
-            idle_timeout_s=_int(env, "BRIDGE_IDLE_TIMEOUT_S", 75, minimum=1),
-            worker_ttl_s=_int(env, "BRIDGE_WORKER_TTL_S", 45, minimum=16),
-            worker_maintenance_interval_s=_int(
+            max_body_bytes=env_int(env, "BRIDGE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            body_read_timeout_s=env_int(env, "BRIDGE_BODY_READ_TIMEOUT_S", 10, minimum=1),
+            idle_timeout_s=env_int(env, "BRIDGE_IDLE_TIMEOUT_S", 75, minimum=1),
+            worker_ttl_s=env_int(env, "BRIDGE_WORKER_TTL_S", 45, minimum=16),
+            worker_maintenance_interval_s=env_int(
                 env, "BRIDGE_WORKER_MAINTENANCE_INTERVAL_S", 30, minimum=1),
-            worker_job_monitoring_interval_s=_int(
+            worker_job_monitoring_interval_s=env_int(
                 env, "BRIDGE_WORKER_JOB_MONITORING_INTERVAL_S", 30, minimum=1),
-            relay_lease_ttl_s=_int(env, "BRIDGE_RELAY_LEASE_TTL_S", 15, minimum=2),
+            relay_lease_ttl_s=env_int(env, "BRIDGE_RELAY_LEASE_TTL_S", 15, minimum=2),
             policies=load_policies(config_dir / "bridge.toml"),
-            render_request_budget_s=_int(env, "BRIDGE_RENDER_REQUEST_BUDGET_S", 5, minimum=1),
-            max_variants_per_macro=_int(env, "BRIDGE_MAX_VARIANTS_PER_MACRO", 50, minimum=1),
-            render_workers=_int(env, "BRIDGE_RENDER_WORKERS", 2, minimum=1, maximum=4),
-            render_queue=_int(env, "BRIDGE_RENDER_QUEUE", 2, minimum=0),
-            render_per_user=_int(env, "BRIDGE_RENDER_PER_USER", 2, minimum=1),
-            export_allow_private=_choice(env, "BRIDGE_EXPORT_ALLOW_PRIVATE", "0",
+            render_request_budget_s=env_int(env, "BRIDGE_RENDER_REQUEST_BUDGET_S", 5, minimum=1),
+            max_variants_per_macro=env_int(env, "BRIDGE_MAX_VARIANTS_PER_MACRO", 50, minimum=1),
+            render_workers=env_int(env, "BRIDGE_RENDER_WORKERS", 2, minimum=1, maximum=4),
+            render_queue=env_int(env, "BRIDGE_RENDER_QUEUE", 2, minimum=0),
+            render_per_user=env_int(env, "BRIDGE_RENDER_PER_USER", 2, minimum=1),
+            export_allow_private=env_choice(env, "BRIDGE_EXPORT_ALLOW_PRIVATE", "0",
                                          ("0", "1")) == "1",
-            export_timeout_s=_int(env, "BRIDGE_EXPORT_TIMEOUT_S", 10, minimum=1, maximum=15),
+            export_timeout_s=env_int(env, "BRIDGE_EXPORT_TIMEOUT_S", 10, minimum=1, maximum=15),
             **load_teams(config_dir / "teams.toml"),
             **widget_settings(env),
         )
@@ -225,9 +210,9 @@ class Settings:
                 "REDIS_URL; generate one with `python -c 'import secrets; "
                 "print(secrets.token_hex(32))'` and keep it (changing it needs "
                 "`bridge migrate contact-ids`, see README)")
-        if self.contact_key and len(str(self.contact_key)) < _CONTACT_KEY_MIN_CHARS:
+        if self.contact_key and len(str(self.contact_key)) < KEY_MIN_CHARS:
             raise SettingsError(
-                f"BRIDGE_CONTACT_KEY must be at least {_CONTACT_KEY_MIN_CHARS} characters")
+                f"BRIDGE_CONTACT_KEY must be at least {KEY_MIN_CHARS} characters")
         if self.twilio_account_sid and not _TWILIO_SID["AC"].fullmatch(self.twilio_account_sid):
             raise SettingsError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
         # A token alone is enough to verify webhooks (local development, outbox only).
@@ -299,107 +284,14 @@ class Settings:
                     f"print(secrets.token_urlsafe(32))')")
 
 
+# Twilio resource sids: a two-letter type prefix and 32 hex digits (34 characters).
+_TWILIO_SID = {prefix: re.compile(prefix + "[0-9a-fA-F]{32}") for prefix in ("AC", "MG")}
+
 # Outside development: 32 characters of token_urlsafe are 192 bits.
 MIN_TOKEN_CHARS = 32
 # Authors the bridge writes itself ("admin" is the admin token's principal, "auto-assign"
 # the automatic assignment's).
 RESERVED_AUTHORS = frozenset({"admin", "system", "customer", "auto-assign"})
-
-
-_CONTACT_KEY_MIN_CHARS = 32
-
-# Twilio resource sids: a two-letter type prefix and 32 hex digits (34 characters).
-_TWILIO_SID = {prefix: re.compile(prefix + "[0-9a-fA-F]{32}") for prefix in ("AC", "MG")}
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
-         maximum: int | None = None) -> int:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = (f"between {minimum} and {maximum}" if maximum is not None
-                 else f"at least {minimum}")
-        raise SettingsError(f"{name} must be {bound}, got {value}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "") or default
-    if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _redis_url(raw: str) -> str:
-    if raw and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
-    return raw
-
-
-def _base_url(raw: str, *, name: str = "PUBLIC_BASE_URL") -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name} must be an http(s) URL such as https://bridge.example.com")
-    return raw.rstrip("/")
-
-
-def _agent_tokens(raw: str) -> dict[str, Secret]:
-    tokens: dict[str, Secret] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, token = (part.strip() for part in item.partition(":"))
-        if not sep or not name or len(token) < 8:
-            raise SettingsError(
-                "BRIDGE_AGENT_TOKENS must be name:token pairs separated by commas, "
-                "tokens of at least 8 characters"
-            )
-        if name in tokens:
-            raise SettingsError(f"BRIDGE_AGENT_TOKENS: agent {name!r} is listed twice")
-        tokens[name] = Secret(token)
-    return tokens
-
-
-def widget_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """The widget's settings (README, "Web chat widget")."""
-    keys: dict[str, Secret] = {}
-    for item in filter(None, (p.strip() for p in env.get("BRIDGE_WIDGET_JWT_KEYS", "").split(","))):
-        kid, sep, key = (part.strip() for part in item.partition(":"))
-        if not sep or not kid or len(key) < _CONTACT_KEY_MIN_CHARS or kid in keys:
-            raise SettingsError(
-                "BRIDGE_WIDGET_JWT_KEYS must be kid:secret pairs separated by commas, each key "
-                f"id once, secrets of at least {_CONTACT_KEY_MIN_CHARS} characters")
-        keys[kid] = Secret(key)
-    origins = []
-    for raw in filter(None, (p.strip() for p in env.get("BRIDGE_WIDGET_ORIGINS", "").split(","))):
-        parts = urlsplit(raw)
-        if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/")
-                or parts.query or parts.fragment or "@" in parts.netloc):
-            raise SettingsError(f"BRIDGE_WIDGET_ORIGINS: {raw!r} is not an origin such as "
-                                "https://shop.example.com")
-        netloc = parts.netloc.lower()
-        # A browser's Origin never names the scheme's default port: written out, it would
-        # match no page of that site.
-        default = {"http": ":80", "https": ":443"}[parts.scheme]
-        netloc = netloc.removesuffix(default)
-        origins.append(f"{parts.scheme}://{netloc}".lower())
-    return {
-        "secret_previous": Secret(env.get("BRIDGE_SECRET_PREVIOUS", "")),
-        "widget_origins": tuple(origins),
-        "widget_jwt_keys": keys,
-        "widget_token_ttl_s": _int(env, "BRIDGE_WIDGET_TOKEN_TTL_S", 30 * 24 * 3600,
-                                   minimum=60),
-        "widget_user_token_ttl_s": _int(env, "BRIDGE_WIDGET_USER_TOKEN_TTL_S", 12 * 3600,
-                                        minimum=60),
-        "widget_visitor_messages_per_min": _int(env, "BRIDGE_WIDGET_VISITOR_RATE", 30,
-                                                minimum=1),
-        "widget_ip_requests_per_min": _int(env, "BRIDGE_WIDGET_IP_RATE", 600, minimum=1),
-        "widget_trust_forwarded_for": _choice(env, "BRIDGE_WIDGET_TRUST_FORWARDED_FOR", "0",
-                                              ("0", "1")) == "1",
-    }
 
 
 def process_environment() -> dict[str, str]:

@@ -162,13 +162,18 @@ def test_session_end_notice_then_a_new_ticket(world: World, page: Page) -> None:
     assert newest["status"] == "new"
 
 
+def solve_and_survey(world: World, ticket_id: str) -> None:
+    """The agent solves the ticket and the survey goes out (the worker's job, run here)."""
+    world.agent.http.patch(f"/api/v1/tickets/{ticket_id}", json={"status": "solved"})
+    send_survey(world.redis_url, ticket_id)
+
+
 def test_a_csat_button_records_the_rating_without_reopening(world: World, page: Page) -> None:
     page.goto(world.page_url())
     open_chat(page)
     write(page, "thanks")
     (ticket,) = world.agent.wait_tickets(1)
-    world.agent.http.patch(f"/api/v1/tickets/{ticket['id']}", json={"status": "solved"})
-    send_survey(world.redis_url, ticket["id"])
+    solve_and_survey(world, ticket["id"])
     buttons = widget(page).locator(".csat button")
     buttons.first.wait_for(timeout=WAIT_MS)
     assert_accessible(page)
@@ -190,15 +195,13 @@ def test_answering_one_survey_leaves_an_older_tickets_survey_open(
     open_chat(page)
     write(page, "first problem")
     (first,) = world.agent.wait_tickets(1)
-    world.agent.http.patch(f"/api/v1/tickets/{first['id']}", json={"status": "solved"})
-    send_survey(world.redis_url, first["id"])
+    solve_and_survey(world, first["id"])
     surveys = widget(page).locator(".csat")
     surveys.first.wait_for(timeout=WAIT_MS)
     world.agent.http.patch(f"/api/v1/tickets/{first['id']}", json={"status": "closed"})
     write(page, "second problem")
     second, _ = world.agent.wait_tickets(2)
-    world.agent.http.patch(f"/api/v1/tickets/{second['id']}", json={"status": "solved"})
-    send_survey(world.redis_url, second["id"])
+    solve_and_survey(world, second["id"])
     surveys.nth(1).wait_for(timeout=WAIT_MS)
     surveys.nth(1).locator("button").first.click()
     widget(page).locator(".log .notice").get_by_text("Thank you!", exact=False).wait_for(
