@@ -40,7 +40,8 @@ def _post(summary: str, request: dict[str, Any], answer: dict[str, Any], *,
 
 WIDGET_PATHS: dict[str, Any] = {
     "/widget/v1/session": _post(
-        "Start or continue a visitor session (anonymous, stored token, or a site's JWT)",
+        "Start or continue a visitor session (anonymous, an anonymous visitor's stored "
+        "token, or a site's JWT: a site's user's own token is 401 user_jwt_required)",
         {"type": "object", "properties": {"user_jwt": {"type": "string"}},
          "additionalProperties": False},
         _json({"type": "object", "required": ["token"],
