@@ -228,7 +228,7 @@ async def test_the_reports_page_draws_its_charts(client: Client,
     download = await client.get("/app/reports?since=2026-11-01&until=2026-11-03&format=csv")
     assert download.content_type == "text/csv" and "tickets,created,4" in await download.text()
     bad = await client.get("/app/reports?since=2026-11-05&until=2026-11-01")
-    assert bad.status == 422 and "since must be before until" in await bad.text()
+    assert bad.status == 422 and "From must be on or before To" in await bad.text()
 
 
 def test_bridge_report_prints_the_same_figures(redis_url: str, sync_redis: object) -> None:
@@ -297,6 +297,8 @@ async def test_the_pages_to_date_is_included(client: Client, aredis: redis.async
     for to in ("soon", "9999-12-31"):  # the last: no next day (a 500)
         bad = await client.get(f"/app/reports?to={to}")
         assert bad.status == 422 and "To must be a date" in await bad.text()
+    bad_from = await client.get("/app/reports?since=someday&to=2026-11-01")
+    assert bad_from.status == 422 and "From must be a date" in await bad_from.text()
     reversed_days = await client.get("/app/reports?since=2026-11-02&to=2026-11-01")
     assert reversed_days.status == 422
     assert "From must be on or before To" in await reversed_days.text()

@@ -17,7 +17,7 @@ async def test_the_french_pages_say_everything_in_french(client: Client) -> None
     assert "Page introuvable" in missing
     period = await client.get("/app/reports?since=2026-02-01&until=2026-01-01", headers=FRENCH)
     assert period.status == 422
-    assert "le début doit précéder la fin" in await period.text()
+    assert "« Du » doit précéder « Au »" in await period.text()
 
 
 async def test_every_table_head_of_the_reports_says_something(client: Client) -> None:

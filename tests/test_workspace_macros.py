@@ -91,3 +91,25 @@ async def test_rollback_restores_an_earlier_version_as_a_new_one(client: Client)
     bad = await client.post("/app/macros/greeting/rollback",
                             data={"version": "x", "csrf_token": csrf})
     assert "version must be a version number" in await bad.text()
+
+
+async def test_the_editor_keeps_line_breaks_and_speaks_french(client: Client) -> None:
+    """Browsers send a textarea's line breaks as CRLF: every save rewrote the texts with
+    CRs (which customers then got). In French, its notices and problems were English."""
+    csrf = await sign_in(client, ADMIN_TOKEN)
+    two_lines = {**GOOD, "locale_en": "Hello\r\nsecond line", "csrf_token": csrf}
+    await client.post("/app/macros/greeting", data=two_lines)
+    stored = await (await client.get("/api/v1/macros/greeting", headers={
+        "Authorization": f"Bearer {ADMIN_TOKEN}"})).json()
+    assert stored["locales"]["en"] == "Hello\nsecond line"
+    client.session.cookie_jar.update_cookies({"lang": "fr"})
+    saved = await (await client.post("/app/macros/greeting", data=two_lines)).text()
+    assert "Enregistrée comme version 2" in saved
+    for actions, french in (('{"set_status": "x"}', "action inconnue"),
+                            ('{\n"status": }', "JSON invalide"),
+                            ("[" * 5000, "trop imbriqué")):  # the last: a 500
+        refused = await client.post("/app/macros/greeting", data={**two_lines,
+                                                                   "actions": actions})
+        html = await refused.text()
+        assert refused.status == 422 and french in html, actions
+        assert "La macro n&#39;a pas été enregistrée :" in html

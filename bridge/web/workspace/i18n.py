@@ -133,7 +133,7 @@ FRENCH: dict[str, str] = {
     "New locale (code)": "Nouvelle langue (code)",
     "Text of the new locale": "Texte de la nouvelle langue",
     "Actions (JSON)": "Actions (JSON)",
-    "The macro was not saved": "La macro n'a pas été enregistrée",
+    "The macro was not saved:": "La macro n'a pas été enregistrée :",
     "Roll back": "Restaurer",
     "Changes from the version before": "Modifications depuis la version précédente",
     "Locales": "Langues",

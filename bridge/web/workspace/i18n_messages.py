@@ -61,6 +61,10 @@ FRENCH_MESSAGES: dict[str, str] = {
     "must be a list of strings": "doit être une liste de textes",
     "must be true or false": "doit valoir true ou false",
     "must be an object": "doit être un objet",
+    "actions: nested too deep": "actions : trop imbriqué",
+    "From must be a date (2024-05-01) or an ISO 8601 time":
+        "« Du » doit être une date (2024-05-01) ou une heure ISO 8601",
+    "From must be between 1970 and 9000": "« Du » doit être entre 1970 et 9000",
     "needs actions.content_sid": "nécessite actions.content_sid",
     "needs actions.fallback_content_sid": "nécessite actions.fallback_content_sid",
     "every locale needs a text (or leave all of them out)":
@@ -120,6 +124,12 @@ _PATTERNS: list[tuple[str, str]] = [
      "fuseau horaire inconnu {zone} : donnez un nom IANA comme Europe/Paris"),
     (r"channel must be one of (?P<channels>[\w, ]+)", "le canal doit être l'un de {channels}"),
     (r"the form could not be read: (?P<why>.+)", "le formulaire n'a pas pu être lu : {why}"),
+    (r"Saved as version (?P<v>\d+)", "Enregistrée comme version {v}"),
+    (r"Version (?P<old>\d+) restored as version (?P<new>\d+)",
+     "Version {old} rétablie comme version {new}"),
+    (r"unknown action; use one of (?P<actions>[\w, ]+)",
+     "action inconnue ; utilisez l'une de {actions}"),
+
     (r"the body did not arrive within (?P<s>[\d.]+) s",
      "la requête n'est pas arrivée entière en {s} s"),
     (r"no such group\(s\): (?P<groups>[\w., -]+)", "groupe(s) inconnu(s) : {groups}"),

@@ -54,6 +54,8 @@ def draft_of(name: str, form: Any) -> Macro:
     except json.JSONDecodeError as exc:
         raise unprocessable(f"actions, line {exc.lineno}: not valid JSON ({exc.msg})",
                             "invalid_macro") from None
+    except RecursionError:
+        raise unprocessable("actions: nested too deep", "invalid_macro") from None
     try:
         return parse_macro(name, {"title": str(form.get("title", "")), "locales": locales,
                                   "actions": actions}, source_limit=DEFAULT_LIMITS.source_max)
@@ -61,11 +63,17 @@ def draft_of(name: str, form: Any) -> Macro:
         raise unprocessable(f"{exc.field}: {exc.message}", "invalid_macro") from None
 
 
+def _text(value: Any) -> str:
+    """A textarea's text as stored: browsers send its line breaks as CRLF, and a save of
+    anything else rewrote every locale's text (customers got the CRs)."""
+    return str(value).replace("\r\n", "\n")
+
+
 def _draft_locales(form: Any) -> dict[str, str]:
-    locales = {key[len("locale_"):]: str(value) for key, value in form.items()
+    locales = {key[len("locale_"):]: _text(value) for key, value in form.items()
                if key.startswith("locale_") and str(value).strip()}
     new_code = str(form.get("new_locale", "")).strip()
-    new_text = str(form.get("new_locale_text", ""))
+    new_text = _text(form.get("new_locale_text", ""))
     if new_code and new_text.strip():
         locales[new_code] = new_text
     return locales

@@ -41,7 +41,17 @@ def _charts(report: dict[str, Any], lang: str) -> dict[str, Any]:
     }
 
 
-_FORM_WORDS = {"since must be before until": "From must be on or before To"}
+_FORM_WORDS = {
+    "since must be before until": "From must be on or before To",
+    "since must be a date (2024-05-01) or an ISO 8601 time":
+        "From must be a date (2024-05-01) or an ISO 8601 time",
+    "since must be between 1970 and 9000": "From must be between 1970 and 9000",
+}
+
+
+def _in_form_words(message: str) -> str:
+    """A period error in the form's words (From, To), not the API's parameters."""
+    return _FORM_WORDS.get(message, message)
 
 
 def _end_of(last_day: str) -> str:
@@ -71,8 +81,7 @@ async def reports(request: web.Request, who: Principal) -> web.StreamResponse:
         period = parse_period(since=form["since"], until=until, tz=form["tz"],
                               channel=form["channel"], channels=tuple(Channel))
     except PeriodError as exc:
-        # The form's words (From, To), not the API's parameters.
-        error = _FORM_WORDS.get(str(exc), str(exc)) if form["to"] else str(exc)
+        error = _in_form_words(str(exc))
         return render(request, "reports.html", who=who, status=422, error=error,
                       form=form, report=None, charts=None, time_zones=TIME_ZONES,
                       channels=[c.value for c in Channel], labels=TIME_LABELS, csv_query="")

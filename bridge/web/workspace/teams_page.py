@@ -106,7 +106,13 @@ def fields_from_form(definitions: list[FieldDef], ticket: Ticket, group: str | N
             continue
         value = _posted(definition, form)
         current = was.get(definition.key)
-        if value == current or (value is False and current is None):
+        # The form gives text back stripped (and a multiselect in the options' order): a
+        # value set with spaces through the API, unchanged, is not a change.
+        if isinstance(current, str):
+            current = current.strip() or None
+        same = (sorted(value) == sorted(current) if isinstance(value, list)
+                and isinstance(current, list) else value == current)
+        if same or (value is False and current is None):
             continue
         patch[definition.key] = value
     return patch or None
