@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
@@ -72,13 +73,25 @@ def csp_violations(page: Page) -> list[str]:
     return found
 
 
+def first_message(world: World, page: Page, body: str) -> dict[str, Any]:
+    """The visitor opens the chat on the site's page and writes; the ticket it opened."""
+    page.goto(world.page_url())
+    open_chat(page)
+    write(page, body)
+    (ticket,) = world.agent.wait_tickets(1)
+    return ticket
+
+
+def solve_and_survey(world: World, ticket_id: str) -> None:
+    """The agent solves the ticket and the survey goes out (the worker's job, run here)."""
+    world.agent.http.patch(f"/api/v1/tickets/{ticket_id}", json={"status": "solved"})
+    send_survey(world.redis_url, ticket_id)
+
+
 def test_a_visitor_message_becomes_a_ticket_and_the_reply_shows_without_a_reload(
         world: World, page: Page) -> None:
     violations = csp_violations(page)
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "Where is my parcel?")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "Where is my parcel?")
     assert ticket["channel"] == "widget" and ticket["status"] == "new"
     world.agent.reply(ticket["id"], "It left the warehouse this morning.")
     wait_for_text(page, "It left the warehouse this morning.")
@@ -89,10 +102,7 @@ def test_a_visitor_message_becomes_a_ticket_and_the_reply_shows_without_a_reload
 
 def test_the_typing_notice_goes_when_the_agents_message_arrives(
         world: World, page: Page) -> None:
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "Are you there?")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "Are you there?")
     notice = widget(page).locator(".typing")
     world.agent.typing(ticket["id"])
     expect(notice).to_have_text("An agent is typing…")
@@ -129,10 +139,7 @@ def test_french_strings_follow_the_page(world: World, page: Page) -> None:
 
 def test_an_agent_reply_while_closed_shows_an_unread_count_and_is_reported_read(
         world: World, page: Page) -> None:
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "hello")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "hello")
     widget(page).locator("button.close").click()
     reply = world.agent.reply(ticket["id"], "Hi there")
     badge = widget(page).locator(".badge")
@@ -150,10 +157,7 @@ def test_an_agent_reply_while_closed_shows_an_unread_count_and_is_reported_read(
 
 
 def test_session_end_notice_then_a_new_ticket(world: World, page: Page) -> None:
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "first question")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "first question")
     world.agent.end_session(ticket["id"])
     wait_for_text(page, "The agent ended this conversation. A new message starts a new one.")
     write(page, "another question")
@@ -162,17 +166,8 @@ def test_session_end_notice_then_a_new_ticket(world: World, page: Page) -> None:
     assert newest["status"] == "new"
 
 
-def solve_and_survey(world: World, ticket_id: str) -> None:
-    """The agent solves the ticket and the survey goes out (the worker's job, run here)."""
-    world.agent.http.patch(f"/api/v1/tickets/{ticket_id}", json={"status": "solved"})
-    send_survey(world.redis_url, ticket_id)
-
-
 def test_a_csat_button_records_the_rating_without_reopening(world: World, page: Page) -> None:
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "thanks")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "thanks")
     solve_and_survey(world, ticket["id"])
     buttons = widget(page).locator(".csat button")
     buttons.first.wait_for(timeout=WAIT_MS)
@@ -191,10 +186,7 @@ def test_answering_one_survey_leaves_an_older_tickets_survey_open(
         world: World, page: Page) -> None:
     """Each survey answers for its ticket: answering the newer one disabled every survey in
     the widget, though an older survey's button still rates its own ticket."""
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "first problem")
-    (first,) = world.agent.wait_tickets(1)
+    first = first_message(world, page, "first problem")
     solve_and_survey(world, first["id"])
     surveys = widget(page).locator(".csat")
     surveys.first.wait_for(timeout=WAIT_MS)
@@ -218,10 +210,7 @@ def test_answering_one_survey_leaves_an_older_tickets_survey_open(
 
 
 def test_a_restarted_web_process_loses_and_doubles_nothing(world: World, page: Page) -> None:
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "before the restart")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "before the restart")
     world.agent.reply(ticket["id"], "reply one")
     wait_for_text(page, "reply one")
     world.bridge.stop()
@@ -248,10 +237,7 @@ def test_a_reply_posted_to_one_process_reaches_a_visitor_on_another(
     """The visitor on this test's bridge; the agent on a `bridge serve` process."""
     other = start_web(world.redis_url)
     try:
-        page.goto(world.page_url())
-        open_chat(page)
-        write(page, "hello from process one")
-        (ticket,) = world.agent.wait_tickets(1)
+        ticket = first_message(world, page, "hello from process one")
         Agent(other.url).reply(ticket["id"], "answered by process two")
         wait_for_text(page, "answered by process two")
     finally:
@@ -261,10 +247,7 @@ def test_a_reply_posted_to_one_process_reaches_a_visitor_on_another(
 def test_long_polling_carries_the_conversation_where_websockets_are_blocked(
         world: World, page: Page) -> None:
     page.route_web_socket("**/widget/v1/ws", lambda ws: ws.close())
-    page.goto(world.page_url())
-    open_chat(page)
-    write(page, "behind a strict proxy")
-    (ticket,) = world.agent.wait_tickets(1)
+    ticket = first_message(world, page, "behind a strict proxy")
     world.agent.reply(ticket["id"], "polled reply")
     wait_for_text(page, "polled reply")
     assert thread_texts(page) == ["behind a strict proxy", "polled reply"]
