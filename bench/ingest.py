@@ -12,10 +12,13 @@ the worker and the relay running as `make run` runs them (`python -m workers`,
 the web process is measured. When the machine has two or more CPUs the server under test
 runs alone on the first one, and the load generator (bench/loadgen.py, its own process),
 Redis, the worker and the relay share the others: a web dyno hosts none of them, and they
-must not steal the server's core. During the latency phases the worker and the relay run
-at the lowest CPU priority (BACKGROUND_NICE), so that they do not hold up Redis and the
-generator either; during the max-rate rounds they compete as equals, so that they cannot
-fall behind and spare Redis their load while the max rate is measured.
+must not steal the server's core. The worker and the relay run at the lowest CPU priority
+(BACKGROUND_NICE) in every phase, so that they do not hold up Redis and the generator
+either: in production they run on dynos of their own. That they still do their whole
+work while the max rate is measured (a relay that fell behind would spare Redis its
+reads) is checked, not assumed: the relay's lag is read at the end of every max-rate
+round, and a round that ends with the relay more than RELAY_LAG_LIMIT_S behind fails
+(bench/ingest_report.py).
 
 Phases, every one bounded in request count and in time:
 1. warm-up, closed loop, each server (this first touches every contact of the appends
@@ -63,18 +66,22 @@ from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.procs import Background, Server, cpu_layout, own_affinity, python_module
 from bench.report import Context, Row
 from bridge.store import keys
-from bridge.store.changelog import RELAY_CONSUMER, ChangeLog
+from bridge.store.changelog import RELAY_CONSUMER, ChangeLog, Lag
 from bridge.store.embedded import EmbeddedRedis, free_port
 
 PUBLIC_BASE_URL = "https://bridge.example.com"
 TOKEN = "bench-auth-token-" + "0123456789abcdef"
 METRICS_TOKEN = "bench-metrics-token-" + "0123456789abcdef"
-# For the latency phases: the worker and the relay share a CPU with Redis and the load
-# generator; on dynos of their own in production, they take here only what those two
-# leave. At the same priority, a batch of theirs kept Redis and the generator waiting for
-# the CPU, which showed as the bridge's latency: p99 at 1,280 appends/s 8.0-9.2 ms (and
-# 71.9 ms once) in four 5 s phases at nice 0, 5.7-5.8 ms (16.6 ms once) in the four
-# phases alternating with them at nice 19.
+# The worker and the relay share a CPU with Redis and the load generator; on dynos of their
+# own in production, they take here only what those two leave. At the same priority (each
+# in its own session, so with an equal share of the CPU as a group), a batch of theirs
+# kept Redis and the generator waiting for the CPU:
+# - latency: p99 at 1,280 appends/s 8.0-9.2 ms (and 71.9 ms once) in four 5 s phases at
+#   nice 0, 5.7-5.8 ms (16.6 ms once) in the four phases alternating with them at nice 19;
+# - max rate: the web process idled waiting for Redis (88-92% of its CPU against the
+#   baseline's 99-100%; 96-97% with the relay stopped). Five paired appends rounds, relay
+#   at nice 0 then 19: 8,216/8,855, 8,247/8,866, 8,142/8,156, 7,691/7,621, 7,905/8,668
+#   per second, the relay using 10-12% of a core in both (it did the same work).
 BACKGROUND_NICE = 19
 
 
@@ -122,6 +129,8 @@ class Workload:
     # How many times Redis forked during each latency round (INFO stats total_forks): an
     # AOF rewrite, whose child shares the CPU of Redis and the load generator.
     redis_forks_rounds: list[int]
+    # The relay's lag (entries, seconds) at the end of each closed-loop round, as `rounds`.
+    relay_lag_rounds: list[Lag]
 
     @property
     def max_rate(self) -> float:
@@ -214,20 +223,25 @@ def count_stored(url: str) -> tuple[int, int, int]:
     return count, len(sids), streams
 
 
-def wait_for_relay(url: str, timeout_s: float) -> tuple[int, float]:
-    """(change log entries the relay has not handed on, seconds waited): polls until none
-    is left or timeout_s passed."""
+def relay_lag(url: str) -> Lag:
+    """The change log entries the relay has not handed on, and the age of the oldest."""
 
-    async def pending() -> int:
+    async def lag() -> Lag:
         client = redis.asyncio.Redis.from_url(url)
         try:
-            return (await ChangeLog(client).lag(RELAY_CONSUMER)).events
+            return await ChangeLog(client).lag(RELAY_CONSUMER)
         finally:
             await client.aclose()
 
+    return asyncio.run(lag())
+
+
+def wait_for_relay(url: str, timeout_s: float) -> tuple[int, float]:
+    """(change log entries the relay has not handed on, seconds waited): polls until none
+    is left or timeout_s passed."""
     t0 = time.monotonic()
     while True:
-        left = asyncio.run(pending())
+        left = relay_lag(url).events
         waited = time.monotonic() - t0
         if left == 0 or waited > timeout_s:
             return left, waited
@@ -252,8 +266,9 @@ def loop_lag_buckets(port: int) -> dict[float, float]:
             for sample in family.samples if sample.name.endswith("_bucket")}
 
 
-def _round_line(label: str, r: LoadResult) -> str:
-    return (f"{label} {r.rate:,.0f}/s (server CPU {r.cpu_percent.get('server', 0):.0f}%)")
+def _round_line(label: str, r: LoadResult, lag: Lag | None = None) -> str:
+    relay = f", relay {lag.oldest_s:.2f} s behind" if lag is not None else ""
+    return f"{label} {r.rate:,.0f}/s (server CPU {r.cpu_percent.get('server', 0):.0f}%{relay})"
 
 
 def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
@@ -288,6 +303,8 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
         with base, bridge, worker, relay:
             worker.start(cpus=other_cpus)
             relay.start(cpus=other_cpus)
+            for background in (worker, relay):
+                background.lower_priority(BACKGROUND_NICE)
             base.start(cpus=server_cpus)
             bridge.start(cpus=server_cpus)
             bw = {"server": base.pid}
@@ -308,24 +325,25 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                 bridge_cap = max(2000.0, 6 * bridge_runs[-1].rate)
             base_rounds: list[LoadResult] = []
             rounds: dict[str, list[LoadResult]] = {"appends": [], "new": []}
+            round_lags: dict[str, list[Lag]] = {"appends": [], "new": []}
             for i in range(cfg.rounds):
                 b = runner.closed(base_port, bw, cfg.round_s, cfg.round_warmup_s, base_cap)
                 a = runner.closed(bridge_port, rw, cfg.round_s, cfg.round_warmup_s, bridge_cap)
+                round_lags["appends"].append(relay_lag(rds.url))
                 n = runner.closed(bridge_port, rw, cfg.round_s, cfg.round_warmup_s, bridge_cap,
                                   new_contacts=True)
+                round_lags["new"].append(relay_lag(rds.url))
                 base_rounds.append(b)
                 rounds["appends"].append(a)
                 rounds["new"].append(n)
                 log(f"  ingest: round {i + 1}/{cfg.rounds}: " + _round_line("baseline", b)
-                    + ", " + _round_line("appends", a) + ", "
-                    + _round_line("new conversations", n))
+                    + ", " + _round_line("appends", a, round_lags["appends"][-1]) + ", "
+                    + _round_line("new conversations", n, round_lags["new"][-1]))
                 worker.check_running()
                 relay.check_running()
             base_runs += base_rounds
             bridge_runs += rounds["appends"] + rounds["new"]
             workloads: dict[str, Workload] = {}
-            for background in (worker, relay):
-                background.lower_priority(BACKGROUND_NICE)
             for name, new_contacts in (("appends", False), ("new", True)):
                 half = statistics.median(r.rate for r in rounds[name]) / 2
                 lat: list[LoadResult] = []
@@ -346,7 +364,8 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                     base_lat.append(runner.open(base_port, bw, half, cfg.baseline_latency_s))
                 bridge_runs += lat
                 base_runs += base_lat
-                workloads[name] = Workload(name, rounds[name], lat, base_lat, lags, forks)
+                workloads[name] = Workload(name, rounds[name], lat, base_lat, lags, forks,
+                                           round_lags[name])
             max_appends = workloads["appends"].max_rate
             sweep = []
             for f in cfg.sweep:

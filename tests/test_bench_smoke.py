@@ -74,6 +74,14 @@ def test_ingest_smoke(tmp_path: Path, ctx: Context) -> None:
         assert cpu.value > 0 and cpu.baseline
     assert by_name["customer_message events stored vs 200 answers"].passed is True
     assert rows[-1].passed is True
+    # The relay's lag was read at the end of every max-rate round of both workloads, and
+    # the worst of them is a figure with its target.
+    for workload in (outcome.appends, outcome.new):
+        assert len(workload.relay_lag_rounds) == len(workload.rounds)
+    behind = by_name["relay behind the change log at the end of a max-rate round"]
+    assert behind.value == max(lag.oldest_s for w in (outcome.appends, outcome.new)
+                               for lag in w.relay_lag_rounds)
+    assert behind.target is not None and behind.target.threshold == 1.0
     # The web process's loop was probed during every latency round (every 50 ms).
     for workload in (outcome.appends, outcome.new):
         assert len(workload.loop_lag_rounds) == len(workload.latency_rounds)
