@@ -38,35 +38,34 @@ Phases, every one bounded in request count and in time:
 5. correctness: customer_message events stored in Redis == 200 answers received, and the
    relay has handed every change log entry on once the load stops.
 
-The rows, the details section and the plot are bench/ingest_report.py's.
+The rows, the details section and the plot are bench/ingest_report.py's; what is read from
+Redis and /metrics between and after the phases, bench/ingest_probes.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import secrets
 import statistics
-import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-import redis.asyncio
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench import ingest_report
 from bench.aof import RewritesBetweenPhases
 from bench.data import CONTACT_KEY
+from bench.ingest_probes import (
+    count_stored,
+    loop_lag_buckets,
+    redis_forks,
+    relay_lag,
+    wait_for_relay,
+)
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.procs import Background, Server, cpu_layout, own_affinity, python_module
 from bench.report import Context, Row
-from bridge.store import keys
-from bridge.store.changelog import RELAY_CONSUMER, ChangeLog, Lag
+from bridge.store.changelog import Lag
 from bridge.store.embedded import EmbeddedRedis, free_port
 
 PUBLIC_BASE_URL = "https://bridge.example.com"
@@ -200,72 +199,6 @@ class _Runner:
                                   duration_s=duration))
 
 
-def count_stored(url: str) -> tuple[int, int, int]:
-    """(customer_message events, distinct provider ids, ticket streams) in Redis."""
-    client = redis.Redis.from_url(url)
-    count = streams = 0
-    sids: set[str] = set()
-    try:
-        for key in client.scan_iter(match=keys.EVENT_STREAMS_GLOB, count=1000):
-            streams += 1
-            start = "-"
-            while True:
-                batch = client.xrange(key, start, "+", count=2000)
-                for _eid, fields in batch:
-                    if fields.get(b"type") == b"customer_message":
-                        count += 1
-                        sids.add(json.loads(fields.get(b"data", b"{}")).get("provider_id", ""))
-                if len(batch) < 2000:
-                    break
-                start = "(" + batch[-1][0].decode()
-    finally:
-        client.close()
-    return count, len(sids), streams
-
-
-def relay_lag(url: str) -> Lag:
-    """The change log entries the relay has not handed on, and the age of the oldest."""
-
-    async def lag() -> Lag:
-        client = redis.asyncio.Redis.from_url(url)
-        try:
-            return await ChangeLog(client).lag(RELAY_CONSUMER)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(lag())
-
-
-def wait_for_relay(url: str, timeout_s: float) -> tuple[int, float]:
-    """(change log entries the relay has not handed on, seconds waited): polls until none
-    is left or timeout_s passed."""
-    t0 = time.monotonic()
-    while True:
-        left = relay_lag(url).events
-        waited = time.monotonic() - t0
-        if left == 0 or waited > timeout_s:
-            return left, waited
-        time.sleep(0.2)
-
-
-def redis_forks(url: str) -> int:
-    """How many times Redis has forked since it started (AOF rewrites, here)."""
-    with redis.Redis.from_url(url) as client:
-        return int(client.info("stats")["total_forks"])
-
-
-def loop_lag_buckets(port: int) -> dict[float, float]:
-    """The bridge's bridge_event_loop_lag_seconds histogram: {upper bound s: count}."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
-                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        text = answer.read().decode()
-    return {float(sample.labels["le"]): sample.value
-            for family in text_string_to_metric_families(text)
-            if family.name == "bridge_event_loop_lag_seconds"
-            for sample in family.samples if sample.name.endswith("_bucket")}
-
-
 def _round_line(label: str, r: LoadResult, lag: Lag | None = None) -> str:
     relay = f", relay {lag.oldest_s:.2f} s behind" if lag is not None else ""
     return f"{label} {r.rate:,.0f}/s (server CPU {r.cpu_percent.get('server', 0):.0f}%{relay})"
@@ -351,10 +284,11 @@ def measure(cfg: IngestConfig, workdir: Path, *, pin: bool = True,
                 lags: list[dict[float, float]] = []
                 forks: list[int] = []
                 for i in range(cfg.latency_rounds):
-                    before, forks_before = loop_lag_buckets(bridge_port), redis_forks(rds.url)
+                    before = loop_lag_buckets(bridge_port, METRICS_TOKEN)
+                    forks_before = redis_forks(rds.url)
                     res = runner.open(bridge_port, rw, half, cfg.latency_s,
                                       new_contacts=new_contacts)
-                    after = loop_lag_buckets(bridge_port)
+                    after = loop_lag_buckets(bridge_port, METRICS_TOKEN)
                     lags.append({le: after[le] - before.get(le, 0.0) for le in after})
                     forks.append(redis_forks(rds.url) - forks_before)
                     log(f"  ingest: {name}, open loop at {half:,.0f}/s, round {i + 1}/"
