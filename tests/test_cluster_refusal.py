@@ -4,20 +4,17 @@ request failed with MOVED)."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from bridge.app import create_app
 from bridge.cli import main as bridge_main
 from bridge.store.connection import CLUSTER_UNSUPPORTED, cluster_node_at
-from bridge.store.embedded import free_port, redis_server_binary
+from bridge.store.embedded import EmbeddedRedis
 from tests.conftest import CONTACT_KEY, make_settings
 from workers.__main__ import main as workers_main
 from workers.export import main as export_main
@@ -26,24 +23,24 @@ from workers.relay import main as relay_main
 
 @pytest.fixture(scope="module")
 def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis started in cluster mode (no slots assigned: enough to be told apart). A few
+    tries: under xdist another worker may take the free port before this Redis binds it,
+    and a node that never answered made every test here fail with a ConnectionError."""
     folder: Path = tmp_path_factory.mktemp("cluster")
-    port = free_port()
-    node = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--cluster-enabled", "yes", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        node.terminate()
-        node.wait(timeout=10)
+    for attempt in range(3):
+        node = EmbeddedRedis(folder / f"try{attempt}", appendonly=False,
+                             options=["--cluster-enabled", "yes"])
+        try:
+            node.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield node.url
+        finally:
+            node.stop()
+        return
 
 
 def test_a_cluster_node_is_told_from_a_single_redis(cluster_node: str, redis_url: str) -> None:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -54,7 +55,8 @@ class EmbeddedRedis:
     """A redis-server child process; `stop()` (or the context manager) ends it."""
 
     def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = True,
-                 password: str = "", appendfsync: str = "everysec") -> None:
+                 password: str = "", appendfsync: str = "everysec",
+                 options: Sequence[str] = ()) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.data_dir = data_dir
@@ -62,6 +64,7 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password or secrets.token_urlsafe(24)
+        self.options = tuple(options)  # more redis-server options ("--cluster-enabled", "yes")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,6 +88,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", "",
+            *self.options,
         ]
         # Its own process group, so a Ctrl-C to the terminal reaches us first and we stop
         # Redis last, after the processes that use it.
