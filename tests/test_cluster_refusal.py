@@ -33,6 +33,7 @@ def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             node.start()
         except RuntimeError:
+            node.stop()  # one that did not answer in time is still running
             if attempt == 2:
                 raise
             continue
