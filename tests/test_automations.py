@@ -59,8 +59,8 @@ then = { set_status = "closed" }
 """
 
 
-def rules() -> AutomationConfig:
-    return parse_config(tomllib.loads(RULES), "test-automations.toml")
+def rules(text: str = RULES) -> AutomationConfig:
+    return parse_config(tomllib.loads(text), "test-automations.toml")
 
 
 @pytest.fixture
@@ -183,14 +183,14 @@ async def test_a_timer_whose_moment_moved_without_a_trigger_is_set_again(
 ) -> None:
     """`since = "updated"`: a tag changes the moment but fires no trigger job, so nothing
     set the timer again and the stale one skipped for good."""
-    deps.config = parse_config(tomllib.loads("""
+    deps.config = rules("""
 [[automations]]
 name = "solve_idle_pending"
 since = "updated"
 after_s = 30
 when = { status = ["pending"] }
 then = { set_status = "solved" }
-"""), "test.toml")
+""")
     t0 = now_ms() - 120_000
     tid = ids(await inbound(store, address="whatsapp:+15551110011", at_ms=t0))
     await store.update_ticket(tid, author="alice", now_ms=t0 + 1_000, status=Status.PENDING)
@@ -221,14 +221,14 @@ async def test_a_timer_run_again_by_rq_does_not_act_twice(
 ) -> None:
     """RQ runs a job again after a crash (or a lost pop): a timer whose actions leave its
     conditions true would repeat them; its marker makes it act once."""
-    deps.config = parse_config(tomllib.loads("""
+    deps.config = rules("""
 [[automations]]
 name = "remind_new"
 since = "created"
 after_s = 1
 when = { status = ["new"] }
 then = { add_tags = ["reminded"] }
-"""), "test.toml")
+""")
     tid = ids(await inbound(store, address="whatsapp:+15551110009", at_ms=now_ms() - 5_000))
     result = await handle_ticket_event(deps, {"ticket_id": tid, "trigger": "ticket.created",
                                               "version": 1, "event_id": "e1"})
@@ -333,13 +333,13 @@ async def test_a_customers_answer_that_opens_a_pending_ticket_fires_status_chang
     """From the change log entry to the rule's action, as the relay and a worker run it."""
     from bridge.store.changelog import ChangeLog
     from workers.relay import jobs_for
-    deps.config = parse_config(tomllib.loads("""
+    deps.config = rules("""
 [[triggers]]
 name = "became_open"
 on = ["ticket.status_changed"]
 when = { status = ["open"] }
 then = { add_tags = ["became_open"] }
-"""), "test.toml")
+""")
     address = "whatsapp:+15551110009"
     tid = ids(await inbound(store, address=address))
     await store.update_ticket(tid, author="alice", now_ms=now_ms(), status=Status.PENDING)
